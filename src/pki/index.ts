@@ -1,0 +1,14 @@
+/**
+ * pki: the console's internal certificate authority and the key/CSR handling of agents
+ * and targets. Knows X.509 and PEM; must not touch files or sockets (callers persist).
+ */
+export {
+  type CaMaterial,
+  type IssuedIdentity,
+  createCa,
+  issueServerCertificate,
+  issueFromCsr,
+  generateKeyAndCsr,
+  fingerprint,
+  peerIdentity,
+} from './authority.js';

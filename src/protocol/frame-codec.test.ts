@@ -1,0 +1,126 @@
+import { describe, expect, it } from 'vitest';
+import { FerryError } from '../errors/index.js';
+import { FrameDecoder, MAX_FRAME_BYTES, encodeFrame, encodePreface } from './frame-codec.js';
+import { type Message, decodeMessage, encodeMessage } from './messages.js';
+
+const sample: Message[] = [
+  { type: 'hello', body: { taskId: 't1', runId: 3, pass: 'full' } },
+  {
+    type: 'entry',
+    body: {
+      seq: 1,
+      path: 'dir/ä file',
+      kind: 'file',
+      mode: 0o4755,
+      uid: 1000,
+      gid: 1000,
+      mtimeNs: '1700000000123456789',
+      size: 5,
+      xattrs: [{ name: 'user.a', value: 'aGk=' }],
+    },
+  },
+  { type: 'data', offset: 0, data: Buffer.from('hello') },
+  { type: 'file-end', body: { seq: 1, hash: 'a'.repeat(64) } },
+  { type: 'commit', body: { seq: 2 } },
+];
+
+function streamOf(msgs: Message[]): Buffer {
+  return Buffer.concat([
+    encodePreface(),
+    ...msgs.map((m) => {
+      const { type, payload } = encodeMessage(m);
+      return encodeFrame(type, payload);
+    }),
+  ]);
+}
+
+function decodeAll(chunks: Buffer[]): Message[] {
+  const d = new FrameDecoder();
+  const out: Message[] = [];
+  for (const c of chunks) {
+    for (const item of d.push(c)) if (item.kind === 'frame') out.push(decodeMessage(item.type, item.payload));
+  }
+  expect(d.pendingBytes).toBe(0);
+  return out;
+}
+
+describe('frame decoder', () => {
+  const bytes = streamOf(sample);
+
+  it('decodes the same messages whatever offset the stream is split at', () => {
+    for (let i = 0; i <= bytes.length; i++) {
+      expect(decodeAll([bytes.subarray(0, i), bytes.subarray(i)])).toEqual(sample);
+    }
+  });
+
+  it('decodes a stream fed one byte at a time', () => {
+    const chunks = [...bytes].map((b) => Buffer.from([b]));
+    expect(decodeAll(chunks)).toEqual(sample);
+  });
+
+  it('refuses a bad magic', () => {
+    const d = new FrameDecoder();
+    expect(() => d.push(Buffer.from('HTTP/1.1 200'))).toThrow(expect.objectContaining({ code: 'FERRY_PROTOCOL_VIOLATION' }));
+  });
+
+  it('tells a peer that is too new from one that is too old', () => {
+    expect(() => new FrameDecoder().push(encodePreface(0))).toThrow(/peer too old/);
+    expect(() => new FrameDecoder().push(encodePreface(99))).toThrow(/peer too new/);
+    try {
+      new FrameDecoder().push(encodePreface(99));
+    } catch (e) {
+      expect((e as FerryError).code).toBe('FERRY_PROTOCOL_VERSION');
+    }
+  });
+
+  it('refuses an oversized frame length before buffering its body', () => {
+    const d = new FrameDecoder();
+    d.push(encodePreface());
+    const head = Buffer.alloc(5);
+    head.writeUInt32BE(MAX_FRAME_BYTES + 1, 0);
+    expect(() => d.push(head)).toThrow(expect.objectContaining({ code: 'FERRY_PROTOCOL_VIOLATION' }));
+    const zero = new FrameDecoder();
+    zero.push(encodePreface());
+    expect(() => zero.push(Buffer.alloc(5))).toThrow(/outside/);
+  });
+});
+
+describe('message validation', () => {
+  const entry = (path: string, extra: object = {}) =>
+    Buffer.from(JSON.stringify({ seq: 1, path, kind: 'dir', mode: 0o755, uid: 0, gid: 0, mtimeNs: '1', ...extra }));
+
+  it.each([
+    ['../etc/passwd'],
+    ['/etc/passwd'],
+    ['a/../../b'],
+    ['a//b'],
+    ['./a'],
+    ['a/.'],
+    ['a\0b'],
+    [''],
+    [`${'x'.repeat(256)}/y`],
+  ])('refuses the unsafe path %j', (p) => {
+    expect(() => decodeMessage(0x10, entry(p))).toThrow(FerryError);
+  });
+
+  it('refuses a hard link whose source path escapes', () => {
+    expect(() => decodeMessage(0x10, entry('a', { kind: 'hardlink', linkTo: '../x' }))).toThrow(
+      expect.objectContaining({ code: 'FERRY_UNSAFE_PATH' }),
+    );
+  });
+
+  it('refuses unknown fields, wrong types and unknown frame types', () => {
+    expect(() => decodeMessage(0x10, entry('a', { evil: 1 }))).toThrow(expect.objectContaining({ code: 'FERRY_PROTOCOL_VIOLATION' }));
+    expect(() => decodeMessage(0x10, entry('a', { mode: 0o17777 }))).toThrow(/mode/);
+    expect(() => decodeMessage(0x10, Buffer.from('{not json'))).toThrow(/JSON/);
+    expect(() => decodeMessage(0x55, Buffer.from('{}'))).toThrow(/unknown frame type/);
+    expect(() => decodeMessage(0x11, Buffer.from([1, 2, 3]))).toThrow(/DATA/);
+  });
+
+  it('accepts a 200-byte non-ASCII name', () => {
+    const name = 'é'.repeat(100);
+    expect(Buffer.byteLength(name)).toBe(200);
+    const m = decodeMessage(0x10, entry(`d/${name}`));
+    expect(m.type === 'entry' && m.body.path).toBe(`d/${name}`);
+  });
+});

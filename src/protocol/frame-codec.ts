@@ -1,0 +1,126 @@
+import { FerryError } from '../errors/index.js';
+
+/** "FERRY\0" then a big-endian u16 version: the first 8 bytes each side sends. */
+export const MAGIC = Buffer.from('FERRY\0', 'latin1');
+export const PROTOCOL_VERSION = 1;
+export const MIN_PROTOCOL_VERSION = 1;
+export const PREFACE_BYTES = MAGIC.length + 2;
+
+/** Largest data payload of one DATA frame. */
+export const MAX_DATA_BYTES = 1 << 20;
+/** Largest frame (type byte + payload) a peer may send; longer is a protocol violation. */
+export const MAX_FRAME_BYTES = MAX_DATA_BYTES + 4096;
+
+export function encodePreface(version = PROTOCOL_VERSION): Buffer {
+  const b = Buffer.alloc(PREFACE_BYTES);
+  MAGIC.copy(b, 0);
+  b.writeUInt16BE(version, MAGIC.length);
+  return b;
+}
+
+/** Frame = u32 BE length of (type + payload), u8 type, payload. */
+export function encodeFrame(type: number, payload: Buffer): Buffer {
+  if (payload.length + 1 > MAX_FRAME_BYTES) {
+    throw new FerryError('FERRY_INTERNAL', `frame of ${payload.length} bytes exceeds the ${MAX_FRAME_BYTES}-byte limit`);
+  }
+  const head = Buffer.allocUnsafe(5);
+  head.writeUInt32BE(payload.length + 1, 0);
+  head.writeUInt8(type, 4);
+  return Buffer.concat([head, payload]);
+}
+
+export type DecodedItem =
+  | { readonly kind: 'preface'; readonly version: number }
+  | { readonly kind: 'frame'; readonly type: number; readonly payload: Buffer };
+
+/**
+ * Turns a byte stream, split anywhere, into the preface and then frames. Throws
+ * FerryError FERRY_PROTOCOL_VIOLATION on a bad magic or a frame length out of bounds
+ * (checked before buffering the frame), FERRY_PROTOCOL_VERSION on an unsupported version.
+ */
+export class FrameDecoder {
+  #chunks: Buffer[] = [];
+  #buffered = 0;
+  #prefaceSeen = false;
+
+  push(chunk: Buffer): DecodedItem[] {
+    if (chunk.length > 0) {
+      this.#chunks.push(chunk);
+      this.#buffered += chunk.length;
+    }
+    const out: DecodedItem[] = [];
+    for (;;) {
+      if (!this.#prefaceSeen) {
+        if (this.#buffered < PREFACE_BYTES) return out;
+        const p = this.#take(PREFACE_BYTES);
+        if (!p.subarray(0, MAGIC.length).equals(MAGIC)) {
+          throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'the peer is not speaking the ferry protocol (bad magic)');
+        }
+        const version = p.readUInt16BE(MAGIC.length);
+        if (version < MIN_PROTOCOL_VERSION) {
+          throw new FerryError(
+            'FERRY_PROTOCOL_VERSION',
+            `peer too old: it speaks protocol version ${version}, this ferry needs at least ${MIN_PROTOCOL_VERSION}`,
+          );
+        }
+        if (version > PROTOCOL_VERSION) {
+          throw new FerryError(
+            'FERRY_PROTOCOL_VERSION',
+            `peer too new: it speaks protocol version ${version}, this ferry speaks up to ${PROTOCOL_VERSION}`,
+          );
+        }
+        this.#prefaceSeen = true;
+        out.push({ kind: 'preface', version });
+        continue;
+      }
+      if (this.#buffered < 5) return out;
+      const len = this.#peekUInt32();
+      if (len < 1 || len > MAX_FRAME_BYTES) {
+        throw new FerryError('FERRY_PROTOCOL_VIOLATION', `frame length ${len} is outside 1..${MAX_FRAME_BYTES}`);
+      }
+      if (this.#buffered < 4 + len) return out;
+      const frame = this.#take(4 + len);
+      out.push({ kind: 'frame', type: frame.readUInt8(4), payload: frame.subarray(5) });
+    }
+  }
+
+  /** Bytes received but not yet part of a whole frame. */
+  get pendingBytes(): number {
+    return this.#buffered;
+  }
+
+  #peekUInt32(): number {
+    const first = this.#chunks[0]!;
+    if (first.length >= 4) return first.readUInt32BE(0);
+    const b = Buffer.concat(this.#chunks, Math.min(this.#buffered, 4));
+    return b.readUInt32BE(0);
+  }
+
+  #take(n: number): Buffer {
+    const first = this.#chunks[0]!;
+    if (first.length >= n) {
+      const out = first.subarray(0, n);
+      if (first.length === n) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(n);
+      this.#buffered -= n;
+      return out;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const c = this.#chunks[0]!;
+      const want = n - filled;
+      if (c.length <= want) {
+        c.copy(out, filled);
+        filled += c.length;
+        this.#chunks.shift();
+      } else {
+        c.copy(out, filled, 0, want);
+        this.#chunks[0] = c.subarray(want);
+        filled += want;
+      }
+    }
+    this.#buffered -= n;
+    return out;
+  }
+}

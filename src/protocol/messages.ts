@@ -1,0 +1,197 @@
+import Type, { type Static, type TSchema } from 'typebox';
+import { Compile } from 'typebox/compile';
+import { FerryError } from '../errors/index.js';
+import { MAX_DATA_BYTES } from './frame-codec.js';
+
+export const FrameType = {
+  HELLO: 0x01,
+  WELCOME: 0x02,
+  ENTRY: 0x10,
+  DATA: 0x11,
+  FILE_END: 0x12,
+  DELETE: 0x13,
+  COMMIT: 0x14,
+  ACK: 0x20,
+  COMMITTED: 0x21,
+  REJECT: 0x22,
+  ERROR: 0x7f,
+} as const;
+
+export const ENTRY_KINDS = ['dir', 'file', 'symlink', 'hardlink', 'fifo', 'chardev', 'blockdev', 'socket'] as const;
+export type EntryKind = (typeof ENTRY_KINDS)[number];
+
+const MAX_PATH_BYTES = 4095;
+const MAX_NAME_BYTES = 255;
+
+/**
+ * A path from the wire is relative, `/`-separated, canonical (no empty, `.` or `..`
+ * component, no NUL), at most 4095 bytes, each name at most 255 bytes. Anything else is
+ * refused: it is the first line of the target's promise never to write outside its root.
+ */
+export function validatePath(p: string): string | null {
+  if (typeof p !== 'string' || p.length === 0) return 'path is empty';
+  if (Buffer.byteLength(p) > MAX_PATH_BYTES) return 'path is longer than 4095 bytes';
+  if (p.includes('\0')) return 'path contains a NUL byte';
+  if (p.startsWith('/')) return 'path is absolute';
+  for (const part of p.split('/')) {
+    if (part === '') return 'path has an empty component';
+    if (part === '.' || part === '..') return `path has a "${part}" component`;
+    if (Buffer.byteLength(part) > MAX_NAME_BYTES) return 'a path component is longer than 255 bytes';
+  }
+  return null;
+}
+
+const Int = (o: object = {}) => Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, ...o });
+const NsString = Type.String({ pattern: '^-?[0-9]{1,20}$' });
+const PathString = Type.String({ minLength: 1, maxLength: MAX_PATH_BYTES });
+
+const Hello = Type.Object(
+  {
+    taskId: Type.String({ minLength: 1, maxLength: 64 }),
+    runId: Int(),
+    pass: Type.Union([Type.Literal('full'), Type.Literal('sync'), Type.Literal('final')]),
+  },
+  { additionalProperties: false },
+);
+const Welcome = Type.Object({ ok: Type.Literal(true) }, { additionalProperties: false });
+const Xattr = Type.Object(
+  { name: Type.String({ minLength: 1, maxLength: 255 }), value: Type.String({ maxLength: 90_000 }) },
+  { additionalProperties: false },
+);
+const Entry = Type.Object(
+  {
+    seq: Int(),
+    path: PathString,
+    kind: Type.Union(ENTRY_KINDS.map((k) => Type.Literal(k))),
+    mode: Int({ maximum: 0o7777 }),
+    uid: Int({ maximum: 0xffffffff }),
+    gid: Int({ maximum: 0xffffffff }),
+    mtimeNs: NsString,
+    size: Type.Optional(Int()),
+    linkTarget: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_PATH_BYTES })),
+    linkTo: Type.Optional(PathString),
+    rdevMajor: Type.Optional(Int({ maximum: 0xffffffff })),
+    rdevMinor: Type.Optional(Int({ maximum: 0xffffffff })),
+    xattrs: Type.Optional(Type.Array(Xattr, { maxItems: 256 })),
+  },
+  { additionalProperties: false },
+);
+const FileEnd = Type.Object(
+  { seq: Int(), hash: Type.String({ pattern: '^[0-9a-f]{64}$' }) },
+  { additionalProperties: false },
+);
+const Delete = Type.Object({ seq: Int(), path: PathString }, { additionalProperties: false });
+const Commit = Type.Object({ seq: Int() }, { additionalProperties: false });
+const Ack = Type.Object({ seq: Int() }, { additionalProperties: false });
+const Committed = Type.Object({ seq: Int() }, { additionalProperties: false });
+const Reject = Type.Object(
+  { seq: Int(), code: Type.String({ maxLength: 64 }), message: Type.String({ maxLength: 4096 }) },
+  { additionalProperties: false },
+);
+const ErrorMsg = Type.Object(
+  { code: Type.String({ maxLength: 64 }), message: Type.String({ maxLength: 4096 }) },
+  { additionalProperties: false },
+);
+
+export type HelloMessage = Static<typeof Hello>;
+export type WelcomeMessage = Static<typeof Welcome>;
+export type EntryMessage = Static<typeof Entry>;
+export type FileEndMessage = Static<typeof FileEnd>;
+export type DeleteMessage = Static<typeof Delete>;
+export type CommitMessage = Static<typeof Commit>;
+export type AckMessage = Static<typeof Ack>;
+export type CommittedMessage = Static<typeof Committed>;
+export type RejectMessage = Static<typeof Reject>;
+export type ErrorMessage = Static<typeof ErrorMsg>;
+
+export type Message =
+  | { type: 'hello'; body: HelloMessage }
+  | { type: 'welcome'; body: WelcomeMessage }
+  | { type: 'entry'; body: EntryMessage }
+  | { type: 'data'; offset: number; data: Buffer }
+  | { type: 'file-end'; body: FileEndMessage }
+  | { type: 'delete'; body: DeleteMessage }
+  | { type: 'commit'; body: CommitMessage }
+  | { type: 'ack'; body: AckMessage }
+  | { type: 'committed'; body: CommittedMessage }
+  | { type: 'reject'; body: RejectMessage }
+  | { type: 'error'; body: ErrorMessage };
+
+type JsonType = Exclude<Message['type'], 'data'>;
+
+const JSON_TYPES: Record<JsonType, { code: number; schema: TSchema }> = {
+  hello: { code: FrameType.HELLO, schema: Hello },
+  welcome: { code: FrameType.WELCOME, schema: Welcome },
+  entry: { code: FrameType.ENTRY, schema: Entry },
+  'file-end': { code: FrameType.FILE_END, schema: FileEnd },
+  delete: { code: FrameType.DELETE, schema: Delete },
+  commit: { code: FrameType.COMMIT, schema: Commit },
+  ack: { code: FrameType.ACK, schema: Ack },
+  committed: { code: FrameType.COMMITTED, schema: Committed },
+  reject: { code: FrameType.REJECT, schema: Reject },
+  error: { code: FrameType.ERROR, schema: ErrorMsg },
+};
+
+const BY_CODE = new Map<number, { type: JsonType; check: ReturnType<typeof Compile> }>(
+  Object.entries(JSON_TYPES).map(([type, { code, schema }]) => [code, { type: type as JsonType, check: Compile(schema) }]),
+);
+
+function violation(message: string): FerryError {
+  return new FerryError('FERRY_PROTOCOL_VIOLATION', message);
+}
+
+/** Validates a frame completely (schema, then paths) before anything acts on it. */
+export function decodeMessage(type: number, payload: Buffer): Message {
+  if (type === FrameType.DATA) {
+    if (payload.length < 8) throw violation('DATA frame shorter than its 8-byte offset');
+    const offset = Number(payload.readBigUInt64BE(0));
+    if (!Number.isSafeInteger(offset)) throw violation('DATA offset out of range');
+    const data = payload.subarray(8);
+    if (data.length > MAX_DATA_BYTES) throw violation('DATA frame larger than allowed');
+    return { type: 'data', offset, data };
+  }
+  const entry = BY_CODE.get(type);
+  if (!entry) throw violation(`unknown frame type 0x${type.toString(16)}`);
+  let body: unknown;
+  try {
+    body = JSON.parse(payload.toString('utf8'));
+  } catch {
+    throw violation(`${entry.type} frame is not valid JSON`);
+  }
+  if (!entry.check.Check(body)) {
+    const first = [...entry.check.Errors(body)][0];
+    throw violation(`${entry.type} frame invalid at "${first?.instancePath ?? ''}": ${first?.message ?? 'invalid'}`);
+  }
+  const msg = { type: entry.type, body } as Message;
+  if (msg.type === 'entry') checkEntry(msg.body);
+  if (msg.type === 'delete') {
+    const why = validatePath(msg.body.path);
+    if (why) throw new FerryError('FERRY_UNSAFE_PATH', `refused path ${JSON.stringify(msg.body.path)}: ${why}`);
+  }
+  return msg;
+}
+
+function checkEntry(e: EntryMessage): void {
+  for (const p of [e.path, e.linkTo]) {
+    if (p === undefined) continue;
+    const why = validatePath(p);
+    if (why) throw new FerryError('FERRY_UNSAFE_PATH', `refused path ${JSON.stringify(p)}: ${why}`);
+  }
+  if (e.kind === 'file' && e.size === undefined) throw violation('file entry without size');
+  if (e.kind === 'symlink' && e.linkTarget === undefined) throw violation('symlink entry without linkTarget');
+  if (e.kind === 'hardlink' && e.linkTo === undefined) throw violation('hardlink entry without linkTo');
+  if ((e.kind === 'chardev' || e.kind === 'blockdev') && (e.rdevMajor === undefined || e.rdevMinor === undefined)) {
+    throw violation('device entry without rdev');
+  }
+  if (e.linkTarget?.includes('\0')) throw violation('symlink target contains NUL');
+}
+
+export function encodeMessage(msg: Message): { type: number; payload: Buffer } {
+  if (msg.type === 'data') {
+    const payload = Buffer.allocUnsafe(8 + msg.data.length);
+    payload.writeBigUInt64BE(BigInt(msg.offset), 0);
+    msg.data.copy(payload, 8);
+    return { type: FrameType.DATA, payload };
+  }
+  return { type: JSON_TYPES[msg.type].code, payload: Buffer.from(JSON.stringify(msg.body)) };
+}

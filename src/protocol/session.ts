@@ -1,0 +1,101 @@
+import type { Duplex } from 'node:stream';
+import { FerryError, toFerryError } from '../errors/index.js';
+import { FrameDecoder, encodeFrame, encodePreface } from './frame-codec.js';
+import { type Message, decodeMessage, encodeMessage } from './messages.js';
+
+/**
+ * One ferry protocol connection over any Duplex. Sends the preface at once, then frames;
+ * `messages()` yields validated messages and ends when the peer closes. A malformed
+ * frame makes it send an ERROR frame, destroy the stream and throw the FerryError.
+ */
+export class Session {
+  readonly #stream: Duplex;
+  #closed = false;
+
+  constructor(stream: Duplex) {
+    this.#stream = stream;
+    stream.on('error', () => {
+      /* surfaced through messages() / send() */
+    });
+    stream.write(encodePreface());
+  }
+
+  /** Resolves when the frame is handed to the stream and the stream has room again. */
+  async send(msg: Message): Promise<void> {
+    if (this.#closed || this.#stream.destroyed) {
+      throw new FerryError('FERRY_CONNECTION_LOST', 'the data connection is closed');
+    }
+    const { type, payload } = encodeMessage(msg);
+    if (!this.#stream.write(encodeFrame(type, payload))) {
+      await new Promise<void>((resolve, reject) => {
+        const onDrain = () => {
+          cleanup();
+          resolve();
+        };
+        const onClose = () => {
+          cleanup();
+          reject(new FerryError('FERRY_CONNECTION_LOST', 'the data connection closed while sending'));
+        };
+        const cleanup = () => {
+          this.#stream.off('drain', onDrain);
+          this.#stream.off('close', onClose);
+        };
+        this.#stream.on('drain', onDrain);
+        this.#stream.on('close', onClose);
+      });
+    }
+  }
+
+  async *messages(): AsyncGenerator<Message> {
+    const decoder = new FrameDecoder();
+    let prefaceSeen = false;
+    try {
+      for await (const chunk of this.#stream) {
+        for (const item of decoder.push(chunk as Buffer)) {
+          if (item.kind === 'preface') {
+            prefaceSeen = true;
+            continue;
+          }
+          yield decodeMessage(item.type, item.payload);
+        }
+      }
+    } catch (e) {
+      const err = toFerryError(e, 'FERRY_CONNECTION_LOST');
+      if (err.code === 'FERRY_PROTOCOL_VIOLATION' || err.code === 'FERRY_PROTOCOL_VERSION' || err.code === 'FERRY_UNSAFE_PATH') {
+        this.fail(err);
+      } else {
+        this.close();
+      }
+      throw err;
+    }
+    if (!prefaceSeen) throw new FerryError('FERRY_CONNECTION_LOST', 'the peer closed before its protocol preface');
+    if (decoder.pendingBytes > 0) throw new FerryError('FERRY_CONNECTION_LOST', 'the peer closed in the middle of a frame');
+  }
+
+  /** Tells the peer why, then closes. */
+  fail(err: FerryError): void {
+    if (this.#closed) return;
+    try {
+      const { type, payload } = encodeMessage({
+        type: 'error',
+        body: { code: err.code, message: err.message.slice(0, 4000) },
+      });
+      this.#stream.write(encodeFrame(type, payload));
+    } catch {
+      /* the stream may already be gone */
+    }
+    this.close();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#stream.end();
+    setTimeout(() => this.#stream.destroy(), 2000).unref();
+  }
+
+  destroy(): void {
+    this.#closed = true;
+    this.#stream.destroy();
+  }
+}
