@@ -134,3 +134,7 @@ export type ErrorCode = keyof typeof ERROR_CODES;
 export function errorInfo(code: string): ErrorInfo {
   return (ERROR_CODES as Record<string, ErrorInfo>)[code] ?? ERROR_CODES.FERRY_INTERNAL;
 }
+
+export function isErrorCode(code: string): code is ErrorCode {
+  return Object.hasOwn(ERROR_CODES, code);
+}

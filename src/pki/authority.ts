@@ -1,10 +1,14 @@
 import 'reflect-metadata';
 import { X509Certificate as NodeX509, createHash, randomBytes, webcrypto } from 'node:crypto';
+
 import { isIP } from 'node:net';
 import * as x509 from '@peculiar/x509';
 import { FerryError } from '../errors/index.js';
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+type CryptoKey = webcrypto.CryptoKey;
+type CryptoKeyPair = webcrypto.CryptoKeyPair;
+
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 const DAY = 86_400_000;

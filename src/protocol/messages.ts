@@ -62,7 +62,16 @@ const Entry = Type.Object(
   {
     seq: Int(),
     path: PathString,
-    kind: Type.Union(ENTRY_KINDS.map((k) => Type.Literal(k))),
+    kind: Type.Union([
+      Type.Literal('dir'),
+      Type.Literal('file'),
+      Type.Literal('symlink'),
+      Type.Literal('hardlink'),
+      Type.Literal('fifo'),
+      Type.Literal('chardev'),
+      Type.Literal('blockdev'),
+      Type.Literal('socket'),
+    ]),
     mode: Int({ maximum: 0o7777 }),
     uid: Int({ maximum: 0xffffffff }),
     gid: Int({ maximum: 0xffffffff }),

@@ -50,7 +50,8 @@ export class Session {
     const decoder = new FrameDecoder();
     let prefaceSeen = false;
     try {
-      for await (const chunk of this.#stream) {
+      // destroyOnReturn: false, so that a violation can still be answered with an ERROR frame
+      for await (const chunk of this.#stream.iterator({ destroyOnReturn: false })) {
         for (const item of decoder.push(chunk as Buffer)) {
           if (item.kind === 'preface') {
             prefaceSeen = true;

@@ -1,0 +1,93 @@
+import Database from 'better-sqlite3';
+import type { SyncRecord, SyncStateStore } from '../replication/file/index.js';
+
+const BATCH = 5000;
+
+/**
+ * The agent's memory of what one task's target holds: a SQLite file per task in the
+ * agent's state directory, so a million entries never sit in memory. Writes are grouped
+ * into transactions of a few thousand operations.
+ */
+export class SqliteSyncState implements SyncStateStore {
+  readonly #db: Database.Database;
+  readonly #get: Database.Statement;
+  readonly #seen: Database.Statement;
+  readonly #put: Database.Statement;
+  readonly #del: Database.Statement;
+  #ops = 0;
+
+  constructor(file: string) {
+    this.#db = new Database(file);
+    this.#db.pragma('journal_mode = WAL');
+    this.#db.pragma('synchronous = NORMAL');
+    this.#db.exec(`
+      CREATE TABLE IF NOT EXISTS entries (
+        path TEXT PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns TEXT NOT NULL,
+        ctime_ns TEXT NOT NULL, ino TEXT NOT NULL, mode INTEGER NOT NULL, uid INTEGER NOT NULL,
+        gid INTEGER NOT NULL, seen INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`);
+    this.#get = this.#db.prepare(
+      'SELECT path, kind, size, mtime_ns AS mtimeNs, ctime_ns AS ctimeNs, ino, mode, uid, gid FROM entries WHERE path = ?',
+    );
+    this.#seen = this.#db.prepare('UPDATE entries SET seen = ? WHERE path = ?');
+    this.#put = this.#db.prepare(
+      `INSERT INTO entries (path, kind, size, mtime_ns, ctime_ns, ino, mode, uid, gid, seen)
+       VALUES (@path, @kind, @size, @mtimeNs, @ctimeNs, @ino, @mode, @uid, @gid, @seen)
+       ON CONFLICT(path) DO UPDATE SET kind=excluded.kind, size=excluded.size, mtime_ns=excluded.mtime_ns,
+         ctime_ns=excluded.ctime_ns, ino=excluded.ino, mode=excluded.mode, uid=excluded.uid, gid=excluded.gid,
+         seen=excluded.seen`,
+    );
+    this.#del = this.#db.prepare('DELETE FROM entries WHERE path = ?');
+  }
+
+  #write(): void {
+    if (!this.#db.inTransaction) this.#db.exec('BEGIN');
+    if (++this.#ops >= BATCH) this.flush();
+  }
+
+  flush(): void {
+    if (this.#db.inTransaction) this.#db.exec('COMMIT');
+    this.#ops = 0;
+  }
+
+  beginPass(): number {
+    this.flush();
+    const row = this.#db.prepare("SELECT value FROM meta WHERE key = 'gen'").get() as { value: string } | undefined;
+    const gen = Number(row?.value ?? '0') + 1;
+    this.#db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('gen', ?)").run(String(gen));
+    return gen;
+  }
+
+  lookup(path: string): SyncRecord | undefined {
+    return this.#get.get(path) as SyncRecord | undefined;
+  }
+
+  markSeen(path: string, gen: number): void {
+    this.#write();
+    this.#seen.run(gen, path);
+  }
+
+  record(rec: SyncRecord, gen: number): void {
+    this.#write();
+    this.#put.run({ ...rec, seen: gen });
+  }
+
+  remove(path: string): void {
+    this.#write();
+    this.#del.run(path);
+  }
+
+  unseen(gen: number): string[] {
+    this.flush();
+    return this.#db.prepare('SELECT path FROM entries WHERE seen < ? ORDER BY path DESC').pluck().all(gen) as string[];
+  }
+
+  count(): number {
+    return (this.#db.prepare('SELECT count(*) FROM entries').pluck().get() as number) ?? 0;
+  }
+
+  close(): void {
+    this.flush();
+    this.#db.close();
+  }
+}

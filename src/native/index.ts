@@ -1,0 +1,36 @@
+/**
+ * native: typed access to ferry's own N-API addon (native/ferry_fs.c): xattrs, sparse-file
+ * data regions, mknod and nanosecond link times. The one place that loads it.
+ */
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+export interface FerryFs {
+  /** Offset of the next data at or after `offset`, or -1 when only a hole follows. */
+  seekData(fd: number, offset: number): number;
+  /** Offset of the next hole at or after `offset` (the file size at the end). */
+  seekHole(fd: number, offset: number): number;
+  listXattr(path: string): string[];
+  getXattr(path: string, name: string): Buffer;
+  setXattr(path: string, name: string, value: Buffer): void;
+  removeXattr(path: string, name: string): void;
+  mknod(path: string, mode: number, major: number, minor: number): void;
+  /** Sets atime and mtime with nanoseconds, never following a final symlink. */
+  lutimes(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
+}
+
+const require = createRequire(import.meta.url);
+const addonPath = fileURLToPath(new URL('../../native/build/Release/ferry_fs.node', import.meta.url));
+
+export const ferryFs: FerryFs = require(addonPath) as FerryFs;
+
+/** Splits a nanosecond timestamp into the seconds and nanoseconds utimensat wants. */
+export function splitNs(ns: bigint): [number, number] {
+  let sec = ns / 1_000_000_000n;
+  let nsec = ns % 1_000_000_000n;
+  if (nsec < 0n) {
+    nsec += 1_000_000_000n;
+    sec -= 1n;
+  }
+  return [Number(sec), Number(nsec)];
+}

@@ -1,0 +1,58 @@
+import { readlink } from 'node:fs/promises';
+import { ferryFs } from '../../native/index.js';
+import type { EntryMessage } from '../../protocol/index.js';
+import type { ScannedEntry } from './scan.js';
+
+/** Reads every extended attribute the process may read (user., security., trusted., ACLs). */
+export function readXattrs(abs: string): { name: string; value: string }[] | undefined {
+  let names: string[];
+  try {
+    names = ferryFs.listXattr(abs);
+  } catch {
+    return undefined; // file system without xattrs
+  }
+  if (names.length === 0) return undefined;
+  const out: { name: string; value: string }[] = [];
+  for (const name of names.sort()) {
+    try {
+      out.push({ name, value: ferryFs.getXattr(abs, name).toString('base64') });
+    } catch {
+      /* vanished or unreadable: the next sync picks it up */
+    }
+  }
+  return out.length ? out : undefined;
+}
+
+function devParts(rdev: bigint): { rdevMajor: number; rdevMinor: number } {
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & 0xfffff000n);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & 0xffffff00n);
+  return { rdevMajor: Number(major), rdevMinor: Number(minor) };
+}
+
+export function isSparse(e: ScannedEntry): boolean {
+  return e.kind === 'file' && e.stat.blocks * 512n < e.stat.size;
+}
+
+/** The ENTRY message for a scanned entry; `linkTo` makes it a hard link to an earlier path. */
+export async function entryFromScan(e: ScannedEntry, seq: number, linkTo?: string): Promise<EntryMessage> {
+  const st = e.stat;
+  const msg: EntryMessage = {
+    seq,
+    path: e.path,
+    kind: linkTo ? 'hardlink' : e.kind,
+    mode: Number(st.mode & 0o7777n),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    mtimeNs: st.mtimeNs.toString(),
+  };
+  if (linkTo) {
+    msg.linkTo = linkTo;
+    return msg;
+  }
+  if (e.kind === 'file') msg.size = Number(st.size);
+  if (e.kind === 'symlink') msg.linkTarget = await readlink(e.abs);
+  if (e.kind === 'chardev' || e.kind === 'blockdev') Object.assign(msg, devParts(st.rdev));
+  const xattrs = e.kind === 'symlink' ? undefined : readXattrs(e.abs);
+  if (xattrs) msg.xattrs = xattrs;
+  return msg;
+}

@@ -1,0 +1,98 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { buildSampleTree, compareTrees } from '../../../test/support/trees.js';
+import { duplexPair } from '../../../test/support/duplex-pair.js';
+import { SqliteSyncState } from '../../agent/sync-state.js';
+import { Session } from '../../protocol/index.js';
+import { type PassProgress, runSendPass } from './pass.js';
+import { receivePass } from './receive.js';
+import { TreeWriter } from './tree-writer.js';
+
+const log = { warn: () => {}, error: () => {} };
+let dir: string;
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-pass-'));
+});
+afterEach(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function pass(src: string, dst: string, state: SqliteSyncState, excludes: string[] = []) {
+  const [a, b] = duplexPair();
+  const writer = await TreeWriter.open(dst, log);
+  const progress: PassProgress = { bytes: 0, files: 0, bytesSent: 0 };
+  const [sent, received] = await Promise.all([
+    runSendPass({ session: new Session(a), root: src, excludes, state, progress }),
+    receivePass(new Session(b), writer, log),
+  ]);
+  expect(received.committed).toBe(true);
+  return { sent, progress };
+}
+
+describe('file-level pass over an in-memory connection', () => {
+  it('copies every kind of entry, then syncs changes, deletions and renames', async () => {
+    const src = path.join(dir, 'src');
+    const dst = path.join(dir, 'dst');
+    buildSampleTree(src, { sparseBytes: 64 * 1024 * 1024 });
+    fs.mkdirSync(dst);
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    const first = await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    // the sparse file's holes were not sent
+    expect(first.sent.bytesSent).toBeLessThan(10 * 1024 * 1024);
+
+    const again = await pass(src, dst, state);
+    expect(again.sent.entriesSent).toBe(0);
+    expect(again.sent.deleted).toBe(0);
+
+    fs.appendFileSync(path.join(src, 'var/log/app.log'), 'more\n');
+    fs.writeFileSync(path.join(src, 'etc/hostname'), 'changed\n');
+    fs.rmSync(path.join(src, 'home/alice/owned'));
+    fs.renameSync(path.join(src, 'srv/data/blob.bin'), path.join(src, 'srv/data/blob-renamed.bin'));
+    fs.rmSync(path.join(src, 'opt'), { recursive: true });
+    fs.mkdirSync(path.join(src, 'new/deep/dir'), { recursive: true });
+    fs.writeFileSync(path.join(src, 'new/deep/dir/file'), 'new');
+    const sync = await pass(src, dst, state);
+    expect(sync.sent.deleted).toBeGreaterThan(0);
+    expect(compareTrees(src, dst)).toEqual([]);
+    state.close();
+  });
+
+  it('replaces a directory by a file and a file by a directory', async () => {
+    const src = path.join(dir, 'src');
+    const dst = path.join(dir, 'dst');
+    fs.mkdirSync(path.join(src, 'x/y'), { recursive: true });
+    fs.writeFileSync(path.join(src, 'x/y/z'), 'z');
+    fs.writeFileSync(path.join(src, 'f'), 'f');
+    fs.mkdirSync(dst);
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    await pass(src, dst, state);
+    fs.rmSync(path.join(src, 'x'), { recursive: true });
+    fs.writeFileSync(path.join(src, 'x'), 'now a file');
+    fs.rmSync(path.join(src, 'f'));
+    fs.mkdirSync(path.join(src, 'f'));
+    fs.writeFileSync(path.join(src, 'f/inside'), 'i');
+    await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    state.close();
+  });
+
+  it('leaves excluded paths out of the copy', async () => {
+    const src = path.join(dir, 'src');
+    const dst = path.join(dir, 'dst');
+    fs.mkdirSync(path.join(src, 'keep'), { recursive: true });
+    fs.mkdirSync(path.join(src, 'var/cache'), { recursive: true });
+    fs.writeFileSync(path.join(src, 'var/cache/big'), 'x');
+    fs.writeFileSync(path.join(src, 'keep/a'), 'a');
+    fs.mkdirSync(dst);
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    await pass(src, dst, state, ['/var/cache']);
+    expect(fs.existsSync(path.join(dst, 'keep/a'))).toBe(true);
+    expect(fs.existsSync(path.join(dst, 'var'))).toBe(true);
+    expect(fs.existsSync(path.join(dst, 'var/cache'))).toBe(false);
+    state.close();
+  });
+});

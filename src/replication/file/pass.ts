@@ -1,0 +1,205 @@
+import { FerryError, isErrorCode } from '../../errors/index.js';
+import type { EntryMessage, Session } from '../../protocol/index.js';
+import { entryFromScan, isSparse } from './entry.js';
+import { readFileRegions } from './read-file.js';
+import { type ScannedEntry, scanTree } from './scan.js';
+
+/** What the source remembers of an entry the target has acknowledged. */
+export interface SyncRecord {
+  readonly path: string;
+  readonly kind: string;
+  readonly size: number;
+  readonly mtimeNs: string;
+  readonly ctimeNs: string;
+  readonly ino: string;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/**
+ * The source's memory of what the target holds, per task. Contract:
+ * - `beginPass()` returns a generation greater than any before;
+ * - `markSeen(path, gen)` on an existing record keeps its values and only stamps `gen`;
+ * - `record(rec, gen)` is called only after the target acknowledged the entry;
+ * - `unseen(gen)` lists records not stamped with `gen`, children before their parents.
+ */
+export interface SyncStateStore {
+  beginPass(): number;
+  lookup(path: string): SyncRecord | undefined;
+  markSeen(path: string, gen: number): void;
+  record(rec: SyncRecord, gen: number): void;
+  remove(path: string): void;
+  unseen(gen: number): Iterable<string>;
+  /** Groups writes; called around batches for speed. */
+  flush(): void;
+}
+
+export interface PassProgress {
+  /** Bytes of file content handled (sent, or found unchanged). */
+  bytes: number;
+  files: number;
+  bytesSent: number;
+}
+
+export interface PassResult {
+  readonly entriesSent: number;
+  readonly deleted: number;
+  readonly rejected: number;
+  readonly bytesSent: number;
+  readonly unchanged: number;
+}
+
+function toRecord(e: ScannedEntry): SyncRecord {
+  const st = e.stat;
+  return {
+    path: e.path,
+    kind: e.kind,
+    size: Number(st.size),
+    mtimeNs: st.mtimeNs.toString(),
+    ctimeNs: st.ctimeNs.toString(),
+    ino: st.ino.toString(),
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+  };
+}
+
+function unchanged(prev: SyncRecord, cur: SyncRecord): boolean {
+  return (
+    prev.kind === cur.kind &&
+    prev.size === cur.size &&
+    prev.mtimeNs === cur.mtimeNs &&
+    prev.ctimeNs === cur.ctimeNs &&
+    prev.ino === cur.ino &&
+    prev.mode === cur.mode &&
+    prev.uid === cur.uid &&
+    prev.gid === cur.gid
+  );
+}
+
+type Pending = { kind: 'put'; rec: SyncRecord } | { kind: 'delete'; path: string };
+
+/**
+ * Sends one replication pass over an established session: every entry that differs
+ * from the sync state (all of them the first time), then deletions, then COMMIT; returns
+ * when the target has COMMITTED. Entries the target rejects stay unrecorded, so the next
+ * pass sends them again. Unchanged files are recognised from their stat alone.
+ */
+export async function runSendPass(opts: {
+  session: Session;
+  root: string;
+  excludes: readonly string[];
+  emptyDirs?: readonly string[];
+  state: SyncStateStore;
+  progress: PassProgress;
+  signal?: AbortSignal;
+}): Promise<PassResult> {
+  const { session, state, progress } = opts;
+  const gen = state.beginPass();
+  const pending = new Map<number, Pending>();
+  let seq = 0;
+  let rejected = 0;
+  let sent = 0;
+  let deleted = 0;
+  let unchangedCount = 0;
+  let commitSeq = -1;
+  let settle!: (v: void) => void;
+  let fail!: (e: unknown) => void;
+  const committed = new Promise<void>((res, rej) => {
+    settle = res;
+    fail = rej;
+  });
+  committed.catch(() => {});
+
+  const acknowledge = (upTo: number) => {
+    for (const [s, p] of pending) {
+      if (s > upTo) break;
+      if (p.kind === 'put') state.record(p.rec, gen);
+      else state.remove(p.path);
+      pending.delete(s);
+    }
+  };
+
+  const reader = (async () => {
+    for await (const msg of session.messages()) {
+      if (msg.type === 'ack') acknowledge(msg.body.seq);
+      else if (msg.type === 'reject') {
+        rejected++;
+        pending.delete(msg.body.seq);
+      } else if (msg.type === 'committed' && msg.body.seq === commitSeq) {
+        acknowledge(commitSeq);
+        settle();
+        session.close();
+      } else if (msg.type === 'error') {
+        const code = isErrorCode(msg.body.code) ? msg.body.code : 'FERRY_TARGET_WRITE';
+        throw new FerryError(code, `target: ${msg.body.message}`);
+      }
+    }
+    if (commitSeq < 0 || pending.size > 0) {
+      throw new FerryError('FERRY_CONNECTION_LOST', 'the target closed the data connection before the pass committed');
+    }
+  })();
+  reader.catch((e) => fail(e));
+
+  const firstPathOfInode = new Map<string, string>();
+  const abortIfAsked = () => {
+    if (opts.signal?.aborted) throw new FerryError('FERRY_CONNECTION_LOST', 'the pass was stopped');
+  };
+  const race = <T>(p: Promise<T>) => Promise.race([p, committed.then(() => p)]);
+
+  for await (const e of scanTree(opts.root, { excludes: opts.excludes, emptyDirs: opts.emptyDirs ?? [] })) {
+    abortIfAsked();
+    const cur = toRecord(e);
+    const prev = state.lookup(e.path);
+    const inodeKey = e.kind !== 'dir' && e.stat.nlink > 1n ? `${e.stat.dev}:${e.stat.ino}` : undefined;
+    const firstPath = inodeKey ? firstPathOfInode.get(inodeKey) : undefined;
+    if (inodeKey && !firstPath) firstPathOfInode.set(inodeKey, e.path);
+    if (prev) state.markSeen(e.path, gen);
+    if (prev && unchanged(prev, cur)) {
+      unchangedCount++;
+      if (e.kind === 'file') {
+        progress.bytes += cur.size;
+        progress.files++;
+      }
+      continue;
+    }
+    seq++;
+    const entry: EntryMessage = await entryFromScan(e, seq, firstPath);
+    pending.set(seq, { kind: 'put', rec: cur });
+    await race(session.send({ type: 'entry', body: entry }));
+    sent++;
+    if (entry.kind === 'file') {
+      const { regions, done } = await readFileRegions(e.abs, isSparse(e));
+      let dataBytes = 0;
+      for await (const r of regions) {
+        await race(session.send({ type: 'data', offset: r.offset, data: r.data }));
+        dataBytes += r.data.length;
+        progress.bytes += r.data.length;
+        progress.bytesSent += r.data.length;
+        abortIfAsked();
+      }
+      const { hash, size } = done();
+      progress.bytes += Math.max(0, size - dataBytes); // holes count as done
+      progress.files++;
+      await race(session.send({ type: 'file-end', body: { seq, hash } }));
+    } else if (entry.kind === 'hardlink') {
+      progress.files++;
+      progress.bytes += cur.size;
+    }
+  }
+  state.flush();
+  for (const path of state.unseen(gen)) {
+    abortIfAsked();
+    seq++;
+    pending.set(seq, { kind: 'delete', path });
+    await race(session.send({ type: 'delete', body: { seq, path } }));
+    deleted++;
+  }
+  commitSeq = ++seq;
+  await race(session.send({ type: 'commit', body: { seq: commitSeq } }));
+  await committed;
+  await reader.catch(() => {}); // the target closes after our end; its close is not an error now
+  state.flush();
+  return { entriesSent: sent, deleted, rejected, bytesSent: progress.bytesSent, unchanged: unchangedCount };
+}

@@ -1,0 +1,74 @@
+import { open } from 'node:fs/promises';
+import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { FerryError } from '../../errors/index.js';
+import { ferryFs } from '../../native/index.js';
+
+const CHUNK = 1 << 20;
+
+/**
+ * Yields the data regions of a file in order, `{offset, data}` of at most 1 MiB each,
+ * skipping holes when the file is sparse (found with SEEK_DATA/SEEK_HOLE, so a huge sparse
+ * file costs only its data). `done()` then gives the BLAKE3 hash of the whole logical
+ * content (holes read as zeros) and the byte count actually read.
+ */
+export async function readFileRegions(
+  abs: string,
+  sparse: boolean,
+): Promise<{ regions: AsyncGenerator<{ offset: number; data: Buffer }>; done: () => { hash: string; size: number } }> {
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(abs, 'r');
+  } catch (e) {
+    throw new FerryError('FERRY_SOURCE_READ', `cannot open ${abs}: ${(e as Error).message}`, { cause: e });
+  }
+  const hasher = new Blake3Hasher();
+  let hashedTo = 0;
+  let size = 0;
+  const zeros = Buffer.alloc(CHUNK);
+  const hashZerosTo = (to: number) => {
+    while (hashedTo < to) {
+      const n = Math.min(CHUNK, to - hashedTo);
+      hasher.update(n === CHUNK ? zeros : zeros.subarray(0, n));
+      hashedTo += n;
+    }
+  };
+  async function* regions(): AsyncGenerator<{ offset: number; data: Buffer }> {
+    try {
+      const st = await fh.stat();
+      const end = st.size;
+      let pos = 0;
+      while (pos < end) {
+        let dataStart = pos;
+        let dataEnd = end;
+        if (sparse) {
+          dataStart = ferryFs.seekData(fh.fd, pos);
+          if (dataStart < 0) break;
+          dataEnd = Math.min(ferryFs.seekHole(fh.fd, dataStart), end);
+        }
+        for (let off = dataStart; off < dataEnd; ) {
+          const buf = Buffer.allocUnsafe(Math.min(CHUNK, dataEnd - off));
+          const { bytesRead } = await fh.read(buf, 0, buf.length, off);
+          if (bytesRead === 0) {
+            dataEnd = off; // truncated while reading
+            break;
+          }
+          const data = bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+          hashZerosTo(off);
+          hasher.update(data);
+          hashedTo = off + bytesRead;
+          yield { offset: off, data };
+          off += bytesRead;
+        }
+        pos = dataEnd;
+      }
+      size = end;
+      hashZerosTo(size);
+    } catch (e) {
+      if (e instanceof FerryError) throw e;
+      throw new FerryError('FERRY_SOURCE_READ', `cannot read ${abs}: ${(e as Error).message}`, { cause: e });
+    } finally {
+      await fh.close();
+    }
+  }
+  return { regions: regions(), done: () => ({ hash: hasher.digest('hex'), size }) };
+}

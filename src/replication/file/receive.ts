@@ -1,0 +1,103 @@
+import { FerryError, toFerryError } from '../../errors/index.js';
+import type { Session } from '../../protocol/index.js';
+import type { TreeWriter, WriterLog } from './tree-writer.js';
+
+export interface ReceiveResult {
+  readonly committed: boolean;
+  readonly entries: number;
+  readonly bytes: number;
+}
+
+const ACK_EVERY = 64;
+const ACK_DELAY_MS = 20;
+
+/**
+ * Applies one replication pass from a session to a TreeWriter. Acknowledges entries in
+ * order (batched), REJECTs an entry whose hash does not match (the source resends it
+ * next pass), and on anything unsafe or malformed tells the source why and closes.
+ */
+export async function receivePass(
+  session: Session,
+  writer: TreeWriter,
+  log: WriterLog & { error(obj: object, msg: string): void },
+  onBytes: (n: number) => void = () => {},
+): Promise<ReceiveResult> {
+  let lastDone = 0;
+  let lastAcked = 0;
+  let entries = 0;
+  let bytes = 0;
+  let timer: NodeJS.Timeout | null = null;
+  const flush = async () => {
+    if (timer) clearTimeout(timer);
+    timer = null;
+    if (lastDone > lastAcked) {
+      lastAcked = lastDone;
+      await session.send({ type: 'ack', body: { seq: lastDone } });
+    }
+  };
+  const done = async (seq: number) => {
+    lastDone = seq;
+    entries++;
+    if (seq - lastAcked >= ACK_EVERY) await flush();
+    else if (!timer) timer = setTimeout(() => void flush().catch(() => {}), ACK_DELAY_MS);
+  };
+  let current = 0;
+  let committed = false;
+  try {
+    for await (const msg of session.messages()) {
+      if (committed) throw new FerryError('FERRY_PROTOCOL_VIOLATION', `${msg.type} frame after COMMIT`);
+      switch (msg.type) {
+        case 'entry':
+          current = msg.body.seq;
+          await writer.entry(msg.body);
+          if (msg.body.kind !== 'file') await done(current);
+          break;
+        case 'data':
+          await writer.data(msg.offset, msg.data);
+          bytes += msg.data.length;
+          onBytes(msg.data.length);
+          break;
+        case 'file-end':
+          if (msg.body.seq !== current) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE_END for another entry');
+          try {
+            await writer.fileEnd(msg.body.hash);
+            await done(current);
+          } catch (e) {
+            const err = toFerryError(e, 'FERRY_TARGET_WRITE');
+            if (err.code !== 'FERRY_CHECKSUM_MISMATCH') throw err;
+            log.warn({ seq: current, err: err.message }, 'rejected a file whose hash did not match');
+            await flush();
+            await session.send({ type: 'reject', body: { seq: current, code: err.code, message: err.message } });
+          }
+          break;
+        case 'delete':
+          await writer.delete(msg.body.path);
+          await done(msg.body.seq);
+          break;
+        case 'commit':
+          if (committed) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'a second COMMIT in one pass');
+          await writer.commit();
+          await flush();
+          await session.send({ type: 'committed', body: { seq: msg.body.seq } });
+          committed = true; // the source closes next; anything else is a violation
+          break;
+        case 'error':
+          throw new FerryError('FERRY_CONNECTION_LOST', `source gave up: ${msg.body.code}: ${msg.body.message}`);
+        default:
+          throw new FerryError('FERRY_PROTOCOL_VIOLATION', `unexpected ${msg.type} frame during a pass`);
+      }
+    }
+    session.close();
+    return { committed, entries, bytes };
+  } catch (e) {
+    const err = toFerryError(e, 'FERRY_TARGET_WRITE');
+    if (timer) clearTimeout(timer);
+    await writer.abort();
+    if (err.code === 'FERRY_UNSAFE_PATH') log.error({ err: err.message }, 'refused an unsafe path from the source');
+    if (err.code !== 'FERRY_CONNECTION_LOST') session.fail(err);
+    else session.destroy();
+    throw err;
+  } finally {
+    if (timer) clearTimeout(timer);
+  }
+}

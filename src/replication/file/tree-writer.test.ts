@@ -1,0 +1,114 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { duplexPair } from '../../../test/support/duplex-pair.js';
+import { type EntryMessage, FrameType, Session, encodeFrame, encodePreface } from '../../protocol/index.js';
+import { receivePass } from './receive.js';
+import { TreeWriter } from './tree-writer.js';
+
+let dir: string;
+let root: string;
+let outside: string;
+const warnings: string[] = [];
+const log = { warn: (_o: object, m: string) => warnings.push(m), error: (_o: object, m: string) => warnings.push(m) };
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-writer-'));
+  root = path.join(dir, 'root');
+  outside = path.join(dir, 'outside');
+  fs.mkdirSync(root);
+  fs.mkdirSync(outside);
+  fs.writeFileSync(path.join(outside, 'secret'), 'do not touch');
+});
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const base = { mode: 0o644, uid: 0, gid: 0, mtimeNs: '1000000000000000000' };
+const file = (seq: number, p: string, size: number): EntryMessage => ({ seq, path: p, kind: 'file', size, ...base });
+const hash = (b: Buffer) => {
+  const h = new Blake3Hasher();
+  h.update(b);
+  return h.digest('hex');
+};
+
+function outsideUntouched() {
+  expect(fs.readdirSync(outside)).toEqual(['secret']);
+  expect(fs.readFileSync(path.join(outside, 'secret'), 'utf8')).toBe('do not touch');
+}
+
+describe('TreeWriter never writes outside its root', () => {
+  it('refuses a file under a symlink that points out of the root', async () => {
+    const w = await TreeWriter.open(root, log);
+    await w.entry({ seq: 1, path: 'escape', kind: 'symlink', linkTarget: outside, ...base });
+    await expect(w.entry(file(2, 'escape/secret', 3))).rejects.toMatchObject({ code: 'FERRY_UNSAFE_PATH' });
+    await expect(w.entry({ seq: 3, path: 'escape/newdir', kind: 'dir', ...base })).rejects.toMatchObject({
+      code: 'FERRY_UNSAFE_PATH',
+    });
+    await w.delete('escape/secret'); // a delete through a symlink is a no-op, not a deletion outside
+    outsideUntouched();
+  });
+
+  it('refuses traversal paths', async () => {
+    const w = await TreeWriter.open(root, log);
+    for (const p of ['../outside/secret', '/etc/x', 'a/../../outside/x', 'a//b']) {
+      await expect(w.entry(file(1, p, 1))).rejects.toMatchObject({ code: 'FERRY_UNSAFE_PATH' });
+      await expect(w.delete(p)).rejects.toMatchObject({ code: 'FERRY_UNSAFE_PATH' });
+    }
+    outsideUntouched();
+  });
+
+  it('refuses a hard link to a file reached through a symlink', async () => {
+    const w = await TreeWriter.open(root, log);
+    await w.entry({ seq: 1, path: 'escape', kind: 'symlink', linkTarget: outside, ...base });
+    await expect(w.entry({ seq: 2, path: 'stolen', kind: 'hardlink', linkTo: 'escape/secret', ...base })).rejects.toMatchObject({
+      code: 'FERRY_UNSAFE_PATH',
+    });
+    expect(fs.existsSync(path.join(root, 'stolen'))).toBe(false);
+  });
+
+  it('replaces a symlink at the final path instead of writing through it', async () => {
+    fs.symlinkSync(path.join(outside, 'secret'), path.join(root, 'victim'));
+    const w = await TreeWriter.open(root, log);
+    const data = Buffer.from('new');
+    await w.entry(file(1, 'victim', 3));
+    await w.data(0, data);
+    await w.fileEnd(hash(data));
+    expect(fs.lstatSync(path.join(root, 'victim')).isFile()).toBe(true);
+    outsideUntouched();
+  });
+
+  it('rejects a file whose hash does not match and leaves nothing behind', async () => {
+    const w = await TreeWriter.open(root, log);
+    await w.entry(file(1, 'f', 3));
+    await w.data(0, Buffer.from('abc'));
+    await expect(w.fileEnd(hash(Buffer.from('abd')))).rejects.toMatchObject({ code: 'FERRY_CHECKSUM_MISMATCH' });
+    expect(fs.readdirSync(root)).toEqual([]);
+  });
+
+  it('refuses DATA beyond the announced size', async () => {
+    const w = await TreeWriter.open(root, log);
+    await w.entry(file(1, 'f', 2));
+    await expect(w.data(0, Buffer.from('abc'))).rejects.toMatchObject({ code: 'FERRY_PROTOCOL_VIOLATION' });
+    await w.abort();
+    expect(fs.readdirSync(root)).toEqual([]);
+  });
+});
+
+describe('receivePass against a hostile source', () => {
+  it('answers a traversal path with an ERROR frame, closes, and writes nothing', async () => {
+    const [a, b] = duplexPair();
+    const w = await TreeWriter.open(root, log);
+    const receiving = receivePass(new Session(b), w, log);
+    const entry = Buffer.from(JSON.stringify(file(1, '../outside/secret', 4)));
+    a.write(Buffer.concat([encodePreface(), encodeFrame(FrameType.ENTRY, entry)]));
+    const frames: Buffer[] = [];
+    a.on('data', (c: Buffer) => frames.push(c));
+    await expect(receiving).rejects.toMatchObject({ code: 'FERRY_UNSAFE_PATH' });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(Buffer.concat(frames).includes(Buffer.from('FERRY_UNSAFE_PATH'))).toBe(true);
+    expect(warnings.some((m) => m.includes('unsafe path'))).toBe(true);
+    outsideUntouched();
+    expect(fs.readdirSync(root)).toEqual([]);
+  });
+});

@@ -1,0 +1,347 @@
+import { execFile } from 'node:child_process';
+import { constants as C } from 'node:fs';
+import { type FileHandle, link, lstat, mkdir, open, realpath, rename, rm, symlink, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { FerryError } from '../../errors/index.js';
+import { ferryFs, splitNs } from '../../native/index.js';
+import { type EntryMessage, validatePath } from '../../protocol/index.js';
+
+const run = promisify(execFile);
+const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, socket: C.S_IFSOCK } as const;
+const ZEROS = Buffer.alloc(1 << 20);
+
+export interface WriterLog {
+  warn(obj: object, msg: string): void;
+}
+
+interface OpenFile {
+  entry: EntryMessage;
+  rel: string;
+  tmp: string;
+  fh: FileHandle;
+  hasher: Blake3Hasher;
+  hashedTo: number;
+}
+
+function depth(rel: string): number {
+  return rel.split('/').length;
+}
+
+function parentOf(rel: string): string {
+  const i = rel.lastIndexOf('/');
+  return i < 0 ? '' : rel.slice(0, i);
+}
+
+function code(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException).code;
+}
+
+/**
+ * Applies replication entries under one root directory and never outside it.
+ *
+ * Contract: every path is checked again here (relative, canonical); every existing
+ * parent component must be a real directory, never a symlink (a symlink in a parent is
+ * refused with FERRY_UNSAFE_PATH and nothing is written); new content goes to a temporary
+ * file opened O_EXCL|O_NOFOLLOW in the final directory and is renamed into place only
+ * after its BLAKE3 hash matches (FERRY_CHECKSUM_MISMATCH otherwise); directory metadata
+ * and the mtimes of directories the writer disturbed are applied at commit().
+ */
+export class TreeWriter {
+  readonly root: string;
+  readonly #log: WriterLog;
+  readonly #safeDirs = new Set<string>(['']);
+  readonly #dirMeta = new Map<string, EntryMessage>();
+  readonly #touched = new Map<string, { atimeNs: bigint; mtimeNs: bigint }>();
+  #file: OpenFile | null = null;
+  #xattrWarned = new Set<string>();
+
+  private constructor(root: string, log: WriterLog) {
+    this.root = root;
+    this.#log = log;
+  }
+
+  static async open(root: string, log: WriterLog): Promise<TreeWriter> {
+    const real = await realpath(root);
+    if (!(await lstat(real)).isDirectory()) throw new FerryError('FERRY_CONFIG', `target root ${root} is not a directory`);
+    return new TreeWriter(real, log);
+  }
+
+  #abs(rel: string): string {
+    return path.join(this.root, rel);
+  }
+
+  #unsafe(rel: string, why: string): FerryError {
+    return new FerryError('FERRY_UNSAFE_PATH', `refused ${JSON.stringify(rel)}: ${why}`, { context: { path: rel } });
+  }
+
+  /** Verifies (and with `create`, makes) every directory above `rel`; returns the parent's absolute path. */
+  async #parent(rel: string, create: boolean): Promise<string | null> {
+    const why = validatePath(rel);
+    if (why) throw this.#unsafe(rel, why);
+    const parent = parentOf(rel);
+    if (this.#safeDirs.has(parent)) return this.#abs(parent);
+    let cur = '';
+    for (const part of parent.split('/')) {
+      cur = cur === '' ? part : `${cur}/${part}`;
+      if (this.#safeDirs.has(cur)) continue;
+      const abs = this.#abs(cur);
+      try {
+        const st = await lstat(abs);
+        if (st.isSymbolicLink()) {
+          if (!create) return null;
+          throw this.#unsafe(rel, `parent ${JSON.stringify(cur)} is a symbolic link`);
+        }
+        if (!st.isDirectory()) {
+          if (!create) return null;
+          throw this.#unsafe(rel, `parent ${JSON.stringify(cur)} is not a directory`);
+        }
+      } catch (e) {
+        if (code(e) !== 'ENOENT') throw e;
+        if (!create) return null;
+        await this.#touch(parentOf(cur));
+        await mkdir(abs, { mode: 0o700 });
+      }
+      this.#safeDirs.add(cur);
+    }
+    return this.#abs(parent);
+  }
+
+  /** Remembers a directory's times before the writer first changes its contents. */
+  async #touch(relDir: string): Promise<void> {
+    if (this.#touched.has(relDir) || this.#dirMeta.has(relDir)) return;
+    try {
+      const st = await lstat(this.#abs(relDir), { bigint: true });
+      this.#touched.set(relDir, { atimeNs: st.atimeNs, mtimeNs: st.mtimeNs });
+    } catch {
+      /* created later in this pass */
+    }
+  }
+
+  #tmpName(parentAbs: string, seq: number): string {
+    return path.join(parentAbs, `.ferry-tmp-${seq}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
+  }
+
+  /** Puts a prepared temporary entry at `rel`, replacing whatever is there (a directory included). */
+  async #place(tmp: string, rel: string): Promise<void> {
+    await this.#touch(parentOf(rel));
+    const abs = this.#abs(rel);
+    try {
+      await rename(tmp, abs);
+    } catch (e) {
+      if (!['EISDIR', 'ENOTEMPTY', 'EEXIST', 'ENOTDIR'].includes(code(e) ?? '')) throw e;
+      await rm(abs, { recursive: true, force: true });
+      this.#forgetDirs(rel);
+      await rename(tmp, abs);
+    }
+  }
+
+  #forgetDirs(rel: string): void {
+    for (const d of [...this.#safeDirs]) if (d === rel || d.startsWith(`${rel}/`)) this.#safeDirs.delete(d);
+    for (const d of [...this.#dirMeta.keys()]) if (d === rel || d.startsWith(`${rel}/`)) this.#dirMeta.delete(d);
+  }
+
+  #setXattrs(abs: string, xattrs: EntryMessage['xattrs'], replaceExisting: boolean): void {
+    const want = new Map((xattrs ?? []).map((x) => [x.name, Buffer.from(x.value, 'base64')]));
+    if (replaceExisting) {
+      for (const name of ferryFs.listXattr(abs)) if (!want.has(name)) this.#tryXattr(abs, name, null);
+    }
+    for (const [name, value] of want) this.#tryXattr(abs, name, value);
+  }
+
+  #tryXattr(abs: string, name: string, value: Buffer | null): void {
+    try {
+      if (value) ferryFs.setXattr(abs, name, value);
+      else ferryFs.removeXattr(abs, name);
+    } catch (e) {
+      const key = `${name}:${code(e)}`;
+      if (!this.#xattrWarned.has(key)) {
+        this.#xattrWarned.add(key);
+        this.#log.warn({ xattr: name, err: code(e) }, 'cannot set extended attribute on the target file system');
+      }
+    }
+  }
+
+  #setTimes(abs: string, mtimeNs: bigint, atimeNs = mtimeNs): void {
+    const [as, ans] = splitNs(atimeNs);
+    const [ms, mns] = splitNs(mtimeNs);
+    ferryFs.lutimes(abs, as, ans, ms, mns);
+  }
+
+  /** Applies an ENTRY. A file stays open until fileEnd(); everything else is done on return. */
+  async entry(e: EntryMessage): Promise<void> {
+    if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'ENTRY before the previous file ended');
+    const parentAbs = (await this.#parent(e.path, true))!;
+    const abs = this.#abs(e.path);
+    await this.#touch(parentOf(e.path)); // before the temporary entry changes the parent's mtime
+    switch (e.kind) {
+      case 'dir': {
+        let st: Awaited<ReturnType<typeof lstat>> | null = null;
+        try {
+          st = await lstat(abs);
+        } catch (err) {
+          if (code(err) !== 'ENOENT') throw err;
+        }
+        if (st && !st.isDirectory()) {
+          await this.#touch(parentOf(e.path));
+          await unlink(abs);
+          st = null;
+        }
+        if (!st) {
+          await this.#touch(parentOf(e.path));
+          await mkdir(abs, { mode: 0o700 });
+        }
+        this.#safeDirs.add(e.path);
+        this.#dirMeta.set(e.path, e);
+        return;
+      }
+      case 'file': {
+        const tmp = this.#tmpName(parentAbs, e.seq);
+        const fh = await open(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+        this.#file = { entry: e, rel: e.path, tmp, fh, hasher: new Blake3Hasher(), hashedTo: 0 };
+        return;
+      }
+      case 'symlink': {
+        const tmp = this.#tmpName(parentAbs, e.seq);
+        await symlink(e.linkTarget!, tmp);
+        await this.#finishNode(tmp, e, false);
+        await this.#place(tmp, e.path);
+        return;
+      }
+      case 'hardlink': {
+        const fromParent = await this.#parent(e.linkTo!, false);
+        if (!fromParent) throw this.#unsafe(e.linkTo!, 'hard-link source is not inside a real directory of the root');
+        const from = this.#abs(e.linkTo!);
+        const st = await lstat(from);
+        if (st.isDirectory()) throw this.#unsafe(e.linkTo!, 'hard-link source is a directory');
+        const tmp = this.#tmpName(parentAbs, e.seq);
+        await link(from, tmp);
+        await this.#place(tmp, e.path);
+        return;
+      }
+      default: {
+        const tmp = this.#tmpName(parentAbs, e.seq);
+        ferryFs.mknod(tmp, TYPE_BITS[e.kind] | 0o600, e.rdevMajor ?? 0, e.rdevMinor ?? 0);
+        await this.#finishNode(tmp, e, true);
+        await this.#place(tmp, e.path);
+      }
+    }
+  }
+
+  /** Owner, then mode (chown clears set-id bits), xattrs, times: on a node not yet in place. */
+  async #finishNode(tmp: string, e: EntryMessage, withMode: boolean): Promise<void> {
+    const { lchown, chmod } = await import('node:fs/promises');
+    await lchown(tmp, e.uid, e.gid);
+    if (withMode) await chmod(tmp, e.mode);
+    if (e.kind !== 'symlink') this.#setXattrs(tmp, e.xattrs, false);
+    this.#setTimes(tmp, BigInt(e.mtimeNs));
+  }
+
+  async data(offset: number, data: Buffer): Promise<void> {
+    const f = this.#file;
+    if (!f) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'DATA outside a file');
+    const size = f.entry.size ?? 0;
+    if (offset < f.hashedTo || offset + data.length > size) {
+      throw new FerryError('FERRY_PROTOCOL_VIOLATION', `DATA at ${offset}+${data.length} outside ${f.rel} (size ${size})`);
+    }
+    this.#hashZeros(f, offset);
+    f.hasher.update(data);
+    f.hashedTo = offset + data.length;
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await f.fh.write(data, done, data.length - done, offset + done);
+      done += bytesWritten;
+    }
+  }
+
+  #hashZeros(f: OpenFile, to: number): void {
+    while (f.hashedTo < to) {
+      const n = Math.min(ZEROS.length, to - f.hashedTo);
+      f.hasher.update(n === ZEROS.length ? ZEROS : ZEROS.subarray(0, n));
+      f.hashedTo += n;
+    }
+  }
+
+  /** Verifies the whole file's hash, then gives it its metadata and puts it in place. */
+  async fileEnd(hash: string): Promise<void> {
+    const f = this.#file;
+    if (!f) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE_END outside a file');
+    this.#file = null;
+    const e = f.entry;
+    try {
+      this.#hashZeros(f, e.size ?? 0);
+      const got = f.hasher.digest('hex');
+      if (got !== hash) {
+        throw new FerryError('FERRY_CHECKSUM_MISMATCH', `content hash of ${f.rel} does not match what the source sent`, {
+          context: { path: f.rel },
+        });
+      }
+      await f.fh.truncate(e.size ?? 0);
+      await f.fh.chown(e.uid, e.gid);
+      await f.fh.chmod(e.mode);
+      await f.fh.close();
+    } catch (err) {
+      await f.fh.close().catch(() => {});
+      await unlink(f.tmp).catch(() => {});
+      throw err;
+    }
+    this.#setXattrs(f.tmp, e.xattrs, false);
+    this.#setTimes(f.tmp, BigInt(e.mtimeNs));
+    await this.#place(f.tmp, f.rel);
+  }
+
+  /** Removes `rel` (recursively for a directory). A path that is already gone is fine. */
+  async delete(rel: string): Promise<void> {
+    const parentAbs = await this.#parent(rel, false);
+    if (!parentAbs) return;
+    const abs = this.#abs(rel);
+    let st: Awaited<ReturnType<typeof lstat>>;
+    try {
+      st = await lstat(abs);
+    } catch (e) {
+      if (code(e) === 'ENOENT') return;
+      throw e;
+    }
+    await this.#touch(parentOf(rel));
+    if (st.isDirectory()) {
+      await rm(abs, { recursive: true, force: true });
+      this.#forgetDirs(rel);
+    } else {
+      await unlink(abs);
+    }
+  }
+
+  /** Applies directory metadata deepest first, restores disturbed directory times, syncs. */
+  async commit(): Promise<void> {
+    const dirs = [...this.#dirMeta.entries()].sort((a, b) => depth(b[0]) - depth(a[0]));
+    const { lchown, chmod } = await import('node:fs/promises');
+    for (const [rel, e] of dirs) {
+      const abs = this.#abs(rel);
+      await lchown(abs, e.uid, e.gid);
+      await chmod(abs, e.mode);
+      this.#setXattrs(abs, e.xattrs, true);
+      this.#setTimes(abs, BigInt(e.mtimeNs));
+    }
+    for (const [rel, t] of this.#touched) {
+      if (this.#dirMeta.has(rel)) continue;
+      try {
+        this.#setTimes(this.#abs(rel), t.mtimeNs, t.atimeNs);
+      } catch {
+        /* removed later in the pass */
+      }
+    }
+    this.#dirMeta.clear();
+    this.#touched.clear();
+    await run('sync', ['-f', this.root]);
+  }
+
+  /** Drops a half-written file (connection lost); safe to call at any time. */
+  async abort(): Promise<void> {
+    const f = this.#file;
+    this.#file = null;
+    if (!f) return;
+    await f.fh.close().catch(() => {});
+    await unlink(f.tmp).catch(() => {});
+  }
+}
