@@ -15,7 +15,7 @@ export const LONG_NAME = `${'é'.repeat(90)}${'x'.repeat(20)}`; // 200 bytes in 
 export function buildSampleTree(root: string, opts: { sparseBytes?: number } = {}): void {
   const p = (rel: string) => path.join(root, rel);
   fs.mkdirSync(root, { recursive: true });
-  for (const d of ['etc', 'usr/bin', 'home/alice/empty dir', 'var/log', 'srv/data', 'opt/ünïcödé', 'dev']) {
+  for (const d of ['etc', 'usr/bin', 'home/alice/empty dir', 'var/log', 'srv/data', 'opt/ünïcödé', 'srv/nodes']) {
     fs.mkdirSync(p(d), { recursive: true });
   }
   fs.writeFileSync(p('etc/hostname'), 'source-host\n');
@@ -26,8 +26,8 @@ export function buildSampleTree(root: string, opts: { sparseBytes?: number } = {
   fs.chmodSync(p('usr/bin/tool'), 0o4755);
   fs.writeFileSync(p('usr/bin/sgid-tool'), '#!/bin/sh\n');
   fs.chmodSync(p('usr/bin/sgid-tool'), 0o2711);
-  fs.mkdirSync(p('tmp'), { mode: 0o1777 });
-  fs.chmodSync(p('tmp'), 0o1777);
+  fs.mkdirSync(p('srv/sticky'), { mode: 0o1777 });
+  fs.chmodSync(p('srv/sticky'), 0o1777);
   const rnd = Buffer.alloc(3 * 1024 * 1024 + 123);
   for (let i = 0; i < rnd.length; i++) rnd[i] = (i * 2654435761) >>> 24;
   fs.writeFileSync(p('srv/data/blob.bin'), rnd);
@@ -41,7 +41,7 @@ export function buildSampleTree(root: string, opts: { sparseBytes?: number } = {
   fs.symlinkSync('/etc/passwd', p('srv/data/absolute-link'));
   fs.symlinkSync('does/not/exist', p('srv/data/dangling-link'));
   execFileSync('mkfifo', [p('srv/data/fifo')]);
-  ferryFs.mknod(p('dev/null-copy'), fs.constants.S_IFCHR | 0o666, 1, 3);
+  ferryFs.mknod(p('srv/nodes/null-copy'), fs.constants.S_IFCHR | 0o666, 1, 3);
   ferryFs.setXattr(p('etc/hostname'), 'user.origin', Buffer.from('source'));
   ferryFs.setXattr(p('srv/data'), 'user.dir-attr', Buffer.from([0, 1, 2, 255]));
   const sparse = opts.sparseBytes ?? 256 * 1024 * 1024;

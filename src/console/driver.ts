@@ -1,0 +1,406 @@
+import { randomUUID, timingSafeEqual } from 'node:crypto';
+import {
+  type AgentHeartbeat,
+  type AgentHeartbeatResponse,
+  type ConfigureRequest,
+  type Job,
+  type ServerView,
+  type TargetHeartbeat,
+  type TargetHeartbeatResponse,
+  type TargetView,
+} from '../control/index.js';
+import { type LifecycleEvent, type Stage, type Status, type TaskState, isLocking, transition } from '../core/index.js';
+import { FerryError, isErrorCode } from '../errors/index.js';
+import { type CaMaterial, fingerprint, issueFromCsr } from '../pki/index.js';
+import type { ConsoleStore, SourceRow, TaskRow } from './store/store.js';
+import { isConnected, serverView, targetView } from './views.js';
+
+export interface DriverOptions {
+  readonly heartbeatTimeoutMs: number;
+  readonly syncIntervalSeconds: number;
+  readonly now?: () => number;
+}
+
+/** One mutation at a time: every read-modify-write of a task runs under this lock. */
+class Mutex {
+  #tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.#tail.then(fn, fn);
+    this.#tail = next.catch(() => {});
+    return next;
+  }
+}
+
+function stateOf(task: TaskRow): TaskState {
+  return { stage: task.stage as Stage, status: task.status as Status };
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/**
+ * The console's lifecycle driver: applies user commands and agent/target reports to
+ * the stored tasks through the pure state machine, and derives from the stored state
+ * what each agent should be doing (its job) and what each target holds (its lock).
+ */
+export class Driver {
+  readonly #store: ConsoleStore;
+  readonly #ca: CaMaterial;
+  readonly #registrationToken: string;
+  readonly #opts: DriverOptions;
+  readonly #mutex = new Mutex();
+  readonly #now: () => number;
+  /** Bumped on every change so that watchers (SSE) know when to look again. */
+  version = 0;
+
+  constructor(store: ConsoleStore, ca: CaMaterial, registrationToken: string, opts: DriverOptions) {
+    this.#store = store;
+    this.#ca = ca;
+    this.#registrationToken = registrationToken;
+    this.#opts = opts;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  // ---- registration -------------------------------------------------------------------
+
+  async register(token: string, req: { role: 'agent' | 'target'; name: string; csr: string; address?: string }) {
+    if (!sameSecret(token, this.#registrationToken)) {
+      throw new FerryError('FERRY_REGISTRATION_DENIED', 'the registration token is not valid');
+    }
+    return this.#mutex.run(async () => {
+      const id = randomUUID();
+      const certificate = await issueFromCsr(this.#ca, req.csr, `ferry-${req.role}:${id}`);
+      const fp = fingerprint(certificate);
+      const now = this.#now();
+      if (req.role === 'agent') {
+        if (await this.#store.sourceByName(req.name)) {
+          throw new FerryError('FERRY_NAME_TAKEN', `a source server named "${req.name}" is already registered`);
+        }
+        await this.#store.insertSource({
+          id,
+          name: req.name,
+          fingerprint: fp,
+          created_at: now,
+          last_seen_at: now,
+          inventory: null,
+          checks: null,
+        });
+        await this.#store.insertTask({
+          id: randomUUID(),
+          source_id: id,
+          target_id: null,
+          method: 'file',
+          continuous_sync: 0,
+          excludes: '[]',
+          stage: 'feasibility-check',
+          status: 'pending-target-configuration',
+          error: null,
+          progress: null,
+          run_id: 0,
+          sync_request: 0,
+          launch_phase: null,
+          last_sync: null,
+          created_at: now,
+          updated_at: now,
+        });
+      } else {
+        if (!req.address) throw new FerryError('FERRY_BAD_REQUEST', 'address: a target must give the HOST:PORT agents reach it at');
+        if (await this.#store.targetByName(req.name)) {
+          throw new FerryError('FERRY_NAME_TAKEN', `a target server named "${req.name}" is already registered`);
+        }
+        await this.#store.insertTarget({
+          id,
+          name: req.name,
+          fingerprint: fp,
+          address: req.address,
+          created_at: now,
+          last_seen_at: now,
+          info: null,
+        });
+      }
+      this.version++;
+      return { id, name: req.name, certificate, ca: this.#ca.certPem };
+    });
+  }
+
+  /** Maps a verified client certificate to a registered source or target, or refuses. */
+  async authenticatePeer(role: 'agent' | 'target', id: string, certFingerprint: string): Promise<void> {
+    const row = role === 'agent' ? await this.#store.sourceById(id) : await this.#store.targetById(id);
+    if (!row || row.fingerprint !== certFingerprint) {
+      throw new FerryError('FERRY_UNAUTHENTICATED', `this ${role} credential is not registered (deleted?); register again`);
+    }
+  }
+
+  // ---- views ---------------------------------------------------------------------------
+
+  async listServers(): Promise<ServerView[]> {
+    const [sources, tasks, targets] = await Promise.all([
+      this.#store.listSources(),
+      this.#store.listTasks(),
+      this.#store.listTargets(),
+    ]);
+    const now = this.#now();
+    return sources.flatMap((s) => {
+      const task = tasks.find((t) => t.source_id === s.id);
+      if (!task) return [];
+      const target = targets.find((t) => t.id === task.target_id);
+      return [serverView(s, task, target, now, this.#opts.heartbeatTimeoutMs)];
+    });
+  }
+
+  async showServer(name: string): Promise<ServerView> {
+    const { source, task } = await this.#find(name);
+    const target = task.target_id ? await this.#store.targetById(task.target_id) : undefined;
+    return serverView(source, task, target, this.#now(), this.#opts.heartbeatTimeoutMs);
+  }
+
+  async listTargets(): Promise<TargetView[]> {
+    const [targets, tasks, sources] = await Promise.all([
+      this.#store.listTargets(),
+      this.#store.listTasks(),
+      this.#store.listSources(),
+    ]);
+    const now = this.#now();
+    return targets.map((t) => {
+      const holder = tasks.find((k) => k.target_id === t.id && isLocking(stateOf(k)));
+      const lockedBy = holder ? (sources.find((s) => s.id === holder.source_id)?.name ?? null) : null;
+      return targetView(t, lockedBy, now, this.#opts.heartbeatTimeoutMs);
+    });
+  }
+
+  async showTarget(name: string): Promise<TargetView> {
+    const view = (await this.listTargets()).find((t) => t.name === name);
+    if (!view) throw new FerryError('FERRY_NOT_FOUND', `no target server named "${name}"`);
+    return view;
+  }
+
+  async #find(name: string): Promise<{ source: SourceRow; task: TaskRow }> {
+    const source = await this.#store.sourceByName(name);
+    const task = source ? await this.#store.taskBySource(source.id) : undefined;
+    if (!source || !task) throw new FerryError('FERRY_NOT_FOUND', `no source server named "${name}"`);
+    return { source, task };
+  }
+
+  // ---- user commands --------------------------------------------------------------------
+
+  configure(name: string, req: ConfigureRequest): Promise<ServerView> {
+    return this.#mutex.run(async () => {
+      const { task } = await this.#find(name);
+      if (req.method !== 'file') {
+        throw new FerryError('FERRY_UNSUPPORTED_METHOD', `method "${req.method}" is not available yet; use "file"`);
+      }
+      const target = await this.#store.targetByName(req.target);
+      if (!target) throw new FerryError('FERRY_NOT_FOUND', `target: no target server named "${req.target}"`);
+      const holder = (await this.#store.tasksByTarget(target.id)).find((k) => k.id !== task.id && isLocking(stateOf(k)));
+      if (holder) {
+        const by = await this.#store.sourceById(holder.source_id);
+        throw new FerryError('FERRY_TARGET_LOCKED', `target "${target.name}" is locked by the migration of "${by?.name}"`);
+      }
+      if (isLocking(stateOf(task))) {
+        throw new FerryError('FERRY_TARGET_LOCKED', `the migration of "${name}" has started; its settings are locked until it ends`);
+      }
+      const next = transition(stateOf(task), { kind: 'configure' });
+      await this.#store.updateTask(task.id, {
+        target_id: target.id,
+        method: req.method,
+        continuous_sync: req.continuousSync ? 1 : 0,
+        excludes: JSON.stringify(req.excludes ?? []),
+        stage: next.state.stage,
+        status: next.state.status,
+        updated_at: this.#now(),
+      });
+      this.version++;
+      return this.showServer(name);
+    });
+  }
+
+  start(name: string): Promise<ServerView> {
+    return this.#mutex.run(async () => {
+      const { source, task } = await this.#find(name);
+      if (task.stage === 'full-replication' && task.status === 'ready') {
+        const now = this.#now();
+        if (!isConnected(source.last_seen_at, now, this.#opts.heartbeatTimeoutMs)) {
+          throw new FerryError('FERRY_SOURCE_DISCONNECTED', `source "${name}" is not connected`);
+        }
+        const target = task.target_id ? await this.#store.targetById(task.target_id) : undefined;
+        if (!target || !isConnected(target.last_seen_at, now, this.#opts.heartbeatTimeoutMs)) {
+          throw new FerryError('FERRY_TARGET_DISCONNECTED', `target "${target?.name ?? '?'}" is not connected`);
+        }
+        const holder = (await this.#store.tasksByTarget(target.id)).find((k) => k.id !== task.id && isLocking(stateOf(k)));
+        if (holder) throw new FerryError('FERRY_TARGET_LOCKED', `target "${target.name}" is locked by another migration`);
+      }
+      await this.#apply(task, { kind: 'start' });
+      return this.showServer(name);
+    });
+  }
+
+  pause(name: string): Promise<ServerView> {
+    return this.#command(name, { kind: 'pause' });
+  }
+
+  sync(name: string): Promise<ServerView> {
+    return this.#command(name, { kind: 'sync' });
+  }
+
+  launch(name: string): Promise<ServerView> {
+    return this.#command(name, { kind: 'launch' });
+  }
+
+  #command(name: string, event: LifecycleEvent): Promise<ServerView> {
+    return this.#mutex.run(async () => {
+      const { task } = await this.#find(name);
+      await this.#apply(task, event);
+      return this.showServer(name);
+    });
+  }
+
+  deleteServer(name: string): Promise<void> {
+    return this.#mutex.run(async () => {
+      const { source, task } = await this.#find(name);
+      const t = transition(stateOf(task), { kind: 'delete' });
+      if (t.effects.includes('release-resources') && task.target_id) await this.#store.addRelease(task.target_id, task.id);
+      await this.#store.deleteSource(source.id);
+      this.version++;
+    });
+  }
+
+  deleteTarget(name: string): Promise<void> {
+    return this.#mutex.run(async () => {
+      const target = await this.#store.targetByName(name);
+      if (!target) throw new FerryError('FERRY_NOT_FOUND', `no target server named "${name}"`);
+      const tasks = await this.#store.tasksByTarget(target.id);
+      if (tasks.some((k) => isLocking(stateOf(k)))) {
+        throw new FerryError('FERRY_TARGET_LOCKED', `target "${name}" is locked by a running migration and cannot be deleted`);
+      }
+      for (const k of tasks) await this.#store.updateTask(k.id, { target_id: null });
+      await this.#store.deleteTarget(target.id);
+      this.version++;
+    });
+  }
+
+  /** Stores the transition and its effects. */
+  async #apply(task: TaskRow, event: LifecycleEvent, extra: Partial<TaskRow> = {}): Promise<TaskRow> {
+    const t = transition(stateOf(task), event);
+    const patch: Partial<TaskRow> = { stage: t.state.stage, status: t.state.status, updated_at: this.#now(), ...extra };
+    if (t.effects.includes('new-run')) patch.run_id = task.run_id + 1;
+    if (t.effects.includes('request-sync')) patch.sync_request = task.sync_request + 1;
+    if (event.kind === 'start') patch.error = null;
+    if (t.state.stage === 'target-launch' && task.stage !== 'target-launch') {
+      patch.launch_phase = event.kind === 'launch' ? 'final-sync' : 'finalize';
+    }
+    if (t.state.status === 'completed') patch.launch_phase = null;
+    if (t.effects.includes('release-resources') && task.target_id) await this.#store.addRelease(task.target_id, task.id);
+    await this.#store.updateTask(task.id, patch);
+    this.version++;
+    return { ...task, ...patch };
+  }
+
+  // ---- agent and target reports --------------------------------------------------------
+
+  agentHeartbeat(sourceId: string, hb: AgentHeartbeat): Promise<AgentHeartbeatResponse> {
+    return this.#mutex.run(async () => {
+      const now = this.#now();
+      const patch: Record<string, unknown> = { last_seen_at: now };
+      if (hb.inventory) patch.inventory = JSON.stringify(hb.inventory);
+      if (hb.checks) patch.checks = JSON.stringify(hb.checks);
+      await this.#store.updateSource(sourceId, patch);
+      let task = await this.#store.taskBySource(sourceId);
+      if (!task) return { ackedEvents: hb.events.map((e) => e.id), job: { kind: 'idle' } };
+      if (hb.progress && hb.progress.runId === task.run_id && task.status === 'running') {
+        await this.#store.updateTask(task.id, { progress: JSON.stringify(hb.progress) });
+        task = { ...task, progress: JSON.stringify(hb.progress) };
+      }
+      for (const ev of hb.events) {
+        if (ev.runId !== task.run_id || task.status !== 'running') continue; // a report of an older run
+        if (ev.kind === 'replication-done' && task.stage === 'full-replication') {
+          task = await this.#apply(task, { kind: 'replication-done', continuousSync: task.continuous_sync === 1 }, {
+            last_sync: JSON.stringify({ at: new Date(now).toISOString(), ...ev.stats }),
+          });
+        } else if (ev.kind === 'sync-done') {
+          task = { ...task, last_sync: JSON.stringify({ at: new Date(now).toISOString(), ...ev.stats }) };
+          await this.#store.updateTask(task.id, { last_sync: task.last_sync });
+        } else if (ev.kind === 'final-sync-done' && task.stage === 'target-launch' && task.launch_phase === 'final-sync') {
+          await this.#store.updateTask(task.id, { launch_phase: 'finalize' });
+          task = { ...task, launch_phase: 'finalize' };
+        } else if (ev.kind === 'failed') {
+          const code = ev.code && isErrorCode(ev.code) ? ev.code : 'FERRY_INTERNAL';
+          const message = ev.message ?? 'the agent reported a failure';
+          task = await this.#apply(task, { kind: 'fail' }, { error: JSON.stringify({ code, message }) });
+        }
+        this.version++;
+      }
+      return { ackedEvents: hb.events.map((e) => e.id), job: await this.#jobFor(task) };
+    });
+  }
+
+  async #jobFor(task: TaskRow): Promise<Job> {
+    if (task.status !== 'running' || !task.target_id) return { kind: 'idle' };
+    const target = await this.#store.targetById(task.target_id);
+    if (!target) return { kind: 'idle' };
+    const pass =
+      task.stage === 'full-replication'
+        ? 'full'
+        : task.stage === 'continuous-sync'
+          ? 'continuous'
+          : task.launch_phase === 'final-sync'
+            ? 'final'
+            : null;
+    if (!pass) return { kind: 'idle' };
+    return {
+      kind: 'replicate',
+      taskId: task.id,
+      runId: task.run_id,
+      pass,
+      target: { id: target.id, name: target.name, address: target.address },
+      excludes: JSON.parse(task.excludes) as string[],
+      syncIntervalSeconds: this.#opts.syncIntervalSeconds,
+      syncRequest: task.sync_request,
+    };
+  }
+
+  targetHeartbeat(targetId: string, hb: TargetHeartbeat): Promise<TargetHeartbeatResponse> {
+    return this.#mutex.run(async () => {
+      const patch: Record<string, unknown> = { last_seen_at: this.#now() };
+      if (hb.info) patch.info = JSON.stringify(hb.info);
+      await this.#store.updateTarget(targetId, patch);
+      for (const ev of hb.events) {
+        if (ev.kind === 'released') await this.#store.clearRelease(targetId, ev.taskId);
+        if (ev.kind === 'finalized') {
+          const task = (await this.#store.tasksByTarget(targetId)).find((k) => k.id === ev.taskId);
+          if (task && task.stage === 'target-launch' && task.status === 'running' && task.launch_phase === 'finalize') {
+            await this.#apply(task, { kind: 'launch-done' });
+          }
+        }
+      }
+      const tasks = await this.#store.tasksByTarget(targetId);
+      const holder = tasks.find((k) => isLocking(stateOf(k)));
+      let assignment: TargetHeartbeatResponse['assignment'] = null;
+      let finalize: TargetHeartbeatResponse['finalize'] = null;
+      if (holder) {
+        const source = await this.#store.sourceById(holder.source_id);
+        if (source) {
+          assignment = {
+            taskId: holder.id,
+            runId: holder.run_id,
+            sourceId: source.id,
+            sourceName: source.name,
+            sourceFingerprint: source.fingerprint,
+          };
+        }
+        if (holder.stage === 'target-launch' && holder.status === 'running' && holder.launch_phase === 'finalize') {
+          finalize = { taskId: holder.id, runId: holder.run_id };
+        }
+      }
+      return {
+        ackedEvents: hb.events.map((e) => e.id),
+        assignment,
+        finalize,
+        release: await this.#store.releasesFor(targetId),
+      };
+    });
+  }
+}
+

@@ -1,0 +1,237 @@
+import Type, { type Static } from 'typebox';
+
+const Id = Type.String({ minLength: 1, maxLength: 64 });
+const Count = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
+
+export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$';
+export const Name = Type.String({ pattern: NAME_PATTERN, description: 'letters, digits, ".", "_", "-"; 1-63 characters' });
+export const HostPort = Type.String({
+  pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]+):[0-9]{1,5}$',
+  description: 'HOST:PORT',
+});
+
+export const RegisterRequest = Type.Object(
+  {
+    role: Type.Union([Type.Literal('agent'), Type.Literal('target')]),
+    name: Name,
+    csr: Type.String({ minLength: 100, maxLength: 8192 }),
+    address: Type.Optional(HostPort),
+  },
+  { additionalProperties: false },
+);
+export type RegisterRequest = Static<typeof RegisterRequest>;
+
+export const RegisterResponse = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  certificate: Type.String(),
+  ca: Type.String(),
+});
+export type RegisterResponse = Static<typeof RegisterResponse>;
+
+export const CheckItem = Type.Object(
+  {
+    id: Type.String({ maxLength: 64 }),
+    title: Type.String({ maxLength: 200 }),
+    passed: Type.Boolean(),
+    code: Type.Optional(Type.String({ maxLength: 64 })),
+    reason: Type.String({ maxLength: 1000 }),
+  },
+  { additionalProperties: false },
+);
+export type CheckItem = Static<typeof CheckItem>;
+
+export const Progress = Type.Object(
+  {
+    runId: Count,
+    phase: Type.String({ maxLength: 32 }),
+    state: Type.Union([
+      Type.Literal('scanning'),
+      Type.Literal('transferring'),
+      Type.Literal('waiting'),
+      Type.Literal('reconnecting'),
+      Type.Literal('idle'),
+    ]),
+    bytesDone: Count,
+    bytesTotal: Count,
+    filesDone: Count,
+    filesTotal: Count,
+    rateBytesPerSecond: Count,
+    message: Type.Optional(Type.String({ maxLength: 1000 })),
+  },
+  { additionalProperties: false },
+);
+export type Progress = Static<typeof Progress>;
+
+export const PassStats = Type.Object(
+  {
+    entriesSent: Count,
+    deleted: Count,
+    unchanged: Count,
+    bytesSent: Count,
+    seconds: Type.Number({ minimum: 0 }),
+    syncRequest: Type.Optional(Count),
+  },
+  { additionalProperties: false },
+);
+export type PassStats = Static<typeof PassStats>;
+
+export const AgentEvent = Type.Object(
+  {
+    id: Id,
+    runId: Count,
+    kind: Type.Union([
+      Type.Literal('replication-done'),
+      Type.Literal('sync-done'),
+      Type.Literal('final-sync-done'),
+      Type.Literal('failed'),
+    ]),
+    code: Type.Optional(Type.String({ maxLength: 64 })),
+    message: Type.Optional(Type.String({ maxLength: 2000 })),
+    stats: Type.Optional(PassStats),
+  },
+  { additionalProperties: false },
+);
+export type AgentEvent = Static<typeof AgentEvent>;
+
+export const AgentHeartbeat = Type.Object(
+  {
+    inventory: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    checks: Type.Optional(Type.Array(CheckItem, { maxItems: 100 })),
+    progress: Type.Optional(Progress),
+    events: Type.Array(AgentEvent, { maxItems: 100 }),
+  },
+  { additionalProperties: false },
+);
+export type AgentHeartbeat = Static<typeof AgentHeartbeat>;
+
+export const TargetRef = Type.Object({ id: Type.String(), name: Type.String(), address: Type.String() });
+
+export const Job = Type.Union([
+  Type.Object({ kind: Type.Literal('idle') }),
+  Type.Object({
+    kind: Type.Literal('replicate'),
+    taskId: Type.String(),
+    runId: Count,
+    pass: Type.Union([Type.Literal('full'), Type.Literal('continuous'), Type.Literal('final')]),
+    target: TargetRef,
+    excludes: Type.Array(Type.String()),
+    syncIntervalSeconds: Type.Number(),
+    syncRequest: Count,
+  }),
+]);
+export type Job = Static<typeof Job>;
+
+export const AgentHeartbeatResponse = Type.Object({
+  ackedEvents: Type.Array(Type.String()),
+  job: Job,
+});
+export type AgentHeartbeatResponse = Static<typeof AgentHeartbeatResponse>;
+
+export const TargetEvent = Type.Object(
+  {
+    id: Id,
+    kind: Type.Union([Type.Literal('finalized'), Type.Literal('released')]),
+    taskId: Id,
+    runId: Type.Optional(Count),
+  },
+  { additionalProperties: false },
+);
+export type TargetEvent = Static<typeof TargetEvent>;
+
+export const TargetHeartbeat = Type.Object(
+  {
+    info: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    events: Type.Array(TargetEvent, { maxItems: 100 }),
+  },
+  { additionalProperties: false },
+);
+export type TargetHeartbeat = Static<typeof TargetHeartbeat>;
+
+export const Assignment = Type.Object({
+  taskId: Type.String(),
+  runId: Count,
+  sourceId: Type.String(),
+  sourceName: Type.String(),
+  sourceFingerprint: Type.String(),
+});
+export type Assignment = Static<typeof Assignment>;
+
+export const TargetHeartbeatResponse = Type.Object({
+  ackedEvents: Type.Array(Type.String()),
+  assignment: Type.Union([Assignment, Type.Null()]),
+  finalize: Type.Union([Type.Object({ taskId: Type.String(), runId: Count }), Type.Null()]),
+  release: Type.Array(Type.String()),
+});
+export type TargetHeartbeatResponse = Static<typeof TargetHeartbeatResponse>;
+
+export const ConfigureRequest = Type.Object(
+  {
+    target: Name,
+    method: Type.Union([Type.Literal('file'), Type.Literal('block')]),
+    continuousSync: Type.Optional(Type.Boolean({ default: false })),
+    excludes: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 4095 }), { maxItems: 1000 })),
+  },
+  { additionalProperties: false },
+);
+export type ConfigureRequest = Static<typeof ConfigureRequest>;
+
+export const ProgressView = Type.Object({
+  percent: Type.Number(),
+  bytesDone: Count,
+  bytesTotal: Count,
+  filesDone: Count,
+  filesTotal: Count,
+  rateBytesPerSecond: Count,
+  etaSeconds: Type.Union([Type.Number(), Type.Null()]),
+  phase: Type.Union([Type.String(), Type.Null()]),
+  state: Type.Union([Type.String(), Type.Null()]),
+});
+export type ProgressView = Static<typeof ProgressView>;
+
+export const ErrorView = Type.Object({ code: Type.String(), message: Type.String(), advice: Type.String() });
+
+export const ServerView = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  connected: Type.Boolean(),
+  lastSeenAt: Type.Union([Type.String(), Type.Null()]),
+  stage: Type.String(),
+  status: Type.String(),
+  statusDetail: Type.Union([Type.String(), Type.Null()]),
+  progress: ProgressView,
+  error: Type.Union([ErrorView, Type.Null()]),
+  target: Type.Union([Type.String(), Type.Null()]),
+  method: Type.String(),
+  continuousSync: Type.Boolean(),
+  excludes: Type.Array(Type.String()),
+  lastSync: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+  inventory: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+  checks: Type.Array(CheckItem),
+});
+export type ServerView = Static<typeof ServerView>;
+
+export const TargetView = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  address: Type.String(),
+  connected: Type.Boolean(),
+  lastSeenAt: Type.Union([Type.String(), Type.Null()]),
+  locked: Type.Boolean(),
+  lockedBy: Type.Union([Type.String(), Type.Null()]),
+  info: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+});
+export type TargetView = Static<typeof TargetView>;
+
+/**
+ * Source directories whose contents are never migrated: they are pseudo or volatile file
+ * systems on every Linux server. The directories themselves are created on the target
+ * (empty, with their owner, mode and times) because the migrated system mounts onto them.
+ * Any other mount point under the root whose type is in PSEUDO_FS_TYPES is treated alike.
+ */
+export const DEFAULT_EMPTY_DIRS = ['/proc', '/sys', '/dev', '/run'] as const;
+export const PSEUDO_FS_TYPES = [
+  'proc', 'sysfs', 'devtmpfs', 'devpts', 'tmpfs', 'cgroup', 'cgroup2', 'securityfs', 'pstore', 'debugfs', 'tracefs',
+  'configfs', 'fusectl', 'mqueue', 'hugetlbfs', 'bpf', 'autofs', 'binfmt_misc', 'efivarfs', 'rpc_pipefs', 'nfs', 'nfs4',
+  'cifs', 'smb3', 'ceph', 'glusterfs', 'fuse.sshfs', 'overlay', 'squashfs', 'nsfs', 'ramfs',
+] as const;

@@ -1,0 +1,82 @@
+import { X509Certificate } from 'node:crypto';
+import tls from 'node:tls';
+import { FerryError } from '../errors/index.js';
+import { fingerprint, peerIdentity } from '../pki/index.js';
+import { parseHostPort } from './console-client.js';
+import type { Credential } from './enrollment.js';
+
+/**
+ * Opens the agent's data connection to a target: TLS 1.3, the agent's client certificate,
+ * and the target's certificate must be issued by the console CA *for that target id*
+ * (host names do not matter; the console-issued identity does).
+ */
+export function connectData(opts: {
+  address: string;
+  cred: Credential;
+  expectTargetId: string;
+  timeoutMs?: number;
+}): Promise<tls.TLSSocket> {
+  const { host, port } = parseHostPort(opts.address);
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({
+      host,
+      port,
+      key: opts.cred.keyPem,
+      cert: opts.cred.certPem,
+      ca: opts.cred.caPem,
+      minVersion: 'TLSv1.3',
+      checkServerIdentity: (_host, cert) => {
+        const id = peerIdentity(String(cert.subject?.CN ?? ''));
+        if (id?.role === 'target' && id.id === opts.expectTargetId) return undefined;
+        return new Error(`the server at ${opts.address} is not target ${opts.expectTargetId}`);
+      },
+    });
+    const timer = setTimeout(
+      () => socket.destroy(new FerryError('FERRY_TIMEOUT', `no TLS handshake with ${opts.address}`)),
+      opts.timeoutMs ?? 15_000,
+    );
+    socket.once('secureConnect', () => {
+      clearTimeout(timer);
+      socket.setNoDelay(true);
+      resolve(socket);
+    });
+    socket.once('error', (e) => {
+      clearTimeout(timer);
+      const tlsish = /certificate|not target|CERT_|alert|handshake|SSL/i.test(`${(e as NodeJS.ErrnoException).code} ${e.message}`);
+      reject(
+        e instanceof FerryError
+          ? e
+          : new FerryError(tlsish ? 'FERRY_TLS' : 'FERRY_CONNECTION_LOST', `data connection to ${opts.address}: ${e.message}`, {
+              cause: e,
+            }),
+      );
+    });
+  });
+}
+
+/**
+ * The target's data listener: TLS 1.3, client certificates required and verified against
+ * the console CA before `onPeer` sees the socket with the peer's fingerprint and id.
+ */
+export function createDataServer(
+  cred: Credential,
+  onPeer: (socket: tls.TLSSocket, peer: { fingerprint: string; id: string | null }) => void,
+): tls.Server {
+  return tls.createServer(
+    {
+      key: cred.keyPem,
+      cert: cred.certPem,
+      ca: cred.caPem,
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.3',
+    },
+    (socket) => {
+      const cert = socket.getPeerCertificate();
+      const fp = cert?.raw ? fingerprint(new X509Certificate(cert.raw).raw) : '';
+      const id = peerIdentity(String(cert?.subject?.CN ?? ''));
+      socket.setNoDelay(true);
+      onPeer(socket, { fingerprint: fp, id: id?.role === 'agent' ? id.id : null });
+    },
+  );
+}

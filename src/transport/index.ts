@@ -1,0 +1,9 @@
+/**
+ * transport: how ferry's programs reach each other. An HTTPS JSON client for the console
+ * API (bearer token or client certificate), enrollment of an agent or target (key, CSR,
+ * stored credential), and mutually authenticated TLS data connections between agent and
+ * target. Must not import console, agent, target or cli code.
+ */
+export { ConsoleClient, type ConsoleClientOptions, parseHostPort } from './console-client.js';
+export { enroll, type Credential, readSecretFile } from './enrollment.js';
+export { connectData, createDataServer } from './data-tls.js';
