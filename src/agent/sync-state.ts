@@ -52,7 +52,9 @@ export class SqliteSyncState implements SyncStateStore {
 
   beginPass(): number {
     this.flush();
-    const row = this.#db.prepare("SELECT value FROM meta WHERE key = 'gen'").get() as { value: string } | undefined;
+    const row = this.#db.prepare("SELECT value FROM meta WHERE key = 'gen'").get() as
+      | { value: string }
+      | undefined;
     const gen = Number(row?.value ?? '0') + 1;
     this.#db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('gen', ?)").run(String(gen));
     return gen;
@@ -79,7 +81,10 @@ export class SqliteSyncState implements SyncStateStore {
 
   unseen(gen: number): string[] {
     this.flush();
-    return this.#db.prepare('SELECT path FROM entries WHERE seen < ? ORDER BY path DESC').pluck().all(gen) as string[];
+    return this.#db
+      .prepare('SELECT path FROM entries WHERE seen < ? ORDER BY path DESC')
+      .pluck()
+      .all(gen) as string[];
   }
 
   count(): number {

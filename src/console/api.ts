@@ -1,10 +1,10 @@
-import { X509Certificate, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual, X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { Registry, Gauge, Counter } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import Type from 'typebox';
 import {
   AgentHeartbeat,
@@ -72,9 +72,19 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     loggerInstance: opts.logger,
     bodyLimit: 4 * 1024 * 1024,
     ...(opts.https
-      ? { https: { key: opts.https.key, cert: opts.https.cert, ca: opts.https.ca, requestCert: true, rejectUnauthorized: false } }
+      ? {
+          https: {
+            key: opts.https.key,
+            cert: opts.https.cert,
+            ca: opts.https.ca,
+            requestCert: true,
+            rejectUnauthorized: false,
+          },
+        }
       : {}),
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
+    ajv: {
+      customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false },
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.setErrorHandler(problemHandler);
@@ -126,7 +136,9 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     registers: [registry],
     async collect() {
       const servers = await driver.listServers();
-      this.set(servers.filter((s) => s.status === 'running').reduce((n, s) => n + s.progress.rateBytesPerSecond, 0));
+      this.set(
+        servers.filter((s) => s.status === 'running').reduce((n, s) => n + s.progress.rateBytesPerSecond, 0),
+      );
     },
   });
   app.addHook('onResponse', async (req, reply) => {
@@ -145,7 +157,10 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     }
     const socket = req.raw.socket as TLSSocket;
     if (typeof socket.getPeerCertificate !== 'function' || !socket.authorized) {
-      throw new FerryError('FERRY_UNAUTHENTICATED', 'a client certificate issued by this console is required');
+      throw new FerryError(
+        'FERRY_UNAUTHENTICATED',
+        'a client certificate issued by this console is required',
+      );
     }
     const cert = socket.getPeerCertificate();
     const identity = peerIdentity(String(cert.subject?.CN ?? ''));
@@ -167,7 +182,11 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     '/api/v1/register',
     {
       config: { auth: 'registration' },
-      schema: { summary: 'Register an agent or target (registration token)', body: RegisterRequest, response: { 200: RegisterResponse, ...errors } },
+      schema: {
+        summary: 'Register an agent or target (registration token)',
+        body: RegisterRequest,
+        response: { 200: RegisterResponse, ...errors },
+      },
     },
     async (req) => driver.register(bearer(req) ?? '', req.body),
   );
@@ -175,7 +194,11 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     '/api/v1/agent/heartbeat',
     {
       config: { auth: 'agent' },
-      schema: { summary: 'Agent report and job poll (mTLS)', body: AgentHeartbeat, response: { 200: AgentHeartbeatResponse, ...errors } },
+      schema: {
+        summary: 'Agent report and job poll (mTLS)',
+        body: AgentHeartbeat,
+        response: { 200: AgentHeartbeatResponse, ...errors },
+      },
     },
     async (req) => driver.agentHeartbeat(req.peerId!, req.body),
   );
@@ -183,17 +206,29 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     '/api/v1/target/heartbeat',
     {
       config: { auth: 'target' },
-      schema: { summary: 'Target report and assignment poll (mTLS)', body: TargetHeartbeat, response: { 200: TargetHeartbeatResponse, ...errors } },
+      schema: {
+        summary: 'Target report and assignment poll (mTLS)',
+        body: TargetHeartbeat,
+        response: { 200: TargetHeartbeatResponse, ...errors },
+      },
     },
     async (req) => driver.targetHeartbeat(req.peerId!, req.body),
   );
 
-  app.get('/api/v1/servers', { schema: { summary: 'List source servers', response: { 200: Type.Array(ServerView), ...errors } } }, async () =>
-    driver.listServers(),
+  app.get(
+    '/api/v1/servers',
+    { schema: { summary: 'List source servers', response: { 200: Type.Array(ServerView), ...errors } } },
+    async () => driver.listServers(),
   );
   app.get(
     '/api/v1/servers/:name',
-    { schema: { summary: 'Show one source server', params: NameParams, response: { 200: ServerView, ...errors } } },
+    {
+      schema: {
+        summary: 'Show one source server',
+        params: NameParams,
+        response: { 200: ServerView, ...errors },
+      },
+    },
     async (req) => driver.showServer(req.params.name),
   );
   app.post(
@@ -211,13 +246,25 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   for (const action of ['start', 'pause', 'sync', 'launch'] as const) {
     app.post(
       `/api/v1/servers/:name/${action}`,
-      { schema: { summary: `${action} the migration`, params: NameParams, response: { 200: ServerView, ...errors } } },
+      {
+        schema: {
+          summary: `${action} the migration`,
+          params: NameParams,
+          response: { 200: ServerView, ...errors },
+        },
+      },
       async (req) => driver[action](req.params.name),
     );
   }
   app.delete(
     '/api/v1/servers/:name',
-    { schema: { summary: 'Delete the migration task and release its target', params: NameParams, response: { 204: Type.Null(), ...errors } } },
+    {
+      schema: {
+        summary: 'Delete the migration task and release its target',
+        params: NameParams,
+        response: { 204: Type.Null(), ...errors },
+      },
+    },
     async (req, reply) => {
       await driver.deleteServer(req.params.name);
       return reply.status(204).send(null);
@@ -230,7 +277,11 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       await driver.showServer(req.params.name); // 404 before the stream starts
       reply.hijack();
       const res = reply.raw;
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+      res.writeHead(200, {
+        'content-type': 'text/event-stream',
+        'cache-control': 'no-store',
+        connection: 'keep-alive',
+      });
       let last = '';
       let sentAt = 0;
       const tick = async () => {
@@ -256,17 +307,31 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     },
   );
 
-  app.get('/api/v1/targets', { schema: { summary: 'List target servers', response: { 200: Type.Array(TargetView), ...errors } } }, async () =>
-    driver.listTargets(),
+  app.get(
+    '/api/v1/targets',
+    { schema: { summary: 'List target servers', response: { 200: Type.Array(TargetView), ...errors } } },
+    async () => driver.listTargets(),
   );
   app.get(
     '/api/v1/targets/:name',
-    { schema: { summary: 'Show one target server', params: NameParams, response: { 200: TargetView, ...errors } } },
+    {
+      schema: {
+        summary: 'Show one target server',
+        params: NameParams,
+        response: { 200: TargetView, ...errors },
+      },
+    },
     async (req) => driver.showTarget(req.params.name),
   );
   app.delete(
     '/api/v1/targets/:name',
-    { schema: { summary: 'Delete a target (refused while locked)', params: NameParams, response: { 204: Type.Null(), ...errors } } },
+    {
+      schema: {
+        summary: 'Delete a target (refused while locked)',
+        params: NameParams,
+        response: { 204: Type.Null(), ...errors },
+      },
+    },
     async (req, reply) => {
       await driver.deleteTarget(req.params.name);
       return reply.status(204).send(null);

@@ -31,7 +31,10 @@ async function secretOnce(file: string, make: () => Promise<string> | string): P
   if (await exists(file)) {
     const st = await stat(file);
     if ((st.mode & 0o077) !== 0) {
-      throw new FerryError('FERRY_CONFIG', `${file} is readable by group or others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`);
+      throw new FerryError(
+        'FERRY_CONFIG',
+        `${file} is readable by group or others (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`,
+      );
     }
     return (await readFile(file, 'utf8')).trim();
   }

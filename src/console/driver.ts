@@ -1,15 +1,22 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
-import {
-  type AgentHeartbeat,
-  type AgentHeartbeatResponse,
-  type ConfigureRequest,
-  type Job,
-  type ServerView,
-  type TargetHeartbeat,
-  type TargetHeartbeatResponse,
-  type TargetView,
+import type {
+  AgentHeartbeat,
+  AgentHeartbeatResponse,
+  ConfigureRequest,
+  Job,
+  ServerView,
+  TargetHeartbeat,
+  TargetHeartbeatResponse,
+  TargetView,
 } from '../control/index.js';
-import { type LifecycleEvent, type Stage, type Status, type TaskState, isLocking, transition } from '../core/index.js';
+import {
+  isLocking,
+  type LifecycleEvent,
+  type Stage,
+  type Status,
+  type TaskState,
+  transition,
+} from '../core/index.js';
 import { FerryError, isErrorCode } from '../errors/index.js';
 import { type CaMaterial, fingerprint, issueFromCsr } from '../pki/index.js';
 import type { ConsoleStore, SourceRow, TaskRow } from './store/store.js';
@@ -66,7 +73,10 @@ export class Driver {
 
   // ---- registration -------------------------------------------------------------------
 
-  async register(token: string, req: { role: 'agent' | 'target'; name: string; csr: string; address?: string }) {
+  async register(
+    token: string,
+    req: { role: 'agent' | 'target'; name: string; csr: string; address?: string },
+  ) {
     if (!sameSecret(token, this.#registrationToken)) {
       throw new FerryError('FERRY_REGISTRATION_DENIED', 'the registration token is not valid');
     }
@@ -77,7 +87,10 @@ export class Driver {
       const now = this.#now();
       if (req.role === 'agent') {
         if (await this.#store.sourceByName(req.name)) {
-          throw new FerryError('FERRY_NAME_TAKEN', `a source server named "${req.name}" is already registered`);
+          throw new FerryError(
+            'FERRY_NAME_TAKEN',
+            `a source server named "${req.name}" is already registered`,
+          );
         }
         await this.#store.insertSource({
           id,
@@ -107,9 +120,16 @@ export class Driver {
           updated_at: now,
         });
       } else {
-        if (!req.address) throw new FerryError('FERRY_BAD_REQUEST', 'address: a target must give the HOST:PORT agents reach it at');
+        if (!req.address)
+          throw new FerryError(
+            'FERRY_BAD_REQUEST',
+            'address: a target must give the HOST:PORT agents reach it at',
+          );
         if (await this.#store.targetByName(req.name)) {
-          throw new FerryError('FERRY_NAME_TAKEN', `a target server named "${req.name}" is already registered`);
+          throw new FerryError(
+            'FERRY_NAME_TAKEN',
+            `a target server named "${req.name}" is already registered`,
+          );
         }
         await this.#store.insertTarget({
           id,
@@ -130,7 +150,10 @@ export class Driver {
   async authenticatePeer(role: 'agent' | 'target', id: string, certFingerprint: string): Promise<void> {
     const row = role === 'agent' ? await this.#store.sourceById(id) : await this.#store.targetById(id);
     if (!row || row.fingerprint !== certFingerprint) {
-      throw new FerryError('FERRY_UNAUTHENTICATED', `this ${role} credential is not registered (deleted?); register again`);
+      throw new FerryError(
+        'FERRY_UNAUTHENTICATED',
+        `this ${role} credential is not registered (deleted?); register again`,
+      );
     }
   }
 
@@ -190,17 +213,28 @@ export class Driver {
     return this.#mutex.run(async () => {
       const { task } = await this.#find(name);
       if (req.method !== 'file') {
-        throw new FerryError('FERRY_UNSUPPORTED_METHOD', `method "${req.method}" is not available yet; use "file"`);
+        throw new FerryError(
+          'FERRY_UNSUPPORTED_METHOD',
+          `method "${req.method}" is not available yet; use "file"`,
+        );
       }
       const target = await this.#store.targetByName(req.target);
       if (!target) throw new FerryError('FERRY_NOT_FOUND', `target: no target server named "${req.target}"`);
-      const holder = (await this.#store.tasksByTarget(target.id)).find((k) => k.id !== task.id && isLocking(stateOf(k)));
+      const holder = (await this.#store.tasksByTarget(target.id)).find(
+        (k) => k.id !== task.id && isLocking(stateOf(k)),
+      );
       if (holder) {
         const by = await this.#store.sourceById(holder.source_id);
-        throw new FerryError('FERRY_TARGET_LOCKED', `target "${target.name}" is locked by the migration of "${by?.name}"`);
+        throw new FerryError(
+          'FERRY_TARGET_LOCKED',
+          `target "${target.name}" is locked by the migration of "${by?.name}"`,
+        );
       }
       if (isLocking(stateOf(task))) {
-        throw new FerryError('FERRY_TARGET_LOCKED', `the migration of "${name}" has started; its settings are locked until it ends`);
+        throw new FerryError(
+          'FERRY_TARGET_LOCKED',
+          `the migration of "${name}" has started; its settings are locked until it ends`,
+        );
       }
       const next = transition(stateOf(task), { kind: 'configure' });
       await this.#store.updateTask(task.id, {
@@ -227,10 +261,19 @@ export class Driver {
         }
         const target = task.target_id ? await this.#store.targetById(task.target_id) : undefined;
         if (!target || !isConnected(target.last_seen_at, now, this.#opts.heartbeatTimeoutMs)) {
-          throw new FerryError('FERRY_TARGET_DISCONNECTED', `target "${target?.name ?? '?'}" is not connected`);
+          throw new FerryError(
+            'FERRY_TARGET_DISCONNECTED',
+            `target "${target?.name ?? '?'}" is not connected`,
+          );
         }
-        const holder = (await this.#store.tasksByTarget(target.id)).find((k) => k.id !== task.id && isLocking(stateOf(k)));
-        if (holder) throw new FerryError('FERRY_TARGET_LOCKED', `target "${target.name}" is locked by another migration`);
+        const holder = (await this.#store.tasksByTarget(target.id)).find(
+          (k) => k.id !== task.id && isLocking(stateOf(k)),
+        );
+        if (holder)
+          throw new FerryError(
+            'FERRY_TARGET_LOCKED',
+            `target "${target.name}" is locked by another migration`,
+          );
       }
       await this.#apply(task, { kind: 'start' });
       return this.showServer(name);
@@ -261,7 +304,8 @@ export class Driver {
     return this.#mutex.run(async () => {
       const { source, task } = await this.#find(name);
       const t = transition(stateOf(task), { kind: 'delete' });
-      if (t.effects.includes('release-resources') && task.target_id) await this.#store.addRelease(task.target_id, task.id);
+      if (t.effects.includes('release-resources') && task.target_id)
+        await this.#store.addRelease(task.target_id, task.id);
       await this.#store.deleteSource(source.id);
       this.version++;
     });
@@ -273,7 +317,10 @@ export class Driver {
       if (!target) throw new FerryError('FERRY_NOT_FOUND', `no target server named "${name}"`);
       const tasks = await this.#store.tasksByTarget(target.id);
       if (tasks.some((k) => isLocking(stateOf(k)))) {
-        throw new FerryError('FERRY_TARGET_LOCKED', `target "${name}" is locked by a running migration and cannot be deleted`);
+        throw new FerryError(
+          'FERRY_TARGET_LOCKED',
+          `target "${name}" is locked by a running migration and cannot be deleted`,
+        );
       }
       for (const k of tasks) await this.#store.updateTask(k.id, { target_id: null });
       await this.#store.deleteTarget(target.id);
@@ -284,7 +331,12 @@ export class Driver {
   /** Stores the transition and its effects. */
   async #apply(task: TaskRow, event: LifecycleEvent, extra: Partial<TaskRow> = {}): Promise<TaskRow> {
     const t = transition(stateOf(task), event);
-    const patch: Partial<TaskRow> = { stage: t.state.stage, status: t.state.status, updated_at: this.#now(), ...extra };
+    const patch: Partial<TaskRow> = {
+      stage: t.state.stage,
+      status: t.state.status,
+      updated_at: this.#now(),
+      ...extra,
+    };
     if (t.effects.includes('new-run')) patch.run_id = task.run_id + 1;
     if (t.effects.includes('request-sync')) patch.sync_request = task.sync_request + 1;
     if (event.kind === 'start') patch.error = null;
@@ -292,7 +344,8 @@ export class Driver {
       patch.launch_phase = event.kind === 'launch' ? 'final-sync' : 'finalize';
     }
     if (t.state.status === 'completed') patch.launch_phase = null;
-    if (t.effects.includes('release-resources') && task.target_id) await this.#store.addRelease(task.target_id, task.id);
+    if (t.effects.includes('release-resources') && task.target_id)
+      await this.#store.addRelease(task.target_id, task.id);
     await this.#store.updateTask(task.id, patch);
     this.version++;
     return { ...task, ...patch };
@@ -316,13 +369,21 @@ export class Driver {
       for (const ev of hb.events) {
         if (ev.runId !== task.run_id || task.status !== 'running') continue; // a report of an older run
         if (ev.kind === 'replication-done' && task.stage === 'full-replication') {
-          task = await this.#apply(task, { kind: 'replication-done', continuousSync: task.continuous_sync === 1 }, {
-            last_sync: JSON.stringify({ at: new Date(now).toISOString(), ...ev.stats }),
-          });
+          task = await this.#apply(
+            task,
+            { kind: 'replication-done', continuousSync: task.continuous_sync === 1 },
+            {
+              last_sync: JSON.stringify({ at: new Date(now).toISOString(), ...ev.stats }),
+            },
+          );
         } else if (ev.kind === 'sync-done') {
           task = { ...task, last_sync: JSON.stringify({ at: new Date(now).toISOString(), ...ev.stats }) };
           await this.#store.updateTask(task.id, { last_sync: task.last_sync });
-        } else if (ev.kind === 'final-sync-done' && task.stage === 'target-launch' && task.launch_phase === 'final-sync') {
+        } else if (
+          ev.kind === 'final-sync-done' &&
+          task.stage === 'target-launch' &&
+          task.launch_phase === 'final-sync'
+        ) {
           await this.#store.updateTask(task.id, { launch_phase: 'finalize' });
           task = { ...task, launch_phase: 'finalize' };
         } else if (ev.kind === 'failed') {
@@ -370,7 +431,12 @@ export class Driver {
         if (ev.kind === 'released') await this.#store.clearRelease(targetId, ev.taskId);
         if (ev.kind === 'finalized') {
           const task = (await this.#store.tasksByTarget(targetId)).find((k) => k.id === ev.taskId);
-          if (task && task.stage === 'target-launch' && task.status === 'running' && task.launch_phase === 'finalize') {
+          if (
+            task &&
+            task.stage === 'target-launch' &&
+            task.status === 'running' &&
+            task.launch_phase === 'finalize'
+          ) {
             await this.#apply(task, { kind: 'launch-done' });
           }
         }
@@ -390,7 +456,11 @@ export class Driver {
             sourceFingerprint: source.fingerprint,
           };
         }
-        if (holder.stage === 'target-launch' && holder.status === 'running' && holder.launch_phase === 'finalize') {
+        if (
+          holder.stage === 'target-launch' &&
+          holder.status === 'running' &&
+          holder.launch_phase === 'finalize'
+        ) {
           finalize = { taskId: holder.id, runId: holder.run_id };
         }
       }
@@ -403,4 +473,3 @@ export class Driver {
     });
   }
 }
-

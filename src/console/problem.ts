@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { type ErrorCode, FerryError, errorInfo } from '../errors/index.js';
+import { type ErrorCode, errorInfo, FerryError } from '../errors/index.js';
 
 export interface Problem {
   type: string;
@@ -40,7 +40,9 @@ export function problemHandler(err: FastifyError, req: FastifyRequest, reply: Fa
     const where = err.validationContext ?? 'body';
     const errors = err.validation.map((v) => {
       const missing = (v.params as { missingProperty?: string } | undefined)?.missingProperty;
-      const path = `${v.instancePath ?? ''}${missing ? `/${missing}` : ''}`.replace(/^\//, '').replace(/\//g, '.');
+      const path = `${v.instancePath ?? ''}${missing ? `/${missing}` : ''}`
+        .replace(/^\//, '')
+        .replace(/\//g, '.');
       return { field: path ? `${where}.${path}` : where, message: v.message ?? 'is invalid' };
     });
     body = problem('FERRY_BAD_REQUEST', errors.map((e) => `${e.field}: ${e.message}`).join('; '), 400);

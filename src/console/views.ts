@@ -1,5 +1,5 @@
-import { errorInfo } from '../errors/index.js';
 import type { CheckItem, Progress, ServerView, TargetView } from '../control/index.js';
+import { errorInfo } from '../errors/index.js';
 import type { SourceRow, TargetRow, TaskRow } from './store/store.js';
 
 function json<T>(text: string | null): T | null {
@@ -45,7 +45,8 @@ export function progressView(task: TaskRow): ServerView['progress'] {
     filesDone: p.filesDone,
     filesTotal: p.filesTotal,
     rateBytesPerSecond: p.rateBytesPerSecond,
-    etaSeconds: p.rateBytesPerSecond > 0 ? Math.ceil(remaining / p.rateBytesPerSecond) : remaining === 0 ? 0 : null,
+    etaSeconds:
+      p.rateBytesPerSecond > 0 ? Math.ceil(remaining / p.rateBytesPerSecond) : remaining === 0 ? 0 : null,
     phase: p.phase,
     state: p.state,
   };

@@ -4,7 +4,10 @@ const Id = Type.String({ minLength: 1, maxLength: 64 });
 const Count = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
 
 export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$';
-export const Name = Type.String({ pattern: NAME_PATTERN, description: 'letters, digits, ".", "_", "-"; 1-63 characters' });
+export const Name = Type.String({
+  pattern: NAME_PATTERN,
+  description: 'letters, digits, ".", "_", "-"; 1-63 characters',
+});
 export const HostPort = Type.String({
   pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]+):[0-9]{1,5}$',
   description: 'HOST:PORT',
@@ -231,7 +234,35 @@ export type TargetView = Static<typeof TargetView>;
  */
 export const DEFAULT_EMPTY_DIRS = ['/proc', '/sys', '/dev', '/run'] as const;
 export const PSEUDO_FS_TYPES = [
-  'proc', 'sysfs', 'devtmpfs', 'devpts', 'tmpfs', 'cgroup', 'cgroup2', 'securityfs', 'pstore', 'debugfs', 'tracefs',
-  'configfs', 'fusectl', 'mqueue', 'hugetlbfs', 'bpf', 'autofs', 'binfmt_misc', 'efivarfs', 'rpc_pipefs', 'nfs', 'nfs4',
-  'cifs', 'smb3', 'ceph', 'glusterfs', 'fuse.sshfs', 'overlay', 'squashfs', 'nsfs', 'ramfs',
+  'proc',
+  'sysfs',
+  'devtmpfs',
+  'devpts',
+  'tmpfs',
+  'cgroup',
+  'cgroup2',
+  'securityfs',
+  'pstore',
+  'debugfs',
+  'tracefs',
+  'configfs',
+  'fusectl',
+  'mqueue',
+  'hugetlbfs',
+  'bpf',
+  'autofs',
+  'binfmt_misc',
+  'efivarfs',
+  'rpc_pipefs',
+  'nfs',
+  'nfs4',
+  'cifs',
+  'smb3',
+  'ceph',
+  'glusterfs',
+  'fuse.sshfs',
+  'overlay',
+  'squashfs',
+  'nsfs',
+  'ramfs',
 ] as const;

@@ -4,15 +4,15 @@
  * architecture test enforces it.
  */
 export {
+  type Effect,
+  initialState,
+  isLocking,
+  type LifecycleEvent,
   STAGES,
   STATUSES,
   type Stage,
   type Status,
   type TaskState,
-  type LifecycleEvent,
-  type Effect,
   type Transition,
-  initialState,
   transition,
-  isLocking,
 } from './lifecycle.js';

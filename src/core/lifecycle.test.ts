@@ -1,6 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { FerryError } from '../errors/index.js';
-import { type LifecycleEvent, STAGES, STATUSES, type Stage, type Status, initialState, isLocking, transition } from './lifecycle.js';
+import {
+  initialState,
+  isLocking,
+  type LifecycleEvent,
+  STAGES,
+  STATUSES,
+  type Stage,
+  type Status,
+  transition,
+} from './lifecycle.js';
 
 const EVENTS: LifecycleEvent[] = [
   { kind: 'configure' },
@@ -45,7 +54,8 @@ function eventName(e: LifecycleEvent): string {
 
 describe('lifecycle transition table', () => {
   const cases: [Stage, Status, LifecycleEvent][] = [];
-  for (const stage of STAGES) for (const status of STATUSES) for (const e of EVENTS) cases.push([stage, status, e]);
+  for (const stage of STAGES)
+    for (const status of STATUSES) for (const e of EVENTS) cases.push([stage, status, e]);
 
   it.each(cases)('%s/%s on %o', (stage, status, event) => {
     const key = `${stage}/${status} ${eventName(event)}`;
@@ -82,10 +92,12 @@ describe('lifecycle transition table', () => {
   });
 
   it('locks the target on the first start and unlocks it on completion', () => {
-    expect(transition({ stage: 'full-replication', status: 'ready' }, { kind: 'start' }).effects).toContain('lock-target');
-    expect(transition({ stage: 'full-replication', status: 'paused' }, { kind: 'start' }).effects).not.toContain(
+    expect(transition({ stage: 'full-replication', status: 'ready' }, { kind: 'start' }).effects).toContain(
       'lock-target',
     );
+    expect(
+      transition({ stage: 'full-replication', status: 'paused' }, { kind: 'start' }).effects,
+    ).not.toContain('lock-target');
     const done = transition({ stage: 'target-launch', status: 'running' }, { kind: 'launch-done' });
     expect(done.effects).toEqual(expect.arrayContaining(['unlock-target', 'release-resources']));
   });

@@ -1,7 +1,14 @@
 import { FerryError } from '../errors/index.js';
 
 export const STAGES = ['feasibility-check', 'full-replication', 'continuous-sync', 'target-launch'] as const;
-export const STATUSES = ['pending-target-configuration', 'ready', 'running', 'paused', 'failed', 'completed'] as const;
+export const STATUSES = [
+  'pending-target-configuration',
+  'ready',
+  'running',
+  'paused',
+  'failed',
+  'completed',
+] as const;
 
 export type Stage = (typeof STAGES)[number];
 export type Status = (typeof STATUSES)[number];
@@ -133,14 +140,22 @@ export function transition(from: TaskState, event: LifecycleEvent): Transition {
   if (!allowed) {
     const where = `${from.stage}/${from.status}`;
     if (event.kind === 'start' && from.stage === 'feasibility-check') {
-      throw new FerryError('FERRY_TARGET_NOT_CONFIGURED', `cannot start: no target is configured (task is ${where})`, {
-        context: { event: event.kind, stage: from.stage, status: from.status },
-      });
+      throw new FerryError(
+        'FERRY_TARGET_NOT_CONFIGURED',
+        `cannot start: no target is configured (task is ${where})`,
+        {
+          context: { event: event.kind, stage: from.stage, status: from.status },
+        },
+      );
     }
     const allowedText = rule.from.map(([st, su]) => `${st}/${su}`).join(', ');
-    throw new FerryError('FERRY_ILLEGAL_TRANSITION', `cannot ${event.kind} while the task is ${where}; allowed in: ${allowedText}`, {
-      context: { event: event.kind, stage: from.stage, status: from.status },
-    });
+    throw new FerryError(
+      'FERRY_ILLEGAL_TRANSITION',
+      `cannot ${event.kind} while the task is ${where}; allowed in: ${allowedText}`,
+      {
+        context: { event: event.kind, stage: from.stage, status: from.status },
+      },
+    );
   }
   return { state: rule.to(from, event), effects: rule.effects(from) };
 }

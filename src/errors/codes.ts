@@ -20,7 +20,8 @@ export const ERROR_CODES = {
   FERRY_UNAUTHENTICATED: {
     http: 401,
     retryable: false,
-    advice: 'Pass the admin token (--token-file or FERRY_TOKEN_FILE) or a client certificate issued by this console.',
+    advice:
+      'Pass the admin token (--token-file or FERRY_TOKEN_FILE) or a client certificate issued by this console.',
   },
   FERRY_REGISTRATION_DENIED: {
     http: 401,
@@ -40,12 +41,14 @@ export const ERROR_CODES = {
   FERRY_ILLEGAL_TRANSITION: {
     http: 409,
     retryable: false,
-    advice: 'Check the stage and status with `ferry servers show NAME`; the message says which states allow this action.',
+    advice:
+      'Check the stage and status with `ferry servers show NAME`; the message says which states allow this action.',
   },
   FERRY_TARGET_LOCKED: {
     http: 409,
     retryable: false,
-    advice: 'The target belongs to a running migration; wait until it completes or delete that migration first.',
+    advice:
+      'The target belongs to a running migration; wait until it completes or delete that migration first.',
   },
   FERRY_TARGET_NOT_CONFIGURED: {
     http: 409,
@@ -60,7 +63,8 @@ export const ERROR_CODES = {
   FERRY_TARGET_DISCONNECTED: {
     http: 409,
     retryable: true,
-    advice: 'Start `ferry target` on the target server and check that the agent can reach its --advertise address.',
+    advice:
+      'Start `ferry target` on the target server and check that the agent can reach its --advertise address.',
   },
   FERRY_UNSUPPORTED_METHOD: {
     http: 400,
@@ -70,52 +74,62 @@ export const ERROR_CODES = {
   FERRY_PROTOCOL_VERSION: {
     http: 502,
     retryable: false,
-    advice: 'The peer runs an incompatible ferry version: install the same ferry release on source, target and console.',
+    advice:
+      'The peer runs an incompatible ferry version: install the same ferry release on source, target and console.',
   },
   FERRY_PROTOCOL_VIOLATION: {
     http: 502,
     retryable: true,
-    advice: 'The peer sent malformed data; the connection was closed. If it persists, collect both logs and report it.',
+    advice:
+      'The peer sent malformed data; the connection was closed. If it persists, collect both logs and report it.',
   },
   FERRY_PEER_REFUSED: {
     http: 403,
     retryable: true,
-    advice: 'The target accepts only the source the console assigned to it; check `ferry targets` and the migration settings.',
+    advice:
+      'The target accepts only the source the console assigned to it; check `ferry targets` and the migration settings.',
   },
   FERRY_UNSAFE_PATH: {
     http: 400,
     retryable: false,
-    advice: 'The source sent a path that would leave the target root; nothing was written. Check the source for tampering.',
+    advice:
+      'The source sent a path that would leave the target root; nothing was written. Check the source for tampering.',
   },
   FERRY_CHECKSUM_MISMATCH: {
     http: 502,
     retryable: true,
-    advice: 'A file changed in transit or on disk while it was copied; the transfer retries it automatically.',
+    advice:
+      'A file changed in transit or on disk while it was copied; the transfer retries it automatically.',
   },
   FERRY_SOURCE_READ: {
     http: 500,
     retryable: true,
-    advice: 'The agent could not read a source file; check permissions and disk health on the source (see the agent log).',
+    advice:
+      'The agent could not read a source file; check permissions and disk health on the source (see the agent log).',
   },
   FERRY_TARGET_WRITE: {
     http: 500,
     retryable: true,
-    advice: 'The target could not write; check free space and disk health on the target (see the target log).',
+    advice:
+      'The target could not write; check free space and disk health on the target (see the target log).',
   },
   FERRY_CONNECTION_LOST: {
     http: 502,
     retryable: true,
-    advice: 'The data connection dropped; ferry reconnects and resumes by itself. Check the network if it keeps happening.',
+    advice:
+      'The data connection dropped; ferry reconnects and resumes by itself. Check the network if it keeps happening.',
   },
   FERRY_TLS: {
     http: 502,
     retryable: false,
-    advice: 'The peer certificate is not from this console CA or names another host; re-register the agent or target.',
+    advice:
+      'The peer certificate is not from this console CA or names another host; re-register the agent or target.',
   },
   FERRY_CONFIG: {
     http: 400,
     retryable: false,
-    advice: 'Fix the option or configuration file named in the message; `ferry COMMAND --help` lists what is accepted.',
+    advice:
+      'Fix the option or configuration file named in the message; `ferry COMMAND --help` lists what is accepted.',
   },
   FERRY_TIMEOUT: {
     http: 504,

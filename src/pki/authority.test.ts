@@ -1,6 +1,13 @@
 import { X509Certificate } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { createCa, fingerprint, generateKeyAndCsr, issueFromCsr, issueServerCertificate, peerIdentity } from './authority.js';
+import {
+  createCa,
+  fingerprint,
+  generateKeyAndCsr,
+  issueFromCsr,
+  issueServerCertificate,
+  peerIdentity,
+} from './authority.js';
 
 describe('internal certificate authority', () => {
   it('issues a client certificate from a CSR, with the subject the console chooses', async () => {

@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { X509Certificate as NodeX509, createHash, randomBytes, webcrypto } from 'node:crypto';
+import { createHash, X509Certificate as NodeX509, randomBytes, webcrypto } from 'node:crypto';
 
 import { isIP } from 'node:net';
 import * as x509 from '@peculiar/x509';
@@ -70,7 +70,9 @@ async function issue(
   usages: string[],
 ): Promise<string> {
   const caCert = new x509.X509Certificate(ca.certPem);
-  const names = sans.map((s) => (isIP(s) ? { type: 'ip' as const, value: s } : { type: 'dns' as const, value: s }));
+  const names = sans.map((s) =>
+    isIP(s) ? { type: 'ip' as const, value: s } : { type: 'dns' as const, value: s },
+  );
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial(),
     subject: `CN=${commonName}, O=ferry`,
@@ -81,7 +83,10 @@ async function issue(
     signingKey: await pemToKey(ca.keyPem),
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement,
+        true,
+      ),
       new x509.ExtendedKeyUsageExtension(usages),
       ...(names.length ? [new x509.SubjectAlternativeNameExtension(names)] : []),
     ],
@@ -108,7 +113,13 @@ export async function issueFromCsr(ca: CaMaterial, csrPem: string, commonName: s
     throw new FerryError('FERRY_BAD_REQUEST', 'csr is not a PEM certificate request', { cause: e });
   }
   if (!(await csr.verify())) throw new FerryError('FERRY_BAD_REQUEST', 'csr signature does not verify');
-  return issue(ca, csr.publicKey, commonName, [], [x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth]);
+  return issue(
+    ca,
+    csr.publicKey,
+    commonName,
+    [],
+    [x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth],
+  );
 }
 
 export async function generateKeyAndCsr(commonName: string): Promise<{ keyPem: string; csrPem: string }> {
@@ -128,7 +139,9 @@ export function fingerprint(certPemOrDer: string | Buffer): string {
 }
 
 /** `{role, id}` from a certificate this console issued (CN `ferry-<role>:<id>`), else null. */
-export function peerIdentity(commonName: string | undefined): { role: 'agent' | 'target'; id: string } | null {
+export function peerIdentity(
+  commonName: string | undefined,
+): { role: 'agent' | 'target'; id: string } | null {
   const m = /^ferry-(agent|target):([0-9a-f-]{36})$/.exec(commonName ?? '');
   return m ? { role: m[1] as 'agent' | 'target', id: m[2]! } : null;
 }

@@ -4,11 +4,11 @@
  */
 export {
   type CaMaterial,
-  type IssuedIdentity,
   createCa,
-  issueServerCertificate,
-  issueFromCsr,
-  generateKeyAndCsr,
   fingerprint,
+  generateKeyAndCsr,
+  type IssuedIdentity,
+  issueFromCsr,
+  issueServerCertificate,
   peerIdentity,
 } from './authority.js';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { FerryError } from '../errors/index.js';
-import { FrameDecoder, MAX_FRAME_BYTES, encodeFrame, encodePreface } from './frame-codec.js';
-import { type Message, decodeMessage, encodeMessage } from './messages.js';
+import { encodeFrame, encodePreface, FrameDecoder, MAX_FRAME_BYTES } from './frame-codec.js';
+import { decodeMessage, encodeMessage, type Message } from './messages.js';
 
 const sample: Message[] = [
   { type: 'hello', body: { taskId: 't1', runId: 3, pass: 'full' } },
@@ -60,7 +60,9 @@ describe('frame decoder', () => {
 
   it('refuses a bad magic', () => {
     const d = new FrameDecoder();
-    expect(() => d.push(Buffer.from('HTTP/1.1 200'))).toThrow(expect.objectContaining({ code: 'FERRY_PROTOCOL_VIOLATION' }));
+    expect(() => d.push(Buffer.from('HTTP/1.1 200'))).toThrow(
+      expect.objectContaining({ code: 'FERRY_PROTOCOL_VIOLATION' }),
+    );
   });
 
   it('tells a peer that is too new from one that is too old', () => {
@@ -87,7 +89,9 @@ describe('frame decoder', () => {
 
 describe('message validation', () => {
   const entry = (path: string, extra: object = {}) =>
-    Buffer.from(JSON.stringify({ seq: 1, path, kind: 'dir', mode: 0o755, uid: 0, gid: 0, mtimeNs: '1', ...extra }));
+    Buffer.from(
+      JSON.stringify({ seq: 1, path, kind: 'dir', mode: 0o755, uid: 0, gid: 0, mtimeNs: '1', ...extra }),
+    );
 
   it.each([
     ['../etc/passwd'],
@@ -110,7 +114,9 @@ describe('message validation', () => {
   });
 
   it('refuses unknown fields, wrong types and unknown frame types', () => {
-    expect(() => decodeMessage(0x10, entry('a', { evil: 1 }))).toThrow(expect.objectContaining({ code: 'FERRY_PROTOCOL_VIOLATION' }));
+    expect(() => decodeMessage(0x10, entry('a', { evil: 1 }))).toThrow(
+      expect.objectContaining({ code: 'FERRY_PROTOCOL_VIOLATION' }),
+    );
     expect(() => decodeMessage(0x10, entry('a', { mode: 0o17777 }))).toThrow(/mode/);
     expect(() => decodeMessage(0x10, Buffer.from('{not json'))).toThrow(/JSON/);
     expect(() => decodeMessage(0x55, Buffer.from('{}'))).toThrow(/unknown frame type/);

@@ -21,7 +21,10 @@ export function encodePreface(version = PROTOCOL_VERSION): Buffer {
 /** Frame = u32 BE length of (type + payload), u8 type, payload. */
 export function encodeFrame(type: number, payload: Buffer): Buffer {
   if (payload.length + 1 > MAX_FRAME_BYTES) {
-    throw new FerryError('FERRY_INTERNAL', `frame of ${payload.length} bytes exceeds the ${MAX_FRAME_BYTES}-byte limit`);
+    throw new FerryError(
+      'FERRY_INTERNAL',
+      `frame of ${payload.length} bytes exceeds the ${MAX_FRAME_BYTES}-byte limit`,
+    );
   }
   const head = Buffer.allocUnsafe(5);
   head.writeUInt32BE(payload.length + 1, 0);
@@ -54,7 +57,10 @@ export class FrameDecoder {
         if (this.#buffered < PREFACE_BYTES) return out;
         const p = this.#take(PREFACE_BYTES);
         if (!p.subarray(0, MAGIC.length).equals(MAGIC)) {
-          throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'the peer is not speaking the ferry protocol (bad magic)');
+          throw new FerryError(
+            'FERRY_PROTOCOL_VIOLATION',
+            'the peer is not speaking the ferry protocol (bad magic)',
+          );
         }
         const version = p.readUInt16BE(MAGIC.length);
         if (version < MIN_PROTOCOL_VERSION) {
@@ -76,7 +82,10 @@ export class FrameDecoder {
       if (this.#buffered < 5) return out;
       const len = this.#peekUInt32();
       if (len < 1 || len > MAX_FRAME_BYTES) {
-        throw new FerryError('FERRY_PROTOCOL_VIOLATION', `frame length ${len} is outside 1..${MAX_FRAME_BYTES}`);
+        throw new FerryError(
+          'FERRY_PROTOCOL_VIOLATION',
+          `frame length ${len} is outside 1..${MAX_FRAME_BYTES}`,
+        );
       }
       if (this.#buffered < 4 + len) return out;
       const frame = this.#take(4 + len);

@@ -17,7 +17,16 @@ export const FrameType = {
   ERROR: 0x7f,
 } as const;
 
-export const ENTRY_KINDS = ['dir', 'file', 'symlink', 'hardlink', 'fifo', 'chardev', 'blockdev', 'socket'] as const;
+export const ENTRY_KINDS = [
+  'dir',
+  'file',
+  'symlink',
+  'hardlink',
+  'fifo',
+  'chardev',
+  'blockdev',
+  'socket',
+] as const;
 export type EntryKind = (typeof ENTRY_KINDS)[number];
 
 const MAX_PATH_BYTES = 4095;
@@ -142,7 +151,10 @@ const JSON_TYPES: Record<JsonType, { code: number; schema: TSchema }> = {
 };
 
 const BY_CODE = new Map<number, { type: JsonType; check: ReturnType<typeof Compile> }>(
-  Object.entries(JSON_TYPES).map(([type, { code, schema }]) => [code, { type: type as JsonType, check: Compile(schema) }]),
+  Object.entries(JSON_TYPES).map(([type, { code, schema }]) => [
+    code,
+    { type: type as JsonType, check: Compile(schema) },
+  ]),
 );
 
 function violation(message: string): FerryError {
@@ -169,13 +181,16 @@ export function decodeMessage(type: number, payload: Buffer): Message {
   }
   if (!entry.check.Check(body)) {
     const first = [...entry.check.Errors(body)][0];
-    throw violation(`${entry.type} frame invalid at "${first?.instancePath ?? ''}": ${first?.message ?? 'invalid'}`);
+    throw violation(
+      `${entry.type} frame invalid at "${first?.instancePath ?? ''}": ${first?.message ?? 'invalid'}`,
+    );
   }
   const msg = { type: entry.type, body } as Message;
   if (msg.type === 'entry') checkEntry(msg.body);
   if (msg.type === 'delete') {
     const why = validatePath(msg.body.path);
-    if (why) throw new FerryError('FERRY_UNSAFE_PATH', `refused path ${JSON.stringify(msg.body.path)}: ${why}`);
+    if (why)
+      throw new FerryError('FERRY_UNSAFE_PATH', `refused path ${JSON.stringify(msg.body.path)}: ${why}`);
   }
   return msg;
 }
@@ -189,7 +204,10 @@ function checkEntry(e: EntryMessage): void {
   if (e.kind === 'file' && e.size === undefined) throw violation('file entry without size');
   if (e.kind === 'symlink' && e.linkTarget === undefined) throw violation('symlink entry without linkTarget');
   if (e.kind === 'hardlink' && e.linkTo === undefined) throw violation('hardlink entry without linkTo');
-  if ((e.kind === 'chardev' || e.kind === 'blockdev') && (e.rdevMajor === undefined || e.rdevMinor === undefined)) {
+  if (
+    (e.kind === 'chardev' || e.kind === 'blockdev') &&
+    (e.rdevMajor === undefined || e.rdevMinor === undefined)
+  ) {
     throw violation('device entry without rdev');
   }
   if (e.linkTarget?.includes('\0')) throw violation('symlink target contains NUL');

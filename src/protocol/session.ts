@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { FerryError, toFerryError } from '../errors/index.js';
-import { FrameDecoder, encodeFrame, encodePreface } from './frame-codec.js';
-import { type Message, decodeMessage, encodeMessage } from './messages.js';
+import { encodeFrame, encodePreface, FrameDecoder } from './frame-codec.js';
+import { decodeMessage, encodeMessage, type Message } from './messages.js';
 
 /**
  * One ferry protocol connection over any Duplex. Sends the preface at once, then frames;
@@ -11,6 +11,7 @@ import { type Message, decodeMessage, encodeMessage } from './messages.js';
 export class Session {
   readonly #stream: Duplex;
   #closed = false;
+  #source: AsyncGenerator<Message> | null = null;
 
   constructor(stream: Duplex) {
     this.#stream = stream;
@@ -46,7 +47,23 @@ export class Session {
     }
   }
 
+  /** The next validated message, or null when the peer has closed. One reader at a time. */
+  async next(): Promise<Message | null> {
+    this.#source ??= this.#read();
+    const r = await this.#source.next();
+    return r.done ? null : r.value;
+  }
+
+  /** Yields messages until the peer closes; breaking out leaves the rest for next(). */
   async *messages(): AsyncGenerator<Message> {
+    for (;;) {
+      const m = await this.next();
+      if (!m) return;
+      yield m;
+    }
+  }
+
+  async *#read(): AsyncGenerator<Message> {
     const decoder = new FrameDecoder();
     let prefaceSeen = false;
     try {
@@ -62,15 +79,21 @@ export class Session {
       }
     } catch (e) {
       const err = toFerryError(e, 'FERRY_CONNECTION_LOST');
-      if (err.code === 'FERRY_PROTOCOL_VIOLATION' || err.code === 'FERRY_PROTOCOL_VERSION' || err.code === 'FERRY_UNSAFE_PATH') {
+      if (
+        err.code === 'FERRY_PROTOCOL_VIOLATION' ||
+        err.code === 'FERRY_PROTOCOL_VERSION' ||
+        err.code === 'FERRY_UNSAFE_PATH'
+      ) {
         this.fail(err);
       } else {
         this.close();
       }
       throw err;
     }
-    if (!prefaceSeen) throw new FerryError('FERRY_CONNECTION_LOST', 'the peer closed before its protocol preface');
-    if (decoder.pendingBytes > 0) throw new FerryError('FERRY_CONNECTION_LOST', 'the peer closed in the middle of a frame');
+    if (!prefaceSeen)
+      throw new FerryError('FERRY_CONNECTION_LOST', 'the peer closed before its protocol preface');
+    if (decoder.pendingBytes > 0)
+      throw new FerryError('FERRY_CONNECTION_LOST', 'the peer closed in the middle of a frame');
   }
 
   /** Tells the peer why, then closes. */

@@ -1,5 +1,5 @@
 import https from 'node:https';
-import { FerryError, type ErrorCode, isErrorCode } from '../errors/index.js';
+import { type ErrorCode, FerryError, isErrorCode } from '../errors/index.js';
 
 export interface ConsoleClientOptions {
   readonly url: string;
@@ -27,7 +27,8 @@ export class ConsoleClient {
 
   constructor(opts: ConsoleClientOptions) {
     this.#base = new URL(opts.url);
-    if (this.#base.protocol !== 'https:') throw new FerryError('FERRY_CONFIG', `console URL must be https:// (got ${opts.url})`);
+    if (this.#base.protocol !== 'https:')
+      throw new FerryError('FERRY_CONFIG', `console URL must be https:// (got ${opts.url})`);
     this.#agent = new https.Agent({
       ca: opts.caPem,
       keepAlive: true,
@@ -73,19 +74,31 @@ export class ConsoleClient {
             if (status >= 200 && status < 300) return resolve(parsed as T);
             const p = parsed as { code?: string; detail?: string } | null;
             const code: ErrorCode = p?.code && isErrorCode(p.code) ? p.code : 'FERRY_INTERNAL';
-            reject(new FerryError(code, p?.detail ?? `console answered HTTP ${status}`, { context: { status, body: parsed } }));
+            reject(
+              new FerryError(code, p?.detail ?? `console answered HTTP ${status}`, {
+                context: { status, body: parsed },
+              }),
+            );
           });
           res.on('error', reject);
         },
       );
-      req.on('timeout', () => req.destroy(new FerryError('FERRY_TIMEOUT', `no answer from the console at ${url.host}`)));
+      req.on('timeout', () =>
+        req.destroy(new FerryError('FERRY_TIMEOUT', `no answer from the console at ${url.host}`)),
+      );
       req.on('error', (e) => {
         if (e instanceof FerryError) return reject(e);
-        const tlsish = /certificate|self.signed|CERT_|altnames|TLS|SSL/i.test(`${(e as NodeJS.ErrnoException).code} ${e.message}`);
+        const tlsish = /certificate|self.signed|CERT_|altnames|TLS|SSL/i.test(
+          `${(e as NodeJS.ErrnoException).code} ${e.message}`,
+        );
         reject(
-          new FerryError(tlsish ? 'FERRY_TLS' : 'FERRY_CONNECTION_LOST', `cannot reach the console at ${url.host}: ${e.message}`, {
-            cause: e,
-          }),
+          new FerryError(
+            tlsish ? 'FERRY_TLS' : 'FERRY_CONNECTION_LOST',
+            `cannot reach the console at ${url.host}: ${e.message}`,
+            {
+              cause: e,
+            },
+          ),
         );
       });
       if (payload) req.write(payload);
@@ -94,13 +107,20 @@ export class ConsoleClient {
   }
 
   /** Opens a Server-Sent Events stream and calls `onEvent` for each event until closed. */
-  events(path: string, onEvent: (event: string, data: string) => void): { close(): void; done: Promise<void> } {
+  events(
+    path: string,
+    onEvent: (event: string, data: string) => void,
+  ): { close(): void; done: Promise<void> } {
     const url = new URL(path, this.#base);
     let req: ReturnType<typeof https.request>;
     const done = new Promise<void>((resolve, reject) => {
       req = https.request(
         url,
-        { method: 'GET', agent: this.#agent, headers: { accept: 'text/event-stream', authorization: `Bearer ${this.#token}` } },
+        {
+          method: 'GET',
+          agent: this.#agent,
+          headers: { accept: 'text/event-stream', authorization: `Bearer ${this.#token}` },
+        },
         (res) => {
           if (res.statusCode !== 200) {
             reject(new FerryError('FERRY_NOT_FOUND', `events stream answered HTTP ${res.statusCode}`));
@@ -124,13 +144,22 @@ export class ConsoleClient {
             }
           });
           res.on('end', () => resolve());
+          res.on('close', () => resolve());
           res.on('error', reject);
         },
       );
-      req.on('error', reject);
+      req.on('error', (e) => (closed ? resolve() : reject(e)));
+      req.on('close', () => resolve());
       req.end();
     });
-    return { close: () => req.destroy(), done };
+    let closed = false;
+    return {
+      close: () => {
+        closed = true;
+        req.destroy();
+      },
+      done,
+    };
   }
 
   close(): void {

@@ -42,13 +42,19 @@ export function connectData(opts: {
     });
     socket.once('error', (e) => {
       clearTimeout(timer);
-      const tlsish = /certificate|not target|CERT_|alert|handshake|SSL/i.test(`${(e as NodeJS.ErrnoException).code} ${e.message}`);
+      const tlsish = /certificate|not target|CERT_|alert|handshake|SSL/i.test(
+        `${(e as NodeJS.ErrnoException).code} ${e.message}`,
+      );
       reject(
         e instanceof FerryError
           ? e
-          : new FerryError(tlsish ? 'FERRY_TLS' : 'FERRY_CONNECTION_LOST', `data connection to ${opts.address}: ${e.message}`, {
-              cause: e,
-            }),
+          : new FerryError(
+              tlsish ? 'FERRY_TLS' : 'FERRY_CONNECTION_LOST',
+              `data connection to ${opts.address}: ${e.message}`,
+              {
+                cause: e,
+              },
+            ),
       );
     });
   });
@@ -56,21 +62,15 @@ export function connectData(opts: {
 
 /**
  * The target's data listener: TLS 1.3, client certificates required and verified against
- * the console CA before `onPeer` sees the socket with the peer's fingerprint and id.
+ * the console CA before `onPeer` sees the socket with the peer's fingerprint and id. It
+ * can listen before it has a credential (to learn its port); call `setSecureContext`
+ * with the credential before anyone is told the address.
  */
 export function createDataServer(
-  cred: Credential,
   onPeer: (socket: tls.TLSSocket, peer: { fingerprint: string; id: string | null }) => void,
 ): tls.Server {
   return tls.createServer(
-    {
-      key: cred.keyPem,
-      cert: cred.certPem,
-      ca: cred.caPem,
-      requestCert: true,
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.3',
-    },
+    { requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' },
     (socket) => {
       const cert = socket.getPeerCertificate();
       const fp = cert?.raw ? fingerprint(new X509Certificate(cert.raw).raw) : '';

@@ -19,7 +19,9 @@ export async function readSecretFile(file: string, what: string): Promise<string
   try {
     st = await stat(file);
   } catch (e) {
-    throw new FerryError('FERRY_CONFIG', `${what} file ${file} cannot be read: ${(e as Error).message}`, { cause: e });
+    throw new FerryError('FERRY_CONFIG', `${what} file ${file} cannot be read: ${(e as Error).message}`, {
+      cause: e,
+    });
   }
   if ((st.mode & 0o077) !== 0) {
     throw new FerryError('FERRY_CONFIG', `${what} file ${file} is readable by group or others; chmod 600 it`);
@@ -76,7 +78,10 @@ export async function enroll(opts: {
     );
     await writeSecret(keyFile, keyPem);
     await writeFile(certFile, res.certificate, { mode: 0o644 });
-    await writeFile(idFile, JSON.stringify({ id: res.id, name: res.name, console: opts.consoleUrl }, null, 2));
+    await writeFile(
+      idFile,
+      JSON.stringify({ id: res.id, name: res.name, console: opts.consoleUrl }, null, 2),
+    );
     return { id: res.id, name: res.name, keyPem, certPem: res.certificate, caPem: opts.caPem };
   } finally {
     client.close();

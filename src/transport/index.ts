@@ -5,5 +5,5 @@
  * target. Must not import console, agent, target or cli code.
  */
 export { ConsoleClient, type ConsoleClientOptions, parseHostPort } from './console-client.js';
-export { enroll, type Credential, readSecretFile } from './enrollment.js';
 export { connectData, createDataServer } from './data-tls.js';
+export { type Credential, enroll, readSecretFile } from './enrollment.js';

@@ -27,7 +27,9 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema
         .createTable('tasks')
         .addColumn('id', 'text', (c) => c.primaryKey())
-        .addColumn('source_id', 'text', (c) => c.notNull().unique().references('sources.id').onDelete('cascade'))
+        .addColumn('source_id', 'text', (c) =>
+          c.notNull().unique().references('sources.id').onDelete('cascade'),
+        )
         .addColumn('target_id', 'text', (c) => c.references('targets.id'))
         .addColumn('method', 'text', (c) => c.notNull())
         .addColumn('continuous_sync', 'integer', (c) => c.notNull())

@@ -1,5 +1,5 @@
 import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, SqliteDialect, type Selectable, type Updateable } from 'kysely';
+import { Kysely, type Selectable, SqliteDialect, type Updateable } from 'kysely';
 import { migrate } from './migrations.js';
 import type { Database, SourcesTable, TargetsTable, TasksTable } from './schema.js';
 
@@ -95,10 +95,18 @@ export class ConsoleStore {
     await this.db.insertInto('releases').values({ target_id: targetId, task_id: taskId }).execute();
   }
   async releasesFor(targetId: string): Promise<string[]> {
-    const rows = await this.db.selectFrom('releases').select('task_id').where('target_id', '=', targetId).execute();
+    const rows = await this.db
+      .selectFrom('releases')
+      .select('task_id')
+      .where('target_id', '=', targetId)
+      .execute();
     return rows.map((r) => r.task_id);
   }
   async clearRelease(targetId: string, taskId: string): Promise<void> {
-    await this.db.deleteFrom('releases').where('target_id', '=', targetId).where('task_id', '=', taskId).execute();
+    await this.db
+      .deleteFrom('releases')
+      .where('target_id', '=', targetId)
+      .where('task_id', '=', taskId)
+      .execute();
   }
 }

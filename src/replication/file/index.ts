@@ -4,9 +4,16 @@
  * (tree-writer.ts); pass.ts drives one replication pass over a protocol Session on the
  * source, receive.ts applies one on the target. Knows nothing of the console or HTTP.
  */
-export { type ScannedEntry, scanTree, kindOf, isExcluded, normalizeExcludes } from './scan.js';
-export { readFileRegions } from './read-file.js';
-export { TreeWriter } from './tree-writer.js';
-export { runSendPass, type PassProgress, type PassResult, type SyncStateStore, type SyncRecord } from './pass.js';
-export { receivePass, type ReceiveResult } from './receive.js';
+
 export { entryFromScan, readXattrs } from './entry.js';
+export {
+  type PassProgress,
+  type PassResult,
+  runSendPass,
+  type SyncRecord,
+  type SyncStateStore,
+} from './pass.js';
+export { readFileRegions } from './read-file.js';
+export { type ReceiveResult, receivePass } from './receive.js';
+export { isExcluded, kindOf, normalizeExcludes, type ScannedEntry, scanTree } from './scan.js';
+export { TreeWriter } from './tree-writer.js';

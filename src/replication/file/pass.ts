@@ -137,7 +137,10 @@ export async function runSendPass(opts: {
       }
     }
     if (commitSeq < 0 || pending.size > 0) {
-      throw new FerryError('FERRY_CONNECTION_LOST', 'the target closed the data connection before the pass committed');
+      throw new FerryError(
+        'FERRY_CONNECTION_LOST',
+        'the target closed the data connection before the pass committed',
+      );
     }
   })();
   reader.catch((e) => fail(e));

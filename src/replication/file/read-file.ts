@@ -1,9 +1,10 @@
-import { open } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { FerryError } from '../../errors/index.js';
 import { ferryFs } from '../../native/index.js';
 
 const CHUNK = 1 << 20;
+const ZEROS = Buffer.alloc(CHUNK);
 
 /**
  * Yields the data regions of a file in order, `{offset, data}` of at most 1 MiB each,
@@ -14,40 +15,41 @@ const CHUNK = 1 << 20;
 export async function readFileRegions(
   abs: string,
   sparse: boolean,
-): Promise<{ regions: AsyncGenerator<{ offset: number; data: Buffer }>; done: () => { hash: string; size: number } }> {
-  let fh: Awaited<ReturnType<typeof open>>;
+): Promise<{
+  regions: AsyncGenerator<{ offset: number; data: Buffer }>;
+  done: () => { hash: string; size: number };
+}> {
+  let fd: number;
   try {
-    fh = await open(abs, 'r');
+    fd = openSync(abs, 'r');
   } catch (e) {
     throw new FerryError('FERRY_SOURCE_READ', `cannot open ${abs}: ${(e as Error).message}`, { cause: e });
   }
   const hasher = new Blake3Hasher();
   let hashedTo = 0;
   let size = 0;
-  const zeros = Buffer.alloc(CHUNK);
   const hashZerosTo = (to: number) => {
     while (hashedTo < to) {
       const n = Math.min(CHUNK, to - hashedTo);
-      hasher.update(n === CHUNK ? zeros : zeros.subarray(0, n));
+      hasher.update(n === CHUNK ? ZEROS : ZEROS.subarray(0, n));
       hashedTo += n;
     }
   };
   async function* regions(): AsyncGenerator<{ offset: number; data: Buffer }> {
     try {
-      const st = await fh.stat();
-      const end = st.size;
+      const end = fstatSync(fd).size;
       let pos = 0;
       while (pos < end) {
         let dataStart = pos;
         let dataEnd = end;
         if (sparse) {
-          dataStart = ferryFs.seekData(fh.fd, pos);
+          dataStart = ferryFs.seekData(fd, pos);
           if (dataStart < 0) break;
-          dataEnd = Math.min(ferryFs.seekHole(fh.fd, dataStart), end);
+          dataEnd = Math.min(ferryFs.seekHole(fd, dataStart), end);
         }
         for (let off = dataStart; off < dataEnd; ) {
           const buf = Buffer.allocUnsafe(Math.min(CHUNK, dataEnd - off));
-          const { bytesRead } = await fh.read(buf, 0, buf.length, off);
+          const bytesRead = readSync(fd, buf, 0, buf.length, off);
           if (bytesRead === 0) {
             dataEnd = off; // truncated while reading
             break;
@@ -67,7 +69,7 @@ export async function readFileRegions(
       if (e instanceof FerryError) throw e;
       throw new FerryError('FERRY_SOURCE_READ', `cannot read ${abs}: ${(e as Error).message}`, { cause: e });
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
   }
   return { regions: regions(), done: () => ({ hash: hasher.digest('hex'), size }) };

@@ -58,7 +58,8 @@ export async function receivePass(
           onBytes(msg.data.length);
           break;
         case 'file-end':
-          if (msg.body.seq !== current) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE_END for another entry');
+          if (msg.body.seq !== current)
+            throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE_END for another entry');
           try {
             await writer.fileEnd(msg.body.hash);
             await done(current);
@@ -67,7 +68,10 @@ export async function receivePass(
             if (err.code !== 'FERRY_CHECKSUM_MISMATCH') throw err;
             log.warn({ seq: current, err: err.message }, 'rejected a file whose hash did not match');
             await flush();
-            await session.send({ type: 'reject', body: { seq: current, code: err.code, message: err.message } });
+            await session.send({
+              type: 'reject',
+              body: { seq: current, code: err.code, message: err.message },
+            });
           }
           break;
         case 'delete':
@@ -82,7 +86,10 @@ export async function receivePass(
           committed = true; // the source closes next; anything else is a violation
           break;
         case 'error':
-          throw new FerryError('FERRY_CONNECTION_LOST', `source gave up: ${msg.body.code}: ${msg.body.message}`);
+          throw new FerryError(
+            'FERRY_CONNECTION_LOST',
+            `source gave up: ${msg.body.code}: ${msg.body.message}`,
+          );
         default:
           throw new FerryError('FERRY_PROTOCOL_VIOLATION', `unexpected ${msg.type} frame during a pass`);
       }
@@ -93,7 +100,8 @@ export async function receivePass(
     const err = toFerryError(e, 'FERRY_TARGET_WRITE');
     if (timer) clearTimeout(timer);
     await writer.abort();
-    if (err.code === 'FERRY_UNSAFE_PATH') log.error({ err: err.message }, 'refused an unsafe path from the source');
+    if (err.code === 'FERRY_UNSAFE_PATH')
+      log.error({ err: err.message }, 'refused an unsafe path from the source');
     if (err.code !== 'FERRY_CONNECTION_LOST') session.fail(err);
     else session.destroy();
     throw err;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { duplexPair } from '../../../test/support/duplex-pair.js';
-import { type EntryMessage, FrameType, Session, encodeFrame, encodePreface } from '../../protocol/index.js';
+import { type EntryMessage, encodeFrame, encodePreface, FrameType, Session } from '../../protocol/index.js';
 import { receivePass } from './receive.js';
 import { TreeWriter } from './tree-writer.js';
 
@@ -12,7 +12,10 @@ let dir: string;
 let root: string;
 let outside: string;
 const warnings: string[] = [];
-const log = { warn: (_o: object, m: string) => warnings.push(m), error: (_o: object, m: string) => warnings.push(m) };
+const log = {
+  warn: (_o: object, m: string) => warnings.push(m),
+  error: (_o: object, m: string) => warnings.push(m),
+};
 
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-writer-'));
@@ -25,7 +28,13 @@ beforeEach(() => {
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const base = { mode: 0o644, uid: 0, gid: 0, mtimeNs: '1000000000000000000' };
-const file = (seq: number, p: string, size: number): EntryMessage => ({ seq, path: p, kind: 'file', size, ...base });
+const file = (seq: number, p: string, size: number): EntryMessage => ({
+  seq,
+  path: p,
+  kind: 'file',
+  size,
+  ...base,
+});
 const hash = (b: Buffer) => {
   const h = new Blake3Hasher();
   h.update(b);
@@ -61,7 +70,9 @@ describe('TreeWriter never writes outside its root', () => {
   it('refuses a hard link to a file reached through a symlink', async () => {
     const w = await TreeWriter.open(root, log);
     await w.entry({ seq: 1, path: 'escape', kind: 'symlink', linkTarget: outside, ...base });
-    await expect(w.entry({ seq: 2, path: 'stolen', kind: 'hardlink', linkTo: 'escape/secret', ...base })).rejects.toMatchObject({
+    await expect(
+      w.entry({ seq: 2, path: 'stolen', kind: 'hardlink', linkTo: 'escape/secret', ...base }),
+    ).rejects.toMatchObject({
       code: 'FERRY_UNSAFE_PATH',
     });
     expect(fs.existsSync(path.join(root, 'stolen'))).toBe(false);
@@ -82,7 +93,9 @@ describe('TreeWriter never writes outside its root', () => {
     const w = await TreeWriter.open(root, log);
     await w.entry(file(1, 'f', 3));
     await w.data(0, Buffer.from('abc'));
-    await expect(w.fileEnd(hash(Buffer.from('abd')))).rejects.toMatchObject({ code: 'FERRY_CHECKSUM_MISMATCH' });
+    await expect(w.fileEnd(hash(Buffer.from('abd')))).rejects.toMatchObject({
+      code: 'FERRY_CHECKSUM_MISMATCH',
+    });
     expect(fs.readdirSync(root)).toEqual([]);
   });
 

@@ -1,0 +1,188 @@
+import { execFile } from 'node:child_process';
+import { access, readFile, statfs } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { type CheckItem, DEFAULT_EMPTY_DIRS, PSEUDO_FS_TYPES } from '../control/index.js';
+import { scanTree } from '../replication/file/index.js';
+
+const run = promisify(execFile);
+
+async function json(cmd: string, args: string[]): Promise<unknown> {
+  try {
+    const { stdout } = await run(cmd, args, { maxBuffer: 16 * 1024 * 1024 });
+    return JSON.parse(stdout);
+  } catch {
+    return null;
+  }
+}
+
+function osRelease(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (m) out[m[1]!] = m[2]!.replace(/^"(.*)"$/, '$1');
+  }
+  return out;
+}
+
+interface Mount {
+  target: string;
+  source?: string;
+  fstype: string;
+  options?: string;
+  children?: Mount[];
+}
+
+function flatten(m: Mount[] | undefined, out: Mount[] = []): Mount[] {
+  for (const x of m ?? []) {
+    out.push(x);
+    flatten(x.children, out);
+  }
+  return out;
+}
+
+/**
+ * Directories under `root` whose contents are never migrated: the default pseudo
+ * directories plus every mount point of a pseudo or network file system below the root.
+ * Returned relative to the root.
+ */
+export function emptyDirsFor(root: string, mounts: Mount[]): string[] {
+  const rootAbs = path.resolve(root);
+  const rel = (p: string) => path.relative(rootAbs, p);
+  const out = new Set<string>(DEFAULT_EMPTY_DIRS.map((d) => d.slice(1)));
+  for (const m of mounts) {
+    if (!(PSEUDO_FS_TYPES as readonly string[]).includes(m.fstype)) continue;
+    const r = rel(m.target);
+    if (r && !r.startsWith('..') && !path.isAbsolute(r)) out.add(r);
+  }
+  return [...out];
+}
+
+export async function listMounts(): Promise<Mount[]> {
+  const found = (await json('findmnt', [
+    '-J',
+    '-b',
+    '-o',
+    'TARGET,SOURCE,FSTYPE,OPTIONS,SIZE,USED,AVAIL',
+  ])) as {
+    filesystems?: Mount[];
+  } | null;
+  return flatten(found?.filesystems);
+}
+
+/** What the agent tells the console about its server; also what will be migrated, counted. */
+export async function collectInventory(
+  root: string,
+  excludes: readonly string[],
+): Promise<Record<string, unknown>> {
+  const mounts = await listMounts();
+  const emptyDirs = emptyDirsFor(root, mounts);
+  let usedBytes = 0;
+  let fileCount = 0;
+  let entryCount = 0;
+  for await (const e of scanTree(root, { excludes, emptyDirs })) {
+    entryCount++;
+    if (e.kind === 'file') {
+      fileCount++;
+      usedBytes += Number(e.stat.size);
+    }
+  }
+  let release: Record<string, string> = {};
+  try {
+    release = osRelease(await readFile(path.join(root, 'etc/os-release'), 'utf8'));
+  } catch {
+    try {
+      release = osRelease(await readFile('/etc/os-release', 'utf8'));
+    } catch {
+      /* none */
+    }
+  }
+  const fs = await statfs(root).catch(() => null);
+  const cpus = os.cpus();
+  return {
+    hostname: os.hostname(),
+    os: {
+      id: release.ID ?? 'unknown',
+      name: release.PRETTY_NAME ?? release.NAME ?? 'unknown',
+      version: release.VERSION_ID ?? '',
+    },
+    kernel: os.release(),
+    arch: os.arch(),
+    cpu: { model: cpus[0]?.model ?? 'unknown', count: cpus.length },
+    memoryBytes: os.totalmem(),
+    firmware: (await access('/sys/firmware/efi').then(
+      () => true,
+      () => false,
+    ))
+      ? 'UEFI'
+      : 'BIOS',
+    disks:
+      (
+        (await json('lsblk', [
+          '-J',
+          '-b',
+          '-o',
+          'NAME,PATH,TYPE,SIZE,FSTYPE,MOUNTPOINT,LABEL,UUID,PTTYPE,PARTTYPE',
+        ])) as {
+          blockdevices?: unknown[];
+        } | null
+      )?.blockdevices ?? [],
+    mounts: mounts.map((m) => ({ target: m.target, source: m.source, fstype: m.fstype, options: m.options })),
+    nics: Object.entries(os.networkInterfaces()).map(([name, addrs]) => ({
+      name,
+      mac: addrs?.[0]?.mac ?? '',
+      addresses: (addrs ?? []).map((a) => `${a.address}/${a.netmask}`),
+    })),
+    root: path.resolve(root),
+    rootFs: fs ? { totalBytes: fs.blocks * fs.bsize, freeBytes: fs.bavail * fs.bsize } : null,
+    migrate: { usedBytes, fileCount, entryCount, emptyDirs, excludes },
+  };
+}
+
+/** Feasibility-check items: each passes or fails with a code and a reason. */
+export async function runChecks(root: string, inventory: Record<string, unknown>): Promise<CheckItem[]> {
+  const items: CheckItem[] = [];
+  const isRoot = process.getuid?.() === 0;
+  items.push({
+    id: 'privileges',
+    title: 'Agent runs as root',
+    passed: isRoot,
+    reason: isRoot
+      ? 'the agent can read every file and keep owners'
+      : 'run the agent as root so it can read every file',
+    ...(isRoot ? {} : { code: 'FERRY_SOURCE_READ' }),
+  });
+  const readable = await access(root).then(
+    () => true,
+    () => false,
+  );
+  items.push({
+    id: 'source-root',
+    title: 'Source root is readable',
+    passed: readable,
+    reason: readable ? `${path.resolve(root)} is readable` : `${root} cannot be read`,
+    ...(readable ? {} : { code: 'FERRY_SOURCE_READ' }),
+  });
+  items.push({
+    id: 'os',
+    title: 'Linux source',
+    passed: process.platform === 'linux',
+    reason:
+      process.platform === 'linux'
+        ? `kernel ${String(inventory.kernel)}`
+        : 'only Linux sources are supported',
+    ...(process.platform === 'linux' ? {} : { code: 'FERRY_UNSUPPORTED_METHOD' }),
+  });
+  const mounts = (inventory.mounts as { fstype: string; source?: string }[] | undefined) ?? [];
+  const lvm = mounts.some((m) => (m.source ?? '').startsWith('/dev/mapper/'));
+  items.push({
+    id: 'block-devices',
+    title: 'Source layout is supported',
+    passed: true,
+    reason: lvm
+      ? 'device-mapper/LVM volumes found: file-level migration copies their files; their layout is not recreated'
+      : 'no device-mapper volumes',
+  });
+  return items;
+}

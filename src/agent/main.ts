@@ -1,0 +1,139 @@
+import { readFile } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import type { AgentHeartbeat, AgentHeartbeatResponse, CheckItem } from '../control/index.js';
+import { FerryError, toFerryError } from '../errors/index.js';
+import { forgetCredential } from '../transport/enrollment.js';
+import { ConsoleClient, enroll } from '../transport/index.js';
+import { collectInventory, emptyDirsFor, listMounts, runChecks } from './inventory.js';
+import { JobRunner } from './runner.js';
+
+export interface AgentOptions {
+  readonly consoleUrl: string;
+  readonly caFile: string;
+  readonly registrationTokenFile: string;
+  readonly name: string;
+  readonly root: string;
+  readonly stateDir: string;
+  readonly logger: Logger;
+  readonly heartbeatMs?: number;
+  readonly inventoryRefreshMs?: number;
+  readonly retryDeadlineMs?: number;
+}
+
+export interface RunningAgent {
+  readonly id: string;
+  /** Resolves when the agent stops; rejects when it must exit with an error. */
+  readonly done: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts `ferry agent`. */
+export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
+  const caPem = await readFile(o.caFile, 'utf8').catch((e: Error) => {
+    throw new FerryError('FERRY_CONFIG', `--ca-file ${o.caFile}: ${e.message}`);
+  });
+  const cred = await enroll({
+    role: 'agent',
+    name: o.name,
+    consoleUrl: o.consoleUrl,
+    caPem,
+    registrationTokenFile: o.registrationTokenFile,
+    stateDir: o.stateDir,
+  });
+  const log = o.logger.child({ agent: cred.name });
+  log.info({ id: cred.id, console: o.consoleUrl, root: o.root }, 'agent registered');
+  const client = new ConsoleClient({
+    url: o.consoleUrl,
+    caPem,
+    cert: { keyPem: cred.keyPem, certPem: cred.certPem },
+  });
+  let emptyDirs = emptyDirsFor(o.root, await listMounts());
+  const runner = new JobRunner({
+    root: o.root,
+    stateDir: o.stateDir,
+    cred,
+    logger: log,
+    emptyDirs: () => emptyDirs,
+    retryDeadlineMs: o.retryDeadlineMs ?? 3_600_000,
+  });
+
+  let inventory: Record<string, unknown> | undefined;
+  let checks: CheckItem[] | undefined;
+  let inventorySentAt = 0;
+  const refreshInventory = async () => {
+    emptyDirs = emptyDirsFor(o.root, await listMounts());
+    inventory = await collectInventory(o.root, []);
+    checks = await runChecks(o.root, inventory);
+    inventorySentAt = 0;
+  };
+  await refreshInventory();
+
+  let stopped = false;
+  let timer: NodeJS.Timeout | null = null;
+  let resolveDone!: () => void;
+  let rejectDone!: (e: unknown) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolveDone = res;
+    rejectDone = rej;
+  });
+  let lastConsoleError = '';
+
+  const beat = async () => {
+    const now = Date.now();
+    const body: AgentHeartbeat = { events: runner.pendingEvents };
+    const p = runner.progress(now);
+    if (p) body.progress = p;
+    const sendInventory = inventorySentAt === 0;
+    if (sendInventory && inventory && checks) {
+      body.inventory = inventory;
+      body.checks = checks;
+    }
+    try {
+      const res = await client.request<AgentHeartbeatResponse>('POST', '/api/v1/agent/heartbeat', body);
+      if (sendInventory) inventorySentAt = now;
+      if (lastConsoleError) log.info('console reachable again');
+      lastConsoleError = '';
+      runner.acknowledge(res.ackedEvents);
+      runner.reconcile(res.job);
+    } catch (e) {
+      const err = toFerryError(e, 'FERRY_CONNECTION_LOST');
+      if (err.code === 'FERRY_UNAUTHENTICATED') {
+        log.error(
+          'the console no longer knows this source (it was deleted); restart the agent to register it again',
+        );
+        await forgetCredential(o.stateDir, 'agent');
+        runner.stop();
+        stopped = true;
+        rejectDone(new FerryError('FERRY_UNAUTHENTICATED', 'this source was deleted from the console'));
+        return;
+      }
+      if (err.message !== lastConsoleError)
+        log.warn({ code: err.code, err: err.message }, 'console unreachable; retrying');
+      lastConsoleError = err.message;
+    }
+  };
+  const loop = async () => {
+    if (stopped) return;
+    await beat();
+    if (!stopped) timer = setTimeout(() => void loop(), o.heartbeatMs ?? 1000);
+  };
+  const inventoryTimer = setInterval(
+    () => void refreshInventory().catch(() => {}),
+    o.inventoryRefreshMs ?? 600_000,
+  );
+  inventoryTimer.unref();
+  void loop();
+
+  return {
+    id: cred.id,
+    done,
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      clearInterval(inventoryTimer);
+      runner.stop();
+      client.close();
+      resolveDone();
+    },
+  };
+}

@@ -1,0 +1,280 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { AgentEvent, Job, PassStats, Progress } from '../control/index.js';
+import { FerryError, toFerryError } from '../errors/index.js';
+import { Session } from '../protocol/index.js';
+import { type PassProgress, runSendPass, scanTree } from '../replication/file/index.js';
+import { type Credential, connectData } from '../transport/index.js';
+import { RateMeter } from './rate-meter.js';
+import { SqliteSyncState } from './sync-state.js';
+
+type ReplicateJob = Extract<Job, { kind: 'replicate' }>;
+
+export interface RunnerOptions {
+  readonly root: string;
+  readonly stateDir: string;
+  readonly cred: Credential;
+  readonly logger: Logger;
+  /** Directories sent empty (pseudo file systems). */
+  readonly emptyDirs: () => readonly string[];
+  /** How long to keep retrying a retryable failure before reporting the task failed. */
+  readonly retryDeadlineMs: number;
+}
+
+const MAX_BACKOFF_MS = 30_000;
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done);
+  });
+}
+
+/**
+ * Does what the console's job says, one job at a time: a new job (another task, run or
+ * pass) aborts the current one. Keeps the events it has to report until the console
+ * acknowledges them, and the progress of the current run.
+ */
+export class JobRunner {
+  readonly #o: RunnerOptions;
+  #current: { key: string; job: ReplicateJob; abort: AbortController; wake: () => void } | null = null;
+  #events: AgentEvent[] = [];
+  #progress: PassProgress = { bytes: 0, files: 0, bytesSent: 0 };
+  #totals = { bytes: 0, files: 0 };
+  #state: Progress['state'] = 'idle';
+  #phase = 'idle';
+  #message: string | undefined;
+  #meter = new RateMeter();
+
+  constructor(o: RunnerOptions) {
+    this.#o = o;
+  }
+
+  get pendingEvents(): AgentEvent[] {
+    return [...this.#events];
+  }
+
+  acknowledge(ids: readonly string[]): void {
+    this.#events = this.#events.filter((e) => !ids.includes(e.id));
+  }
+
+  progress(now = Date.now()): Progress | undefined {
+    const c = this.#current;
+    if (!c) return undefined;
+    const rate = this.#meter.sample(now, this.#progress.bytesSent);
+    return {
+      runId: c.job.runId,
+      phase: this.#phase,
+      state: this.#state,
+      bytesDone: Math.min(this.#progress.bytes, Math.max(this.#totals.bytes, this.#progress.bytes)),
+      bytesTotal: Math.max(this.#totals.bytes, this.#progress.bytes),
+      filesDone: this.#progress.files,
+      filesTotal: Math.max(this.#totals.files, this.#progress.files),
+      rateBytesPerSecond: this.#state === 'transferring' ? rate : 0,
+      ...(this.#message ? { message: this.#message.slice(0, 1000) } : {}),
+    };
+  }
+
+  reconcile(job: Job): void {
+    const key = job.kind === 'idle' ? 'idle' : `${job.taskId}:${job.runId}:${job.pass}`;
+    if (this.#current?.key === key) {
+      if (job.kind === 'replicate' && job.syncRequest !== this.#current.job.syncRequest) {
+        this.#current.job = job;
+        this.#current.wake();
+      }
+      return;
+    }
+    if (this.#current) {
+      this.#o.logger.info({ job: this.#current.key }, 'stopping the current job');
+      this.#current.abort.abort();
+      this.#current = null;
+    }
+    if (job.kind === 'idle') return;
+    const abort = new AbortController();
+    let wakeUp = () => {};
+    const current = {
+      key,
+      job,
+      abort,
+      wake: () => wakeUp(),
+    };
+    this.#current = current;
+    this.#progress = { bytes: 0, files: 0, bytesSent: 0 };
+    this.#totals = { bytes: 0, files: 0 };
+    this.#meter.reset();
+    this.#o.logger.info({ job: key }, 'starting job');
+    void this.#run(current, (fn) => {
+      wakeUp = fn;
+    }).catch((e) => this.#o.logger.error({ err: e }, 'job crashed'));
+  }
+
+  stop(): void {
+    this.#current?.abort.abort();
+    this.#current = null;
+  }
+
+  #emit(job: ReplicateJob, kind: AgentEvent['kind'], extra: Partial<AgentEvent> = {}): void {
+    this.#events.push({ id: randomUUID(), runId: job.runId, kind, ...extra });
+  }
+
+  async #run(
+    cur: { job: ReplicateJob; abort: AbortController },
+    onWake: (fn: () => void) => void,
+  ): Promise<void> {
+    const { signal } = cur.abort;
+    const dir = path.join(this.#o.stateDir, 'tasks', cur.job.taskId);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const state = new SqliteSyncState(path.join(dir, 'sync.db'));
+    try {
+      if (cur.job.pass === 'continuous') {
+        // Full replication has just run: the first sync comes after an interval or a request.
+        let lastRequest = cur.job.syncRequest;
+        this.#state = 'waiting';
+        this.#phase = 'sync';
+        while (!signal.aborted) {
+          await new Promise<void>((resolve) => {
+            if (cur.job.syncRequest !== lastRequest) return resolve();
+            onWake(resolve);
+            void sleep(cur.job.syncIntervalSeconds * 1000, signal).then(resolve);
+          });
+          if (signal.aborted) return;
+          const job = cur.job;
+          lastRequest = job.syncRequest;
+          const stats = await this.#passWithRetry(job, 'sync', state, signal);
+          if (!stats) return;
+          this.#emit(job, 'sync-done', { stats: { ...stats, syncRequest: job.syncRequest } });
+          this.#state = 'waiting';
+        }
+        return;
+      }
+      const pass = cur.job.pass === 'full' ? 'full' : 'final';
+      const stats = await this.#passWithRetry(cur.job, pass, state, signal);
+      if (stats) this.#emit(cur.job, pass === 'full' ? 'replication-done' : 'final-sync-done', { stats });
+    } finally {
+      state.close();
+    }
+  }
+
+  /** Runs passes until one completes with nothing rejected; retries retryable failures with back-off. */
+  async #passWithRetry(
+    job: ReplicateJob,
+    pass: 'full' | 'sync' | 'final',
+    state: SqliteSyncState,
+    signal: AbortSignal,
+  ): Promise<PassStats | null> {
+    const started = Date.now();
+    let backoff = 1000;
+    let firstFailureAt: number | null = null;
+    while (!signal.aborted) {
+      try {
+        this.#phase = pass;
+        if (pass === 'full') {
+          this.#state = 'scanning';
+          this.#totals = await this.#count(job, signal);
+        }
+        this.#progress = { bytes: 0, files: 0, bytesSent: this.#progress.bytesSent };
+        const result = await this.#onePass(job, pass, state, signal);
+        this.#message = undefined;
+        if (result.rejected > 0) {
+          this.#o.logger.warn(
+            { rejected: result.rejected },
+            'some files changed while copied; sending them again',
+          );
+          continue;
+        }
+        this.#state = 'idle';
+        return {
+          entriesSent: result.entriesSent,
+          deleted: result.deleted,
+          unchanged: result.unchanged,
+          bytesSent: result.bytesSent,
+          seconds: (Date.now() - started) / 1000,
+        };
+      } catch (e) {
+        if (signal.aborted) return null;
+        const err = toFerryError(e, 'FERRY_CONNECTION_LOST');
+        firstFailureAt ??= Date.now();
+        const pastDeadline = Date.now() - firstFailureAt > this.#o.retryDeadlineMs;
+        if (!err.retryable || pastDeadline) {
+          this.#o.logger.error({ code: err.code, err: err.message }, 'replication failed');
+          this.#emit(job, 'failed', { code: err.code, message: err.message.slice(0, 2000) });
+          this.#state = 'idle';
+          return null;
+        }
+        this.#state = 'reconnecting';
+        this.#message = `${err.code}: ${err.message}`;
+        this.#o.logger.warn(
+          { code: err.code, err: err.message, retryInMs: backoff },
+          'pass interrupted; will resume',
+        );
+        await sleep(backoff, signal);
+        backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
+      }
+    }
+    return null;
+  }
+
+  async #count(job: ReplicateJob, signal: AbortSignal): Promise<{ bytes: number; files: number }> {
+    let bytes = 0;
+    let files = 0;
+    for await (const e of scanTree(this.#o.root, {
+      excludes: job.excludes,
+      emptyDirs: this.#o.emptyDirs(),
+    })) {
+      if (signal.aborted) break;
+      if (e.kind === 'file') {
+        bytes += Number(e.stat.size);
+        files++;
+      }
+    }
+    return { bytes, files };
+  }
+
+  async #onePass(
+    job: ReplicateJob,
+    pass: 'full' | 'sync' | 'final',
+    state: SqliteSyncState,
+    signal: AbortSignal,
+  ) {
+    const socket = await connectData({
+      address: job.target.address,
+      cred: this.#o.cred,
+      expectTargetId: job.target.id,
+    });
+    const session = new Session(socket);
+    const onAbort = () => session.destroy();
+    signal.addEventListener('abort', onAbort);
+    try {
+      await session.send({ type: 'hello', body: { taskId: job.taskId, runId: job.runId, pass } });
+      const first = await session.next();
+      if (first?.type === 'error') {
+        const code =
+          first.body.code === 'FERRY_PEER_REFUSED' ? 'FERRY_PEER_REFUSED' : 'FERRY_CONNECTION_LOST';
+        throw new FerryError(code, `target refused: ${first.body.message}`);
+      }
+      if (first?.type !== 'welcome')
+        throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'the target did not welcome us');
+      this.#state = 'transferring';
+      return await runSendPass({
+        session,
+        root: this.#o.root,
+        excludes: job.excludes,
+        emptyDirs: this.#o.emptyDirs(),
+        state,
+        progress: this.#progress,
+        signal,
+      });
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      session.destroy();
+    }
+  }
+}

@@ -1,0 +1,299 @@
+import { readFile } from 'node:fs/promises';
+import cliProgress from 'cli-progress';
+import type { Command } from 'commander';
+import type { ServerView, TargetView } from '../control/index.js';
+import { FerryError } from '../errors/index.js';
+import { ConsoleClient, readSecretFile } from '../transport/index.js';
+import { bytes, serverDetails, serversTable, statusLine, targetsTable } from './format.js';
+
+export interface ClientFlags {
+  console: string;
+  caFile: string;
+  tokenFile: string;
+  output: 'table' | 'json';
+}
+
+export type Out = { write(s: string): void };
+
+export async function makeClient(f: ClientFlags): Promise<ConsoleClient> {
+  const caPem = await readFile(f.caFile, 'utf8').catch((e: Error) => {
+    throw new FerryError('FERRY_CONFIG', `--ca-file ${f.caFile}: ${e.message}`);
+  });
+  const token = await readSecretFile(f.tokenFile, 'admin token');
+  return new ConsoleClient({ url: f.console, caPem, token });
+}
+
+const enc = encodeURIComponent;
+
+async function withClient<T>(flags: ClientFlags, fn: (c: ConsoleClient) => Promise<T>): Promise<T> {
+  const c = await makeClient(flags);
+  try {
+    return await fn(c);
+  } finally {
+    c.close();
+  }
+}
+
+function print(out: Out, flags: ClientFlags, value: unknown, human: () => string): void {
+  out.write(`${flags.output === 'json' ? JSON.stringify(value, null, 2) : human()}\n`);
+}
+
+/** Registers the client sub-commands (everything that talks to the console API). */
+export function addClientCommands(
+  program: Command,
+  flagsOf: (cmd: Command) => ClientFlags,
+  out: Out,
+  setExit: (n: number) => void,
+) {
+  const servers = program
+    .command('servers')
+    .description('list or show source servers and their migration stage/status');
+  servers
+    .command('list', { isDefault: true })
+    .description('list source servers')
+    .action(async (_o, cmd: Command) => {
+      const flags = flagsOf(cmd);
+      const list = await withClient(flags, (c) => c.request<ServerView[]>('GET', '/api/v1/servers'));
+      print(out, flags, list, () => (list.length ? serversTable(list) : 'no source servers registered yet'));
+    });
+  servers
+    .command('show <name>')
+    .description('show one source server: stage, status, progress, error, inventory checks')
+    .action(async (name: string, _o, cmd: Command) => {
+      const flags = flagsOf(cmd);
+      const s = await withClient(flags, (c) => c.request<ServerView>('GET', `/api/v1/servers/${enc(name)}`));
+      print(out, flags, s, () => serverDetails(s));
+    });
+
+  const targets = program
+    .command('targets')
+    .description('list target servers and whether a migration locks them');
+  targets
+    .command('list', { isDefault: true })
+    .description('list target servers')
+    .action(async (_o, cmd: Command) => {
+      const flags = flagsOf(cmd);
+      const list = await withClient(flags, (c) => c.request<TargetView[]>('GET', '/api/v1/targets'));
+      print(out, flags, list, () => (list.length ? targetsTable(list) : 'no target servers registered yet'));
+    });
+  targets
+    .command('show <name>')
+    .description('show one target server')
+    .action(async (name: string, _o, cmd: Command) => {
+      const flags = flagsOf(cmd);
+      const t = await withClient(flags, (c) => c.request<TargetView>('GET', `/api/v1/targets/${enc(name)}`));
+      print(out, flags, t, () => targetsTable([t]));
+    });
+  targets
+    .command('delete <name>')
+    .description('delete a target server registration (refused while a migration locks it)')
+    .action(async (name: string, _o, cmd: Command) => {
+      const flags = flagsOf(cmd);
+      await withClient(flags, (c) => c.request('DELETE', `/api/v1/targets/${enc(name)}`));
+      print(out, flags, { deleted: name }, () => `deleted target ${name}`);
+    });
+
+  program
+    .command('configure <source>')
+    .description('set the target server and migration settings of a source (before Start)')
+    .requiredOption('--target <name>', 'target server name (see `ferry targets`)')
+    .requiredOption('--method <method>', 'migration method: file (Linux file-level)')
+    .option(
+      '--continuous-sync <yes|no>',
+      'keep syncing changes after full replication until `ferry launch`',
+      'no',
+    )
+    .option(
+      '--exclude <path>',
+      'source directory not to migrate (repeatable)',
+      (v: string, acc: string[]) => [...acc, v],
+      [],
+    )
+    .action(
+      async (
+        source: string,
+        o: { target: string; method: string; continuousSync: string; exclude: string[] },
+        cmd: Command,
+      ) => {
+        const flags = flagsOf(cmd);
+        if (!['yes', 'no'].includes(o.continuousSync)) {
+          throw new FerryError('FERRY_CONFIG', '--continuous-sync takes yes or no');
+        }
+        const body = {
+          target: o.target,
+          method: o.method,
+          continuousSync: o.continuousSync === 'yes',
+          excludes: o.exclude,
+        };
+        const s = await withClient(flags, (c) =>
+          c.request<ServerView>('POST', `/api/v1/servers/${enc(source)}/configure`, body),
+        );
+        print(out, flags, s, () => `configured ${s.name}: target ${s.target}, ${s.stage}/${s.status}`);
+      },
+    );
+
+  for (const [action, help] of [
+    ['start', 'start (or resume) the migration of one or more sources'],
+    ['pause', 'pause the replication of one or more sources'],
+  ] as const) {
+    program
+      .command(`${action} <sources...>`)
+      .description(help)
+      .action(async (sources: string[], _o, cmd: Command) => {
+        const flags = flagsOf(cmd);
+        const results: unknown[] = [];
+        await withClient(flags, async (c) => {
+          for (const name of sources) {
+            try {
+              const s = await c.request<ServerView>('POST', `/api/v1/servers/${enc(name)}/${action}`);
+              results.push(s);
+              if (flags.output === 'table') out.write(`${name}: ${s.stage}/${s.status}\n`);
+            } catch (e) {
+              const err = e as FerryError;
+              setExit(1);
+              results.push({ name, error: { code: err.code, message: err.message, advice: err.advice } });
+              if (flags.output === 'table')
+                out.write(`${name}: ${err.code}: ${err.message}\n  advice: ${err.advice}\n`);
+            }
+          }
+        });
+        if (flags.output === 'json') out.write(`${JSON.stringify(results, null, 2)}\n`);
+      });
+  }
+
+  for (const [action, help] of [
+    ['sync', 'synchronize changes to the target now (continuous sync)'],
+    ['launch', 'final sync, then launch the target and complete the migration'],
+  ] as const) {
+    program
+      .command(`${action} <source>`)
+      .description(help)
+      .action(async (name: string, _o, cmd: Command) => {
+        const flags = flagsOf(cmd);
+        const s = await withClient(flags, (c) =>
+          c.request<ServerView>('POST', `/api/v1/servers/${enc(name)}/${action}`),
+        );
+        print(out, flags, s, () => `${name}: ${s.stage}/${s.status}`);
+      });
+  }
+
+  program
+    .command('delete <source>')
+    .description('delete the migration task of a source and release its target')
+    .action(async (name: string, _o, cmd: Command) => {
+      const flags = flagsOf(cmd);
+      await withClient(flags, (c) => c.request('DELETE', `/api/v1/servers/${enc(name)}`));
+      print(out, flags, { deleted: name }, () => `deleted ${name}; its target is released`);
+    });
+
+  program
+    .command('status <source>')
+    .description('show the migration status; --watch follows it live (a progress bar on a terminal)')
+    .option('--watch', 'follow live until the task stops running (Ctrl-C to leave)')
+    .action(async (name: string, o: { watch?: boolean }, cmd: Command) => {
+      const flags = flagsOf(cmd);
+      await withClient(flags, async (c) => {
+        if (!o.watch) {
+          const s = await c.request<ServerView>('GET', `/api/v1/servers/${enc(name)}`);
+          print(out, flags, s, () => statusLine(s));
+          return;
+        }
+        await watch(c, name, flags, out);
+      });
+    });
+
+  program
+    .command('wait <source>')
+    .description('wait until the source reaches a stage and status (exit 0), fails (1) or times out (124)')
+    .requiredOption(
+      '--stage <stage>',
+      'feasibility-check | full-replication | continuous-sync | target-launch',
+    )
+    .requiredOption(
+      '--status <status>',
+      'pending-target-configuration | ready | running | paused | failed | completed',
+    )
+    .option('--timeout <seconds>', 'give up after this many seconds', '3600')
+    .action(async (name: string, o: { stage: string; status: string; timeout: string }, cmd: Command) => {
+      const flags = flagsOf(cmd);
+      const timeout = Number(o.timeout);
+      if (!Number.isFinite(timeout) || timeout <= 0)
+        throw new FerryError('FERRY_CONFIG', '--timeout takes a positive number of seconds');
+      const deadline = Date.now() + timeout * 1000;
+      await withClient(flags, async (c) => {
+        for (;;) {
+          const s = await c.request<ServerView>('GET', `/api/v1/servers/${enc(name)}`);
+          if (s.stage === o.stage && s.status === o.status) {
+            print(out, flags, s, () => `${name}: ${s.stage}/${s.status}`);
+            return;
+          }
+          if (s.status === 'failed' && o.status !== 'failed') {
+            print(
+              out,
+              flags,
+              s,
+              () => `${name}: failed: ${s.error?.code}: ${s.error?.message}\n  advice: ${s.error?.advice}`,
+            );
+            setExit(1);
+            return;
+          }
+          if (Date.now() > deadline) {
+            print(out, flags, s, () => `${name}: timed out at ${s.stage}/${s.status}`);
+            setExit(124);
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      });
+    });
+}
+
+/** Follows the SSE stream; a bar on a TTY, one line per change otherwise. */
+export async function watch(
+  c: ConsoleClient,
+  name: string,
+  flags: ClientFlags,
+  out: Out,
+  until: (s: ServerView) => boolean = (s) => s.status !== 'running',
+): Promise<ServerView | null> {
+  const tty = Boolean(process.stdout.isTTY) && flags.output === 'table';
+  const bar = tty
+    ? new cliProgress.SingleBar(
+        {
+          format: '{stage} |{bar}| {percentage}% {done}/{total} {rate}/s eta {eta_formatted} {detail}',
+          hideCursor: true,
+        },
+        cliProgress.Presets.shades_classic,
+      )
+    : null;
+  let started = false;
+  let last: ServerView | null = null;
+  let lastLine = '';
+  const stream = c.events(`/api/v1/servers/${encodeURIComponent(name)}/events`, (event, data) => {
+    if (event === 'deleted') return stream.close();
+    if (event !== 'server') return;
+    const s = JSON.parse(data) as ServerView;
+    last = s;
+    if (bar) {
+      const payload = {
+        stage: `${s.stage}/${s.status}`,
+        done: bytes(s.progress.bytesDone),
+        total: bytes(s.progress.bytesTotal),
+        rate: bytes(s.progress.rateBytesPerSecond),
+        detail: s.statusDetail === 'reconnecting' ? '(reconnecting…)' : '',
+      };
+      if (!started) {
+        bar.start(100, s.progress.percent, payload);
+        started = true;
+      } else bar.update(s.progress.percent, payload);
+    } else {
+      const line = flags.output === 'json' ? JSON.stringify(s) : statusLine(s);
+      if (line !== lastLine) out.write(`${line}\n`);
+      lastLine = line;
+    }
+    if (until(s)) stream.close();
+  });
+  await stream.done.catch(() => {});
+  bar?.stop();
+  return last;
+}

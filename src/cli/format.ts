@@ -1,0 +1,96 @@
+import type { ServerView, TargetView } from '../control/index.js';
+
+export function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+export function duration(s: number | null): string {
+  if (s === null) return '-';
+  if (s < 60) return `${Math.round(s)}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+/** The one-line human status, e.g. "full-replication/running 42.0% 1.2 GiB/3.0 GiB 80.0 MiB/s eta 23s". */
+export function statusLine(s: ServerView): string {
+  const p = s.progress;
+  const parts = [`${s.stage}/${s.status}`];
+  if (s.statusDetail === 'reconnecting') parts.push('(reconnecting…)');
+  if (s.status === 'running' || p.bytesTotal > 0) {
+    parts.push(
+      `${p.percent.toFixed(1)}%`,
+      `${bytes(p.bytesDone)}/${bytes(p.bytesTotal)}`,
+      `${bytes(p.rateBytesPerSecond)}/s`,
+    );
+    parts.push(`eta ${duration(p.etaSeconds)}`);
+  }
+  if (s.error) parts.push(`error ${s.error.code}: ${s.error.message}`);
+  return parts.join(' ');
+}
+
+export function serversTable(list: ServerView[]): string {
+  return table([
+    ['NAME', 'CONNECTED', 'STAGE', 'STATUS', 'PROGRESS', 'TARGET', 'METHOD'],
+    ...list.map((s) => [
+      s.name,
+      s.connected ? 'yes' : 'no',
+      s.stage,
+      s.statusDetail === 'reconnecting' ? `${s.status} (reconnecting…)` : s.status,
+      `${s.progress.percent.toFixed(1)}%`,
+      s.target ?? '-',
+      s.method,
+    ]),
+  ]);
+}
+
+export function serverDetails(s: ServerView): string {
+  const lines = [
+    `name:            ${s.name}`,
+    `connected:       ${s.connected ? 'yes' : 'no'}${s.lastSeenAt ? ` (last seen ${s.lastSeenAt})` : ''}`,
+    `stage/status:    ${s.stage} / ${s.status}${s.statusDetail ? ` (${s.statusDetail})` : ''}`,
+    `target:          ${s.target ?? '-'}`,
+    `method:          ${s.method}`,
+    `continuous sync: ${s.continuousSync ? 'yes' : 'no'}`,
+    `excludes:        ${s.excludes.length ? s.excludes.join(', ') : '-'}`,
+    `progress:        ${statusLine(s)}`,
+  ];
+  if (s.error)
+    lines.push(`error:           ${s.error.code}: ${s.error.message}`, `advice:          ${s.error.advice}`);
+  if (s.checks.length) {
+    lines.push('checks:');
+    for (const c of s.checks) lines.push(`  [${c.passed ? 'pass' : 'FAIL'}] ${c.title}: ${c.reason}`);
+  }
+  return lines.join('\n');
+}
+
+export function targetsTable(list: TargetView[]): string {
+  return table([
+    ['NAME', 'CONNECTED', 'ADDRESS', 'LOCKED', 'LOCKED BY'],
+    ...list.map((t) => [
+      t.name,
+      t.connected ? 'yes' : 'no',
+      t.address,
+      t.locked ? 'yes' : 'no',
+      t.lockedBy ?? '-',
+    ]),
+  ]);
+}

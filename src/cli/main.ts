@@ -1,0 +1,295 @@
+/**
+ * cli: the `ferry` executable's composition root: the one place that reads process.env
+ * and flags, builds loggers, and starts the console, agent or target, or talks to the
+ * console API as a client. Flags > environment (FERRY_*) > defaults.
+ */
+import { createWriteStream, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import pino, { type Logger } from 'pino';
+import { startAgent } from '../agent/index.js';
+import { startConsole } from '../console/main.js';
+import { DEFAULT_EMPTY_DIRS } from '../control/index.js';
+import { runDemo } from '../demo/demo.js';
+import { FerryError, isFerryError } from '../errors/index.js';
+import { startTarget } from '../target/index.js';
+import { addClientCommands, type ClientFlags } from './client-commands.js';
+
+const VERSION = (
+  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
+
+const env = process.env;
+let exitCode = 0;
+const setExit = (n: number) => {
+  if (exitCode === 0 || n > exitCode) exitCode = n;
+};
+const out = { write: (s: string) => void process.stdout.write(s) };
+
+function logger(opts: { logLevel: string; logFile?: string }): Logger {
+  const dest = opts.logFile ? createWriteStream(opts.logFile, { flags: 'a', mode: 0o600 }) : process.stdout;
+  return pino(
+    { level: opts.logLevel, redact: ['token', '*.token', 'keyPem', '*.keyPem', 'req.headers.authorization'] },
+    dest,
+  );
+}
+
+function untilSignal(stop: () => Promise<void>): Promise<void> {
+  return new Promise((resolve) => {
+    const handler = () => {
+      void stop().finally(resolve);
+    };
+    process.once('SIGINT', handler);
+    process.once('SIGTERM', handler);
+  });
+}
+
+function positiveNumber(name: string) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0)
+      throw new FerryError('FERRY_CONFIG', `${name} takes a positive number (got "${v}")`);
+    return n;
+  };
+}
+
+const program = new Command('ferry')
+  .description(
+    'ferry moves a running Linux server to a target server: `ferry console` drives migrations,\n' +
+      '`ferry agent` runs on each source, `ferry target` on each target; the other commands are\n' +
+      'a client of the console API.',
+  )
+  .version(VERSION)
+  .showHelpAfterError('(run with --help for usage)')
+  .addOption(
+    new Option('--console <url>', 'console URL').env('FERRY_CONSOLE_URL').default('https://127.0.0.1:7443'),
+  )
+  .addOption(
+    new Option('--ca-file <file>', "console CA certificate (ca.pem in the console's data dir)")
+      .env('FERRY_CA_FILE')
+      .default('ferry-data/ca.pem'),
+  )
+  .addOption(
+    new Option('--token-file <file>', 'admin bearer token file (admin.token, mode 0600)')
+      .env('FERRY_TOKEN_FILE')
+      .default('ferry-data/admin.token'),
+  )
+  .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
+  .addOption(
+    new Option('--log-level <level>', 'daemon log level')
+      .choices(['trace', 'debug', 'info', 'warn', 'error'])
+      .default('info'),
+  )
+  .addOption(new Option('--log-file <file>', 'daemon log file (JSON lines; default stdout)'));
+
+function flagsOf(cmd: Command): ClientFlags {
+  const o = cmd.optsWithGlobals() as {
+    console: string;
+    caFile: string;
+    tokenFile: string;
+    output: 'table' | 'json';
+  };
+  return { console: o.console, caFile: o.caFile, tokenFile: o.tokenFile, output: o.output };
+}
+
+program
+  .command('console')
+  .description(
+    'run the control plane: HTTPS API, state database, internal CA (creates the data dir on first start)',
+  )
+  .addOption(
+    new Option('--listen <host:port>', 'HTTPS address').env('FERRY_LISTEN').default('127.0.0.1:7443'),
+  )
+  .addOption(
+    new Option('--data-dir <dir>', 'database, CA, certificates and tokens')
+      .env('FERRY_DATA_DIR')
+      .default('./ferry-data'),
+  )
+  .option(
+    '--san <name>',
+    'extra host name or IP for the console certificate (repeatable)',
+    (v: string, a: string[]) => [...a, v],
+    [],
+  )
+  .option('--sync-interval <seconds>', 'continuous-sync interval', positiveNumber('--sync-interval'), 60)
+  .action(
+    async (o: { listen: string; dataDir: string; san: string[]; syncInterval: number }, cmd: Command) => {
+      const g = cmd.optsWithGlobals() as { logLevel: string; logFile?: string };
+      const log = logger(g);
+      const c = await startConsole({
+        listen: o.listen,
+        dataDir: o.dataDir,
+        logger: log,
+        version: VERSION,
+        extraNames: o.san,
+        syncIntervalSeconds: o.syncInterval,
+      });
+      log.info({ url: c.url, dataDir: path.resolve(o.dataDir) }, 'console listening');
+      await untilSignal(() => c.close());
+    },
+  );
+
+program
+  .command('agent')
+  .description(
+    `run on a source server: register, report inventory and checks, replicate to the assigned target.\n` +
+      `Never migrated (sent as empty directories): ${DEFAULT_EMPTY_DIRS.join(', ')} and every mount point of a\n` +
+      'pseudo or network file system (proc, sysfs, tmpfs, devtmpfs, cgroup, nfs, cifs, fuse.sshfs, …) under --root.',
+  )
+  .addOption(
+    new Option('--registration-token-file <file>', 'registration.token from the console')
+      .env('FERRY_REGISTRATION_TOKEN_FILE')
+      .makeOptionMandatory(),
+  )
+  .addOption(new Option('--name <name>', 'source server name').env('FERRY_NAME').default(os.hostname()))
+  .addOption(new Option('--root <dir>', 'root of the server to migrate').env('FERRY_ROOT').default('/'))
+  .addOption(
+    new Option('--state-dir <dir>', 'credential and sync state')
+      .env('FERRY_STATE_DIR')
+      .default('/var/lib/ferry/agent'),
+  )
+  .option(
+    '--retry-deadline <seconds>',
+    'keep retrying a broken transfer this long before failing the task',
+    positiveNumber('--retry-deadline'),
+    3600,
+  )
+  .action(
+    async (
+      o: {
+        registrationTokenFile: string;
+        name: string;
+        root: string;
+        stateDir: string;
+        retryDeadline: number;
+      },
+      cmd: Command,
+    ) => {
+      const g = cmd.optsWithGlobals() as {
+        console: string;
+        caFile: string;
+        logLevel: string;
+        logFile?: string;
+      };
+      const a = await startAgent({
+        consoleUrl: g.console,
+        caFile: g.caFile,
+        registrationTokenFile: o.registrationTokenFile,
+        name: o.name,
+        root: o.root,
+        stateDir: o.stateDir,
+        logger: logger(g),
+        retryDeadlineMs: o.retryDeadline * 1000,
+      });
+      await Promise.race([untilSignal(() => a.stop()), a.done]);
+    },
+  );
+
+program
+  .command('target')
+  .description(
+    'run on a target server: register, accept data only from the assigned source, write under --root only',
+  )
+  .addOption(
+    new Option('--registration-token-file <file>', 'registration.token from the console')
+      .env('FERRY_REGISTRATION_TOKEN_FILE')
+      .makeOptionMandatory(),
+  )
+  .addOption(
+    new Option('--listen <host:port>', 'data address agents connect to')
+      .env('FERRY_LISTEN')
+      .makeOptionMandatory(),
+  )
+  .addOption(
+    new Option('--advertise <host:port>', 'address agents should use, if not --listen').env(
+      'FERRY_ADVERTISE',
+    ),
+  )
+  .addOption(new Option('--name <name>', 'target server name').env('FERRY_NAME').default(os.hostname()))
+  .addOption(
+    new Option('--root <dir>', 'directory the migrated system is written under')
+      .env('FERRY_ROOT')
+      .makeOptionMandatory(),
+  )
+  .addOption(
+    new Option('--state-dir <dir>', 'credential and journal')
+      .env('FERRY_STATE_DIR')
+      .default('/var/lib/ferry/target'),
+  )
+  .action(
+    async (
+      o: {
+        registrationTokenFile: string;
+        listen: string;
+        advertise?: string;
+        name: string;
+        root: string;
+        stateDir: string;
+      },
+      cmd: Command,
+    ) => {
+      const g = cmd.optsWithGlobals() as {
+        console: string;
+        caFile: string;
+        logLevel: string;
+        logFile?: string;
+      };
+      const t = await startTarget({
+        consoleUrl: g.console,
+        caFile: g.caFile,
+        registrationTokenFile: o.registrationTokenFile,
+        name: o.name,
+        listen: o.listen,
+        ...(o.advertise ? { advertise: o.advertise } : {}),
+        root: o.root,
+        stateDir: o.stateDir,
+        logger: logger(g),
+      });
+      await Promise.race([untilSignal(() => t.stop()), t.done]);
+    },
+  );
+
+addClientCommands(program, flagsOf, out, setExit);
+
+program
+  .command('demo')
+  .description(
+    'migrate a sample server end to end on loopback: console, agent and target as separate processes',
+  )
+  .option('--exit', 'stop everything at the end instead of keeping the console running')
+  .option('--dir <dir>', 'working directory for the demo (default: a new temporary directory)')
+  .action(async (o: { exit?: boolean; dir?: string }) => {
+    const ok = await runDemo({ keepRunning: !o.exit, ...(o.dir ? { dir: o.dir } : {}), out });
+    if (!ok) setExit(1);
+  });
+
+program.exitOverride();
+program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+function reportError(e: unknown): number {
+  if (e instanceof CommanderError) {
+    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help')
+      return 0;
+    return 2;
+  }
+  const json = (program.opts() as { output?: string }).output === 'json';
+  if (isFerryError(e)) {
+    if (json) process.stderr.write(`${JSON.stringify({ error: e.toJSON() })}\n`);
+    else process.stderr.write(`ferry: ${e.code}: ${e.message}\n  advice: ${e.advice}\n`);
+    return e.code === 'FERRY_CONFIG' ? 2 : 1;
+  }
+  process.stderr.write(`ferry: FERRY_INTERNAL: ${(e as Error)?.stack ?? String(e)}\n`);
+  return 1;
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  setExit(reportError(e));
+}
+process.exitCode = exitCode;
+if (env.FERRY_EXIT_IMMEDIATELY !== '0') {
+  // Client commands end here; daemons returned only after a signal or a fatal error.
+  setImmediate(() => process.exit(exitCode));
+}

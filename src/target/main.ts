@@ -1,0 +1,208 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import type { Assignment, TargetEvent, TargetHeartbeatResponse } from '../control/index.js';
+import { FerryError, toFerryError } from '../errors/index.js';
+import { Session } from '../protocol/index.js';
+import { receivePass, TreeWriter } from '../replication/file/index.js';
+import { ConsoleClient, createDataServer, enroll, parseHostPort } from '../transport/index.js';
+
+export interface TargetOptions {
+  readonly consoleUrl: string;
+  readonly caFile: string;
+  readonly registrationTokenFile: string;
+  readonly name: string;
+  readonly listen: string;
+  readonly advertise?: string;
+  readonly root: string;
+  readonly stateDir: string;
+  readonly logger: Logger;
+  readonly heartbeatMs?: number;
+}
+
+export interface RunningTarget {
+  readonly id: string;
+  readonly address: string;
+  readonly done: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts `ferry target`. */
+export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
+  const caPem = await readFile(o.caFile, 'utf8').catch((e: Error) => {
+    throw new FerryError('FERRY_CONFIG', `--ca-file ${o.caFile}: ${e.message}`);
+  });
+  await mkdir(o.root, { recursive: true });
+  const log = o.logger.child({ target: o.name });
+  let assignment: Assignment | null = null;
+  let active: { session: Session; taskId: string } | null = null;
+  const events: TargetEvent[] = [];
+  const finalized = new Set<string>();
+  let beat: () => Promise<void> = async () => {};
+
+  const server = createDataServer((socket, peer) => void accept(socket, peer));
+  const { host, port } = parseHostPort(o.listen);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const bound = (server.address() as AddressInfo).port;
+  const advertise =
+    o.advertise ??
+    (host === '0.0.0.0' || host === '::' ? null : `${host.includes(':') ? `[${host}]` : host}:${bound}`);
+  if (!advertise) {
+    server.close();
+    throw new FerryError(
+      'FERRY_CONFIG',
+      '--advertise HOST:PORT is required when --listen is a wildcard address',
+    );
+  }
+  const cred = await enroll({
+    role: 'target',
+    name: o.name,
+    consoleUrl: o.consoleUrl,
+    caPem,
+    registrationTokenFile: o.registrationTokenFile,
+    stateDir: o.stateDir,
+    address: advertise,
+  }).catch((e) => {
+    server.close();
+    throw e;
+  });
+  server.setSecureContext({ key: cred.keyPem, cert: cred.certPem, ca: cred.caPem });
+  log.info({ id: cred.id, listen: `${host}:${bound}`, advertise, root: o.root }, 'target registered');
+  const client = new ConsoleClient({
+    url: o.consoleUrl,
+    caPem,
+    cert: { keyPem: cred.keyPem, certPem: cred.certPem },
+  });
+
+  async function accept(socket: TLSSocket, peer: { fingerprint: string; id: string | null }) {
+    const session = new Session(socket);
+    const refuse = (why: string) => {
+      log.warn({ peer: peer.id, remote: socket.remoteAddress }, `refused a data connection: ${why}`);
+      session.fail(new FerryError('FERRY_PEER_REFUSED', why));
+    };
+    if (!peer.id) return refuse('the client certificate is not an agent certificate');
+    if (assignment?.sourceFingerprint !== peer.fingerprint) await beat(); // the console may have just assigned it
+    const a = assignment;
+    if (!a || a.sourceFingerprint !== peer.fingerprint)
+      return refuse('this source is not the one assigned to this target');
+    try {
+      const hello = await session.next();
+      if (hello?.type !== 'hello') throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'expected HELLO');
+      if (hello.body.taskId !== a.taskId) return refuse('the HELLO names another migration task');
+      if (active) {
+        log.info('a new connection from the assigned source replaces the previous one');
+        active.session.destroy();
+      }
+      active = { session, taskId: a.taskId };
+      await session.send({ type: 'welcome', body: { ok: true } });
+      const writer = await TreeWriter.open(o.root, log);
+      const started = Date.now();
+      const r = await receivePass(session, writer, log);
+      log.info(
+        {
+          pass: hello.body.pass,
+          entries: r.entries,
+          bytes: r.bytes,
+          ms: Date.now() - started,
+          committed: r.committed,
+        },
+        'pass received',
+      );
+    } catch (e) {
+      const err = toFerryError(e, 'FERRY_CONNECTION_LOST');
+      log.warn({ code: err.code, err: err.message }, 'data connection ended with an error');
+    } finally {
+      if (active?.session === session) active = null;
+    }
+  }
+
+  const taskDir = (taskId: string) => path.join(o.stateDir, 'tasks', taskId);
+
+  async function finalize(taskId: string, runId: number) {
+    if (finalized.has(`${taskId}:${runId}`)) return;
+    await mkdir(taskDir(taskId), { recursive: true, mode: 0o700 });
+    // A file-level migration onto a directory has nothing to adapt; disk targets will
+    // adapt fstab, hostname, network and boot loader here.
+    await writeFile(
+      path.join(taskDir(taskId), 'launched.json'),
+      JSON.stringify({ taskId, at: new Date().toISOString() }),
+    );
+    finalized.add(`${taskId}:${runId}`);
+    events.push({ id: randomUUID(), kind: 'finalized', taskId, runId });
+    log.info({ taskId }, 'target launched');
+  }
+
+  async function release(taskId: string) {
+    if (events.some((e) => e.kind === 'released' && e.taskId === taskId)) return;
+    await rm(taskDir(taskId), { recursive: true, force: true });
+    events.push({ id: randomUUID(), kind: 'released', taskId });
+    log.info({ taskId }, 'released the temporary resources of a task');
+  }
+
+  let stopped = false;
+  let timer: NodeJS.Timeout | null = null;
+  let lastError = '';
+  beat = async () => {
+    try {
+      const fs = await statfs(o.root).catch(() => null);
+      const res = await client.request<TargetHeartbeatResponse>('POST', '/api/v1/target/heartbeat', {
+        events: [...events],
+        info: {
+          root: path.resolve(o.root),
+          freeBytes: fs ? fs.bavail * fs.bsize : null,
+          totalBytes: fs ? fs.blocks * fs.bsize : null,
+        },
+      });
+      for (const id of res.ackedEvents) {
+        const i = events.findIndex((e) => e.id === id);
+        if (i >= 0) events.splice(i, 1);
+      }
+      if (assignment?.taskId !== res.assignment?.taskId) {
+        log.info(
+          { task: res.assignment?.taskId ?? null, source: res.assignment?.sourceName ?? null },
+          res.assignment ? 'locked by a migration' : 'unlocked',
+        );
+      }
+      assignment = res.assignment;
+      if (!assignment && active) active.session.destroy();
+      if (res.finalize) await finalize(res.finalize.taskId, res.finalize.runId);
+      for (const taskId of res.release) await release(taskId);
+      lastError = '';
+    } catch (e) {
+      const err = toFerryError(e, 'FERRY_CONNECTION_LOST');
+      if (err.message !== lastError)
+        log.warn({ code: err.code, err: err.message }, 'console unreachable; retrying');
+      lastError = err.message;
+    }
+  };
+  const loop = async () => {
+    if (stopped) return;
+    await beat();
+    if (!stopped) timer = setTimeout(() => void loop(), o.heartbeatMs ?? 1000);
+  };
+  void loop();
+
+  let resolveDone!: () => void;
+  const done = new Promise<void>((r) => {
+    resolveDone = r;
+  });
+  return {
+    id: cred.id,
+    address: advertise,
+    done,
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      active?.session.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+      client.close();
+      resolveDone();
+    },
+  };
+}
