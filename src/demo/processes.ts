@@ -21,10 +21,7 @@ export function freePort(): Promise<number> {
 /** Starts `ferry ARGS…` as its own process, output appended to `logFile`. */
 export function spawnFerry(args: string[], logFile: string): ChildProcess {
   const fd = openSync(logFile, 'a', 0o600);
-  return spawn(process.execPath, [FERRY_BIN, ...args], {
-    stdio: ['ignore', fd, fd],
-    env: { ...process.env },
-  });
+  return spawn(process.execPath, [FERRY_BIN, ...args], { stdio: ['ignore', fd, fd] });
 }
 
 /** Kills a child and waits for it; SIGKILL after `graceMs`. */

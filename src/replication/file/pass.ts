@@ -104,7 +104,7 @@ export async function runSendPass(opts: {
   let deleted = 0;
   let unchangedCount = 0;
   let commitSeq = -1;
-  let settle!: (v: void) => void;
+  let settle!: () => void;
   let fail!: (e: unknown) => void;
   const committed = new Promise<void>((res, rej) => {
     settle = res;
