@@ -62,6 +62,7 @@ const Problem = Type.Object({
   detail: Type.String(),
   code: Type.String(),
   advice: Type.String(),
+  errors: Type.Optional(Type.Array(Type.Object({ field: Type.String(), message: Type.String() }))),
 });
 const errors = { 400: Problem, 401: Problem, 404: Problem, 409: Problem };
 
