@@ -81,7 +81,9 @@ const program = new Command('ferry')
       .choices(['trace', 'debug', 'info', 'warn', 'error'])
       .default('info'),
   )
-  .addOption(new Option('--log-file <file>', 'daemon log file (JSON lines; default stdout)'));
+  .addOption(new Option('--log-file <file>', 'daemon log file (JSON lines; default stdout)'))
+  .exitOverride() // sub-commands inherit it: usage errors become exit 2 in reportError
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 function flagsOf(cmd: Command): ClientFlags {
   const o = cmd.optsWithGlobals() as {
@@ -263,9 +265,6 @@ program
     const ok = await runDemo({ keepRunning: !o.exit, ...(o.dir ? { dir: o.dir } : {}), out });
     if (!ok) setExit(1);
   });
-
-program.exitOverride();
-program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 function reportError(e: unknown): number {
   if (e instanceof CommanderError) {

@@ -71,6 +71,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const { driver } = opts;
   const app = Fastify({
     loggerInstance: opts.logger,
+    disableRequestLogging: true,
     bodyLimit: 4 * 1024 * 1024,
     ...(opts.https
       ? {

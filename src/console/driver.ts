@@ -362,7 +362,13 @@ export class Driver {
       await this.#store.updateSource(sourceId, patch);
       let task = await this.#store.taskBySource(sourceId);
       if (!task) return { ackedEvents: hb.events.map((e) => e.id), job: { kind: 'idle' } };
-      if (hb.progress && hb.progress.runId === task.run_id && task.status === 'running') {
+      const idle = hb.progress?.state === 'waiting' || hb.progress?.state === 'idle';
+      if (
+        hb.progress &&
+        hb.progress.runId === task.run_id &&
+        task.status === 'running' &&
+        !(idle && task.progress)
+      ) {
         await this.#store.updateTask(task.id, { progress: JSON.stringify(hb.progress) });
         task = { ...task, progress: JSON.stringify(hb.progress) };
       }

@@ -1,0 +1,180 @@
+import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ServerView, TargetView } from '../../src/control/index.js';
+import { freePort, spawnFerry, stopProcess, waitFor } from '../../src/demo/processes.js';
+import { addSmallFiles, buildSampleTree, compareTrees } from '../support/trees.js';
+import { ferry, tempDir } from './support.js';
+
+let dir: string;
+const procs: ChildProcess[] = [];
+let env: Record<string, string>;
+const timings: Record<string, number> = {};
+const p = (...x: string[]) => path.join(dir, ...x);
+const source = () => p('source');
+const targetRoot = () => p('target-root');
+
+async function cli(...args: string[]) {
+  const r = await ferry(args, env);
+  if (r.code !== 0) throw new Error(`ferry ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+const show = async () => JSON.parse(await cli('servers', 'show', 'src-1', '-o', 'json')) as ServerView;
+
+beforeAll(async () => {
+  dir = tempDir('e2e');
+  buildSampleTree(source()); // includes a 256 MiB sparse file
+  addSmallFiles(source(), 500);
+  const port = await freePort();
+  const data = p('console-data');
+  procs.push(spawnFerry(['console', '--listen', `127.0.0.1:${port}`, '--data-dir', data], p('console.log')));
+  await waitFor('console data dir', async () =>
+    fs.existsSync(path.join(data, 'admin.token')) ? true : undefined,
+  );
+  env = {
+    FERRY_CONSOLE_URL: `https://127.0.0.1:${port}`,
+    FERRY_CA_FILE: path.join(data, 'ca.pem'),
+    FERRY_TOKEN_FILE: path.join(data, 'admin.token'),
+  };
+  await waitFor('console API', async () => ((await ferry(['servers'], env)).code === 0 ? true : undefined));
+  const reg = [
+    '--console',
+    env.FERRY_CONSOLE_URL!,
+    '--ca-file',
+    env.FERRY_CA_FILE!,
+    '--registration-token-file',
+    path.join(data, 'registration.token'),
+  ];
+  const dataPort = await freePort();
+  procs.push(
+    spawnFerry(
+      [
+        'target',
+        ...reg,
+        '--listen',
+        `127.0.0.1:${dataPort}`,
+        '--name',
+        'tgt-1',
+        '--root',
+        targetRoot(),
+        '--state-dir',
+        p('target-state'),
+      ],
+      p('target.log'),
+    ),
+  );
+  procs.push(
+    spawnFerry(
+      ['agent', ...reg, '--name', 'src-1', '--root', source(), '--state-dir', p('agent-state')],
+      p('agent.log'),
+    ),
+  );
+}, 120_000);
+
+afterAll(async () => {
+  await Promise.all(procs.map((c) => stopProcess(c)));
+  if (process.env.FERRY_KEEP_TEST_DIRS !== '1') fs.rmSync(dir, { recursive: true, force: true });
+  process.stdout.write(`\ne2e timings (ms): ${JSON.stringify(timings)}\n`);
+});
+
+describe('three programs, one migration, through the CLI', () => {
+  it('registers the source with its inventory and checks, and the target unlocked', async () => {
+    const s = await waitFor('source inventory', async () => {
+      const v = await show();
+      return v.connected && v.checks.length > 0 ? v : undefined;
+    });
+    expect(s).toMatchObject({
+      name: 'src-1',
+      stage: 'feasibility-check',
+      status: 'pending-target-configuration',
+      target: null,
+    });
+    expect(s.inventory).toMatchObject({
+      kernel: expect.any(String),
+      firmware: expect.stringMatching(/BIOS|UEFI/),
+    });
+    expect((s.inventory as { migrate: { fileCount: number } }).migrate.fileCount).toBeGreaterThan(500);
+    const targets = await waitFor('target registration', async () => {
+      const list = JSON.parse(await cli('targets', '-o', 'json')) as TargetView[];
+      return list.length && list[0]!.connected ? list : undefined;
+    });
+    expect(targets[0]).toMatchObject({ name: 'tgt-1', locked: false });
+    expect(await cli('servers')).toMatch(/src-1\s+yes\s+feasibility-check/);
+  });
+
+  it('replicates the whole tree, identical entry by entry, and locks the target', async () => {
+    await cli('configure', 'src-1', '--target', 'tgt-1', '--method', 'file', '--continuous-sync', 'yes');
+    const t0 = Date.now();
+    await cli('start', 'src-1');
+    await cli('wait', 'src-1', '--stage', 'continuous-sync', '--status', 'running', '--timeout', '300');
+    timings.fullReplication = Date.now() - t0;
+    const s = await show();
+    expect(s).toMatchObject({ method: 'file', continuousSync: true, target: 'tgt-1', error: null });
+    expect(s.progress).toMatchObject({ percent: 100, bytesDone: s.progress.bytesTotal });
+    expect(s.progress.bytesTotal).toBeGreaterThan(256 * 1024 * 1024);
+    for (const k of ['rateBytesPerSecond', 'etaSeconds'] as const) expect(s.progress).toHaveProperty(k);
+    const targets = JSON.parse(await cli('targets', '-o', 'json')) as TargetView[];
+    expect(targets[0]).toMatchObject({ locked: true, lockedBy: 'src-1' });
+    const t1 = Date.now();
+    expect(compareTrees(source(), targetRoot())).toEqual([]);
+    timings.compare = Date.now() - t1;
+  });
+
+  it('syncs changes, appends, deletions and renames on demand', async () => {
+    const src = source();
+    fs.appendFileSync(path.join(src, 'var/log/app.log'), 'appended line\n');
+    fs.writeFileSync(path.join(src, 'etc/hostname'), 'changed-host\n');
+    fs.writeFileSync(path.join(src, 'etc/brand-new'), 'new file\n');
+    fs.rmSync(path.join(src, 'home/alice/owned'));
+    fs.renameSync(path.join(src, 'srv/data/blob.bin'), path.join(src, 'srv/data/blob-moved.bin'));
+    fs.renameSync(path.join(src, 'usr/lib/pkg-1'), path.join(src, 'usr/lib/pkg-one'));
+    fs.chmodSync(path.join(src, 'usr/bin/sgid-tool'), 0o755);
+    fs.chownSync(path.join(src, 'etc/empty'), 4321, 4321);
+    const t0 = Date.now();
+    await cli('sync', 'src-1');
+    const s = await waitFor(
+      'the requested sync',
+      async () => {
+        const v = await show();
+        return (v.lastSync as { syncRequest?: number } | null)?.syncRequest === 1 ? v : undefined;
+      },
+      120_000,
+    );
+    timings.sync = Date.now() - t0;
+    expect(s.lastSync).toMatchObject({ deleted: expect.any(Number), entriesSent: expect.any(Number) });
+    expect((s.lastSync as { deleted: number }).deleted).toBeGreaterThan(0);
+    expect(compareTrees(source(), targetRoot())).toEqual([]);
+  });
+
+  it('launches: final sync, completed, target unlocked', async () => {
+    fs.writeFileSync(path.join(source(), 'etc/last-minute'), 'written just before launch\n');
+    const t0 = Date.now();
+    await cli('launch', 'src-1');
+    await cli('wait', 'src-1', '--stage', 'target-launch', '--status', 'completed', '--timeout', '120');
+    timings.launch = Date.now() - t0;
+    expect(compareTrees(source(), targetRoot())).toEqual([]);
+    const targets = JSON.parse(await cli('targets', '-o', 'json')) as TargetView[];
+    expect(targets[0]!.locked).toBe(false);
+    expect((await show()).progress.percent).toBe(100);
+  });
+
+  it('exits 124 when a wait times out, 2 on a usage error, 1 on a refused command', async () => {
+    expect(
+      (
+        await ferry(
+          ['wait', 'src-1', '--stage', 'full-replication', '--status', 'ready', '--timeout', '1'],
+          env,
+        )
+      ).code,
+    ).toBe(124);
+    expect((await ferry(['configure'], env)).code).toBe(2);
+    expect((await ferry(['no-such-command'], env)).code).toBe(2);
+    const refused = await ferry(['start', 'src-1'], env);
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toContain('FERRY_ILLEGAL_TRANSITION');
+    const missing = await ferry(['servers', 'show', 'nobody'], env);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/FERRY_NOT_FOUND[\s\S]*advice:/);
+  });
+});
