@@ -10,7 +10,7 @@ import { Command, CommanderError, Option } from 'commander';
 import pino, { type Logger } from 'pino';
 import { startAgent } from '../agent/index.js';
 import { startConsole } from '../console/main.js';
-import { DEFAULT_EMPTY_DIRS } from '../control/index.js';
+import { DEFAULT_EMPTY_DIRS, PSEUDO_FS_TYPES } from '../control/index.js';
 import { runDemo } from '../demo/demo.js';
 import { FerryError, isFerryError } from '../errors/index.js';
 import { startTarget } from '../target/index.js';
@@ -56,9 +56,8 @@ function positiveNumber(name: string) {
 
 const program = new Command('ferry')
   .description(
-    'ferry moves a running Linux server to a target server: `ferry console` drives migrations,\n' +
-      '`ferry agent` runs on each source, `ferry target` on each target; the other commands are\n' +
-      'a client of the console API.',
+    'ferry moves a running Linux server to a target server. `ferry console` drives migrations, `ferry agent` ' +
+      'runs on each source, `ferry target` on each target; the other commands are clients of the console API.',
   )
   .version(VERSION)
   .showHelpAfterError('(run with --help for usage)')
@@ -135,9 +134,13 @@ program
 program
   .command('agent')
   .description(
-    `run on a source server: register, report inventory and checks, replicate to the assigned target.\n` +
-      `Never migrated (sent as empty directories): ${DEFAULT_EMPTY_DIRS.join(', ')} and every mount point of a\n` +
-      'pseudo or network file system (proc, sysfs, tmpfs, devtmpfs, cgroup, nfs, cifs, fuse.sshfs, …) under --root.',
+    'run on a source server: register, report inventory and checks, replicate to the assigned target',
+  )
+  .addHelpText(
+    'after',
+    `\nNever migrated (created on the target as empty directories): ${DEFAULT_EMPTY_DIRS.join(', ')}, and every\n` +
+      `mount point under --root of a pseudo or network file system (${PSEUDO_FS_TYPES.slice(0, 12).join(', ')}, …).\n` +
+      'More exclusions are per migration: `ferry configure SOURCE --exclude PATH`.',
   )
   .addOption(
     new Option('--registration-token-file <file>', 'registration.token from the console')

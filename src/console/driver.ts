@@ -116,6 +116,7 @@ export class Driver {
           sync_request: 0,
           launch_phase: null,
           last_sync: null,
+          sync_interval_seconds: null,
           created_at: now,
           updated_at: now,
         });
@@ -242,6 +243,7 @@ export class Driver {
         method: req.method,
         continuous_sync: req.continuousSync ? 1 : 0,
         excludes: JSON.stringify(req.excludes ?? []),
+        sync_interval_seconds: req.syncIntervalSeconds ?? null,
         stage: next.state.stage,
         status: next.state.status,
         updated_at: this.#now(),
@@ -423,7 +425,7 @@ export class Driver {
       pass,
       target: { id: target.id, name: target.name, address: target.address },
       excludes: JSON.parse(task.excludes) as string[],
-      syncIntervalSeconds: this.#opts.syncIntervalSeconds,
+      syncIntervalSeconds: task.sync_interval_seconds ?? this.#opts.syncIntervalSeconds,
       syncRequest: task.sync_request,
     };
   }

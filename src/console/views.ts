@@ -75,6 +75,7 @@ export function serverView(
     target: target?.name ?? null,
     method: task.method,
     continuousSync: task.continuous_sync === 1,
+    syncIntervalSeconds: task.sync_interval_seconds,
     excludes: JSON.parse(task.excludes) as string[],
     lastSync: json<Record<string, unknown>>(task.last_sync),
     inventory: json<Record<string, unknown>>(source.inventory),

@@ -174,6 +174,7 @@ export const ConfigureRequest = Type.Object(
     method: Type.Union([Type.Literal('file'), Type.Literal('block')]),
     continuousSync: Type.Optional(Type.Boolean({ default: false })),
     excludes: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 4095 }), { maxItems: 1000 })),
+    syncIntervalSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })),
   },
   { additionalProperties: false },
 );
@@ -207,6 +208,7 @@ export const ServerView = Type.Object({
   target: Type.Union([Type.String(), Type.Null()]),
   method: Type.String(),
   continuousSync: Type.Boolean(),
+  syncIntervalSeconds: Type.Union([Type.Integer(), Type.Null()]),
   excludes: Type.Array(Type.String()),
   lastSync: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
   inventory: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),

@@ -80,6 +80,8 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
     cert: { keyPem: cred.keyPem, certPem: cred.certPem },
   });
 
+  const taskDir = (taskId: string) => path.join(o.stateDir, 'tasks', taskId);
+
   async function accept(socket: TLSSocket, peer: { fingerprint: string; id: string | null }) {
     const session = new Session(socket);
     const refuse = (why: string) => {
@@ -101,7 +103,10 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
       }
       active = { session, taskId: a.taskId };
       await session.send({ type: 'welcome', body: { ok: true } });
-      const writer = await TreeWriter.open(o.root, log);
+      await mkdir(taskDir(a.taskId), { recursive: true, mode: 0o700 });
+      const writer = await TreeWriter.open(o.root, log, {
+        inflightFile: path.join(taskDir(a.taskId), 'inflight'),
+      });
       const started = Date.now();
       const r = await receivePass(session, writer, log);
       log.info(
@@ -121,8 +126,6 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
       if (active?.session === session) active = null;
     }
   }
-
-  const taskDir = (taskId: string) => path.join(o.stateDir, 'tasks', taskId);
 
   async function finalize(taskId: string, runId: number) {
     if (finalized.has(`${taskId}:${runId}`)) return;

@@ -80,6 +80,7 @@ describe('failure and resume', () => {
       target: 'tgt',
       method: 'file',
       continuousSync: true,
+      syncIntervalSeconds: 1,
     });
     await target!.stop(); // the target goes away; the console still counts it connected for 5 s
     target = undefined;
@@ -115,6 +116,13 @@ describe('failure and resume', () => {
     expect(fs.existsSync(p('target-root/etc/while-paused'))).toBe(false);
     const resumed = await tc.admin.request<ServerView>('POST', '/api/v1/servers/src/start');
     expect(resumed.status).toBe('running');
+    expect(resumed.syncIntervalSeconds).toBe(1);
+    // no `ferry sync`: the 1-second interval alone carries the change over
+    await waitFor(
+      'the interval sync',
+      async () => (fs.existsSync(p('target-root/etc/while-paused')) ? true : undefined),
+      15_000,
+    );
     await tc.admin.request('POST', '/api/v1/servers/src/launch');
     await until('completed', (v) => v.status === 'completed');
     expect(compareTrees(p('source'), p('target-root'))).toEqual([]);

@@ -53,6 +53,11 @@ const MIGRATIONS: Record<string, Migration> = {
         .execute();
     },
   },
+  '0002-task-sync-interval': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('tasks').addColumn('sync_interval_seconds', 'integer').execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

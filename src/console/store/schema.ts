@@ -36,6 +36,7 @@ export interface TasksTable {
   sync_request: number;
   launch_phase: string | null;
   last_sync: string | null;
+  sync_interval_seconds: number | null;
   created_at: number;
   updated_at: number;
 }

@@ -108,6 +108,26 @@ describe('TreeWriter never writes outside its root', () => {
   });
 });
 
+describe('TreeWriter after a crash', () => {
+  it('removes the temporary file an interrupted transfer left in the tree', async () => {
+    const inflight = path.join(dir, 'inflight');
+    const w = await TreeWriter.open(root, log, { inflightFile: inflight });
+    await w.entry(file(1, 'big', 10));
+    await w.data(0, Buffer.from('12345'));
+    // the process dies here: no fileEnd, no abort
+    expect(fs.readdirSync(root).some((n) => n.startsWith('.ferry-tmp-'))).toBe(true);
+    await TreeWriter.open(root, log, { inflightFile: inflight });
+    expect(fs.readdirSync(root)).toEqual([]);
+  });
+
+  it('never removes a file outside the root named in a tampered in-flight record', async () => {
+    const inflight = path.join(dir, 'inflight');
+    fs.writeFileSync(inflight, path.join(outside, 'secret'));
+    await TreeWriter.open(root, log, { inflightFile: inflight });
+    outsideUntouched();
+  });
+});
+
 describe('receivePass against a hostile source', () => {
   it('answers a traversal path with an ERROR frame, closes, and writes nothing', async () => {
     const [a, b] = duplexPair();

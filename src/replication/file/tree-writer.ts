@@ -11,11 +11,13 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
+  readFileSync,
   realpathSync,
   renameSync,
   rmSync,
   symlinkSync,
   unlinkSync,
+  writeFileSync,
   writeSync,
 } from 'node:fs';
 import path from 'node:path';
@@ -77,17 +79,52 @@ export class TreeWriter {
   readonly #touched = new Map<string, { atimeNs: bigint; mtimeNs: bigint }>();
   #file: OpenFile | null = null;
   #xattrWarned = new Set<string>();
+  readonly #inflightFile: string | undefined;
 
-  private constructor(root: string, log: WriterLog) {
+  private constructor(root: string, log: WriterLog, inflightFile: string | undefined) {
     this.root = root;
     this.#log = log;
+    this.#inflightFile = inflightFile;
   }
 
-  static async open(root: string, log: WriterLog): Promise<TreeWriter> {
+  /**
+   * `inflightFile` (in the target's state directory) names the temporary entry being
+   * written, so that one left behind by a crash or kill is removed when the next writer
+   * opens: the migrated tree never keeps a `.ferry-tmp-*` file.
+   */
+  static async open(root: string, log: WriterLog, opts: { inflightFile?: string } = {}): Promise<TreeWriter> {
     const real = realpathSync(root);
-    if (!lstatSync(real).isDirectory())
+    if (!lstatSync(real).isDirectory()) {
       throw new FerryError('FERRY_CONFIG', `target root ${root} is not a directory`);
-    return new TreeWriter(real, log);
+    }
+    const w = new TreeWriter(real, log, opts.inflightFile);
+    w.#removeLeftover();
+    return w;
+  }
+
+  #removeLeftover(): void {
+    if (!this.#inflightFile) return;
+    let left = '';
+    try {
+      left = readFileSync(this.#inflightFile, 'utf8').trim();
+    } catch {
+      return;
+    }
+    const inside = left.startsWith(`${this.root}/`) && path.basename(left).startsWith('.ferry-tmp-');
+    if (left && inside) {
+      try {
+        unlinkSync(left);
+        this.#log.warn({ path: left }, 'removed a temporary file left by an interrupted transfer');
+      } catch {
+        /* it was renamed into place or never created */
+      }
+    }
+    writeFileSync(this.#inflightFile, '');
+  }
+
+  /** Names the temporary entry about to be created (see open()). */
+  #noteInflight(tmp: string): void {
+    if (this.#inflightFile) writeFileSync(this.#inflightFile, tmp);
   }
 
   #abs(rel: string): string {
@@ -144,7 +181,12 @@ export class TreeWriter {
   }
 
   #tmpName(parentAbs: string, seq: number): string {
-    return path.join(parentAbs, `.ferry-tmp-${seq}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
+    const tmp = path.join(
+      parentAbs,
+      `.ferry-tmp-${seq}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+    );
+    this.#noteInflight(tmp);
+    return tmp;
   }
 
   /** Puts a prepared temporary entry at `rel`, replacing whatever is there (a directory included). */
