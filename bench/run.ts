@@ -224,7 +224,7 @@ async function blockScenario(
       dropCaches();
       const t0 = performance.now();
       const w0 = Number(sh(`ip netns exec ${SRC_NS} cat /sys/class/net/fb-src/statistics/tx_bytes`));
-      sh(`(ip netns exec ${DST_NS} bash -c 'nc -l 10.77.0.2 9001 | dd of=${dstRoot}/disk.img bs=4M status=none' &) ; sleep 0.3; ip netns exec ${SRC_NS} bash -c 'dd if=${img} bs=4M status=none | nc -N 10.77.0.2 9001'; sleep 0.2; ip netns exec ${DST_NS} sync`);
+      sh(`(nsenter --net=/run/netns/${DST_NS} bash -c 'nc -l 10.77.0.2 9001 | dd of=${dstRoot}/disk.img bs=4M status=none' &) ; sleep 0.3; nsenter --net=/run/netns/${SRC_NS} bash -c 'dd if=${img} bs=4M status=none | nc -N 10.77.0.2 9001'; sleep 0.2; sync`);
       runs.push({
         seconds: (performance.now() - t0) / 1000 - 0.5,
         wireBytes: Number(sh(`ip netns exec ${SRC_NS} cat /sys/class/net/fb-src/statistics/tx_bytes`)) - w0,

@@ -44,7 +44,9 @@ function peakRss(pid: number): number {
 
 function spawnIn(ns: string, args: string[], log: string): ChildProcess {
   const fd = fs.openSync(log, 'a');
-  const p = spawn('ip', ['netns', 'exec', ns, ...args], { stdio: ['ignore', fd, fd] });
+  // nsenter --net switches only the network namespace (`ip netns exec` would also give the
+  // process its own mount namespace, pinning the loop-device mounts the benchmark reformats).
+  const p = spawn('nsenter', [`--net=/run/netns/${ns}`, ...args], { stdio: ['ignore', fd, fd] });
   onCleanup(() => {
     if (p.exitCode === null) p.kill('SIGKILL');
   });
@@ -181,16 +183,18 @@ export class FerryBench {
 
 /** Runs `cmd` under /usr/bin/time inside a namespace; returns seconds, CPU and peak RSS. */
 function timed(ns: string, cmd: string): { seconds: number; cpu: number; rssMiB: number } {
-  const out = sh(`ip netns exec ${ns} /usr/bin/time -f 'TIME %e %U %S %M' bash -c ${JSON.stringify(cmd)} 2>&1 >/dev/null | grep '^TIME' | tail -1`);
+  const out = sh(`nsenter --net=/run/netns/${ns} /usr/bin/time -f 'TIME %e %U %S %M' bash -c ${JSON.stringify(cmd)} 2>&1 >/dev/null | grep '^TIME' | tail -1`);
   const [, e, u, s, m] = out.trim().split(' ');
   return { seconds: Number(e), cpu: Number(u) + Number(s), rssMiB: Number(m) / 1024 };
 }
 
 export class RsyncBench {
   readonly #daemon: ChildProcess;
+  readonly #dstRoot: string;
 
-  private constructor(d: ChildProcess) {
+  private constructor(d: ChildProcess, dstRoot: string) {
     this.#daemon = d;
+    this.#dstRoot = dstRoot;
   }
 
   static async start(dstRoot: string): Promise<RsyncBench> {
@@ -201,14 +205,14 @@ export class RsyncBench {
     );
     const d = spawnIn(DST_NS, ['rsync', '--daemon', `--config=${conf}`, `--address=${DST_IP}`, '--port=8730', '--no-detach'], path.join(WORK, 'rsyncd.out'));
     await sleep(500);
-    return new RsyncBench(d);
+    return new RsyncBench(d, dstRoot);
   }
 
   copy(srcRoot: string, extra = ''): Measure {
     const d0 = procStat(this.#daemon.pid!).childCpu;
     const wire0 = wireBytes();
-    const r = timed(SRC_NS, `rsync -aHAXS --numeric-ids ${extra} ${srcRoot}/ rsync://${DST_IP}:8730/bench/`);
-    sh(`ip netns exec ${DST_NS} sync`);
+    // data on the target's disk is what is timed: the sync is part of the measure
+    const r = timed(SRC_NS, `rsync -aHAXS --numeric-ids ${extra} ${srcRoot}/ rsync://${DST_IP}:8730/bench/ && sync -f ${this.#dstRoot}`);
     return {
       seconds: r.seconds,
       wireBytes: wireBytes() - wire0,
@@ -225,14 +229,13 @@ export class RsyncBench {
 export async function tarNc(srcRoot: string, dstRoot: string): Promise<Measure> {
   const wire0 = wireBytes();
   const t0 = performance.now();
-  const recv = spawn('ip', ['netns', 'exec', DST_NS, 'bash', '-c', `nc -l ${DST_IP} 9000 | tar --numeric-owner --xattrs --xattrs-include='*' --acls -xpSf - -C ${dstRoot}`], { stdio: 'ignore' });
+  const recv = spawn('nsenter', [`--net=/run/netns/${DST_NS}`, 'bash', '-c', `nc -l ${DST_IP} 9000 | tar --numeric-owner --xattrs --xattrs-include='*' --acls -xpSf - -C ${dstRoot} && sync -f ${dstRoot}`], { stdio: 'ignore' });
   onCleanup(() => {
     if (recv.exitCode === null) recv.kill('SIGKILL');
   });
   await sleep(300);
   const send = timed(SRC_NS, `tar --xattrs --xattrs-include='*' --acls -S -cpf - -C ${srcRoot} . | nc -N ${DST_IP} 9000`);
   await new Promise((r) => (recv.exitCode === null ? recv.once('exit', r) : r(null)));
-  sh(`ip netns exec ${DST_NS} sync`);
   return {
     seconds: (performance.now() - t0) / 1000 - 0.3,
     wireBytes: wireBytes() - wire0,

@@ -107,5 +107,6 @@ export async function receivePass(
     throw err;
   } finally {
     if (timer) clearTimeout(timer);
+    writer.close();
   }
 }

@@ -30,6 +30,7 @@ import { type EntryMessage, validatePath } from '../../protocol/index.js';
 const run = promisify(execFile);
 const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, socket: C.S_IFSOCK } as const;
 const ZEROS = Buffer.alloc(1 << 20);
+const INFLIGHT_BLOCK = Buffer.alloc(4096 + 16);
 
 export interface WriterLog {
   warn(obj: object, msg: string): void;
@@ -80,6 +81,7 @@ export class TreeWriter {
   #file: OpenFile | null = null;
   #xattrWarned = new Set<string>();
   readonly #inflightFile: string | undefined;
+  #inflightFd: number | null = null;
 
   private constructor(root: string, log: WriterLog, inflightFile: string | undefined) {
     this.root = root;
@@ -106,7 +108,7 @@ export class TreeWriter {
     if (!this.#inflightFile) return;
     let left = '';
     try {
-      left = readFileSync(this.#inflightFile, 'utf8').trim();
+      left = (readFileSync(this.#inflightFile, 'utf8').split('\n')[0] ?? '').trim();
     } catch {
       return;
     }
@@ -120,11 +122,25 @@ export class TreeWriter {
       }
     }
     writeFileSync(this.#inflightFile, '');
+    this.#inflightFd = openSync(this.#inflightFile, 'r+');
   }
 
-  /** Names the temporary entry about to be created (see open()). */
+  /**
+   * Names the temporary entry about to be created (see open()). Overwrites one fixed-size
+   * block in place: truncating and rewriting a file per entry makes ext4 flush it each
+   * time (auto_da_alloc), which cost ~160 µs per file.
+   */
   #noteInflight(tmp: string): void {
-    if (this.#inflightFile) writeFileSync(this.#inflightFile, tmp);
+    if (this.#inflightFd === null) return;
+    INFLIGHT_BLOCK.fill(0x20);
+    INFLIGHT_BLOCK.write(`${tmp}\n`, 0, 'utf8');
+    writeSync(this.#inflightFd, INFLIGHT_BLOCK, 0, INFLIGHT_BLOCK.length, 0);
+  }
+
+  /** Releases the in-flight record; call when the writer is done. */
+  close(): void {
+    if (this.#inflightFd !== null) closeSync(this.#inflightFd);
+    this.#inflightFd = null;
   }
 
   #abs(rel: string): string {
