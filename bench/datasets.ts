@@ -46,7 +46,10 @@ function randomBytes(rng: () => number, n: number): Buffer {
   return out;
 }
 
-const WORDS = 'kernel daemon request service cache error warning info connection user session worker queue disk'.split(' ');
+const WORDS =
+  'kernel daemon request service cache error warning info connection user session worker queue disk'.split(
+    ' ',
+  );
 function textBytes(rng: () => number, n: number): Buffer {
   const parts: string[] = [];
   let len = 0;
@@ -71,14 +74,29 @@ export interface Scale {
   mixedScale: number;
 }
 
-export const FULL: Scale = { smallFiles: 100_000, largeFileBytes: 1024 ** 3, millionEntries: 1_000_000, mixedScale: 1 };
-export const QUICK: Scale = { smallFiles: 10_000, largeFileBytes: 128 * 1024 ** 2, millionEntries: 50_000, mixedScale: 0.125 };
+export const FULL: Scale = {
+  smallFiles: 100_000,
+  largeFileBytes: 1024 ** 3,
+  millionEntries: 1_000_000,
+  mixedScale: 1,
+};
+export const QUICK: Scale = {
+  smallFiles: 10_000,
+  largeFileBytes: 128 * 1024 ** 2,
+  millionEntries: 50_000,
+  mixedScale: 0.125,
+};
 
 function smallTree(root: string, count: number, seed: number, sizes: () => number): string[] {
   const rng = mulberry32(seed);
   const files: string[] = [];
   for (let i = 0; i < count; i++) {
-    const dir = path.join(root, `d${Math.floor(i / 10_000)}`, `d${Math.floor(i / 500) % 20}`, `d${Math.floor(i / 100) % 5}`);
+    const dir = path.join(
+      root,
+      `d${Math.floor(i / 10_000)}`,
+      `d${Math.floor(i / 500) % 20}`,
+      `d${Math.floor(i / 100) % 5}`,
+    );
     if (i % 100 === 0) fs.mkdirSync(dir, { recursive: true });
     const f = path.join(dir, `f${i}.${i % 3 === 0 ? 'so' : 'txt'}`);
     fs.writeFileSync(f, content(rng, sizes(), i % 2 === 0));
@@ -119,19 +137,31 @@ export function generate(name: Dataset, root: string, scale: Scale): string[] {
     fs.writeFileSync(f, data);
     files.push(f);
   };
-  for (let i = 0; i < 40; i++) put(`usr/bin/tool${i}`, randomBytes(rng, Math.floor((256 + rng() * 4096) * 1024 * s)));
-  for (let i = 0; i < Math.floor(4000 * s); i++) put(`usr/lib/x86_64-linux-gnu/lib${i}.so.1`, randomBytes(rng, 2048 + Math.floor(rng() * 200_000)));
-  for (let i = 0; i < Math.floor(2000 * s); i++) put(`etc/conf.d/item${i}.conf`, textBytes(rng, 200 + Math.floor(rng() * 4000)));
+  for (let i = 0; i < 40; i++)
+    put(`usr/bin/tool${i}`, randomBytes(rng, Math.floor((256 + rng() * 4096) * 1024 * s)));
+  for (let i = 0; i < Math.floor(4000 * s); i++)
+    put(`usr/lib/x86_64-linux-gnu/lib${i}.so.1`, randomBytes(rng, 2048 + Math.floor(rng() * 200_000)));
+  for (let i = 0; i < Math.floor(2000 * s); i++)
+    put(`etc/conf.d/item${i}.conf`, textBytes(rng, 200 + Math.floor(rng() * 4000)));
   for (let i = 0; i < 10; i++) put(`var/log/app${i}.log`, textBytes(rng, Math.floor(20 * 1024 * 1024 * s)));
   put('var/lib/db/data.db', content(rng, Math.floor(256 * 1024 * 1024 * s), false));
   const sparse = path.join(root, 'var/lib/images/disk.img');
   fs.mkdirSync(path.dirname(sparse), { recursive: true });
   const fd = fs.openSync(sparse, 'w');
-  for (let i = 0; i < 10; i++) fs.writeSync(fd, randomBytes(rng, 1024 * 1024), 0, 1024 * 1024, Math.floor((i * 100 * 1024 * 1024 * s) / 1));
+  for (let i = 0; i < 10; i++)
+    fs.writeSync(
+      fd,
+      randomBytes(rng, 1024 * 1024),
+      0,
+      1024 * 1024,
+      Math.floor((i * 100 * 1024 * 1024 * s) / 1),
+    );
   fs.ftruncateSync(fd, Math.floor(1024 * 1024 * 1024 * s));
   fs.closeSync(fd);
-  for (let i = 0; i < 200; i++) fs.symlinkSync(`../lib/x86_64-linux-gnu/lib${i}.so.1`, path.join(root, `usr/bin/link${i}`));
-  for (let i = 0; i < 100; i++) fs.linkSync(path.join(root, `usr/bin/tool${i % 40}`), path.join(root, `usr/bin/hard${i}`));
+  for (let i = 0; i < 200; i++)
+    fs.symlinkSync(`../lib/x86_64-linux-gnu/lib${i}.so.1`, path.join(root, `usr/bin/link${i}`));
+  for (let i = 0; i < 100; i++)
+    fs.linkSync(path.join(root, `usr/bin/tool${i % 40}`), path.join(root, `usr/bin/hard${i}`));
   return files;
 }
 
@@ -145,7 +175,13 @@ export function changeOnePercent(files: readonly string[], seed = 99): number {
     if (changed % 2 === 0) {
       const size = fs.statSync(f).size;
       const fd = fs.openSync(f, 'r+');
-      fs.writeSync(fd, randomBytes(rng, Math.min(4096, Math.max(1, size))), 0, Math.min(4096, Math.max(1, size)), 0);
+      fs.writeSync(
+        fd,
+        randomBytes(rng, Math.min(4096, Math.max(1, size))),
+        0,
+        Math.min(4096, Math.max(1, size)),
+        0,
+      );
       fs.closeSync(fd);
     } else {
       fs.appendFileSync(f, textBytes(rng, 1000));

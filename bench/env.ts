@@ -18,7 +18,10 @@ export const MGMT_IP = '10.77.1.2';
 
 export function sh(cmd: string, opts: { quiet?: boolean } = {}): string {
   try {
-    return execFileSync('bash', ['-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', opts.quiet ? 'ignore' : 'pipe'] });
+    return execFileSync('bash', ['-c', cmd], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', opts.quiet ? 'ignore' : 'pipe'],
+    });
   } catch (e) {
     const err = e as { stderr?: string; message: string };
     throw new Error(`command failed: ${cmd}\n${err.stderr ?? err.message}`);
@@ -50,8 +53,12 @@ export function teardown(): void {
 
 /** Removes what an earlier, killed run may have left. */
 export function sweepLeftovers(): void {
-  trySh(`pkill -f 'bin/ferry.js .*ferrybench' ; pkill -f 'rsync --daemon --config=${WORK}' ; pkill -f 'nc -l -N ${DST_IP}'`);
-  for (const line of fs.existsSync('/proc/mounts') ? fs.readFileSync('/proc/mounts', 'utf8').split('\n') : []) {
+  trySh(
+    `pkill -f 'bin/ferry.js .*ferrybench' ; pkill -f 'rsync --daemon --config=${WORK}' ; pkill -f 'nc -l -N ${DST_IP}'`,
+  );
+  for (const line of fs.existsSync('/proc/mounts')
+    ? fs.readFileSync('/proc/mounts', 'utf8').split('\n')
+    : []) {
     const mnt = line.split(' ')[1];
     if (mnt?.startsWith(WORK)) trySh(`umount -l ${mnt}`);
   }
@@ -73,12 +80,19 @@ export function shape(rate: string | null): void {
     [DST_NS, 'fb-dst'],
   ] as const) {
     trySh(`ip netns exec ${ns} tc qdisc del dev ${dev} root`);
-    if (rate) sh(`ip netns exec ${ns} tc qdisc add dev ${dev} root tbf rate ${rate} burst 256kb latency 50ms`);
+    if (rate)
+      sh(`ip netns exec ${ns} tc qdisc add dev ${dev} root tbf rate ${rate} burst 256kb latency 50ms`);
   }
 }
 
 export function ensurePackages(): void {
-  const need: Record<string, string> = { rsync: 'rsync', 'netcat-openbsd': 'nc', iproute2: 'ip', e2fsprogs: 'mkfs.ext4', time: '/usr/bin/time' };
+  const need: Record<string, string> = {
+    rsync: 'rsync',
+    'netcat-openbsd': 'nc',
+    iproute2: 'ip',
+    e2fsprogs: 'mkfs.ext4',
+    time: '/usr/bin/time',
+  };
   const missing = Object.entries(need)
     .filter(([, cmd]) => {
       try {
@@ -91,7 +105,9 @@ export function ensurePackages(): void {
     .map(([pkg]) => pkg);
   if (missing.length === 0) return;
   console.log(`installing ${missing.join(' ')} with apt`);
-  sh(`DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing.join(' ')}`);
+  sh(
+    `DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing.join(' ')}`,
+  );
 }
 
 /** Two namespaces and a veth pair; `rate` (e.g. "200mbit") shapes both directions with tbf. */

@@ -8,8 +8,20 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { compareTrees } from '../src/demo/compare-trees.js';
-import { type Dataset, FULL, QUICK, type Scale, changeOnePercent, generate } from './datasets.js';
-import { DST_NS, SRC_NS, WORK, dropCaches, ensurePackages, makeDisk, makeLink, sh, shape, sweepLeftovers, teardown } from './env.js';
+import { changeOnePercent, type Dataset, FULL, generate, QUICK, type Scale } from './datasets.js';
+import {
+  DST_NS,
+  dropCaches,
+  ensurePackages,
+  makeDisk,
+  makeLink,
+  SRC_NS,
+  sh,
+  shape,
+  sweepLeftovers,
+  teardown,
+  WORK,
+} from './env.js';
 import { FerryBench, type Measure, RsyncBench, tarNc } from './tools.js';
 
 const SCENARIOS = {
@@ -49,10 +61,13 @@ function parseArgs(argv: string[]): Args {
     else if (v === '--shaped-rate') a.shapedRate = next();
     else if (v === '--scenario') {
       const s = next();
-      if (!(s in SCENARIOS)) throw new Error(`unknown scenario ${s}; known: ${Object.keys(SCENARIOS).join(', ')}`);
+      if (!(s in SCENARIOS))
+        throw new Error(`unknown scenario ${s}; known: ${Object.keys(SCENARIOS).join(', ')}`);
       a.scenarios.push(s as Scenario);
     } else if (v === '--help' || v === '-h') {
-      console.log(`npm run bench -- [--scenario NAME]… [--quick] [--runs N] [--json FILE] [--link RATE] [--shaped-rate RATE]\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`);
+      console.log(
+        `npm run bench -- [--scenario NAME]… [--quick] [--runs N] [--json FILE] [--link RATE] [--shaped-rate RATE]\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`,
+      );
       process.exit(0);
     } else throw new Error(`unknown option ${v}`);
   }
@@ -80,12 +95,14 @@ function usedBytes(root: string): number {
 
 function verify(src: string, dst: string, tool: string): void {
   const diffs = compareTrees(src, dst, (rel) => rel === 'lost+found');
-  if (diffs.length) throw new Error(`${tool}: target differs from source (${diffs.length}): ${diffs.slice(0, 5).join('; ')}`);
+  if (diffs.length)
+    throw new Error(`${tool}: target differs from source (${diffs.length}): ${diffs.slice(0, 5).join('; ')}`);
 }
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
-  if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (namespaces, loop devices, mounts)');
+  if (process.getuid?.() !== 0)
+    throw new Error('the benchmark needs root (namespaces, loop devices, mounts)');
   const scale: Scale = args.quick ? QUICK : FULL;
   ensurePackages();
   sweepLeftovers();
@@ -115,14 +132,18 @@ async function main(): Promise<void> {
       const t0 = Date.now();
       process.stdout.write(`generating ${d}… `);
       const files = generate(d, root, scale);
-      console.log(`${files.length} files, ${(usedBytes(root) / 2 ** 20).toFixed(0)} MiB in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+      console.log(
+        `${files.length} files, ${(usedBytes(root) / 2 ** 20).toFixed(0)} MiB in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+      );
       g = { root, files };
       generated.set(d, g);
     }
     return g;
   };
 
-  console.log(`ferry benchmark: ${args.quick ? 'quick' : 'full'} scale, ${args.runs} run(s) each, link ${args.link ?? 'unshaped veth'}`);
+  console.log(
+    `ferry benchmark: ${args.quick ? 'quick' : 'full'} scale, ${args.runs} run(s) each, link ${args.link ?? 'unshaped veth'}`,
+  );
   const ferry = await FerryBench.start();
   try {
     for (const name of args.scenarios) {
@@ -142,7 +163,9 @@ async function main(): Promise<void> {
           rows.push(row);
         }
         row.runs.push(m);
-        console.log(`   ${tool.padEnd(8)} ${m.seconds.toFixed(2)} s  wire ${(m.wireBytes / 2 ** 20).toFixed(0)} MiB`);
+        console.log(
+          `   ${tool.padEnd(8)} ${m.seconds.toFixed(2)} s  wire ${(m.wireBytes / 2 ** 20).toFixed(0)} MiB`,
+        );
       };
       for (let run = 0; run < args.runs; run++) {
         const check = run === 0;
@@ -224,7 +247,9 @@ async function blockScenario(
       dropCaches();
       const t0 = performance.now();
       const w0 = Number(sh(`ip netns exec ${SRC_NS} cat /sys/class/net/fb-src/statistics/tx_bytes`));
-      sh(`(nsenter --net=/run/netns/${DST_NS} bash -c 'nc -l 10.77.0.2 9001 | dd of=${dstRoot}/disk.img bs=4M status=none' &) ; sleep 0.3; nsenter --net=/run/netns/${SRC_NS} bash -c 'dd if=${img} bs=4M status=none | nc -N 10.77.0.2 9001'; sleep 0.2; sync`);
+      sh(
+        `(nsenter --net=/run/netns/${DST_NS} bash -c 'nc -l 10.77.0.2 9001 | dd of=${dstRoot}/disk.img bs=4M status=none' &) ; sleep 0.3; nsenter --net=/run/netns/${SRC_NS} bash -c 'dd if=${img} bs=4M status=none | nc -N 10.77.0.2 9001'; sleep 0.2; sync`,
+      );
       runs.push({
         seconds: (performance.now() - t0) / 1000 - 0.5,
         wireBytes: Number(sh(`ip netns exec ${SRC_NS} cat /sys/class/net/fb-src/statistics/tx_bytes`)) - w0,
@@ -239,7 +264,9 @@ async function blockScenario(
         sh(`cp --sparse=always ${img} ${dir}/disk.img`);
         rsync.copy(dir);
         const blocks = Math.floor((sizeMiB * 256) / 100);
-        sh(`for i in $(seq 1 ${blocks}); do dd if=/dev/urandom of=${dir}/disk.img bs=4096 count=1 seek=$(( (i * 7919) % ${sizeMiB * 256} )) conv=notrunc status=none; done`);
+        sh(
+          `for i in $(seq 1 ${blocks}); do dd if=/dev/urandom of=${dir}/disk.img bs=4096 count=1 seek=$(( (i * 7919) % ${sizeMiB * 256} )) conv=notrunc status=none; done`,
+        );
         dropCaches();
         runs.push(rsync.copy(dir, '--inplace --no-whole-file'));
       } finally {
@@ -250,14 +277,30 @@ async function blockScenario(
   }
   const bytes = sizeMiB * 2 ** 20;
   return [
-    { scenario: name, tool: 'ferry', runs: [], bytes, note: 'not yet (block-level migration is a later issue)' },
+    {
+      scenario: name,
+      tool: 'ferry',
+      runs: [],
+      bytes,
+      note: 'not yet (block-level migration is a later issue)',
+    },
     { scenario: name, tool: kind === 'block-full' ? 'dd|nc' : 'rsync', runs, bytes },
   ];
 }
 
 function report(rows: Row[], args: Args): void {
   const scenarios = [...new Set(rows.map((r) => r.scenario))];
-  const lines: string[][] = [['scenario', 'ferry s', 'peers s', 'ferry/peer', 'ferry MiB/s', 'wire MiB ferry/peer', 'ferry RSS agent/target MiB']];
+  const lines: string[][] = [
+    [
+      'scenario',
+      'ferry s',
+      'peers s',
+      'ferry/peer',
+      'ferry MiB/s',
+      'wire MiB ferry/peer',
+      'ferry RSS agent/target MiB',
+    ],
+  ];
   const json: unknown[] = [];
   for (const s of scenarios) {
     const rs = rows.filter((r) => r.scenario === s);
@@ -268,10 +311,18 @@ function report(rows: Row[], args: Args): void {
       const xs = r.runs.map((m) => m.seconds);
       return xs.length > 1 ? ` ±${((Math.max(...xs) - Math.min(...xs)) / 2).toFixed(2)}` : '';
     };
-    const peerText = peers.map((p) => `${p.tool} ${median(p.runs.map((m) => m.seconds)).toFixed(2)}${spread(p)}`).join(', ');
-    const ratios = peers.map((p) => `${p.tool} ${(fm / median(p.runs.map((m) => m.seconds))).toFixed(2)}`).join(', ');
-    const wire = [f, ...peers].map((r) => (r.runs.length ? (median(r.runs.map((m) => m.wireBytes)) / 2 ** 20).toFixed(0) : '-')).join('/');
-    const rss = f.runs.length ? `${Math.max(...f.runs.map((m) => m.peakRssMiB.agent ?? 0)).toFixed(0)}/${Math.max(...f.runs.map((m) => m.peakRssMiB.target ?? 0)).toFixed(0)}` : '-';
+    const peerText = peers
+      .map((p) => `${p.tool} ${median(p.runs.map((m) => m.seconds)).toFixed(2)}${spread(p)}`)
+      .join(', ');
+    const ratios = peers
+      .map((p) => `${p.tool} ${(fm / median(p.runs.map((m) => m.seconds))).toFixed(2)}`)
+      .join(', ');
+    const wire = [f, ...peers]
+      .map((r) => (r.runs.length ? (median(r.runs.map((m) => m.wireBytes)) / 2 ** 20).toFixed(0) : '-'))
+      .join('/');
+    const rss = f.runs.length
+      ? `${Math.max(...f.runs.map((m) => m.peakRssMiB.agent ?? 0)).toFixed(0)}/${Math.max(...f.runs.map((m) => m.peakRssMiB.target ?? 0)).toFixed(0)}`
+      : '-';
     lines.push([
       s,
       f.runs.length ? `${fm.toFixed(2)}${spread(f)}` : (f.note ?? '-'),
@@ -281,12 +332,30 @@ function report(rows: Row[], args: Args): void {
       wire,
       rss,
     ]);
-    json.push({ scenario: s, bytes: f.bytes, tools: rs.map((r) => ({ tool: r.tool, note: r.note, medianSeconds: r.runs.length ? median(r.runs.map((m) => m.seconds)) : null, runs: r.runs })) });
+    json.push({
+      scenario: s,
+      bytes: f.bytes,
+      tools: rs.map((r) => ({
+        tool: r.tool,
+        note: r.note,
+        medianSeconds: r.runs.length ? median(r.runs.map((m) => m.seconds)) : null,
+        runs: r.runs,
+      })),
+    });
   }
   const widths = lines[0]!.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)));
   console.log(`\n${lines.map((l) => l.map((c, i) => c.padEnd(widths[i]!)).join('  ')).join('\n')}`);
   console.log('ferry/peer < 1 means ferry was faster. Times are medians; ± is half the spread.');
-  const out = { when: new Date().toISOString(), quick: args.quick, runs: args.runs, link: args.link ?? null, shapedRate: args.shapedRate, machine: sh('uname -srm').trim(), cpus: sh('nproc').trim(), results: json };
+  const out = {
+    when: new Date().toISOString(),
+    quick: args.quick,
+    runs: args.runs,
+    link: args.link ?? null,
+    shapedRate: args.shapedRate,
+    machine: sh('uname -srm').trim(),
+    cpus: sh('nproc').trim(),
+    results: json,
+  };
   fs.mkdirSync('bench-results', { recursive: true });
   fs.writeFileSync('bench-results/latest.json', JSON.stringify(out, null, 2));
   if (args.json) fs.writeFileSync(args.json, JSON.stringify(out, null, 2));

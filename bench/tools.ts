@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { ServerView, TargetView } from '../src/control/index.js';
 import { FERRY_BIN } from '../src/demo/processes.js';
 import { ConsoleClient } from '../src/transport/index.js';
-import { DST_IP, DST_NS, MGMT_IP, SRC_IP, SRC_NS, WORK, onCleanup, sh, wireBytes } from './env.js';
+import { DST_IP, DST_NS, MGMT_IP, onCleanup, SRC_IP, SRC_NS, sh, WORK, wireBytes } from './env.js';
 
 export interface Measure {
   seconds: number;
@@ -92,10 +92,30 @@ export class FerryBench {
     fs.rmSync(dataDir, { recursive: true, force: true });
     const p = spawnIn(
       SRC_NS,
-      [process.execPath, FERRY_BIN, 'console', '--listen', '0.0.0.0:7443', '--san', SRC_IP, '--san', MGMT_IP, '--data-dir', dataDir, '--sync-interval', '86400', '--log-file', path.join(WORK, 'console.log')],
+      [
+        process.execPath,
+        FERRY_BIN,
+        'console',
+        '--listen',
+        '0.0.0.0:7443',
+        '--san',
+        SRC_IP,
+        '--san',
+        MGMT_IP,
+        '--data-dir',
+        dataDir,
+        '--sync-interval',
+        '86400',
+        '--log-file',
+        path.join(WORK, 'console.log'),
+      ],
       path.join(WORK, 'console.out'),
     );
-    await until('console data dir', async () => (fs.existsSync(path.join(dataDir, 'admin.token')) ? true : undefined), 30_000);
+    await until(
+      'console data dir',
+      async () => (fs.existsSync(path.join(dataDir, 'admin.token')) ? true : undefined),
+      30_000,
+    );
     await sleep(300);
     const client = new ConsoleClient({
       url: `https://${MGMT_IP}:7443`,
@@ -121,39 +141,93 @@ export class FerryBench {
   ): Promise<{ full: Measure; sync?: Measure }> {
     const n = ++this.#n;
     const names = { src: `src-${n}`, tgt: `tgt-${n}` };
-    const common = ['--console', `https://${SRC_IP}:7443`, '--ca-file', path.join(this.dataDir, 'ca.pem'), '--registration-token-file', path.join(this.dataDir, 'registration.token'), '--log-file'];
+    const common = [
+      '--console',
+      `https://${SRC_IP}:7443`,
+      '--ca-file',
+      path.join(this.dataDir, 'ca.pem'),
+      '--registration-token-file',
+      path.join(this.dataDir, 'registration.token'),
+      '--log-file',
+    ];
     const target = spawnIn(
       DST_NS,
-      [process.execPath, FERRY_BIN, 'target', ...common, path.join(WORK, `target-${n}.log`), '--listen', `${DST_IP}:7444`, '--name', names.tgt, '--root', dstRoot, '--state-dir', path.join(WORK, `target-state-${n}`)],
+      [
+        process.execPath,
+        FERRY_BIN,
+        'target',
+        ...common,
+        path.join(WORK, `target-${n}.log`),
+        '--listen',
+        `${DST_IP}:7444`,
+        '--name',
+        names.tgt,
+        '--root',
+        dstRoot,
+        '--state-dir',
+        path.join(WORK, `target-state-${n}`),
+      ],
       path.join(WORK, `target-${n}.out`),
     );
     const agent = spawnIn(
       SRC_NS,
-      [process.execPath, FERRY_BIN, 'agent', ...common, path.join(WORK, `agent-${n}.log`), '--name', names.src, '--root', srcRoot, '--state-dir', path.join(WORK, `agent-state-${n}`)],
+      [
+        process.execPath,
+        FERRY_BIN,
+        'agent',
+        ...common,
+        path.join(WORK, `agent-${n}.log`),
+        '--name',
+        names.src,
+        '--root',
+        srcRoot,
+        '--state-dir',
+        path.join(WORK, `agent-state-${n}`),
+      ],
       path.join(WORK, `agent-${n}.out`),
     );
     const c = this.client;
     const show = () => c.request<ServerView>('GET', `/api/v1/servers/${names.src}`);
     try {
       await until('agent inventory', async () => ((await show()).checks.length ? true : undefined), 600_000);
-      await until('target', async () => ((await c.request<TargetView>('GET', `/api/v1/targets/${names.tgt}`)).connected ? true : undefined), 60_000);
-      await c.request('POST', `/api/v1/servers/${names.src}/configure`, { target: names.tgt, method: 'file', continuousSync: opts.continuous });
+      await until(
+        'target',
+        async () =>
+          (await c.request<TargetView>('GET', `/api/v1/targets/${names.tgt}`)).connected ? true : undefined,
+        60_000,
+      );
+      await c.request('POST', `/api/v1/servers/${names.src}/configure`, {
+        target: names.tgt,
+        method: 'file',
+        continuousSync: opts.continuous,
+      });
       opts.beforeMeasure?.();
       const full = await this.#measure([agent, target], async () => {
         await c.request('POST', `/api/v1/servers/${names.src}/start`);
-        await until('full replication', async () => {
-          const s = await show();
-          if (s.status === 'failed') throw new Error(`ferry failed: ${s.error?.code} ${s.error?.message}`);
-          const done = opts.continuous ? s.stage === 'continuous-sync' : s.status === 'completed';
-          return done ? true : undefined;
-        }, 3_600_000);
+        await until(
+          'full replication',
+          async () => {
+            const s = await show();
+            if (s.status === 'failed') throw new Error(`ferry failed: ${s.error?.code} ${s.error?.message}`);
+            const done = opts.continuous ? s.stage === 'continuous-sync' : s.status === 'completed';
+            return done ? true : undefined;
+          },
+          3_600_000,
+        );
       });
       let sync: Measure | undefined;
       if (opts.between) {
         opts.between();
         sync = await this.#measure([agent, target], async () => {
           await c.request('POST', `/api/v1/servers/${names.src}/sync`);
-          await until('sync', async () => ((await show()).lastSync as { syncRequest?: number } | null)?.syncRequest === 1 ? true : undefined, 3_600_000);
+          await until(
+            'sync',
+            async () =>
+              ((await show()).lastSync as { syncRequest?: number } | null)?.syncRequest === 1
+                ? true
+                : undefined,
+            3_600_000,
+          );
         });
       }
       await c.request('DELETE', `/api/v1/servers/${names.src}`).catch(() => {});
@@ -183,7 +257,9 @@ export class FerryBench {
 
 /** Runs `cmd` under /usr/bin/time inside a namespace; returns seconds, CPU and peak RSS. */
 function timed(ns: string, cmd: string): { seconds: number; cpu: number; rssMiB: number } {
-  const out = sh(`nsenter --net=/run/netns/${ns} /usr/bin/time -f 'TIME %e %U %S %M' bash -c ${JSON.stringify(cmd)} 2>&1 >/dev/null | grep '^TIME' | tail -1`);
+  const out = sh(
+    `nsenter --net=/run/netns/${ns} /usr/bin/time -f 'TIME %e %U %S %M' bash -c ${JSON.stringify(cmd)} 2>&1 >/dev/null | grep '^TIME' | tail -1`,
+  );
   const [, e, u, s, m] = out.trim().split(' ');
   return { seconds: Number(e), cpu: Number(u) + Number(s), rssMiB: Number(m) / 1024 };
 }
@@ -203,7 +279,11 @@ export class RsyncBench {
       conf,
       `uid = root\ngid = root\nuse chroot = no\nnumeric ids = yes\n[bench]\n  path = ${dstRoot}\n  read only = false\n`,
     );
-    const d = spawnIn(DST_NS, ['rsync', '--daemon', `--config=${conf}`, `--address=${DST_IP}`, '--port=8730', '--no-detach'], path.join(WORK, 'rsyncd.out'));
+    const d = spawnIn(
+      DST_NS,
+      ['rsync', '--daemon', `--config=${conf}`, `--address=${DST_IP}`, '--port=8730', '--no-detach'],
+      path.join(WORK, 'rsyncd.out'),
+    );
     await sleep(500);
     return new RsyncBench(d, dstRoot);
   }
@@ -212,7 +292,10 @@ export class RsyncBench {
     const d0 = procStat(this.#daemon.pid!).childCpu;
     const wire0 = wireBytes();
     // data on the target's disk is what is timed: the sync is part of the measure
-    const r = timed(SRC_NS, `rsync -aHAXS --numeric-ids ${extra} ${srcRoot}/ rsync://${DST_IP}:8730/bench/ && sync -f ${this.#dstRoot}`);
+    const r = timed(
+      SRC_NS,
+      `rsync -aHAXS --numeric-ids ${extra} ${srcRoot}/ rsync://${DST_IP}:8730/bench/ && sync -f ${this.#dstRoot}`,
+    );
     return {
       seconds: r.seconds,
       wireBytes: wireBytes() - wire0,
@@ -229,12 +312,24 @@ export class RsyncBench {
 export async function tarNc(srcRoot: string, dstRoot: string): Promise<Measure> {
   const wire0 = wireBytes();
   const t0 = performance.now();
-  const recv = spawn('nsenter', [`--net=/run/netns/${DST_NS}`, 'bash', '-c', `nc -l ${DST_IP} 9000 | tar --numeric-owner --xattrs --xattrs-include='*' --acls -xpSf - -C ${dstRoot} && sync -f ${dstRoot}`], { stdio: 'ignore' });
+  const recv = spawn(
+    'nsenter',
+    [
+      `--net=/run/netns/${DST_NS}`,
+      'bash',
+      '-c',
+      `nc -l ${DST_IP} 9000 | tar --numeric-owner --xattrs --xattrs-include='*' --acls -xpSf - -C ${dstRoot} && sync -f ${dstRoot}`,
+    ],
+    { stdio: 'ignore' },
+  );
   onCleanup(() => {
     if (recv.exitCode === null) recv.kill('SIGKILL');
   });
   await sleep(300);
-  const send = timed(SRC_NS, `tar --xattrs --xattrs-include='*' --acls -S -cpf - -C ${srcRoot} . | nc -N ${DST_IP} 9000`);
+  const send = timed(
+    SRC_NS,
+    `tar --xattrs --xattrs-include='*' --acls -S -cpf - -C ${srcRoot} . | nc -N ${DST_IP} 9000`,
+  );
   await new Promise((r) => (recv.exitCode === null ? recv.once('exit', r) : r(null)));
   return {
     seconds: (performance.now() - t0) / 1000 - 0.3,

@@ -1,6 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import type { AgentHeartbeat, AgentHeartbeatResponse, CheckItem } from '../control/index.js';
+import {
+  type AgentHeartbeat,
+  type AgentHeartbeatResponse,
+  type CheckItem,
+  type Job,
+  jobKey,
+} from '../control/index.js';
 import { FerryError, toFerryError } from '../errors/index.js';
 import { forgetCredential } from '../transport/enrollment.js';
 import { ConsoleClient, enroll } from '../transport/index.js';
@@ -48,7 +54,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     cert: { keyPem: cred.keyPem, certPem: cred.certPem },
   });
   let emptyDirs = emptyDirsFor(o.root, await listMounts());
+  let beatNow = () => {};
   const runner = new JobRunner({
+    onEvent: () => beatNow(),
     root: o.root,
     stateDir: o.stateDir,
     cred,
@@ -112,10 +120,42 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       lastConsoleError = err.message;
     }
   };
+  let beating = false;
+  let beatAgain = false;
   const loop = async () => {
     if (stopped) return;
-    await beat();
-    if (!stopped) timer = setTimeout(() => void loop(), o.heartbeatMs ?? 1000);
+    if (beating) {
+      beatAgain = true;
+      return;
+    }
+    if (timer) clearTimeout(timer);
+    beating = true;
+    try {
+      await beat();
+    } finally {
+      beating = false;
+    }
+    if (stopped) return;
+    if (beatAgain) {
+      beatAgain = false;
+      void loop();
+    } else timer = setTimeout(() => void loop(), o.heartbeatMs ?? 1000);
+  };
+  beatNow = () => void loop();
+  // A long poll answers as soon as the console wants something else done (start, pause,
+  // sync, launch): commands take effect at once instead of at the next heartbeat.
+  const watchJobs = async () => {
+    while (!stopped) {
+      try {
+        const res = await client.request<{ job: Job }>('POST', '/api/v1/agent/job', {
+          current: jobKey(runner.currentJob()),
+          timeoutMs: 10_000,
+        });
+        if (!stopped) runner.reconcile(res.job);
+      } catch {
+        if (!stopped) await new Promise((r) => setTimeout(r, o.heartbeatMs ?? 1000));
+      }
+    }
   };
   const inventoryTimer = setInterval(
     () => void refreshInventory().catch(() => {}),
@@ -123,6 +163,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   );
   inventoryTimer.unref();
   void loop();
+  void watchJobs();
 
   return {
     id: cred.id,

@@ -21,6 +21,8 @@ export interface RunnerOptions {
   readonly emptyDirs: () => readonly string[];
   /** How long to keep retrying a retryable failure before reporting the task failed. */
   readonly retryDeadlineMs: number;
+  /** Called when an event is waiting to be reported (so it goes out at once). */
+  readonly onEvent?: () => void;
 }
 
 const MAX_BACKOFF_MS = 30_000;
@@ -60,6 +62,11 @@ export class JobRunner {
 
   get pendingEvents(): AgentEvent[] {
     return [...this.#events];
+  }
+
+  /** The job being done now, as the console gave it. */
+  currentJob(): Job {
+    return this.#current?.job ?? { kind: 'idle' };
   }
 
   acknowledge(ids: readonly string[]): void {
@@ -123,6 +130,7 @@ export class JobRunner {
 
   #emit(job: ReplicateJob, kind: AgentEvent['kind'], extra: Partial<AgentEvent> = {}): void {
     this.#events.push({ id: randomUUID(), runId: job.runId, kind, ...extra });
+    this.#o.onEvent?.();
   }
 
   async #run(

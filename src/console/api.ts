@@ -9,14 +9,19 @@ import Type from 'typebox';
 import {
   AgentHeartbeat,
   AgentHeartbeatResponse,
+  AgentJobResponse,
   ConfigureRequest,
+  jobKey,
   Name,
+  ordersKey,
   RegisterRequest,
   RegisterResponse,
   ServerView,
   TargetHeartbeat,
   TargetHeartbeatResponse,
+  TargetOrders,
   TargetView,
+  WaitRequest,
 } from '../control/index.js';
 import { FerryError } from '../errors/index.js';
 import { fingerprint, peerIdentity } from '../pki/index.js';

@@ -1,4 +1,5 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import type {
   AgentHeartbeat,
   AgentHeartbeatResponse,
@@ -7,6 +8,7 @@ import type {
   ServerView,
   TargetHeartbeat,
   TargetHeartbeatResponse,
+  TargetOrders,
   TargetView,
 } from '../control/index.js';
 import {
@@ -60,8 +62,33 @@ export class Driver {
   readonly #opts: DriverOptions;
   readonly #mutex = new Mutex();
   readonly #now: () => number;
-  /** Bumped on every change so that watchers (SSE) know when to look again. */
+  /** Bumped on every change so that watchers (SSE, long polls) know when to look again. */
   version = 0;
+  readonly #changes = new EventEmitter().setMaxListeners(0);
+
+  #bump(): void {
+    this.version++;
+    this.#changes.emit('change');
+  }
+
+  /** Resolves at the next stored change, or after `ms`. */
+  waitForChange(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        this.#changes.off('change', done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.#changes.on('change', done);
+    });
+  }
+
+  /** The agent's current job, without recording anything (long poll). */
+  async agentJob(sourceId: string): Promise<Job> {
+    const task = await this.#store.taskBySource(sourceId);
+    return task ? this.#jobFor(task) : { kind: 'idle' };
+  }
 
   constructor(store: ConsoleStore, ca: CaMaterial, registrationToken: string, opts: DriverOptions) {
     this.#store = store;
@@ -142,7 +169,7 @@ export class Driver {
           info: null,
         });
       }
-      this.version++;
+      this.#bump();
       return { id, name: req.name, certificate, ca: this.#ca.certPem };
     });
   }
@@ -248,7 +275,7 @@ export class Driver {
         status: next.state.status,
         updated_at: this.#now(),
       });
-      this.version++;
+      this.#bump();
       return this.showServer(name);
     });
   }
@@ -309,7 +336,7 @@ export class Driver {
       if (t.effects.includes('release-resources') && task.target_id)
         await this.#store.addRelease(task.target_id, task.id);
       await this.#store.deleteSource(source.id);
-      this.version++;
+      this.#bump();
     });
   }
 
@@ -326,7 +353,7 @@ export class Driver {
       }
       for (const k of tasks) await this.#store.updateTask(k.id, { target_id: null });
       await this.#store.deleteTarget(target.id);
-      this.version++;
+      this.#bump();
     });
   }
 
@@ -349,7 +376,7 @@ export class Driver {
     if (t.effects.includes('release-resources') && task.target_id)
       await this.#store.addRelease(task.target_id, task.id);
     await this.#store.updateTask(task.id, patch);
-    this.version++;
+    this.#bump();
     return { ...task, ...patch };
   }
 
@@ -399,7 +426,7 @@ export class Driver {
           const message = ev.message ?? 'the agent reported a failure';
           task = await this.#apply(task, { kind: 'fail' }, { error: JSON.stringify({ code, message }) });
         }
-        this.version++;
+        this.#bump();
       }
       return { ackedEvents: hb.events.map((e) => e.id), job: await this.#jobFor(task) };
     });
@@ -449,35 +476,35 @@ export class Driver {
           }
         }
       }
-      const tasks = await this.#store.tasksByTarget(targetId);
-      const holder = tasks.find((k) => isLocking(stateOf(k)));
-      let assignment: TargetHeartbeatResponse['assignment'] = null;
-      let finalize: TargetHeartbeatResponse['finalize'] = null;
-      if (holder) {
-        const source = await this.#store.sourceById(holder.source_id);
-        if (source) {
-          assignment = {
-            taskId: holder.id,
-            runId: holder.run_id,
-            sourceId: source.id,
-            sourceName: source.name,
-            sourceFingerprint: source.fingerprint,
-          };
-        }
-        if (
-          holder.stage === 'target-launch' &&
-          holder.status === 'running' &&
-          holder.launch_phase === 'finalize'
-        ) {
-          finalize = { taskId: holder.id, runId: holder.run_id };
-        }
-      }
-      return {
-        ackedEvents: hb.events.map((e) => e.id),
-        assignment,
-        finalize,
-        release: await this.#store.releasesFor(targetId),
-      };
+      return { ackedEvents: hb.events.map((e) => e.id), ...(await this.targetOrders(targetId)) };
     });
+  }
+
+  /** What a target must do now: whom it serves, whether to finalize a launch, what to release. */
+  async targetOrders(targetId: string): Promise<TargetOrders> {
+    const tasks = await this.#store.tasksByTarget(targetId);
+    const holder = tasks.find((k) => isLocking(stateOf(k)));
+    let assignment: TargetOrders['assignment'] = null;
+    let finalize: TargetOrders['finalize'] = null;
+    if (holder) {
+      const source = await this.#store.sourceById(holder.source_id);
+      if (source) {
+        assignment = {
+          taskId: holder.id,
+          runId: holder.run_id,
+          sourceId: source.id,
+          sourceName: source.name,
+          sourceFingerprint: source.fingerprint,
+        };
+      }
+      if (
+        holder.stage === 'target-launch' &&
+        holder.status === 'running' &&
+        holder.launch_phase === 'finalize'
+      ) {
+        finalize = { taskId: holder.id, runId: holder.run_id };
+      }
+    }
+    return { assignment, finalize, release: await this.#store.releasesFor(targetId) };
   }
 }

@@ -125,6 +125,22 @@ export const Job = Type.Union([
 ]);
 export type Job = Static<typeof Job>;
 
+/** Identifies what a job asks for; the agent's long poll returns when it changes. */
+export function jobKey(job: Job): string {
+  return job.kind === 'idle' ? 'idle' : `${job.taskId}:${job.runId}:${job.pass}:${job.syncRequest}`;
+}
+
+export const WaitRequest = Type.Object(
+  {
+    current: Type.String({ maxLength: 4096 }),
+    timeoutMs: Type.Integer({ minimum: 0, maximum: 25_000 }),
+  },
+  { additionalProperties: false },
+);
+export type WaitRequest = Static<typeof WaitRequest>;
+
+export const AgentJobResponse = Type.Object({ job: Job });
+
 export const AgentHeartbeatResponse = Type.Object({
   ackedEvents: Type.Array(Type.String()),
   job: Job,
@@ -167,6 +183,23 @@ export const TargetHeartbeatResponse = Type.Object({
   release: Type.Array(Type.String()),
 });
 export type TargetHeartbeatResponse = Static<typeof TargetHeartbeatResponse>;
+
+export const TargetOrders = Type.Object({
+  assignment: Type.Union([Assignment, Type.Null()]),
+  finalize: Type.Union([Type.Object({ taskId: Type.String(), runId: Count }), Type.Null()]),
+  release: Type.Array(Type.String()),
+});
+export type TargetOrders = Static<typeof TargetOrders>;
+
+/** Identifies a target's orders; the target's long poll returns when they change. */
+export function ordersKey(o: TargetOrders): string {
+  return JSON.stringify([
+    o.assignment?.taskId ?? null,
+    o.assignment?.runId ?? null,
+    o.finalize,
+    [...o.release].sort(),
+  ]);
+}
 
 export const ConfigureRequest = Type.Object(
   {

@@ -4,7 +4,13 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import type { Assignment, TargetEvent, TargetHeartbeatResponse } from '../control/index.js';
+import {
+  type Assignment,
+  ordersKey,
+  type TargetEvent,
+  type TargetHeartbeatResponse,
+  type TargetOrders,
+} from '../control/index.js';
 import { FerryError, toFerryError } from '../errors/index.js';
 import { Session } from '../protocol/index.js';
 import { receivePass, TreeWriter } from '../replication/file/index.js';
@@ -148,6 +154,23 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
     log.info({ taskId }, 'released the temporary resources of a task');
   }
 
+  let ordersSeen = '';
+  async function applyOrders(res: TargetOrders) {
+    if (assignment?.taskId !== res.assignment?.taskId) {
+      log.info(
+        { task: res.assignment?.taskId ?? null, source: res.assignment?.sourceName ?? null },
+        res.assignment ? 'locked by a migration' : 'unlocked',
+      );
+    }
+    assignment = res.assignment;
+    ordersSeen = ordersKey(res);
+    if (!assignment && active) active.session.destroy();
+    const before = events.length;
+    if (res.finalize) await finalize(res.finalize.taskId, res.finalize.runId);
+    for (const taskId of res.release) await release(taskId);
+    if (events.length > before) void loop(); // report at once
+  }
+
   let stopped = false;
   let timer: NodeJS.Timeout | null = null;
   let lastError = '';
@@ -166,16 +189,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
         const i = events.findIndex((e) => e.id === id);
         if (i >= 0) events.splice(i, 1);
       }
-      if (assignment?.taskId !== res.assignment?.taskId) {
-        log.info(
-          { task: res.assignment?.taskId ?? null, source: res.assignment?.sourceName ?? null },
-          res.assignment ? 'locked by a migration' : 'unlocked',
-        );
-      }
-      assignment = res.assignment;
-      if (!assignment && active) active.session.destroy();
-      if (res.finalize) await finalize(res.finalize.taskId, res.finalize.runId);
-      for (const taskId of res.release) await release(taskId);
+      await applyOrders(res);
       lastError = '';
     } catch (e) {
       const err = toFerryError(e, 'FERRY_CONNECTION_LOST');
@@ -184,12 +198,43 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
       lastError = err.message;
     }
   };
-  const loop = async () => {
+  let beating = false;
+  let beatAgain = false;
+  async function loop(): Promise<void> {
     if (stopped) return;
-    await beat();
-    if (!stopped) timer = setTimeout(() => void loop(), o.heartbeatMs ?? 1000);
+    if (beating) {
+      beatAgain = true;
+      return;
+    }
+    if (timer) clearTimeout(timer);
+    beating = true;
+    try {
+      await beat();
+    } finally {
+      beating = false;
+    }
+    if (stopped) return;
+    if (beatAgain) {
+      beatAgain = false;
+      void loop();
+    } else timer = setTimeout(() => void loop(), o.heartbeatMs ?? 1000);
+  }
+  // A long poll answers as soon as the orders change (a new lock, a launch to finalize).
+  const watchOrders = async () => {
+    while (!stopped) {
+      try {
+        const res = await client.request<TargetOrders>('POST', '/api/v1/target/wait', {
+          current: ordersSeen,
+          timeoutMs: 10_000,
+        });
+        if (!stopped) await applyOrders(res);
+      } catch {
+        if (!stopped) await new Promise((r) => setTimeout(r, o.heartbeatMs ?? 1000));
+      }
+    }
   };
   void loop();
+  void watchOrders();
 
   let resolveDone!: () => void;
   const done = new Promise<void>((r) => {

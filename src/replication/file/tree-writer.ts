@@ -110,7 +110,7 @@ export class TreeWriter {
     try {
       left = (readFileSync(this.#inflightFile, 'utf8').split('\n')[0] ?? '').trim();
     } catch {
-      return;
+      /* first writer for this task */
     }
     const inside = left.startsWith(`${this.root}/`) && path.basename(left).startsWith('.ferry-tmp-');
     if (left && inside) {
