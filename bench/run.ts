@@ -113,6 +113,7 @@ async function main(): Promise<void> {
       process.exit(130);
     });
   }
+  fs.rmSync(WORK, { recursive: true, force: true }); // states and logs of an earlier run
   fs.mkdirSync(WORK, { recursive: true });
   makeLink(args.link);
   const diskGiB = args.quick ? 8 : 24;

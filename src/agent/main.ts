@@ -8,8 +8,7 @@ import {
   jobKey,
 } from '../control/index.js';
 import { FerryError, toFerryError } from '../errors/index.js';
-import { forgetCredential } from '../transport/enrollment.js';
-import { ConsoleClient, enroll } from '../transport/index.js';
+import { ConsoleClient, enroll, forgetCredential } from '../transport/index.js';
 import { collectInventory, emptyDirsFor, listMounts, runChecks } from './inventory.js';
 import { JobRunner } from './runner.js';
 

@@ -179,8 +179,8 @@ export class Driver {
     const row = role === 'agent' ? await this.#store.sourceById(id) : await this.#store.targetById(id);
     if (!row || row.fingerprint !== certFingerprint) {
       throw new FerryError(
-        'FERRY_UNAUTHENTICATED',
-        `this ${role} credential is not registered (deleted?); register again`,
+        'FERRY_REGISTRATION_REVOKED',
+        `this ${role} credential is no longer registered with the console`,
       );
     }
   }

@@ -28,6 +28,12 @@ export const ERROR_CODES = {
     retryable: false,
     advice: 'Use the registration.token file from the console data directory, copied exactly.',
   },
+  FERRY_REGISTRATION_REVOKED: {
+    http: 401,
+    retryable: false,
+    advice:
+      'The console no longer knows this agent or target (it was deleted, or the console data was reset). Restart it: it registers again with its registration token.',
+  },
   FERRY_NOT_FOUND: {
     http: 404,
     retryable: false,

@@ -14,7 +14,13 @@ import {
 import { FerryError, toFerryError } from '../errors/index.js';
 import { Session } from '../protocol/index.js';
 import { receivePass, TreeWriter } from '../replication/file/index.js';
-import { ConsoleClient, createDataServer, enroll, parseHostPort } from '../transport/index.js';
+import {
+  ConsoleClient,
+  createDataServer,
+  enroll,
+  forgetCredential,
+  parseHostPort,
+} from '../transport/index.js';
 
 export interface TargetOptions {
   readonly consoleUrl: string;
@@ -174,6 +180,12 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
   let stopped = false;
   let timer: NodeJS.Timeout | null = null;
   let lastError = '';
+  let resolveDone!: () => void;
+  let rejectDone!: (e: unknown) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolveDone = res;
+    rejectDone = rej;
+  });
   beat = async () => {
     try {
       const fs = await statfs(o.root).catch(() => null);
@@ -193,6 +205,21 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
       lastError = '';
     } catch (e) {
       const err = toFerryError(e, 'FERRY_CONNECTION_LOST');
+      if (err.code === 'FERRY_REGISTRATION_REVOKED' && !stopped) {
+        log.error('the console no longer knows this target; restart it to register again');
+        await forgetCredential(o.stateDir, 'target');
+        stopped = true;
+        active?.session.destroy();
+        server.close();
+        client.close();
+        rejectDone(
+          new FerryError(
+            'FERRY_REGISTRATION_REVOKED',
+            'this target is no longer registered with the console',
+          ),
+        );
+        return;
+      }
       if (err.message !== lastError)
         log.warn({ code: err.code, err: err.message }, 'console unreachable; retrying');
       lastError = err.message;
@@ -236,10 +263,6 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
   void loop();
   void watchOrders();
 
-  let resolveDone!: () => void;
-  const done = new Promise<void>((r) => {
-    resolveDone = r;
-  });
   return {
     id: cred.id,
     address: advertise,

@@ -340,6 +340,6 @@ describe('delete', () => {
     await expect(tc.admin.request('GET', '/api/v1/servers/source-a')).rejects.toMatchObject({
       code: 'FERRY_NOT_FOUND',
     });
-    await expect(beat(agentA)).rejects.toMatchObject({ code: 'FERRY_UNAUTHENTICATED' });
+    await expect(beat(agentA)).rejects.toMatchObject({ code: 'FERRY_REGISTRATION_REVOKED' });
   });
 });
