@@ -19,6 +19,8 @@ export interface Measure {
 }
 
 const TICKS = 100;
+/** Extra node flags for the ferry processes, e.g. FERRY_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/p'. */
+const NODE_ARGS = (process.env.FERRY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
 function procStat(pid: number): { cpu: number; childCpu: number } {
   try {
@@ -94,6 +96,7 @@ export class FerryBench {
       SRC_NS,
       [
         process.execPath,
+        ...NODE_ARGS,
         FERRY_BIN,
         'console',
         '--listen',
@@ -154,6 +157,7 @@ export class FerryBench {
       DST_NS,
       [
         process.execPath,
+        ...NODE_ARGS,
         FERRY_BIN,
         'target',
         ...common,
@@ -173,6 +177,7 @@ export class FerryBench {
       SRC_NS,
       [
         process.execPath,
+        ...NODE_ARGS,
         FERRY_BIN,
         'agent',
         ...common,

@@ -51,6 +51,7 @@ export class JobRunner {
   #events: AgentEvent[] = [];
   #progress: PassProgress = { bytes: 0, files: 0, bytesSent: 0 };
   #totals = { bytes: 0, files: 0 };
+  #totalsKnown = false;
   #state: Progress['state'] = 'idle';
   #phase = 'idle';
   #message: string | undefined;
@@ -81,10 +82,13 @@ export class JobRunner {
       runId: c.job.runId,
       phase: this.#phase,
       state: this.#state,
-      bytesDone: Math.min(this.#progress.bytes, Math.max(this.#totals.bytes, this.#progress.bytes)),
-      bytesTotal: Math.max(this.#totals.bytes, this.#progress.bytes),
+      bytesDone: this.#progress.bytes,
+      // unknown (0) while a full pass is still counting; a sync pass has no total ahead
+      bytesTotal:
+        this.#totalsKnown || this.#phase !== 'full' ? Math.max(this.#totals.bytes, this.#progress.bytes) : 0,
       filesDone: this.#progress.files,
-      filesTotal: Math.max(this.#totals.files, this.#progress.files),
+      filesTotal:
+        this.#totalsKnown || this.#phase !== 'full' ? Math.max(this.#totals.files, this.#progress.files) : 0,
       rateBytesPerSecond: this.#state === 'transferring' ? rate : 0,
       ...(this.#message ? { message: this.#message.slice(0, 1000) } : {}),
     };
@@ -116,6 +120,7 @@ export class JobRunner {
     this.#current = current;
     this.#progress = { bytes: 0, files: 0, bytesSent: 0 };
     this.#totals = { bytes: 0, files: 0 };
+    this.#totalsKnown = false;
     this.#meter.reset();
     this.#o.logger.info({ job: key }, 'starting job');
     void this.#run(current, (fn) => {
@@ -184,9 +189,15 @@ export class JobRunner {
     while (!signal.aborted) {
       try {
         this.#phase = pass;
-        if (pass === 'full') {
-          this.#state = 'scanning';
-          this.#totals = await this.#count(job, signal);
+        if (pass === 'full' && !this.#totalsKnown) {
+          // Counted alongside the transfer (it also warms the inode cache for the pass).
+          void this.#count(job, signal).then(
+            (t) => {
+              this.#totals = t;
+              this.#totalsKnown = !signal.aborted;
+            },
+            () => {},
+          );
         }
         this.#progress = { bytes: 0, files: 0, bytesSent: this.#progress.bytesSent };
         const result = await this.#onePass(job, pass, state, signal);
@@ -204,6 +215,8 @@ export class JobRunner {
           deleted: result.deleted,
           unchanged: result.unchanged,
           bytesSent: result.bytesSent,
+          bytes: this.#progress.bytes,
+          files: this.#progress.files,
           seconds: (Date.now() - started) / 1000,
         };
       } catch (e) {

@@ -72,6 +72,9 @@ export const PassStats = Type.Object(
     deleted: Count,
     unchanged: Count,
     bytesSent: Count,
+    /** Content bytes and files the pass covered (sent or found unchanged): the exact totals. */
+    bytes: Type.Optional(Count),
+    files: Type.Optional(Count),
     seconds: Type.Number({ minimum: 0 }),
     syncRequest: Type.Optional(Count),
   },

@@ -1,7 +1,9 @@
 import type { Duplex } from 'node:stream';
 import { FerryError, toFerryError } from '../errors/index.js';
-import { encodeFrame, encodePreface, FrameDecoder } from './frame-codec.js';
-import { decodeMessage, encodeMessage, type Message } from './messages.js';
+import { encodeFrame, encodePreface, FrameDecoder, MAX_DATA_BYTES } from './frame-codec.js';
+import { decodeMessage, encodeMessage, FrameType, type Message } from './messages.js';
+
+const QUEUE_BYTES = 4 * 1024 * 1024;
 
 /**
  * One ferry protocol connection over any Duplex. Sends the preface at once, then frames;
@@ -22,12 +24,32 @@ export class Session {
   }
 
   /** Resolves when the frame is handed to the stream and the stream has room again. */
+  /**
+   * Queues a message. Resolves at once while less than QUEUE_BYTES wait in the stream,
+   * otherwise when it has drained: deep enough to keep the link busy while the sender
+   * reads the next chunk, bounded so memory stays small. DATA frames are written as a
+   * 13-byte header and the caller's buffer, without copying it.
+   */
   async send(msg: Message): Promise<void> {
     if (this.#closed || this.#stream.destroyed) {
       throw new FerryError('FERRY_CONNECTION_LOST', 'the data connection is closed');
     }
-    const { type, payload } = encodeMessage(msg);
-    if (!this.#stream.write(encodeFrame(type, payload))) {
+    if (msg.type === 'data') {
+      if (msg.data.length > MAX_DATA_BYTES)
+        throw new FerryError('FERRY_INTERNAL', 'DATA chunk larger than allowed');
+      const head = Buffer.allocUnsafe(13);
+      head.writeUInt32BE(1 + 8 + msg.data.length, 0);
+      head.writeUInt8(FrameType.DATA, 4);
+      head.writeBigUInt64BE(BigInt(msg.offset), 5);
+      this.#stream.cork();
+      this.#stream.write(head);
+      this.#stream.write(msg.data);
+      this.#stream.uncork();
+    } else {
+      const { type, payload } = encodeMessage(msg);
+      this.#stream.write(encodeFrame(type, payload));
+    }
+    if (this.#stream.writableLength > QUEUE_BYTES) {
       await new Promise<void>((resolve, reject) => {
         const onDrain = () => {
           cleanup();

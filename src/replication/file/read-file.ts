@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, read, readSync } from 'node:fs';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { FerryError } from '../../errors/index.js';
 import { ferryFs } from '../../native/index.js';
@@ -35,6 +35,8 @@ export async function readFileRegions(
       hashedTo += n;
     }
   };
+  // The read-ahead in flight, if any: awaited before the descriptor is closed.
+  let pending: Promise<{ buf: Buffer; n: number }> | null = null;
   async function* regions(): AsyncGenerator<{ offset: number; data: Buffer }> {
     try {
       const end = fstatSync(fd).size;
@@ -47,9 +49,28 @@ export async function readFileRegions(
           if (dataStart < 0) break;
           dataEnd = Math.min(ferryFs.seekHole(fd, dataStart), end);
         }
+        // A region of one chunk is read directly; longer ones read the next chunk in the
+        // thread pool while the caller sends the current one (disk and network overlap).
+        const ahead = dataEnd - dataStart > CHUNK;
+        pending = null;
+        const readAt = (at: number) => {
+          const b = Buffer.allocUnsafe(Math.min(CHUNK, dataEnd - at));
+          return new Promise<{ buf: Buffer; n: number }>((resolve, reject) =>
+            read(fd, b, 0, b.length, at, (err, n) => (err ? reject(err) : resolve({ buf: b, n }))),
+          );
+        };
         for (let off = dataStart; off < dataEnd; ) {
-          const buf = Buffer.allocUnsafe(Math.min(CHUNK, dataEnd - off));
-          const bytesRead = readSync(fd, buf, 0, buf.length, off);
+          let buf: Buffer;
+          let bytesRead: number;
+          if (ahead) {
+            const got = await (pending ?? readAt(off));
+            buf = got.buf;
+            bytesRead = got.n;
+            pending = off + bytesRead < dataEnd && bytesRead > 0 ? readAt(off + bytesRead) : null;
+          } else {
+            buf = Buffer.allocUnsafe(Math.min(CHUNK, dataEnd - off));
+            bytesRead = readSync(fd, buf, 0, buf.length, off);
+          }
           if (bytesRead === 0) {
             dataEnd = off; // truncated while reading
             break;
@@ -69,6 +90,7 @@ export async function readFileRegions(
       if (e instanceof FerryError) throw e;
       throw new FerryError('FERRY_SOURCE_READ', `cannot read ${abs}: ${(e as Error).message}`, { cause: e });
     } finally {
+      await pending?.catch(() => {});
       closeSync(fd);
     }
   }

@@ -17,6 +17,7 @@ import {
   rmSync,
   symlinkSync,
   unlinkSync,
+  write,
   writeFileSync,
   writeSync,
 } from 'node:fs';
@@ -31,6 +32,20 @@ const run = promisify(execFile);
 const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, socket: C.S_IFSOCK } as const;
 const ZEROS = Buffer.alloc(1 << 20);
 const INFLIGHT_BLOCK = Buffer.alloc(4096 + 16);
+const WRITE_BEHIND_FROM = 1 << 20;
+const WRITE_BEHIND_BYTES = 8 << 20;
+
+function writeAll(fd: number, data: Buffer, offset: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (done: number) => {
+      if (done >= data.length) return resolve();
+      write(fd, data, done, data.length - done, offset + done, (err, n) =>
+        err ? reject(err) : step(done + n),
+      );
+    };
+    step(0);
+  });
+}
 
 export interface WriterLog {
   warn(obj: object, msg: string): void;
@@ -41,6 +56,9 @@ interface OpenFile {
   rel: string;
   tmp: string;
   fd: number;
+  /** Writes queued in the thread pool (large files only), oldest first. */
+  writes: { done: Promise<void>; bytes: number }[];
+  queuedBytes: number;
   hasher: Blake3Hasher;
   hashedTo: number;
 }
@@ -281,7 +299,16 @@ export class TreeWriter {
       case 'file': {
         const tmp = this.#tmpName(parentAbs, e.seq);
         const fd = openSync(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
-        this.#file = { entry: e, rel: e.path, tmp, fd, hasher: new Blake3Hasher(), hashedTo: 0 };
+        this.#file = {
+          entry: e,
+          rel: e.path,
+          tmp,
+          fd,
+          hasher: new Blake3Hasher(),
+          hashedTo: 0,
+          writes: [],
+          queuedBytes: 0,
+        };
         return;
       }
       case 'symlink': {
@@ -332,8 +359,29 @@ export class TreeWriter {
     this.#hashZeros(f, offset);
     f.hasher.update(data);
     f.hashedTo = offset + data.length;
-    let done = 0;
-    while (done < data.length) done += writeSync(f.fd, data, done, data.length - done, offset + done);
+    if ((f.entry.size ?? 0) <= WRITE_BEHIND_FROM) {
+      let done = 0;
+      while (done < data.length) done += writeSync(f.fd, data, done, data.length - done, offset + done);
+      return;
+    }
+    // Large file: the write goes to the thread pool while the next frame is decoded and
+    // hashed; at most WRITE_BEHIND_BYTES are queued.
+    const done = writeAll(f.fd, data, offset);
+    done.catch(() => {});
+    f.writes.push({ done, bytes: data.length });
+    f.queuedBytes += data.length;
+    while (f.queuedBytes > WRITE_BEHIND_BYTES) await this.#settleOldest(f);
+  }
+
+  async #settleOldest(f: OpenFile): Promise<void> {
+    const w = f.writes.shift();
+    if (!w) return;
+    f.queuedBytes -= w.bytes;
+    await w.done;
+  }
+
+  async #settleAll(f: OpenFile): Promise<void> {
+    while (f.writes.length) await this.#settleOldest(f);
   }
 
   #hashZeros(f: OpenFile, to: number): void {
@@ -351,6 +399,7 @@ export class TreeWriter {
     this.#file = null;
     const e = f.entry;
     try {
+      await this.#settleAll(f);
       this.#hashZeros(f, e.size ?? 0);
       const got = f.hasher.digest('hex');
       if (got !== hash) {
@@ -367,6 +416,7 @@ export class TreeWriter {
       fchmodSync(f.fd, e.mode);
       closeSync(f.fd);
     } catch (err) {
+      await Promise.allSettled(f.writes.map((w) => w.done));
       this.#discard(f);
       throw err;
     }
@@ -423,7 +473,9 @@ export class TreeWriter {
   async abort(): Promise<void> {
     const f = this.#file;
     this.#file = null;
-    if (f) this.#discard(f);
+    if (!f) return;
+    await Promise.allSettled(f.writes.map((w) => w.done));
+    this.#discard(f);
   }
 
   #discard(f: OpenFile): void {
