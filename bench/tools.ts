@@ -282,7 +282,7 @@ export class RsyncBench {
     const conf = path.join(WORK, 'rsyncd.conf');
     fs.writeFileSync(
       conf,
-      `uid = root\ngid = root\nuse chroot = no\nnumeric ids = yes\n[bench]\n  path = ${dstRoot}\n  read only = false\n`,
+      `uid = root\ngid = root\nuse chroot = no\nmunge symlinks = no\nnumeric ids = yes\n[bench]\n  path = ${dstRoot}\n  read only = false\n`,
     );
     const d = spawnIn(
       DST_NS,

@@ -128,6 +128,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
           bytes: r.bytes,
           ms: Date.now() - started,
           committed: r.committed,
+          commitMs: r.commitMs,
         },
         'pass received',
       );

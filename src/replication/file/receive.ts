@@ -6,6 +6,8 @@ export interface ReceiveResult {
   readonly committed: boolean;
   readonly entries: number;
   readonly bytes: number;
+  /** Time spent applying directory metadata and syncing the file system at COMMIT. */
+  readonly commitMs: number;
 }
 
 const ACK_EVERY = 64;
@@ -43,6 +45,8 @@ export async function receivePass(
   };
   let current = 0;
   let committed = false;
+  let commitStarted = 0;
+  let commitMs = 0;
   try {
     for await (const msg of session.messages()) {
       if (committed) throw new FerryError('FERRY_PROTOCOL_VIOLATION', `${msg.type} frame after COMMIT`);
@@ -80,7 +84,9 @@ export async function receivePass(
           break;
         case 'commit':
           if (committed) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'a second COMMIT in one pass');
+          commitStarted = performance.now();
           await writer.commit();
+          commitMs = performance.now() - commitStarted;
           await flush();
           await session.send({ type: 'committed', body: { seq: msg.body.seq } });
           committed = true; // the source closes next; anything else is a violation
@@ -95,7 +101,7 @@ export async function receivePass(
       }
     }
     session.close();
-    return { committed, entries, bytes };
+    return { committed, entries, bytes, commitMs: Math.round(commitMs) };
   } catch (e) {
     const err = toFerryError(e, 'FERRY_TARGET_WRITE');
     if (timer) clearTimeout(timer);

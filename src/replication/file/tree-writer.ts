@@ -33,6 +33,7 @@ const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, so
 const ZEROS = Buffer.alloc(1 << 20);
 const INFLIGHT_BLOCK = Buffer.alloc(4096 + 16);
 const WRITE_BEHIND_FROM = 1 << 20;
+const FLUSH_EVERY_BYTES = 256 << 20;
 const WRITE_BEHIND_BYTES = 8 << 20;
 
 function writeAll(fd: number, data: Buffer, offset: number): Promise<void> {
@@ -98,6 +99,9 @@ export class TreeWriter {
   readonly #touched = new Map<string, { atimeNs: bigint; mtimeNs: bigint }>();
   #file: OpenFile | null = null;
   #xattrWarned = new Set<string>();
+  /** Bytes written since the last background flush, and the flush running now. */
+  #unflushed = 0;
+  #flushing: Promise<unknown> | null = null;
   readonly #inflightFile: string | undefined;
   #inflightFd: number | null = null;
 
@@ -359,6 +363,16 @@ export class TreeWriter {
     this.#hashZeros(f, offset);
     f.hasher.update(data);
     f.hashedTo = offset + data.length;
+    this.#unflushed += data.length;
+    if (this.#unflushed >= FLUSH_EVERY_BYTES && !this.#flushing) {
+      // Start writeback while data keeps arriving, so that the COMMIT's sync has little left.
+      this.#unflushed = 0;
+      this.#flushing = run('sync', ['-f', this.root])
+        .catch(() => {})
+        .finally(() => {
+          this.#flushing = null;
+        });
+    }
     if ((f.entry.size ?? 0) <= WRITE_BEHIND_FROM) {
       let done = 0;
       while (done < data.length) done += writeSync(f.fd, data, done, data.length - done, offset + done);
@@ -466,7 +480,9 @@ export class TreeWriter {
     }
     this.#dirMeta.clear();
     this.#touched.clear();
+    await this.#flushing;
     await run('sync', ['-f', this.root]);
+    this.#unflushed = 0;
   }
 
   /** Drops a half-written file (connection lost); safe to call at any time. */
