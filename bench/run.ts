@@ -31,6 +31,7 @@ const SCENARIOS = {
   'incremental-small': { dataset: 'small', kind: 'incremental' },
   'nochange-million': { dataset: 'million', kind: 'nochange' },
   'shaped-large': { dataset: 'large', kind: 'shaped' },
+  'ratelimit-large': { dataset: 'large', kind: 'ratelimit' },
   'block-full': { dataset: 'mixed', kind: 'block-full' },
   'block-sync': { dataset: 'mixed', kind: 'block-sync' },
 } as const satisfies Record<string, { dataset: Dataset; kind: string }>;
@@ -43,10 +44,11 @@ interface Args {
   runs: number;
   link?: string;
   shapedRate: string;
+  rateLimitMbit: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { scenarios: [], quick: false, runs: 0, shapedRate: '200mbit' };
+  const a: Args = { scenarios: [], quick: false, runs: 0, shapedRate: '200mbit', rateLimitMbit: 400 };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i]!;
     const next = () => {
@@ -59,6 +61,7 @@ function parseArgs(argv: string[]): Args {
     else if (v === '--runs') a.runs = Number(next());
     else if (v === '--link') a.link = next();
     else if (v === '--shaped-rate') a.shapedRate = next();
+    else if (v === '--rate-limit') a.rateLimitMbit = Number(next());
     else if (v === '--scenario') {
       const s = next();
       if (!(s in SCENARIOS))
@@ -172,9 +175,21 @@ async function main(): Promise<void> {
         const check = run === 0;
         // ferry
         freshTarget();
-        if (sc.kind === 'full' || sc.kind === 'shaped') {
-          const r = await ferry.run(root, dstRoot, { continuous: false, beforeMeasure: dropCaches });
+        if (sc.kind === 'full' || sc.kind === 'shaped' || sc.kind === 'ratelimit') {
+          const r = await ferry.run(root, dstRoot, {
+            continuous: false,
+            beforeMeasure: dropCaches,
+            ...(sc.kind === 'ratelimit' ? { rateLimitMbit: args.rateLimitMbit } : {}),
+          });
           add('ferry', r.full);
+          if (sc.kind === 'ratelimit') {
+            const achieved = (bytes * 8) / r.full.seconds / 1e6;
+            console.log(
+              `   achieved ${achieved.toFixed(1)} Mbit/s of content against a limit of ${args.rateLimitMbit} (${((achieved / args.rateLimitMbit) * 100).toFixed(1)}%, setup and commit included)`,
+            );
+            if (check) verify(root, dstRoot, 'ferry');
+            continue; // no peer has the same limit to compare with
+          }
         } else {
           const r = await ferry.run(root, dstRoot, {
             continuous: true,

@@ -2,11 +2,18 @@ import { randomUUID } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { AgentEvent, Job, PassStats, Progress } from '../control/index.js';
+import {
+  type AgentEvent,
+  bytesPerSecond,
+  type Job,
+  mbpsAt,
+  type PassStats,
+  type Progress,
+} from '../control/index.js';
 import { FerryError, toFerryError } from '../errors/index.js';
 import { Session } from '../protocol/index.js';
 import { type PassProgress, runSendPass, scanTree } from '../replication/file/index.js';
-import { type Credential, connectData } from '../transport/index.js';
+import { type Credential, connectData, RateLimiter } from '../transport/index.js';
 import { RateMeter } from './rate-meter.js';
 import { SqliteSyncState } from './sync-state.js';
 
@@ -56,6 +63,13 @@ export class JobRunner {
   #phase = 'idle';
   #message: string | undefined;
   #meter = new RateMeter();
+  /** Paces the data connection to the task's limit in force now (time-of-day windows in local time). */
+  readonly #limiter = new RateLimiter(() => {
+    const job = this.#current?.job;
+    if (!job) return 0;
+    const now = new Date();
+    return bytesPerSecond(mbpsAt(job.rateLimit, now.getHours() * 60 + now.getMinutes()));
+  });
 
   constructor(o: RunnerOptions) {
     this.#o = o;
@@ -97,10 +111,10 @@ export class JobRunner {
   reconcile(job: Job): void {
     const key = job.kind === 'idle' ? 'idle' : `${job.taskId}:${job.runId}:${job.pass}`;
     if (this.#current?.key === key) {
-      if (job.kind === 'replicate' && job.syncRequest !== this.#current.job.syncRequest) {
-        this.#current.job = job;
-        this.#current.wake();
-      }
+      if (job.kind !== 'replicate') return;
+      const wake = job.syncRequest !== this.#current.job.syncRequest;
+      this.#current.job = job; // a new rate limit applies to the running transfer at once
+      if (wake) this.#current.wake();
       return;
     }
     if (this.#current) {

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
-import type { ServerView, TargetView } from '../control/index.js';
+import { parseRateWindow, type RateSettings, type ServerView, type TargetView } from '../control/index.js';
 import { FerryError } from '../errors/index.js';
 import { ConsoleClient, readSecretFile } from '../transport/index.js';
 import { bytes, serverDetails, serversTable, statusLine, targetsTable } from './format.js';
@@ -178,6 +178,30 @@ export function addClientCommands(
   }
 
   program
+    .command('rate-limit <source> <mbit>')
+    .description('change the bandwidth limit of a migration, also while it runs (Mbit/s, 0 = none)')
+    .option(
+      '--window <HH:MM-HH:MM=MBIT>',
+      'a time-of-day window with its own limit (repeatable, up to 5; agent local time)',
+      (v: string, acc: string[]) => [...acc, v],
+      [],
+    )
+    .action(async (name: string, mbit: string, o: { window: string[] }, cmd: Command) => {
+      const flags = flagsOf(cmd);
+      const body = rateSettings(mbit, o.window);
+      const s = await withClient(flags, (c) =>
+        c.request<ServerView>('POST', `/api/v1/servers/${enc(name)}/rate-limit`, body),
+      );
+      print(
+        out,
+        flags,
+        s,
+        () =>
+          `${name}: rate limit ${s.rateLimit.mbps || 'none'}${s.rateLimit.windows.map((w) => `, ${w.start}-${w.end} ${w.mbps || 'none'}`).join('')}`,
+      );
+    });
+
+  program
     .command('delete <source>')
     .description('delete the migration task of a source and release its target')
     .action(async (name: string, _o, cmd: Command) => {
@@ -246,6 +270,21 @@ export function addClientCommands(
         }
       });
     });
+}
+
+function rateSettings(mbit: string, windows: string[]): RateSettings {
+  const mbps = Number(mbit);
+  if (!Number.isFinite(mbps) || mbps < 0)
+    throw new FerryError('FERRY_CONFIG', `rate limit "${mbit}" is not a number of Mbit/s`);
+  if (windows.length > 5) throw new FerryError('FERRY_CONFIG', 'at most five rate windows');
+  return {
+    mbps,
+    windows: windows.map((w) => {
+      const parsed = parseRateWindow(w);
+      if (!parsed) throw new FerryError('FERRY_CONFIG', `rate window "${w}" is not HH:MM-HH:MM=MBIT`);
+      return parsed;
+    }),
+  };
 }
 
 /** Follows the SSE stream; a bar on a TTY, one line per change otherwise. */

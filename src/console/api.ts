@@ -14,6 +14,7 @@ import {
   jobKey,
   Name,
   ordersKey,
+  RateSettings,
   RegisterRequest,
   RegisterResponse,
   ServerView,
@@ -263,6 +264,19 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       async (req) => driver[action](req.params.name),
     );
   }
+  app.post(
+    '/api/v1/servers/:name/rate-limit',
+    {
+      schema: {
+        summary:
+          'Change the rate limit (Mbit/s, 0 = none, up to five time-of-day windows), also while running',
+        params: NameParams,
+        body: RateSettings,
+        response: { 200: ServerView, ...errors },
+      },
+    },
+    async (req) => driver.setRateLimit(req.params.name, req.body),
+  );
   app.delete(
     '/api/v1/servers/:name',
     {

@@ -5,12 +5,14 @@ import type {
   AgentHeartbeatResponse,
   ConfigureRequest,
   Job,
+  RateSettings,
   ServerView,
   TargetHeartbeat,
   TargetHeartbeatResponse,
   TargetOrders,
   TargetView,
 } from '../control/index.js';
+import { NO_RATE_LIMIT } from '../control/index.js';
 import {
   isLocking,
   type LifecycleEvent,
@@ -144,6 +146,7 @@ export class Driver {
           launch_phase: null,
           last_sync: null,
           sync_interval_seconds: null,
+          rate_limit: null,
           created_at: now,
           updated_at: now,
         });
@@ -271,6 +274,7 @@ export class Driver {
         continuous_sync: req.continuousSync ? 1 : 0,
         excludes: JSON.stringify(req.excludes ?? []),
         sync_interval_seconds: req.syncIntervalSeconds ?? null,
+        rate_limit: req.rateLimit ? JSON.stringify(req.rateLimit) : null,
         stage: next.state.stage,
         status: next.state.status,
         updated_at: this.#now(),
@@ -325,6 +329,19 @@ export class Driver {
     return this.#mutex.run(async () => {
       const { task } = await this.#find(name);
       await this.#apply(task, event);
+      return this.showServer(name);
+    });
+  }
+
+  /** Changes the rate limit at any stage; a running transfer follows within a second. */
+  setRateLimit(name: string, settings: RateSettings): Promise<ServerView> {
+    return this.#mutex.run(async () => {
+      const { task } = await this.#find(name);
+      await this.#store.updateTask(task.id, {
+        rate_limit: JSON.stringify(settings),
+        updated_at: this.#now(),
+      });
+      this.#bump();
       return this.showServer(name);
     });
   }
@@ -454,6 +471,7 @@ export class Driver {
       excludes: JSON.parse(task.excludes) as string[],
       syncIntervalSeconds: task.sync_interval_seconds ?? this.#opts.syncIntervalSeconds,
       syncRequest: task.sync_request,
+      rateLimit: task.rate_limit ? (JSON.parse(task.rate_limit) as RateSettings) : NO_RATE_LIMIT,
     };
   }
 

@@ -1,4 +1,11 @@
-import type { CheckItem, Progress, ServerView, TargetView } from '../control/index.js';
+import {
+  type CheckItem,
+  NO_RATE_LIMIT,
+  type Progress,
+  type RateSettings,
+  type ServerView,
+  type TargetView,
+} from '../control/index.js';
 import { errorInfo } from '../errors/index.js';
 import type { SourceRow, TargetRow, TaskRow } from './store/store.js';
 
@@ -76,6 +83,7 @@ export function serverView(
     method: task.method,
     continuousSync: task.continuous_sync === 1,
     syncIntervalSeconds: task.sync_interval_seconds,
+    rateLimit: json<RateSettings>(task.rate_limit) ?? NO_RATE_LIMIT,
     excludes: JSON.parse(task.excludes) as string[],
     lastSync: json<Record<string, unknown>>(task.last_sync),
     inventory: json<Record<string, unknown>>(source.inventory),

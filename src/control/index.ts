@@ -4,3 +4,4 @@
  * the API validation, the TypeScript types and the OpenAPI document. Pure data; no I/O.
  */
 export * from './messages.js';
+export * from './rate.js';

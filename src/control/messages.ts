@@ -1,4 +1,5 @@
 import Type, { type Static } from 'typebox';
+import { RateSettings } from './rate.js';
 
 const Id = Type.String({ minLength: 1, maxLength: 64 });
 const Count = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
@@ -124,6 +125,7 @@ export const Job = Type.Union([
     excludes: Type.Array(Type.String()),
     syncIntervalSeconds: Type.Number(),
     syncRequest: Count,
+    rateLimit: RateSettings,
   }),
 ]);
 export type Job = Static<typeof Job>;
@@ -211,6 +213,7 @@ export const ConfigureRequest = Type.Object(
     continuousSync: Type.Optional(Type.Boolean({ default: false })),
     excludes: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 4095 }), { maxItems: 1000 })),
     syncIntervalSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })),
+    rateLimit: Type.Optional(RateSettings),
   },
   { additionalProperties: false },
 );
@@ -245,6 +248,7 @@ export const ServerView = Type.Object({
   method: Type.String(),
   continuousSync: Type.Boolean(),
   syncIntervalSeconds: Type.Union([Type.Integer(), Type.Null()]),
+  rateLimit: RateSettings,
   excludes: Type.Array(Type.String()),
   lastSync: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
   inventory: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),

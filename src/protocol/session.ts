@@ -12,11 +12,14 @@ const QUEUE_BYTES = 4 * 1024 * 1024;
  */
 export class Session {
   readonly #stream: Duplex;
+  readonly #pace: ((bytes: number) => Promise<void>) | undefined;
   #closed = false;
   #source: AsyncGenerator<Message> | null = null;
 
-  constructor(stream: Duplex) {
+  /** `pace`, when given, is awaited before each frame is written (a rate limiter). */
+  constructor(stream: Duplex, opts: { pace?: (bytes: number) => Promise<void> } = {}) {
     this.#stream = stream;
+    this.#pace = opts.pace;
     stream.on('error', () => {
       /* surfaced through messages() / send() */
     });

@@ -7,3 +7,4 @@
 export { ConsoleClient, type ConsoleClientOptions, parseHostPort } from './console-client.js';
 export { connectData, createDataServer } from './data-tls.js';
 export { type Credential, enroll, forgetCredential, readSecretFile } from './enrollment.js';
+export { RateLimiter } from './rate-limit.js';

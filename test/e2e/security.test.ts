@@ -332,6 +332,40 @@ describe('target data connections', () => {
   });
 });
 
+describe('rate limit', () => {
+  it('changes while the task runs and reaches the agent in its job', async () => {
+    const windows = [{ start: '22:00', end: '06:00', mbps: 0 }];
+    const s = await tc.admin.request<ServerView>('POST', '/api/v1/servers/source-a/rate-limit', {
+      mbps: 250,
+      windows,
+    });
+    expect(s.status).toBe('running');
+    expect(s.rateLimit).toEqual({ mbps: 250, windows });
+    const job = (await beat(agentA)).job;
+    expect(job.kind === 'replicate' && job.rateLimit).toEqual({ mbps: 250, windows });
+  });
+
+  it('refuses bad limits with the field named', async () => {
+    const six = Array.from({ length: 6 }, () => ({ start: '01:00', end: '02:00', mbps: 1 }));
+    await expect(
+      tc.admin.request('POST', '/api/v1/servers/source-a/rate-limit', { mbps: 1, windows: six }),
+    ).rejects.toMatchObject({
+      code: 'FERRY_BAD_REQUEST',
+    });
+    await expect(
+      tc.admin.request('POST', '/api/v1/servers/source-a/rate-limit', {
+        mbps: 1,
+        windows: [{ start: '25:00', end: '02:00', mbps: 1 }],
+      }),
+    ).rejects.toMatchObject({ code: 'FERRY_BAD_REQUEST', message: expect.stringContaining('windows') });
+    await expect(
+      tc.admin.request('POST', '/api/v1/servers/source-a/rate-limit', { mbps: -1, windows: [] }),
+    ).rejects.toMatchObject({
+      code: 'FERRY_BAD_REQUEST',
+    });
+  });
+});
+
 describe('delete', () => {
   it('removes the task, releases the target and forgets the agent credential', async () => {
     await tc.admin.request('DELETE', '/api/v1/servers/source-a');

@@ -58,6 +58,11 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable('tasks').addColumn('sync_interval_seconds', 'integer').execute();
     },
   },
+  '0003-task-rate-limit': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('tasks').addColumn('rate_limit', 'text').execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

@@ -37,6 +37,7 @@ export interface TasksTable {
   launch_phase: string | null;
   last_sync: string | null;
   sync_interval_seconds: number | null;
+  rate_limit: string | null;
   created_at: number;
   updated_at: number;
 }
