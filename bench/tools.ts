@@ -205,6 +205,7 @@ export class FerryBench {
         target: names.tgt,
         method: 'file',
         continuousSync: opts.continuous,
+        ...(opts.rateLimitMbit ? { rateLimit: { mbps: opts.rateLimitMbit, windows: [] } } : {}),
       });
       opts.beforeMeasure?.();
       const full = await this.#measure([agent, target], async () => {

@@ -284,7 +284,7 @@ export class JobRunner {
       cred: this.#o.cred,
       expectTargetId: job.target.id,
     });
-    const session = new Session(socket);
+    const session = new Session(socket, { pace: (n) => this.#limiter.pace(n) });
     const onAbort = () => session.destroy();
     signal.addEventListener('abort', onAbort);
     try {

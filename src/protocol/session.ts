@@ -37,6 +37,7 @@ export class Session {
     if (this.#closed || this.#stream.destroyed) {
       throw new FerryError('FERRY_CONNECTION_LOST', 'the data connection is closed');
     }
+    if (this.#pace) await this.#pace(msg.type === 'data' ? msg.data.length + 13 : 64);
     if (msg.type === 'data') {
       if (msg.data.length > MAX_DATA_BYTES)
         throw new FerryError('FERRY_INTERNAL', 'DATA chunk larger than allowed');
