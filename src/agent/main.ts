@@ -104,14 +104,17 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       runner.reconcile(res.job);
     } catch (e) {
       const err = toFerryError(e, 'FERRY_CONNECTION_LOST');
-      if (err.code === 'FERRY_UNAUTHENTICATED') {
-        log.error(
-          'the console no longer knows this source (it was deleted); restart the agent to register it again',
-        );
+      if (err.code === 'FERRY_REGISTRATION_REVOKED') {
+        log.error('the console no longer knows this source; restart the agent to register it again');
         await forgetCredential(o.stateDir, 'agent');
         runner.stop();
         stopped = true;
-        rejectDone(new FerryError('FERRY_UNAUTHENTICATED', 'this source was deleted from the console'));
+        rejectDone(
+          new FerryError(
+            'FERRY_REGISTRATION_REVOKED',
+            'this source is no longer registered with the console',
+          ),
+        );
         return;
       }
       if (err.message !== lastConsoleError)

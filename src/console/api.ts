@@ -223,6 +223,46 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     async (req) => driver.targetHeartbeat(req.peerId!, req.body),
   );
 
+  app.post(
+    '/api/v1/agent/job',
+    {
+      config: { auth: 'agent' },
+      schema: {
+        summary: 'Long poll: the agent job, as soon as it differs from `current` (mTLS)',
+        body: WaitRequest,
+        response: { 200: AgentJobResponse, ...errors },
+      },
+    },
+    async (req) => {
+      const end = Date.now() + req.body.timeoutMs;
+      for (;;) {
+        const job = await driver.agentJob(req.peerId!);
+        const left = end - Date.now();
+        if (jobKey(job) !== req.body.current || left <= 0) return { job };
+        await driver.waitForChange(left);
+      }
+    },
+  );
+  app.post(
+    '/api/v1/target/wait',
+    {
+      config: { auth: 'target' },
+      schema: {
+        summary: 'Long poll: the target orders, as soon as they differ from `current` (mTLS)',
+        body: WaitRequest,
+        response: { 200: TargetOrders, ...errors },
+      },
+    },
+    async (req) => {
+      const end = Date.now() + req.body.timeoutMs;
+      for (;;) {
+        const orders = await driver.targetOrders(req.peerId!);
+        const left = end - Date.now();
+        if (ordersKey(orders) !== req.body.current || left <= 0) return orders;
+        await driver.waitForChange(left);
+      }
+    },
+  );
   app.get(
     '/api/v1/servers',
     { schema: { summary: 'List source servers', response: { 200: Type.Array(ServerView), ...errors } } },

@@ -5,6 +5,7 @@ import type {
   AgentHeartbeatResponse,
   ConfigureRequest,
   Job,
+  Progress,
   RateSettings,
   ServerView,
   TargetHeartbeat,
@@ -421,11 +422,24 @@ export class Driver {
       for (const ev of hb.events) {
         if (ev.runId !== task.run_id || task.status !== 'running') continue; // a report of an older run
         if (ev.kind === 'replication-done' && task.stage === 'full-replication') {
+          // The replication is complete: its progress stays at the exact totals the agent counted.
+          const last = task.progress ? (JSON.parse(task.progress) as Progress) : null;
+          const done: Progress = {
+            runId: task.run_id + 1,
+            phase: 'full',
+            state: 'idle',
+            bytesDone: ev.stats?.bytes ?? last?.bytesTotal ?? 0,
+            bytesTotal: ev.stats?.bytes ?? last?.bytesTotal ?? 0,
+            filesDone: ev.stats?.files ?? last?.filesTotal ?? 0,
+            filesTotal: ev.stats?.files ?? last?.filesTotal ?? 0,
+            rateBytesPerSecond: 0,
+          };
           task = await this.#apply(
             task,
             { kind: 'replication-done', continuousSync: task.continuous_sync === 1 },
             {
               last_sync: JSON.stringify({ at: new Date(now).toISOString(), ...ev.stats }),
+              progress: JSON.stringify(done),
             },
           );
         } else if (ev.kind === 'sync-done') {

@@ -20,6 +20,15 @@ async function cli(...args: string[]) {
   if (r.code !== 0) throw new Error(`ferry ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
   return r.stdout;
 }
+/** Sum of the sizes of the regular files under root, each path counted (hard links too). */
+function contentBytes(root: string): number {
+  let n = 0;
+  for (const name of fs.readdirSync(root, { recursive: true }) as string[]) {
+    const st = fs.lstatSync(path.join(root, name));
+    if (st.isFile()) n += st.size;
+  }
+  return n;
+}
 const show = async () => JSON.parse(await cli('servers', 'show', 'src-1', '-o', 'json')) as ServerView;
 
 beforeAll(async () => {
@@ -112,6 +121,7 @@ describe('three programs, one migration, through the CLI', () => {
     const s = await show();
     expect(s).toMatchObject({ method: 'file', continuousSync: true, target: 'tgt-1', error: null });
     expect(s.progress).toMatchObject({ percent: 100, bytesDone: s.progress.bytesTotal });
+    expect(s.progress.bytesTotal).toBe(contentBytes(source()));
     expect(s.progress.bytesTotal).toBeGreaterThan(256 * 1024 * 1024);
     for (const k of ['rateBytesPerSecond', 'etaSeconds'] as const) expect(s.progress).toHaveProperty(k);
     const targets = JSON.parse(await cli('targets', '-o', 'json')) as TargetView[];
@@ -176,5 +186,17 @@ describe('three programs, one migration, through the CLI', () => {
     const missing = await ferry(['servers', 'show', 'nobody'], env);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/FERRY_NOT_FOUND[\s\S]*advice:/);
+  });
+  it('deleting the source stops its agent with FERRY_REGISTRATION_REVOKED', async () => {
+    const agent = procs[2]!;
+    await cli('delete', 'src-1');
+    const code = await new Promise<number | null>((resolve) => {
+      if (agent.exitCode !== null) resolve(agent.exitCode);
+      agent.once('exit', (c) => resolve(c));
+    });
+    expect(code).toBe(1);
+    expect(fs.readFileSync(p('agent.log'), 'utf8')).toContain('FERRY_REGISTRATION_REVOKED');
+    expect(fs.existsSync(p('agent-state/agent.json'))).toBe(false);
+    expect((await ferry(['servers', 'show', 'src-1'], env)).code).toBe(1);
   });
 });

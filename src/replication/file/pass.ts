@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { FerryError, isErrorCode } from '../../errors/index.js';
 import type { EntryMessage, Session } from '../../protocol/index.js';
 import { entryFromScan, isSparse } from './entry.js';
@@ -80,6 +82,19 @@ function unchanged(prev: SyncRecord, cur: SyncRecord): boolean {
 
 type Pending = { kind: 'put'; rec: SyncRecord } | { kind: 'delete'; path: string };
 
+/** An entry the pass will send, with the content of a small file already being read. */
+interface Planned {
+  e: ScannedEntry;
+  cur: SyncRecord;
+  firstPath?: string;
+  content?: Promise<Buffer | null>;
+}
+
+/** Files up to this size are read whole, ahead of their turn (at most 64 files / 16 MiB). */
+const PREFETCH_FILE_BYTES = 1 << 20;
+const PREFETCH_FILES = 64;
+const PREFETCH_BYTES = 16 << 20;
+
 /**
  * Sends one replication pass over an established session: every entry that differs
  * from the sync state (all of them the first time), then deletions, then COMMIT; returns
@@ -151,28 +166,71 @@ export async function runSendPass(opts: {
   };
   const race = <T>(p: Promise<T>) => Promise.race([p, committed.then(() => p)]);
 
-  for await (const e of scanTree(opts.root, { excludes: opts.excludes, emptyDirs: opts.emptyDirs ?? [] })) {
-    abortIfAsked();
-    const cur = toRecord(e);
-    const prev = state.lookup(e.path);
-    const inodeKey = e.kind !== 'dir' && e.stat.nlink > 1n ? `${e.stat.dev}:${e.stat.ino}` : undefined;
-    const firstPath = inodeKey ? firstPathOfInode.get(inodeKey) : undefined;
-    if (inodeKey && !firstPath) firstPathOfInode.set(inodeKey, e.path);
-    if (prev) state.markSeen(e.path, gen);
-    if (prev && unchanged(prev, cur)) {
-      unchangedCount++;
-      if (e.kind === 'file') {
-        progress.bytes += cur.size;
-        progress.files++;
+  // Decides in scan order what must be sent; starts reading small files in the thread
+  // pool so that disk latency overlaps with sending the files before them.
+  async function* planned(): AsyncGenerator<Planned> {
+    for await (const e of scanTree(opts.root, { excludes: opts.excludes, emptyDirs: opts.emptyDirs ?? [] })) {
+      abortIfAsked();
+      const cur = toRecord(e);
+      const prev = state.lookup(e.path);
+      const inodeKey = e.kind !== 'dir' && e.stat.nlink > 1n ? `${e.stat.dev}:${e.stat.ino}` : undefined;
+      const firstPath = inodeKey ? firstPathOfInode.get(inodeKey) : undefined;
+      if (inodeKey && !firstPath) firstPathOfInode.set(inodeKey, e.path);
+      if (prev) state.markSeen(e.path, gen);
+      if (prev && unchanged(prev, cur)) {
+        unchangedCount++;
+        if (e.kind === 'file') {
+          progress.bytes += cur.size;
+          progress.files++;
+        }
+        continue;
       }
-      continue;
+      const small = e.kind === 'file' && !firstPath && cur.size <= PREFETCH_FILE_BYTES && !isSparse(e);
+      yield {
+        e,
+        cur,
+        ...(firstPath ? { firstPath } : {}),
+        ...(small ? { content: readFile(e.abs).catch(() => null) } : {}),
+      };
     }
+  }
+  const source = planned();
+  const window: Planned[] = [];
+  let windowBytes = 0;
+  let scanDone = false;
+  const refill = async () => {
+    while (!scanDone && window.length < PREFETCH_FILES && windowBytes < PREFETCH_BYTES) {
+      const r = await source.next();
+      if (r.done) scanDone = true;
+      else {
+        window.push(r.value);
+        if (r.value.content) windowBytes += r.value.cur.size;
+      }
+    }
+  };
+
+  for (;;) {
+    await refill();
+    const p = window.shift();
+    if (!p) break;
+    if (p.content) windowBytes -= p.cur.size;
+    const { e, cur } = p;
     seq++;
-    const entry: EntryMessage = await entryFromScan(e, seq, firstPath);
+    const entry: EntryMessage = await entryFromScan(e, seq, p.firstPath);
+    const data = p.content ? await p.content : null;
+    if (data) entry.size = data.length; // what was read is what is sent and hashed
     pending.set(seq, { kind: 'put', rec: cur });
     await race(session.send({ type: 'entry', body: entry }));
     sent++;
-    if (entry.kind === 'file') {
+    if (entry.kind === 'file' && data) {
+      if (data.length > 0) await race(session.send({ type: 'data', offset: 0, data }));
+      const hasher = new Blake3Hasher();
+      hasher.update(data);
+      progress.bytes += data.length;
+      progress.bytesSent += data.length;
+      progress.files++;
+      await race(session.send({ type: 'file-end', body: { seq, hash: hasher.digest('hex') } }));
+    } else if (entry.kind === 'file') {
       const { regions, done } = await readFileRegions(e.abs, isSparse(e));
       let dataBytes = 0;
       for await (const r of regions) {
