@@ -8,7 +8,7 @@ import {
   jobKey,
 } from '../control/index.js';
 import { FerryError, toFerryError } from '../errors/index.js';
-import { ConsoleClient, enroll, forgetCredential } from '../transport/index.js';
+import { ConsoleClient, enroll, forgetCredential, Heartbeat, pollUntilStopped } from '../transport/index.js';
 import { collectInventory, emptyDirsFor, listMounts, runChecks } from './inventory.js';
 import { JobRunner } from './runner.js';
 
@@ -76,7 +76,6 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   await refreshInventory();
 
   let stopped = false;
-  let timer: NodeJS.Timeout | null = null;
   let resolveDone!: () => void;
   let rejectDone!: (e: unknown) => void;
   const done = new Promise<void>((res, rej) => {
@@ -122,49 +121,28 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       lastConsoleError = err.message;
     }
   };
-  let beating = false;
-  let beatAgain = false;
-  const loop = async () => {
-    if (stopped) return;
-    if (beating) {
-      beatAgain = true;
-      return;
-    }
-    if (timer) clearTimeout(timer);
-    beating = true;
-    try {
-      await beat();
-    } finally {
-      beating = false;
-    }
-    if (stopped) return;
-    if (beatAgain) {
-      beatAgain = false;
-      void loop();
-    } else timer = setTimeout(() => void loop(), o.heartbeatMs ?? 1000);
-  };
-  beatNow = () => void loop();
+  const heartbeat = new Heartbeat(beat, o.heartbeatMs ?? 1000);
+  beatNow = () => heartbeat.kick();
   // A long poll answers as soon as the console wants something else done (start, pause,
   // sync, launch): commands take effect at once instead of at the next heartbeat.
-  const watchJobs = async () => {
-    while (!stopped) {
-      try {
+  const watchJobs = () =>
+    pollUntilStopped(
+      async () => {
         const res = await client.request<{ job: Job }>('POST', '/api/v1/agent/job', {
           current: jobKey(runner.currentJob()),
           timeoutMs: 10_000,
         });
         if (!stopped) runner.reconcile(res.job);
-      } catch {
-        if (!stopped) await new Promise((r) => setTimeout(r, o.heartbeatMs ?? 1000));
-      }
-    }
-  };
+      },
+      () => stopped,
+      o.heartbeatMs ?? 1000,
+    );
   const inventoryTimer = setInterval(
     () => void refreshInventory().catch(() => {}),
     o.inventoryRefreshMs ?? 600_000,
   );
   inventoryTimer.unref();
-  void loop();
+  heartbeat.kick();
   void watchJobs();
 
   return {
@@ -172,7 +150,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     done,
     async stop() {
       stopped = true;
-      if (timer) clearTimeout(timer);
+      heartbeat.stop();
       clearInterval(inventoryTimer);
       runner.stop();
       client.close();

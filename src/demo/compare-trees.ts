@@ -9,6 +9,7 @@ import type { BigIntStats } from 'node:fs';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ferryFs } from '../native/index.js';
+import { kindOf } from '../replication/file/index.js';
 
 interface Info {
   st: BigIntStats;
@@ -39,13 +40,7 @@ function walk(root: string, ignore: (rel: string) => boolean): Map<string, Info>
 }
 
 function kind(st: BigIntStats): string {
-  if (st.isDirectory()) return 'dir';
-  if (st.isFile()) return 'file';
-  if (st.isSymbolicLink()) return 'symlink';
-  if (st.isFIFO()) return 'fifo';
-  if (st.isCharacterDevice()) return 'chardev';
-  if (st.isBlockDevice()) return 'blockdev';
-  return 'socket';
+  return kindOf(st) ?? 'other';
 }
 
 /** Every difference between two trees, as readable lines; empty means identical. */

@@ -19,7 +19,9 @@ import {
   createDataServer,
   enroll,
   forgetCredential,
+  Heartbeat,
   parseHostPort,
+  pollUntilStopped,
 } from '../transport/index.js';
 
 export interface TargetOptions {
@@ -175,11 +177,10 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
     const before = events.length;
     if (res.finalize) await finalize(res.finalize.taskId, res.finalize.runId);
     for (const taskId of res.release) await release(taskId);
-    if (events.length > before) void loop(); // report at once
+    if (events.length > before) heartbeat.kick(); // report at once
   }
 
   let stopped = false;
-  let timer: NodeJS.Timeout | null = null;
   let lastError = '';
   let resolveDone!: () => void;
   let rejectDone!: (e: unknown) => void;
@@ -226,42 +227,21 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
       lastError = err.message;
     }
   };
-  let beating = false;
-  let beatAgain = false;
-  async function loop(): Promise<void> {
-    if (stopped) return;
-    if (beating) {
-      beatAgain = true;
-      return;
-    }
-    if (timer) clearTimeout(timer);
-    beating = true;
-    try {
-      await beat();
-    } finally {
-      beating = false;
-    }
-    if (stopped) return;
-    if (beatAgain) {
-      beatAgain = false;
-      void loop();
-    } else timer = setTimeout(() => void loop(), o.heartbeatMs ?? 1000);
-  }
+  const heartbeat = new Heartbeat(() => beat(), o.heartbeatMs ?? 1000);
   // A long poll answers as soon as the orders change (a new lock, a launch to finalize).
-  const watchOrders = async () => {
-    while (!stopped) {
-      try {
+  const watchOrders = () =>
+    pollUntilStopped(
+      async () => {
         const res = await client.request<TargetOrders>('POST', '/api/v1/target/wait', {
           current: ordersSeen,
           timeoutMs: 10_000,
         });
         if (!stopped) await applyOrders(res);
-      } catch {
-        if (!stopped) await new Promise((r) => setTimeout(r, o.heartbeatMs ?? 1000));
-      }
-    }
-  };
-  void loop();
+      },
+      () => stopped,
+      o.heartbeatMs ?? 1000,
+    );
+  heartbeat.kick();
   void watchOrders();
 
   return {
@@ -270,7 +250,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
     done,
     async stop() {
       stopped = true;
-      if (timer) clearTimeout(timer);
+      heartbeat.stop();
       active?.session.destroy();
       await new Promise<void>((r) => server.close(() => r()));
       client.close();

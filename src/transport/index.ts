@@ -7,4 +7,5 @@
 export { ConsoleClient, type ConsoleClientOptions, parseHostPort } from './console-client.js';
 export { connectData, createDataServer } from './data-tls.js';
 export { type Credential, enroll, forgetCredential, readSecretFile } from './enrollment.js';
+export { Heartbeat, pollUntilStopped } from './heartbeat.js';
 export { RateLimiter } from './rate-limit.js';
