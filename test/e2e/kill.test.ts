@@ -1,0 +1,127 @@
+import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ServerView } from '../../src/control/index.js';
+import { freePort, spawnFerry, stopProcess, waitFor } from '../../src/demo/processes.js';
+import { ConsoleClient } from '../../src/transport/index.js';
+import { addSmallFiles, compareTrees } from '../support/trees.js';
+import { tempDir } from './support.js';
+
+let dir: string;
+let admin: ConsoleClient;
+let consoleProc: ChildProcess;
+let agent: ChildProcess | undefined;
+let target: ChildProcess | undefined;
+let agentArgs: string[];
+let targetArgs: string[];
+const p = (...x: string[]) => path.join(dir, ...x);
+const show = () => admin.request<ServerView>('GET', '/api/v1/servers/src');
+
+function kill9(c: ChildProcess | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (!c || c.exitCode !== null || c.signalCode !== null) return resolve();
+    c.once('exit', () => resolve());
+    c.kill('SIGKILL');
+  });
+}
+
+beforeAll(async () => {
+  dir = tempDir('kill');
+  addSmallFiles(p('source'), 1500);
+  const big = Buffer.alloc(48 * 1024 * 1024);
+  for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+  fs.writeFileSync(p('source/big-1.bin'), big);
+  fs.writeFileSync(p('source/big-2.bin'), big.subarray(0, 32 * 1024 * 1024));
+  const port = await freePort();
+  const data = p('console-data');
+  consoleProc = spawnFerry(
+    ['console', '--listen', `127.0.0.1:${port}`, '--data-dir', data],
+    p('console.log'),
+  );
+  await waitFor('console', async () => (fs.existsSync(path.join(data, 'admin.token')) ? true : undefined));
+  const url = `https://127.0.0.1:${port}`;
+  admin = new ConsoleClient({
+    url,
+    caPem: fs.readFileSync(path.join(data, 'ca.pem'), 'utf8'),
+    token: fs.readFileSync(path.join(data, 'admin.token'), 'utf8').trim(),
+  });
+  await waitFor('api', () => admin.request('GET', '/api/v1/servers'));
+  const common = [
+    '--console',
+    url,
+    '--ca-file',
+    path.join(data, 'ca.pem'),
+    '--registration-token-file',
+    path.join(data, 'registration.token'),
+  ];
+  const dataPort = await freePort();
+  targetArgs = [
+    'target',
+    ...common,
+    '--listen',
+    `127.0.0.1:${dataPort}`,
+    '--name',
+    'tgt',
+    '--root',
+    p('target-root'),
+    '--state-dir',
+    p('target-state'),
+  ];
+  agentArgs = ['agent', ...common, '--name', 'src', '--root', p('source'), '--state-dir', p('agent-state')];
+  target = spawnFerry(targetArgs, p('target.log'));
+  agent = spawnFerry(agentArgs, p('agent.log'));
+  await waitFor('agent', async () => ((await show()).checks.length ? true : undefined));
+  await waitFor('target', async () =>
+    (await admin.request<{ connected: boolean }[]>('GET', '/api/v1/targets'))[0]?.connected
+      ? true
+      : undefined,
+  );
+  // 200 Mbit/s: the ~120 MiB copy takes several seconds, long enough to interrupt it twice
+  await admin.request('POST', '/api/v1/servers/src/configure', {
+    target: 'tgt',
+    method: 'file',
+    continuousSync: true,
+    rateLimit: { mbps: 200, windows: [] },
+  });
+}, 120_000);
+
+afterAll(async () => {
+  admin?.close();
+  await Promise.all([agent, target, consoleProc].map((c) => stopProcess(c)));
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const inProgress = async () => {
+  const s = await show();
+  return s.status === 'running' && s.progress.bytesDone > 8 * 1024 * 1024 ? s : undefined;
+};
+
+describe('killed mid-transfer, resumed without the user recreating anything', () => {
+  it('survives SIGKILL of the agent and of the target, and ends identical', async () => {
+    await admin.request('POST', '/api/v1/servers/src/start');
+    await waitFor('transfer under way', inProgress, 60_000);
+    await kill9(agent);
+    agent = spawnFerry(agentArgs, p('agent.log'));
+    await waitFor('transfer under way again', inProgress, 60_000);
+    await kill9(target);
+    const during = await show();
+    expect(during.status).toBe('running'); // reconnecting, not failed
+    target = spawnFerry(targetArgs, p('target.log'));
+    const done = await waitFor(
+      'continuous sync',
+      async () => {
+        const s = await show();
+        if (s.status === 'failed') throw new Error(`failed: ${s.error?.code} ${s.error?.message}`);
+        return s.stage === 'continuous-sync' ? s : undefined;
+      },
+      120_000,
+    );
+    expect(done.error).toBeNull();
+    expect(compareTrees(p('source'), p('target-root'))).toEqual([]);
+    const leftovers = (fs.readdirSync(p('target-root'), { recursive: true }) as string[]).filter((n) =>
+      path.basename(n).startsWith('.ferry-tmp-'),
+    );
+    expect(leftovers).toEqual([]);
+  }, 180_000);
+});
