@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { parseRateWindow, type RateSettings, type ServerView, type TargetView } from '../control/index.js';
 import { FerryError } from '../errors/index.js';
 import { ConsoleClient, readSecretFile } from '../transport/index.js';
-import { bytes, serverDetails, serversTable, statusLine, targetsTable } from './format.js';
+import { bytes, duration, serverDetails, serversTable, statusLine, targetsTable } from './format.js';
 
 export interface ClientFlags {
   console: string;
@@ -24,6 +24,17 @@ export async function makeClient(f: ClientFlags): Promise<ConsoleClient> {
 }
 
 const enc = encodeURIComponent;
+const collect = (v: string, acc: string[]) => [...acc, v];
+
+interface ConfigureFlags {
+  target: string;
+  method: string;
+  continuousSync: string;
+  exclude: string[];
+  syncInterval?: string;
+  rateLimit: string;
+  rateWindow: string[];
+}
 
 async function withClient<T>(flags: ClientFlags, fn: (c: ConsoleClient) => Promise<T>): Promise<T> {
   const c = await makeClient(flags);
@@ -103,34 +114,44 @@ export function addClientCommands(
       'keep syncing changes after full replication until `ferry launch`',
       'no',
     )
+    .option('--exclude <path>', 'source directory not to migrate (repeatable)', collect, [])
     .option(
-      '--exclude <path>',
-      'source directory not to migrate (repeatable)',
-      (v: string, acc: string[]) => [...acc, v],
+      '--sync-interval <seconds>',
+      "seconds between continuous syncs (default: the console's --sync-interval, 60)",
+    )
+    .option(
+      '--rate-limit <mbit>',
+      'bandwidth limit in Mbit/s, 0 = none (change it later with `ferry rate-limit`)',
+      '0',
+    )
+    .option(
+      '--rate-window <HH:MM-HH:MM=MBIT>',
+      'a time-of-day window with its own limit (repeatable, up to 5)',
+      collect,
       [],
     )
-    .action(
-      async (
-        source: string,
-        o: { target: string; method: string; continuousSync: string; exclude: string[] },
-        cmd: Command,
-      ) => {
-        const flags = flagsOf(cmd);
-        if (!['yes', 'no'].includes(o.continuousSync)) {
-          throw new FerryError('FERRY_CONFIG', '--continuous-sync takes yes or no');
-        }
-        const body = {
-          target: o.target,
-          method: o.method,
-          continuousSync: o.continuousSync === 'yes',
-          excludes: o.exclude,
-        };
-        const s = await withClient(flags, (c) =>
-          c.request<ServerView>('POST', `/api/v1/servers/${enc(source)}/configure`, body),
-        );
-        print(out, flags, s, () => `configured ${s.name}: target ${s.target}, ${s.stage}/${s.status}`);
-      },
-    );
+    .action(async (source: string, o: ConfigureFlags, cmd: Command) => {
+      const flags = flagsOf(cmd);
+      if (!['yes', 'no'].includes(o.continuousSync)) {
+        throw new FerryError('FERRY_CONFIG', '--continuous-sync takes yes or no');
+      }
+      const interval = o.syncInterval === undefined ? undefined : Number(o.syncInterval);
+      if (interval !== undefined && !(Number.isInteger(interval) && interval >= 1 && interval <= 86_400)) {
+        throw new FerryError('FERRY_CONFIG', '--sync-interval takes whole seconds from 1 to 86400');
+      }
+      const body = {
+        target: o.target,
+        method: o.method,
+        continuousSync: o.continuousSync === 'yes',
+        excludes: o.exclude,
+        ...(interval ? { syncIntervalSeconds: interval } : {}),
+        rateLimit: rateSettings(o.rateLimit, o.rateWindow),
+      };
+      const s = await withClient(flags, (c) =>
+        c.request<ServerView>('POST', `/api/v1/servers/${enc(source)}/configure`, body),
+      );
+      print(out, flags, s, () => `configured ${s.name}: target ${s.target}, ${s.stage}/${s.status}`);
+    });
 
   for (const [action, help] of [
     ['start', 'start (or resume) the migration of one or more sources'],
@@ -299,7 +320,7 @@ export async function watch(
   const bar = tty
     ? new cliProgress.SingleBar(
         {
-          format: '{stage} |{bar}| {percentage}% {done}/{total} {rate}/s eta {eta_formatted} {detail}',
+          format: '{stage} |{bar}| {percentage}% {doneBytes}/{totalBytes} {rate}/s eta {etaText} {detail}',
           hideCursor: true,
         },
         cliProgress.Presets.shades_classic,
@@ -316,8 +337,9 @@ export async function watch(
     if (bar) {
       const payload = {
         stage: `${s.stage}/${s.status}`,
-        done: bytes(s.progress.bytesDone),
-        total: bytes(s.progress.bytesTotal),
+        doneBytes: bytes(s.progress.bytesDone),
+        totalBytes: bytes(s.progress.bytesTotal),
+        etaText: duration(s.progress.etaSeconds),
         rate: bytes(s.progress.rateBytesPerSecond),
         detail: s.statusDetail === 'reconnecting' ? '(reconnecting…)' : '',
       };

@@ -69,7 +69,7 @@ export function serverDetails(s: ServerView): string {
     `stage/status:    ${s.stage} / ${s.status}${s.statusDetail ? ` (${s.statusDetail})` : ''}`,
     `target:          ${s.target ?? '-'}`,
     `method:          ${s.method}`,
-    `continuous sync: ${s.continuousSync ? `yes, every ${s.syncIntervalSeconds ?? 'default'} s and on \`ferry sync\`` : 'no'}`,
+    `continuous sync: ${s.continuousSync ? `yes, every ${s.syncIntervalSeconds ? `${s.syncIntervalSeconds} s` : '--sync-interval of the console (60 s unless set)'} and on \`ferry sync\`` : 'no'}`,
     `excludes:        ${s.excludes.length ? s.excludes.join(', ') : '-'}`,
     `progress:        ${statusLine(s)}`,
   ];

@@ -113,7 +113,17 @@ describe('three programs, one migration, through the CLI', () => {
   });
 
   it('replicates the whole tree, identical entry by entry, and locks the target', async () => {
-    await cli('configure', 'src-1', '--target', 'tgt-1', '--method', 'file', '--continuous-sync', 'yes');
+    await cli(
+      ...['configure', 'src-1', '--target', 'tgt-1', '--method', 'file', '--continuous-sync', 'yes'],
+      ...['--sync-interval', '3600', '--rate-limit', '0', '--rate-window', '01:00-01:01=1000'],
+    );
+    const configured = await show();
+    expect(configured).toMatchObject({
+      stage: 'full-replication',
+      status: 'ready',
+      syncIntervalSeconds: 3600,
+      rateLimit: { mbps: 0, windows: [{ start: '01:00', end: '01:01', mbps: 1000 }] },
+    });
     const t0 = Date.now();
     await cli('start', 'src-1');
     await cli('wait', 'src-1', '--stage', 'continuous-sync', '--status', 'running', '--timeout', '300');
@@ -179,6 +189,12 @@ describe('three programs, one migration, through the CLI', () => {
       ).code,
     ).toBe(124);
     expect((await ferry(['configure'], env)).code).toBe(2);
+    const badWindow = await ferry(['rate-limit', 'src-1', '10', '--window', '9-17=5'], env);
+    expect(badWindow.code).toBe(2);
+    expect(badWindow.stderr).toContain('FERRY_CONFIG');
+    const changed = await ferry(['rate-limit', 'src-1', '50', '-o', 'json'], env);
+    expect(changed.code).toBe(0);
+    expect(JSON.parse(changed.stdout).rateLimit).toEqual({ mbps: 50, windows: [] });
     expect((await ferry(['no-such-command'], env)).code).toBe(2);
     const refused = await ferry(['start', 'src-1'], env);
     expect(refused.code).toBe(1);
