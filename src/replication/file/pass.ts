@@ -158,13 +158,26 @@ export async function runSendPass(opts: {
       );
     }
   })();
-  reader.catch((e) => fail(e));
+  // When the target reports an error or goes away, stop sending at once: the next send
+  // fails, and the reader's error is the one reported.
+  let readerError: unknown = null;
+  reader.catch((e) => {
+    readerError = e;
+    fail(e);
+    session.destroy();
+  });
 
   const firstPathOfInode = new Map<string, string>();
   const abortIfAsked = () => {
     if (opts.signal?.aborted) throw new FerryError('FERRY_CONNECTION_LOST', 'the pass was stopped');
   };
-  const race = <T>(p: Promise<T>) => Promise.race([p, committed.then(() => p)]);
+  const send = async (m: Parameters<Session['send']>[0]) => {
+    try {
+      await session.send(m);
+    } catch (e) {
+      throw readerError ?? e;
+    }
+  };
 
   // Decides in scan order what must be sent; starts reading small files in the thread
   // pool so that disk latency overlaps with sending the files before them.
@@ -220,21 +233,21 @@ export async function runSendPass(opts: {
     const data = p.content ? await p.content : null;
     if (data) entry.size = data.length; // what was read is what is sent and hashed
     pending.set(seq, { kind: 'put', rec: cur });
-    await race(session.send({ type: 'entry', body: entry }));
+    await send({ type: 'entry', body: entry });
     sent++;
     if (entry.kind === 'file' && data) {
-      if (data.length > 0) await race(session.send({ type: 'data', offset: 0, data }));
+      if (data.length > 0) await send({ type: 'data', offset: 0, data });
       const hasher = new Blake3Hasher();
       hasher.update(data);
       progress.bytes += data.length;
       progress.bytesSent += data.length;
       progress.files++;
-      await race(session.send({ type: 'file-end', body: { seq, hash: hasher.digest('hex') } }));
+      await send({ type: 'file-end', body: { seq, hash: hasher.digest('hex') } });
     } else if (entry.kind === 'file') {
       const { regions, done } = await readFileRegions(e.abs, isSparse(e));
       let dataBytes = 0;
       for await (const r of regions) {
-        await race(session.send({ type: 'data', offset: r.offset, data: r.data }));
+        await send({ type: 'data', offset: r.offset, data: r.data });
         dataBytes += r.data.length;
         progress.bytes += r.data.length;
         progress.bytesSent += r.data.length;
@@ -243,7 +256,7 @@ export async function runSendPass(opts: {
       const { hash, size } = done();
       progress.bytes += Math.max(0, size - dataBytes); // holes count as done
       progress.files++;
-      await race(session.send({ type: 'file-end', body: { seq, hash } }));
+      await send({ type: 'file-end', body: { seq, hash } });
     } else if (entry.kind === 'hardlink') {
       progress.files++;
       progress.bytes += cur.size;
@@ -254,11 +267,11 @@ export async function runSendPass(opts: {
     abortIfAsked();
     seq++;
     pending.set(seq, { kind: 'delete', path });
-    await race(session.send({ type: 'delete', body: { seq, path } }));
+    await send({ type: 'delete', body: { seq, path } });
     deleted++;
   }
   commitSeq = ++seq;
-  await race(session.send({ type: 'commit', body: { seq: commitSeq } }));
+  await send({ type: 'commit', body: { seq: commitSeq } });
   await committed;
   await reader.catch(() => {}); // the target closes after our end; its close is not an error now
   state.flush();
