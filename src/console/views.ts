@@ -37,10 +37,13 @@ export function progressView(task: TaskRow): ServerView['progress'] {
       state: null,
     };
   }
+  // By bytes; by files when there are no bytes to count (a tree of empty files).
+  const ratio =
+    p.bytesTotal > 0 ? p.bytesDone / p.bytesTotal : p.filesTotal > 0 ? p.filesDone / p.filesTotal : null;
   const percent = completed
     ? 100
-    : p.bytesTotal > 0
-      ? Math.min(100, Math.floor((p.bytesDone / p.bytesTotal) * 1000) / 10)
+    : ratio !== null
+      ? Math.min(100, Math.floor(ratio * 1000) / 10)
       : p.state === 'idle'
         ? 100
         : 0;
