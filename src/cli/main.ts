@@ -84,6 +84,12 @@ const program = new Command('ferry')
   .exitOverride() // sub-commands inherit it: usage errors become exit 2 in reportError
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
+/** The global flags a daemon (agent, target) uses: where the console is, and its logger. */
+function daemonFlags(cmd: Command): { console: { consoleUrl: string; caFile: string }; logger: Logger } {
+  const g = cmd.optsWithGlobals() as { console: string; caFile: string; logLevel: string; logFile?: string };
+  return { console: { consoleUrl: g.console, caFile: g.caFile }, logger: logger(g) };
+}
+
 function flagsOf(cmd: Command): ClientFlags {
   const o = cmd.optsWithGlobals() as {
     console: string;
@@ -171,20 +177,14 @@ program
       },
       cmd: Command,
     ) => {
-      const g = cmd.optsWithGlobals() as {
-        console: string;
-        caFile: string;
-        logLevel: string;
-        logFile?: string;
-      };
+      const g = daemonFlags(cmd);
       const a = await startAgent({
-        consoleUrl: g.console,
-        caFile: g.caFile,
+        ...g.console,
         registrationTokenFile: o.registrationTokenFile,
         name: o.name,
         root: o.root,
         stateDir: o.stateDir,
-        logger: logger(g),
+        logger: g.logger,
         retryDeadlineMs: o.retryDeadline * 1000,
       });
       await Promise.race([untilSignal(() => a.stop()), a.done]);
@@ -234,22 +234,16 @@ program
       },
       cmd: Command,
     ) => {
-      const g = cmd.optsWithGlobals() as {
-        console: string;
-        caFile: string;
-        logLevel: string;
-        logFile?: string;
-      };
+      const g = daemonFlags(cmd);
       const t = await startTarget({
-        consoleUrl: g.console,
-        caFile: g.caFile,
+        ...g.console,
         registrationTokenFile: o.registrationTokenFile,
         name: o.name,
         listen: o.listen,
         ...(o.advertise ? { advertise: o.advertise } : {}),
         root: o.root,
         stateDir: o.stateDir,
-        logger: logger(g),
+        logger: g.logger,
       });
       await Promise.race([untilSignal(() => t.stop()), t.done]);
     },
