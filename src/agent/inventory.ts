@@ -81,7 +81,13 @@ export async function collectInventory(
   let usedBytes = 0;
   let fileCount = 0;
   let entryCount = 0;
-  for await (const e of scanTree(root, { excludes, emptyDirs })) {
+  const unsupportedNames: string[] = [];
+  let unsupportedCount = 0;
+  const onUnsupportedName = (rel: string) => {
+    unsupportedCount++;
+    if (unsupportedNames.length < 5) unsupportedNames.push(rel);
+  };
+  for await (const e of scanTree(root, { excludes, emptyDirs, onUnsupportedName })) {
     entryCount++;
     if (e.kind === 'file') {
       fileCount++;
@@ -136,7 +142,7 @@ export async function collectInventory(
     })),
     root: path.resolve(root),
     rootFs: fs ? { totalBytes: fs.blocks * fs.bsize, freeBytes: fs.bavail * fs.bsize } : null,
-    migrate: { usedBytes, fileCount, entryCount, emptyDirs, excludes },
+    migrate: { usedBytes, fileCount, entryCount, emptyDirs, excludes, unsupportedNames, unsupportedCount },
   };
 }
 
@@ -173,6 +179,18 @@ export async function runChecks(root: string, inventory: Record<string, unknown>
         ? `kernel ${String(inventory.kernel)}`
         : 'only Linux sources are supported',
     ...(process.platform === 'linux' ? {} : { code: 'FERRY_UNSUPPORTED_METHOD' }),
+  });
+  const migrate = inventory.migrate as { unsupportedCount?: number; unsupportedNames?: string[] } | undefined;
+  const bad = migrate?.unsupportedCount ?? 0;
+  items.push({
+    id: 'file-names',
+    title: 'File names are valid UTF-8',
+    passed: bad === 0,
+    reason:
+      bad === 0
+        ? 'every file name can be carried'
+        : `${bad} name(s) are not valid UTF-8 and would not be migrated, e.g. ${JSON.stringify(migrate?.unsupportedNames ?? [])}; rename them or exclude their directories`,
+    ...(bad === 0 ? {} : { code: 'FERRY_SOURCE_READ' }),
   });
   const mounts = (inventory.mounts as { fstype: string; source?: string }[] | undefined) ?? [];
   const lvm = mounts.some((m) => (m.source ?? '').startsWith('/dev/mapper/'));

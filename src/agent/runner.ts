@@ -306,6 +306,11 @@ export class JobRunner {
         state,
         progress: this.#progress,
         signal,
+        onUnsupportedName: (rel) =>
+          this.#o.logger.warn(
+            { path: rel },
+            'not migrated: the file name is not valid UTF-8 (see the feasibility check)',
+          ),
       });
     } finally {
       signal.removeEventListener('abort', onAbort);

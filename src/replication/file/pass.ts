@@ -109,6 +109,8 @@ export async function runSendPass(opts: {
   state: SyncStateStore;
   progress: PassProgress;
   signal?: AbortSignal;
+  /** Called for each name that is not valid UTF-8 (not migrated; see scanTree). */
+  onUnsupportedName?: (rel: string) => void;
 }): Promise<PassResult> {
   const { session, state, progress } = opts;
   const gen = state.beginPass();
@@ -182,7 +184,12 @@ export async function runSendPass(opts: {
   // Decides in scan order what must be sent; starts reading small files in the thread
   // pool so that disk latency overlaps with sending the files before them.
   async function* planned(): AsyncGenerator<Planned> {
-    for await (const e of scanTree(opts.root, { excludes: opts.excludes, emptyDirs: opts.emptyDirs ?? [] })) {
+    const scanOpts = {
+      excludes: opts.excludes,
+      emptyDirs: opts.emptyDirs ?? [],
+      ...(opts.onUnsupportedName ? { onUnsupportedName: opts.onUnsupportedName } : {}),
+    };
+    for await (const e of scanTree(opts.root, scanOpts)) {
       abortIfAsked();
       const cur = toRecord(e);
       const prev = state.lookup(e.path);

@@ -48,12 +48,17 @@ export function isExcluded(rel: string, excludes: readonly string[]): boolean {
  */
 export async function* scanTree(
   root: string,
-  opts: { excludes?: readonly string[]; emptyDirs?: readonly string[] } = {},
+  opts: {
+    excludes?: readonly string[];
+    emptyDirs?: readonly string[];
+    /** Called for each name that is not valid UTF-8 (it is not migrated). */
+    onUnsupportedName?: (rel: string) => void;
+  } = {},
 ): AsyncGenerator<ScannedEntry> {
   const excludes = normalizeExcludes(opts.excludes ?? []);
   const emptyDirs = new Set(normalizeExcludes(opts.emptyDirs ?? []));
   const counter = { n: 0 };
-  yield* walk(root, '', excludes, emptyDirs, counter);
+  yield* walk(root, '', excludes, emptyDirs, counter, opts.onUnsupportedName);
 }
 
 async function* walk(
@@ -62,11 +67,23 @@ async function* walk(
   excludes: readonly string[],
   emptyDirs: ReadonlySet<string>,
   counter: { n: number },
+  onUnsupportedName?: (rel: string) => void,
 ): AsyncGenerator<ScannedEntry> {
   const absDir = relDir === '' ? root : path.join(root, relDir);
   let names: string[];
   try {
-    names = readdirSync(absDir).sort();
+    names = [];
+    for (const raw of readdirSync(absDir, { encoding: 'buffer' })) {
+      const name = raw.toString('utf8');
+      // Paths travel as UTF-8 strings: a name that is not valid UTF-8 cannot be carried
+      // faithfully, so it is reported, never silently dropped.
+      if (Buffer.byteLength(name) !== raw.length || !Buffer.from(name).equals(raw)) {
+        onUnsupportedName?.(relDir === '' ? name : `${relDir}/${name}`);
+        continue;
+      }
+      names.push(name);
+    }
+    names.sort();
   } catch (e) {
     if (relDir !== '' && (e as NodeJS.ErrnoException).code === 'ENOENT') return; // vanished while scanning
     throw e;
@@ -86,6 +103,7 @@ async function* walk(
     if (!kind) continue;
     if (++counter.n % 1000 === 0) await yieldToLoop();
     yield { path: rel, abs, kind, stat: st };
-    if (kind === 'dir' && !emptyDirs.has(rel)) yield* walk(root, rel, excludes, emptyDirs, counter);
+    if (kind === 'dir' && !emptyDirs.has(rel))
+      yield* walk(root, rel, excludes, emptyDirs, counter, onUnsupportedName);
   }
 }

@@ -1,0 +1,38 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { collectInventory, runChecks } from './inventory.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-inventory-'));
+});
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+describe('inventory and feasibility checks', () => {
+  it('counts what will be migrated and passes a clean tree', async () => {
+    fs.mkdirSync(path.join(dir, 'etc'));
+    fs.writeFileSync(path.join(dir, 'etc/a'), 'abc');
+    fs.writeFileSync(path.join(dir, 'etc/é'), 'de');
+    const inv = await collectInventory(dir, []);
+    expect(inv.migrate).toMatchObject({ usedBytes: 5, fileCount: 2, unsupportedCount: 0 });
+    const checks = await runChecks(dir, inv);
+    expect(checks.find((c) => c.id === 'file-names')).toMatchObject({ passed: true });
+    expect(checks.every((c) => typeof c.reason === 'string' && c.reason.length > 0)).toBe(true);
+  });
+
+  it('reports a file name that is not valid UTF-8 instead of dropping it silently', async () => {
+    const raw = Buffer.concat([
+      Buffer.from(path.join(dir, 'latin1-')),
+      Buffer.from([0xe9]),
+      Buffer.from('.txt'),
+    ]);
+    fs.writeFileSync(raw, 'x');
+    const inv = await collectInventory(dir, []);
+    expect(inv.migrate).toMatchObject({ unsupportedCount: 1 });
+    const check = (await runChecks(dir, inv)).find((c) => c.id === 'file-names');
+    expect(check).toMatchObject({ passed: false, code: 'FERRY_SOURCE_READ' });
+    expect(check?.reason).toContain('not valid UTF-8');
+  });
+});
