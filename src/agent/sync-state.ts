@@ -87,10 +87,6 @@ export class SqliteSyncState implements SyncStateStore {
       .all(gen) as string[];
   }
 
-  count(): number {
-    return (this.#db.prepare('SELECT count(*) FROM entries').pluck().get() as number) ?? 0;
-  }
-
   close(): void {
     this.flush();
     this.#db.close();

@@ -65,12 +65,10 @@ export class Driver {
   readonly #opts: DriverOptions;
   readonly #mutex = new Mutex();
   readonly #now: () => number;
-  /** Bumped on every change so that watchers (SSE, long polls) know when to look again. */
-  version = 0;
+  /** Emits 'change' on every stored change, so that long polls know when to look again. */
   readonly #changes = new EventEmitter().setMaxListeners(0);
 
   #bump(): void {
-    this.version++;
     this.#changes.emit('change');
   }
 
