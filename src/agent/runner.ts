@@ -306,6 +306,7 @@ export class JobRunner {
         state,
         progress: this.#progress,
         signal,
+        keep: pass === 'full' ? [] : job.syncExcludes,
         onUnsupportedName: (rel) =>
           this.#o.logger.warn(
             { path: rel },

@@ -79,6 +79,14 @@ export class SqliteSyncState implements SyncStateStore {
     this.#del.run(path);
   }
 
+  markSeenUnder(prefix: string, gen: number): void {
+    this.flush();
+    // the range [prefix/, prefix0) holds exactly the paths under prefix ('0' follows '/')
+    this.#db
+      .prepare('UPDATE entries SET seen = ? WHERE path = ? OR (path >= ? AND path < ?)')
+      .run(gen, prefix, `${prefix}/`, `${prefix}0`);
+  }
+
   unseen(gen: number): string[] {
     this.flush();
     return this.#db

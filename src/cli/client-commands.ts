@@ -31,6 +31,7 @@ interface ConfigureFlags {
   method: string;
   continuousSync: string;
   exclude: string[];
+  syncExclude: string[];
   syncInterval?: string;
   rateLimit: string;
   rateWindow: string[];
@@ -116,6 +117,12 @@ export function addClientCommands(
     )
     .option('--exclude <path>', 'source directory not to migrate (repeatable)', collect, [])
     .option(
+      '--sync-exclude <path>',
+      'copied once by the full replication, then not kept in step (repeatable)',
+      collect,
+      [],
+    )
+    .option(
       '--sync-interval <seconds>',
       "seconds between continuous syncs (default: the console's --sync-interval, 60)",
     )
@@ -144,6 +151,7 @@ export function addClientCommands(
         method: o.method,
         continuousSync: o.continuousSync === 'yes',
         excludes: o.exclude,
+        syncExcludes: o.syncExclude,
         ...(interval ? { syncIntervalSeconds: interval } : {}),
         rateLimit: rateSettings(o.rateLimit, o.rateWindow),
       };

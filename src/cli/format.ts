@@ -71,6 +71,7 @@ export function serverDetails(s: ServerView): string {
     `method:          ${s.method}`,
     `continuous sync: ${s.continuousSync ? `yes, every ${s.syncIntervalSeconds ? `${s.syncIntervalSeconds} s` : '--sync-interval of the console (60 s unless set)'} and on \`ferry sync\`` : 'no'}`,
     `excludes:        ${s.excludes.length ? s.excludes.join(', ') : '-'}`,
+    `sync excludes:   ${s.syncExcludes.length ? s.syncExcludes.join(', ') : '-'}`,
     `progress:        ${statusLine(s)}`,
   ];
   if (s.error)

@@ -146,6 +146,7 @@ export class Driver {
           last_sync: null,
           sync_interval_seconds: null,
           rate_limit: null,
+          sync_excludes: null,
           created_at: now,
           updated_at: now,
         });
@@ -274,6 +275,7 @@ export class Driver {
         excludes: JSON.stringify(req.excludes ?? []),
         sync_interval_seconds: req.syncIntervalSeconds ?? null,
         rate_limit: req.rateLimit ? JSON.stringify(req.rateLimit) : null,
+        sync_excludes: JSON.stringify(req.syncExcludes ?? []),
         stage: next.state.stage,
         status: next.state.status,
         updated_at: this.#now(),
@@ -484,6 +486,7 @@ export class Driver {
       syncIntervalSeconds: task.sync_interval_seconds ?? this.#opts.syncIntervalSeconds,
       syncRequest: task.sync_request,
       rateLimit: task.rate_limit ? (JSON.parse(task.rate_limit) as RateSettings) : NO_RATE_LIMIT,
+      syncExcludes: task.sync_excludes ? (JSON.parse(task.sync_excludes) as string[]) : [],
     };
   }
 

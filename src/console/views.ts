@@ -88,6 +88,7 @@ export function serverView(
     syncIntervalSeconds: task.sync_interval_seconds,
     rateLimit: json<RateSettings>(task.rate_limit) ?? NO_RATE_LIMIT,
     excludes: JSON.parse(task.excludes) as string[],
+    syncExcludes: json<string[]>(task.sync_excludes) ?? [],
     lastSync: json<Record<string, unknown>>(task.last_sync),
     inventory: json<Record<string, unknown>>(source.inventory),
     checks: json<CheckItem[]>(source.checks) ?? [],

@@ -126,6 +126,7 @@ export const Job = Type.Union([
     syncIntervalSeconds: Type.Number(),
     syncRequest: Count,
     rateLimit: RateSettings,
+    syncExcludes: Type.Array(Type.String()),
   }),
 ]);
 export type Job = Static<typeof Job>;
@@ -214,6 +215,10 @@ export const ConfigureRequest = Type.Object(
     excludes: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 4095 }), { maxItems: 1000 })),
     syncIntervalSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })),
     rateLimit: Type.Optional(RateSettings),
+    /** Copied by the full replication, then left as they are by syncs. */
+    syncExcludes: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 4095 }), { maxItems: 1000 }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -250,6 +255,7 @@ export const ServerView = Type.Object({
   syncIntervalSeconds: Type.Union([Type.Integer(), Type.Null()]),
   rateLimit: RateSettings,
   excludes: Type.Array(Type.String()),
+  syncExcludes: Type.Array(Type.String()),
   lastSync: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
   inventory: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
   checks: Type.Array(CheckItem),

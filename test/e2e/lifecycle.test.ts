@@ -116,12 +116,14 @@ describe('three programs, one migration, through the CLI', () => {
     await cli(
       ...['configure', 'src-1', '--target', 'tgt-1', '--method', 'file', '--continuous-sync', 'yes'],
       ...['--sync-interval', '3600', '--rate-limit', '0', '--rate-window', '01:00-01:01=1000'],
+      ...['--sync-exclude', '/srv/sticky'],
     );
     const configured = await show();
     expect(configured).toMatchObject({
       stage: 'full-replication',
       status: 'ready',
       syncIntervalSeconds: 3600,
+      syncExcludes: ['/srv/sticky'],
       rateLimit: { mbps: 0, windows: [{ start: '01:00', end: '01:01', mbps: 1000 }] },
     });
     const t0 = Date.now();

@@ -63,6 +63,11 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable('tasks').addColumn('rate_limit', 'text').execute();
     },
   },
+  '0004-task-sync-excludes': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('tasks').addColumn('sync_excludes', 'text').execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

@@ -38,6 +38,7 @@ export interface TasksTable {
   last_sync: string | null;
   sync_interval_seconds: number | null;
   rate_limit: string | null;
+  sync_excludes: string | null;
   created_at: number;
   updated_at: number;
 }

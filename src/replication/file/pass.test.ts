@@ -20,12 +20,18 @@ afterEach(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function pass(src: string, dst: string, state: SqliteSyncState, excludes: string[] = []) {
+async function pass(
+  src: string,
+  dst: string,
+  state: SqliteSyncState,
+  excludes: string[] = [],
+  keep: string[] = [],
+) {
   const [a, b] = duplexPair();
   const writer = await TreeWriter.open(dst, log);
   const progress: PassProgress = { bytes: 0, files: 0, bytesSent: 0 };
   const [sent, received] = await Promise.all([
-    runSendPass({ session: new Session(a), root: src, excludes, state, progress }),
+    runSendPass({ session: new Session(a), root: src, excludes, keep, state, progress }),
     receivePass(new Session(b), writer, log),
   ]);
   expect(received.committed).toBe(true);
@@ -75,6 +81,31 @@ describe('file-level pass over an in-memory connection', () => {
     fs.rmSync(path.join(src, 'f'));
     fs.mkdirSync(path.join(src, 'f'));
     fs.writeFileSync(path.join(src, 'f/inside'), 'i');
+    await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    state.close();
+  });
+
+  it('leaves sync-only exclusions as the full copy made them: not updated, not deleted', async () => {
+    const src = path.join(dir, 'src');
+    const dst = path.join(dir, 'dst');
+    fs.mkdirSync(path.join(src, 'var/log'), { recursive: true });
+    fs.mkdirSync(path.join(src, 'var/log-other'), { recursive: true });
+    fs.writeFileSync(path.join(src, 'var/log/a.log'), 'first');
+    fs.writeFileSync(path.join(src, 'var/log/b.log'), 'second');
+    fs.writeFileSync(path.join(src, 'var/log-other/c'), 'c');
+    fs.mkdirSync(dst);
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    await pass(src, dst, state);
+    fs.appendFileSync(path.join(src, 'var/log/a.log'), ' and more');
+    fs.rmSync(path.join(src, 'var/log/b.log'));
+    fs.writeFileSync(path.join(src, 'var/log-other/c'), 'changed');
+    const sync = await pass(src, dst, state, [], ['/var/log']);
+    expect(fs.readFileSync(path.join(dst, 'var/log/a.log'), 'utf8')).toBe('first');
+    expect(fs.readFileSync(path.join(dst, 'var/log/b.log'), 'utf8')).toBe('second');
+    expect(fs.readFileSync(path.join(dst, 'var/log-other/c'), 'utf8')).toBe('changed');
+    expect(sync.sent.deleted).toBe(0);
+    // without the exclusion the next sync catches up
     await pass(src, dst, state);
     expect(compareTrees(src, dst)).toEqual([]);
     state.close();

@@ -4,7 +4,7 @@ import { FerryError, isErrorCode } from '../../errors/index.js';
 import type { EntryMessage, Session } from '../../protocol/index.js';
 import { entryFromScan, isSparse } from './entry.js';
 import { readFileRegions } from './read-file.js';
-import { type ScannedEntry, scanTree } from './scan.js';
+import { normalizeExcludes, type ScannedEntry, scanTree } from './scan.js';
 
 /** What the source remembers of an entry the target has acknowledged. */
 export interface SyncRecord {
@@ -33,6 +33,8 @@ export interface SyncStateStore {
   record(rec: SyncRecord, gen: number): void;
   remove(path: string): void;
   unseen(gen: number): Iterable<string>;
+  /** Stamps `gen` on `prefix` and everything under it (paths a sync leaves as they are). */
+  markSeenUnder(prefix: string, gen: number): void;
   /** Groups writes; called around batches for speed. */
   flush(): void;
 }
@@ -111,9 +113,16 @@ export async function runSendPass(opts: {
   signal?: AbortSignal;
   /** Called for each name that is not valid UTF-8 (not migrated; see scanTree). */
   onUnsupportedName?: (rel: string) => void;
+  /**
+   * Paths this pass leaves exactly as the target has them: neither sent nor deleted
+   * (sync-only exclusions: copied by the full replication, not kept in step afterwards).
+   */
+  keep?: readonly string[];
 }): Promise<PassResult> {
   const { session, state, progress } = opts;
   const gen = state.beginPass();
+  const keep = normalizeExcludes(opts.keep ?? []);
+  for (const k of keep) state.markSeenUnder(k, gen);
   const pending = new Map<number, Pending>();
   let seq = 0;
   let rejected = 0;
@@ -185,7 +194,7 @@ export async function runSendPass(opts: {
   // pool so that disk latency overlaps with sending the files before them.
   async function* planned(): AsyncGenerator<Planned> {
     const scanOpts = {
-      excludes: opts.excludes,
+      excludes: [...opts.excludes, ...keep],
       emptyDirs: opts.emptyDirs ?? [],
       ...(opts.onUnsupportedName ? { onUnsupportedName: opts.onUnsupportedName } : {}),
     };
