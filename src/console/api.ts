@@ -233,15 +233,14 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         response: { 200: AgentJobResponse, ...errors },
       },
     },
-    async (req) => {
-      const end = Date.now() + req.body.timeoutMs;
-      for (;;) {
-        const job = await driver.agentJob(req.peerId!);
-        const left = end - Date.now();
-        if (jobKey(job) !== req.body.current || left <= 0) return { job };
-        await driver.waitForChange(left);
-      }
-    },
+    async (req) => ({
+      job: await driver.waitUntilChanged(
+        () => driver.agentJob(req.peerId!),
+        jobKey,
+        req.body.current,
+        req.body.timeoutMs,
+      ),
+    }),
   );
   app.post(
     '/api/v1/target/wait',
@@ -253,15 +252,13 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
         response: { 200: TargetOrders, ...errors },
       },
     },
-    async (req) => {
-      const end = Date.now() + req.body.timeoutMs;
-      for (;;) {
-        const orders = await driver.targetOrders(req.peerId!);
-        const left = end - Date.now();
-        if (ordersKey(orders) !== req.body.current || left <= 0) return orders;
-        await driver.waitForChange(left);
-      }
-    },
+    async (req) =>
+      driver.waitUntilChanged(
+        () => driver.targetOrders(req.peerId!),
+        ordersKey,
+        req.body.current,
+        req.body.timeoutMs,
+      ),
   );
   app.get(
     '/api/v1/servers',

@@ -72,17 +72,43 @@ export class Driver {
     this.#changes.emit('change');
   }
 
-  /** Resolves at the next stored change, or after `ms`. */
-  waitForChange(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(t);
-        this.#changes.off('change', done);
-        resolve();
+  /**
+   * Long poll: returns `read()` as soon as its key differs from `current`, or after
+   * `timeoutMs` whatever it is. The change listener is attached before each read, so a
+   * change between reading and waiting is never missed.
+   */
+  async waitUntilChanged<T>(
+    read: () => Promise<T>,
+    key: (v: T) => string,
+    current: string,
+    timeoutMs: number,
+  ): Promise<T> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      let wake = () => {};
+      let changed = false;
+      const onChange = () => {
+        changed = true;
+        wake();
       };
-      const t = setTimeout(done, ms);
-      this.#changes.on('change', done);
-    });
+      this.#changes.once('change', onChange);
+      try {
+        const value = await read();
+        const left = end - Date.now();
+        if (key(value) !== current || left <= 0) return value;
+        if (!changed) {
+          await new Promise<void>((resolve) => {
+            const t = setTimeout(resolve, left);
+            wake = () => {
+              clearTimeout(t);
+              resolve();
+            };
+          });
+        }
+      } finally {
+        this.#changes.off('change', onChange);
+      }
+    }
   }
 
   /** The agent's current job, without recording anything (long poll). */

@@ -39,10 +39,6 @@ export class ConsoleClient {
     this.#timeout = opts.timeoutMs ?? 15_000;
   }
 
-  get url(): string {
-    return this.#base.toString();
-  }
-
   request<T>(method: string, path: string, body?: unknown, token = this.#token): Promise<T> {
     const url = new URL(path, this.#base);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
