@@ -22,6 +22,15 @@ describe('inventory and feasibility checks', () => {
     expect(checks.every((c) => typeof c.reason === 'string' && c.reason.length > 0)).toBe(true);
   });
 
+  it('reuses earlier tree totals when given them, without walking the tree again', async () => {
+    fs.writeFileSync(path.join(dir, 'a'), 'abc');
+    const first = await collectInventory(dir, []);
+    fs.writeFileSync(path.join(dir, 'b'), 'more bytes');
+    const reused = await collectInventory(dir, [], first.migrate);
+    expect(reused.migrate).toBe(first.migrate);
+    expect((await collectInventory(dir, [])).migrate).toMatchObject({ fileCount: 2, usedBytes: 13 });
+  });
+
   it('reports a file name that is not valid UTF-8 instead of dropping it silently', async () => {
     const raw = Buffer.concat([
       Buffer.from(path.join(dir, 'latin1-')),

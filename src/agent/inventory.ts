@@ -75,9 +75,17 @@ export async function listMounts(): Promise<Mount[]> {
 export async function collectInventory(
   root: string,
   excludes: readonly string[],
+  /** The tree totals of an earlier inventory, reused instead of walking the tree again. */
+  previousMigrate?: unknown,
 ): Promise<Record<string, unknown>> {
   const mounts = await listMounts();
   const emptyDirs = emptyDirsFor(root, mounts);
+  const migrate = previousMigrate ?? (await countTree(root, excludes, emptyDirs));
+  return { ...(await describeHost(root, mounts)), migrate };
+}
+
+/** What will be migrated, counted by walking the tree. */
+async function countTree(root: string, excludes: readonly string[], emptyDirs: string[]) {
   let usedBytes = 0;
   let fileCount = 0;
   let entryCount = 0;
@@ -94,6 +102,10 @@ export async function collectInventory(
       usedBytes += Number(e.stat.size);
     }
   }
+  return { usedBytes, fileCount, entryCount, emptyDirs, excludes, unsupportedNames, unsupportedCount };
+}
+
+async function describeHost(root: string, mounts: Mount[]): Promise<Record<string, unknown>> {
   let release: Record<string, string> = {};
   try {
     release = osRelease(await readFile(path.join(root, 'etc/os-release'), 'utf8'));
@@ -142,7 +154,6 @@ export async function collectInventory(
     })),
     root: path.resolve(root),
     rootFs: fs ? { totalBytes: fs.blocks * fs.bsize, freeBytes: fs.bavail * fs.bsize } : null,
-    migrate: { usedBytes, fileCount, entryCount, emptyDirs, excludes, unsupportedNames, unsupportedCount },
   };
 }
 

@@ -67,9 +67,12 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   let inventory: Record<string, unknown> | undefined;
   let checks: CheckItem[] | undefined;
   let inventorySentAt = 0;
+  // The tree is walked at start and when idle; while a job runs its pass walks the tree
+  // anyway, so a periodic refresh keeps the earlier totals instead of walking it again.
   const refreshInventory = async () => {
     emptyDirs = emptyDirsFor(o.root, await listMounts());
-    inventory = await collectInventory(o.root, []);
+    const busy = runner.currentJob().kind !== 'idle';
+    inventory = await collectInventory(o.root, [], busy ? inventory?.migrate : undefined);
     checks = await runChecks(o.root, inventory);
     inventorySentAt = 0;
   };
