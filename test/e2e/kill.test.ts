@@ -104,9 +104,12 @@ describe('killed mid-transfer, resumed without the user recreating anything', ()
     await kill9(agent);
     agent = spawnFerry(agentArgs, p('agent.log'));
     await waitFor('transfer under way again', inProgress, 60_000);
+    const beforeKill = await show();
     await kill9(target);
     const during = await show();
-    expect(during.status).toBe('running'); // reconnecting, not failed
+    // the target really died mid-replication, and the task waits for it instead of failing
+    expect(`${beforeKill.stage}/${beforeKill.status}`).toBe('full-replication/running');
+    expect(`${during.stage}/${during.status}`).toBe('full-replication/running');
     target = spawnFerry(targetArgs, p('target.log'));
     const done = await waitFor(
       'continuous sync',
