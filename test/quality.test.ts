@@ -61,6 +61,11 @@ const RULES: { from: string; forbid: RegExp; why: string }[] = [
     forbid: /^src\/(console|agent|target|cli|demo|transport)$/,
     why: 'the engine knows no programs',
   },
+  {
+    from: 'src/disks',
+    forbid: /^src\/(console|agent|target|cli|demo|transport|replication)$/,
+    why: 'disk layout work knows no programs',
+  },
   { from: 'src/pki', forbid: /^src\/(console|agent|target|cli|demo|transport)$/, why: 'pki is a library' },
 ];
 
@@ -100,6 +105,7 @@ describe('architecture', () => {
       'agent',
       'target',
       'replication/file',
+      'disks',
     ]) {
       const text = readFileSync(path.join(root, 'src', dir, 'index.ts'), 'utf8');
       expect(text.startsWith('/**'), `src/${dir}/index.ts starts with its contract comment`).toBe(true);

@@ -3,7 +3,8 @@ import { access, readFile, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { type CheckItem, DEFAULT_EMPTY_DIRS, PSEUDO_FS_TYPES } from '../control/index.js';
+import { type CheckItem, DEFAULT_EMPTY_DIRS, PSEUDO_FS_TYPES, type SourceLayout } from '../control/index.js';
+import { describeSourceLayout, layoutProblems } from '../disks/index.js';
 import { scanTree } from '../replication/file/index.js';
 
 const run = promisify(execFile);
@@ -81,7 +82,13 @@ export async function collectInventory(
   const mounts = await listMounts();
   const emptyDirs = emptyDirsFor(root, mounts);
   const migrate = previousMigrate ?? (await countTree(root, excludes, emptyDirs));
-  return { ...(await describeHost(root, mounts)), migrate };
+  const layout = await describeSourceLayout(root).catch((e: Error) => ({
+    disks: [],
+    problems: [
+      { code: 'FERRY_LAYOUT_UNSUPPORTED', message: `the disk layout could not be read: ${e.message}` },
+    ],
+  }));
+  return { ...(await describeHost(root, mounts)), migrate, layout };
 }
 
 /** What will be migrated, counted by walking the tree. */
@@ -203,15 +210,21 @@ export async function runChecks(root: string, inventory: Record<string, unknown>
         : `${bad} name(s) are not valid UTF-8 and would not be migrated, e.g. ${JSON.stringify(migrate?.unsupportedNames ?? [])}; rename them or exclude their directories`,
     ...(bad === 0 ? {} : { code: 'FERRY_SOURCE_READ' }),
   });
-  const mounts = (inventory.mounts as { fstype: string; source?: string }[] | undefined) ?? [];
-  const lvm = mounts.some((m) => (m.source ?? '').startsWith('/dev/mapper/'));
+  const layout = inventory.layout as SourceLayout | undefined;
+  const problems = layout ? layoutProblems(layout) : [];
+  const lvm = problems.find((p) => p.code === 'FERRY_LVM_UNSUPPORTED');
   items.push({
     id: 'block-devices',
-    title: 'Source layout is supported',
-    passed: true,
-    reason: lvm
-      ? 'device-mapper/LVM volumes found: file-level migration copies their files; their layout is not recreated'
-      : 'no device-mapper volumes',
+    title: 'Disk layout can be re-created on target disks',
+    passed: problems.length === 0,
+    reason:
+      problems.length === 0
+        ? `${layout?.disks.length ?? 0} disk(s): ${(layout?.disks ?? []).map((d) => `${d.path} (${d.table ?? 'no partition table'}, ${d.partitions.length} partitions)`).join(', ')}`
+        : `${problems.map((p) => p.message).join('; ')}; a target started with --disk is refused, a target directory (--root) still receives every file`.slice(
+            0,
+            1000,
+          ),
+    ...(problems.length === 0 ? {} : { code: lvm ? 'FERRY_LVM_UNSUPPORTED' : 'FERRY_LAYOUT_UNSUPPORTED' }),
   });
   return items;
 }

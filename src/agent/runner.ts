@@ -10,7 +10,7 @@ import {
   type PassStats,
   type Progress,
 } from '../control/index.js';
-import { FerryError, toFerryError } from '../errors/index.js';
+import { FerryError, isErrorCode, toFerryError } from '../errors/index.js';
 import { Session } from '../protocol/index.js';
 import { type PassProgress, runSendPass, scanTree } from '../replication/file/index.js';
 import { type Credential, connectData, RateLimiter } from '../transport/index.js';
@@ -291,8 +291,11 @@ export class JobRunner {
       await session.send({ type: 'hello', body: { taskId: job.taskId, runId: job.runId, pass } });
       const first = await session.next();
       if (first?.type === 'error') {
+        // The target's own code when it is one of ours (a disk it cannot prepare, a refusal).
         const code =
-          first.body.code === 'FERRY_PEER_REFUSED' ? 'FERRY_PEER_REFUSED' : 'FERRY_CONNECTION_LOST';
+          isErrorCode(first.body.code) && first.body.code !== 'FERRY_INTERNAL'
+            ? first.body.code
+            : 'FERRY_CONNECTION_LOST';
         throw new FerryError(code, `target refused: ${first.body.message}`);
       }
       if (first?.type !== 'welcome')

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { parseRateWindow, type RateSettings, type ServerView, type TargetView } from '../control/index.js';
+import { parseSize } from '../disks/index.js';
 import { FerryError } from '../errors/index.js';
 import { ConsoleClient, readSecretFile } from '../transport/index.js';
 import { bytes, duration, serverDetails, serversTable, statusLine, targetsTable } from './format.js';
@@ -35,6 +36,16 @@ interface ConfigureFlags {
   syncInterval?: string;
   rateLimit: string;
   rateWindow: string[];
+  diskMap: string[];
+  resize: string[];
+}
+
+/** "SRC=TGT" → its two sides; `what` names the flag in the error. */
+function pair(text: string, what: string): [string, string] {
+  const i = text.indexOf('=');
+  if (i <= 0 || i === text.length - 1)
+    throw new FerryError('FERRY_CONFIG', `${what} takes LEFT=RIGHT (got "${text}")`);
+  return [text.slice(0, i), text.slice(i + 1)];
 }
 
 async function withClient<T>(flags: ClientFlags, fn: (c: ConsoleClient) => Promise<T>): Promise<T> {
@@ -137,6 +148,24 @@ export function addClientCommands(
       collect,
       [],
     )
+    .option(
+      '--disk-map <SRC=TGT>',
+      'source disk SRC goes to target disk TGT, e.g. /dev/sda=/dev/vdb (repeatable; default: in order)',
+      collect,
+      [],
+    )
+    .option(
+      '--resize <PARTITION=SIZE>',
+      'make a source partition (device or mount point, e.g. /home) SIZE big on the target, e.g. /home=20G (repeatable)',
+      collect,
+      [],
+    )
+    .addHelpText(
+      'after',
+      '\nFor a target started with --disk, the source disk layout is checked against the target disks here:\n' +
+        'each target disk must be at least as large as its source disk, or --resize must give a layout that\n' +
+        'fits and still holds the used data. A layout that cannot work is refused now, with the sizes.\n',
+    )
     .action(async (source: string, o: ConfigureFlags, cmd: Command) => {
       const flags = flagsOf(cmd);
       if (!['yes', 'no'].includes(o.continuousSync)) {
@@ -154,6 +183,14 @@ export function addClientCommands(
         syncExcludes: o.syncExclude,
         ...(interval ? { syncIntervalSeconds: interval } : {}),
         rateLimit: rateSettings(o.rateLimit, o.rateWindow),
+        diskMap: o.diskMap.map((m) => {
+          const [src, tgt] = pair(m, '--disk-map');
+          return { source: src, target: tgt };
+        }),
+        resize: o.resize.map((r) => {
+          const [partition, size] = pair(r, '--resize');
+          return { partition, sizeBytes: parseSize(size) };
+        }),
       };
       const s = await withClient(flags, (c) =>
         c.request<ServerView>('POST', `/api/v1/servers/${enc(source)}/configure`, body),

@@ -1,15 +1,8 @@
 import type { ServerView, TargetView } from '../control/index.js';
+import { formatBytes } from '../disks/index.js';
 
-export function bytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
-}
+/** Bytes for people (one formatter for the whole program). */
+export const bytes = formatBytes;
 
 export function duration(s: number | null): string {
   if (s === null) return '-';
@@ -74,6 +67,18 @@ export function serverDetails(s: ServerView): string {
     `sync excludes:   ${s.syncExcludes.length ? s.syncExcludes.join(', ') : '-'}`,
     `progress:        ${statusLine(s)}`,
   ];
+  if (s.diskPlan) {
+    lines.push('disks:');
+    for (const d of s.diskPlan.disks) {
+      const parts = d.partitions.map(
+        (p) =>
+          `${p.number}: ${bytes(p.size * d.sectorSize)} ${p.fs?.type ?? 'raw'}${p.fs?.mountpoint ? ` ${p.fs.mountpoint}` : ''}`,
+      );
+      lines.push(
+        `  ${d.source} -> ${d.target} (${d.table ?? `whole disk ${d.fs?.type ?? ''}`})${parts.length ? `: ${parts.join(', ')}` : ''}`,
+      );
+    }
+  }
   if (s.error)
     lines.push(`error:           ${s.error.code}: ${s.error.message}`, `advice:          ${s.error.advice}`);
   if (s.checks.length) {

@@ -194,7 +194,19 @@ program
 program
   .command('target')
   .description(
-    'run on a target server: register, accept data only from the assigned source, write under --root only',
+    'run on a target server: register, accept data only from the assigned source, write under --root only, or onto the --disk devices only',
+  )
+  .addHelpText(
+    'after',
+    '\nGive exactly one of --root and --disk.\n' +
+      '  --root DIR   the migrated files are written under DIR (the disks are yours to prepare).\n' +
+      '  --disk DEV…  when a migration starts, these whole disks are ERASED and the source layout is\n' +
+      '               re-created on them: partition table (GPT or MBR) with the same types, names and\n' +
+      '               UUIDs; ext2/3/4, xfs and btrfs file systems and swap with the same labels and UUIDs;\n' +
+      '               partition nodes are requested with partx where there is no udev. The file systems\n' +
+      '               are mounted under --staging in the source hierarchy while data arrives, and\n' +
+      '               unmounted at launch. Disks are paired with source disks in order unless\n' +
+      '               `ferry configure --disk-map SRC=TGT` says otherwise. LVM sources are refused.\n',
   )
   .addOption(
     new Option('--registration-token-file <file>', 'registration.token from the console')
@@ -212,10 +224,14 @@ program
     ),
   )
   .addOption(new Option('--name <name>', 'target server name').env('FERRY_NAME').default(os.hostname()))
+  .addOption(new Option('--root <dir>', 'directory the migrated system is written under').env('FERRY_ROOT'))
   .addOption(
-    new Option('--root <dir>', 'directory the migrated system is written under')
-      .env('FERRY_ROOT')
-      .makeOptionMandatory(),
+    new Option('--disk <device...>', 'whole disks to re-create the source layout on (erased at start)'),
+  )
+  .addOption(
+    new Option('--staging <dir>', 'where --disk file systems are mounted while data arrives').default(
+      '/var/lib/ferry/target/staging',
+    ),
   )
   .addOption(
     new Option('--state-dir <dir>', 'credential and journal')
@@ -229,19 +245,24 @@ program
         listen: string;
         advertise?: string;
         name: string;
-        root: string;
+        root?: string;
+        disk?: string[];
+        staging: string;
         stateDir: string;
       },
       cmd: Command,
     ) => {
       const g = daemonFlags(cmd);
+      if (!o.root === !o.disk?.length)
+        throw new FerryError('FERRY_CONFIG', 'give exactly one of --root DIR and --disk DEVICE…');
       const t = await startTarget({
         ...g.console,
         registrationTokenFile: o.registrationTokenFile,
         name: o.name,
         listen: o.listen,
         ...(o.advertise ? { advertise: o.advertise } : {}),
-        root: o.root,
+        ...(o.root ? { root: o.root } : {}),
+        ...(o.disk?.length ? { disks: o.disk, staging: o.staging } : {}),
         stateDir: o.stateDir,
         logger: g.logger,
       });

@@ -1,9 +1,12 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import Type from 'typebox';
+import { Compile } from 'typebox/compile';
 import type {
   AgentHeartbeat,
   AgentHeartbeatResponse,
   ConfigureRequest,
+  DiskPlan,
   Job,
   Progress,
   RateSettings,
@@ -13,7 +16,7 @@ import type {
   TargetOrders,
   TargetView,
 } from '../control/index.js';
-import { NO_RATE_LIMIT } from '../control/index.js';
+import { NO_RATE_LIMIT, SourceLayout, TargetDisk } from '../control/index.js';
 import {
   isLocking,
   type LifecycleEvent,
@@ -22,9 +25,10 @@ import {
   type TaskState,
   transition,
 } from '../core/index.js';
+import { planDisks } from '../disks/index.js';
 import { FerryError, isErrorCode } from '../errors/index.js';
 import { type CaMaterial, fingerprint, issueFromCsr } from '../pki/index.js';
-import type { ConsoleStore, SourceRow, TaskRow } from './store/store.js';
+import type { ConsoleStore, SourceRow, TargetRow, TaskRow } from './store/store.js';
 import { isConnected, serverView, targetView } from './views.js';
 
 export interface DriverOptions {
@@ -32,6 +36,9 @@ export interface DriverOptions {
   readonly syncIntervalSeconds: number;
   readonly now?: () => number;
 }
+
+const checkLayout = Compile(SourceLayout);
+const checkTargetDisks = Compile(Type.Array(TargetDisk, { maxItems: 64 }));
 
 /** One mutation at a time: every read-modify-write of a task runs under this lock. */
 class Mutex {
@@ -173,6 +180,9 @@ export class Driver {
           sync_interval_seconds: null,
           rate_limit: null,
           sync_excludes: null,
+          disk_map: null,
+          resize: null,
+          disk_plan: null,
           created_at: now,
           updated_at: now,
         });
@@ -266,9 +276,34 @@ export class Driver {
 
   // ---- user commands --------------------------------------------------------------------
 
+  /**
+   * For a target started with --disk: the plan that re-creates the source layout on its
+   * disks, refused here (with the sizes) when it cannot work. Null for a --root target.
+   */
+  #planDisks(source: SourceRow, target: TargetRow, req: ConfigureRequest): DiskPlan | null {
+    const info = target.info ? (JSON.parse(target.info) as { disks?: unknown }) : {};
+    const disks = checkTargetDisks.Check(info.disks) ? info.disks : [];
+    if (disks.length === 0) {
+      if ((req.diskMap?.length ?? 0) > 0 || (req.resize?.length ?? 0) > 0)
+        throw new FerryError(
+          'FERRY_BAD_REQUEST',
+          `target "${target.name}" receives files into a directory (--root); --disk-map and --resize need a target started with --disk`,
+          { context: { field: req.diskMap?.length ? 'body.diskMap' : 'body.resize' } },
+        );
+      return null;
+    }
+    const inventory = source.inventory ? (JSON.parse(source.inventory) as { layout?: unknown }) : {};
+    if (!checkLayout.Check(inventory.layout))
+      throw new FerryError(
+        'FERRY_LAYOUT_UNSUPPORTED',
+        `the agent of "${source.name}" has not reported a disk layout; wait until it is connected, or use a --root target`,
+      );
+    return planDisks(inventory.layout, disks, req.diskMap ?? [], req.resize ?? []);
+  }
+
   configure(name: string, req: ConfigureRequest): Promise<ServerView> {
     return this.#mutex.run(async () => {
-      const { task } = await this.#find(name);
+      const { source, task } = await this.#find(name);
       if (req.method !== 'file') {
         throw new FerryError(
           'FERRY_UNSUPPORTED_METHOD',
@@ -293,8 +328,12 @@ export class Driver {
           `the migration of "${name}" has started; its settings are locked until it ends`,
         );
       }
+      const diskPlan = this.#planDisks(source, target, req);
       const next = transition(stateOf(task), { kind: 'configure' });
       await this.#store.updateTask(task.id, {
+        disk_map: JSON.stringify(req.diskMap ?? []),
+        resize: JSON.stringify(req.resize ?? []),
+        disk_plan: diskPlan ? JSON.stringify(diskPlan) : null,
         target_id: target.id,
         method: req.method,
         continuous_sync: req.continuousSync ? 1 : 0,
@@ -554,6 +593,7 @@ export class Driver {
           sourceId: source.id,
           sourceName: source.name,
           sourceFingerprint: source.fingerprint,
+          diskPlan: holder.disk_plan ? (JSON.parse(holder.disk_plan) as DiskPlan) : null,
         };
       }
       if (

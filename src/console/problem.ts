@@ -19,6 +19,7 @@ const TITLES: Record<number, string> = {
   409: 'Conflict',
   413: 'Payload too large',
   415: 'Unsupported media type',
+  422: 'Unprocessable content',
   500: 'Internal error',
 };
 
@@ -49,6 +50,8 @@ export function problemHandler(err: FastifyError, req: FastifyRequest, reply: Fa
     body.errors = errors;
   } else if (err instanceof FerryError) {
     body = problem(err.code, err.message);
+    const field = err.context.field;
+    if (typeof field === 'string') body.errors = [{ field, message: err.message }];
   } else if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
     body = problem('FERRY_BAD_REQUEST', err.message, err.statusCode);
   } else {

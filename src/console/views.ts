@@ -1,8 +1,11 @@
 import {
   type CheckItem,
+  type DiskMapping,
+  type DiskPlan,
   NO_RATE_LIMIT,
   type Progress,
   type RateSettings,
+  type ResizeRequest,
   type ServerView,
   type TargetView,
 } from '../control/index.js';
@@ -89,6 +92,9 @@ export function serverView(
     rateLimit: json<RateSettings>(task.rate_limit) ?? NO_RATE_LIMIT,
     excludes: JSON.parse(task.excludes) as string[],
     syncExcludes: json<string[]>(task.sync_excludes) ?? [],
+    diskMap: json<DiskMapping[]>(task.disk_map) ?? [],
+    resize: json<ResizeRequest[]>(task.resize) ?? [],
+    diskPlan: json<DiskPlan>(task.disk_plan),
     lastSync: json<Record<string, unknown>>(task.last_sync),
     inventory: json<Record<string, unknown>>(source.inventory),
     checks: json<CheckItem[]>(source.checks) ?? [],

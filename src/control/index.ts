@@ -3,5 +3,6 @@
  * targets (registration, heartbeats, jobs, events), as TypeBox schemas that are at once
  * the API validation, the TypeScript types and the OpenAPI document. Pure data; no I/O.
  */
+export * from './layout.js';
 export * from './messages.js';
 export * from './rate.js';

@@ -1,4 +1,5 @@
 import Type, { type Static } from 'typebox';
+import { DiskMapping, DiskPlan, ResizeRequest } from './layout.js';
 import { RateSettings } from './rate.js';
 
 const Id = Type.String({ minLength: 1, maxLength: 64 });
@@ -179,6 +180,8 @@ export const Assignment = Type.Object({
   sourceId: Type.String(),
   sourceName: Type.String(),
   sourceFingerprint: Type.String(),
+  /** How to prepare the target's disks before the first data arrives; null for a --root target. */
+  diskPlan: Type.Optional(Type.Union([DiskPlan, Type.Null()])),
 });
 export type Assignment = Static<typeof Assignment>;
 
@@ -219,6 +222,10 @@ export const ConfigureRequest = Type.Object(
     syncExcludes: Type.Optional(
       Type.Array(Type.String({ minLength: 1, maxLength: 4095 }), { maxItems: 1000 }),
     ),
+    /** Which target disk receives which source disk (target started with --disk); by default in order. */
+    diskMap: Type.Optional(Type.Array(DiskMapping, { maxItems: 64 })),
+    /** Partitions made with another size on the target (file-level only). */
+    resize: Type.Optional(Type.Array(ResizeRequest, { maxItems: 128 })),
   },
   { additionalProperties: false },
 );
@@ -256,6 +263,10 @@ export const ServerView = Type.Object({
   rateLimit: RateSettings,
   excludes: Type.Array(Type.String()),
   syncExcludes: Type.Array(Type.String()),
+  diskMap: Type.Array(DiskMapping),
+  resize: Type.Array(ResizeRequest),
+  /** The target disks' layout decided at configure time; null for a --root target. */
+  diskPlan: Type.Union([DiskPlan, Type.Null()]),
   lastSync: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
   inventory: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
   checks: Type.Array(CheckItem),

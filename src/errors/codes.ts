@@ -77,6 +77,36 @@ export const ERROR_CODES = {
     retryable: false,
     advice: 'Use --method file; block-level migration is not available yet.',
   },
+  FERRY_LAYOUT_DOES_NOT_FIT: {
+    http: 422,
+    retryable: false,
+    advice:
+      'Map larger target disks (`ferry target --disk`, `ferry configure --disk-map SRC=TGT`) or shrink partitions with `--resize PARTITION=SIZE`; the message gives the sizes.',
+  },
+  FERRY_LAYOUT_UNSUPPORTED: {
+    http: 422,
+    retryable: false,
+    advice:
+      'This source layout cannot be re-created on target disks; migrate onto a target started with --root DIR instead (files only), or change the layout on the source.',
+  },
+  FERRY_LVM_UNSUPPORTED: {
+    http: 422,
+    retryable: false,
+    advice:
+      'LVM volumes are not re-created on target disks yet; migrate onto a target started with --root DIR (the files of the logical volumes are copied), or move the data off LVM first.',
+  },
+  FERRY_TARGET_DISK_BUSY: {
+    http: 409,
+    retryable: false,
+    advice:
+      'A target disk is mounted, used as swap or not one of the --disk devices; give `ferry target --disk` only blank disks it may erase.',
+  },
+  FERRY_DISK_PREPARATION: {
+    http: 500,
+    retryable: true,
+    advice:
+      'Partitioning, formatting or mounting a target disk failed; the target log has the tool and its output. Check that fdisk, gdisk, e2fsprogs, xfsprogs and btrfs-progs are installed on the target.',
+  },
   FERRY_PROTOCOL_VERSION: {
     http: 502,
     retryable: false,

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, rmdir, statfs, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
@@ -7,10 +7,12 @@ import type { Logger } from 'pino';
 import {
   type Assignment,
   ordersKey,
+  type TargetDisk,
   type TargetEvent,
   type TargetHeartbeatResponse,
   type TargetOrders,
 } from '../control/index.js';
+import { describeTargetDisk, prepareDisks, unmountStaging } from '../disks/index.js';
 import { FerryError, toFerryError } from '../errors/index.js';
 import { Session } from '../protocol/index.js';
 import { receivePass, TreeWriter } from '../replication/file/index.js';
@@ -31,7 +33,11 @@ export interface TargetOptions {
   readonly name: string;
   readonly listen: string;
   readonly advertise?: string;
-  readonly root: string;
+  /** Exactly one of root (files are written under it) and disks (erased, then the source layout re-created). */
+  readonly root?: string;
+  readonly disks?: readonly string[];
+  /** Where the file systems on `disks` are mounted while data arrives. */
+  readonly staging?: string;
   readonly stateDir: string;
   readonly logger: Logger;
   readonly heartbeatMs?: number;
@@ -49,7 +55,18 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
   const caPem = await readFile(o.caFile, 'utf8').catch((e: Error) => {
     throw new FerryError('FERRY_CONFIG', `--ca-file ${o.caFile}: ${e.message}`);
   });
-  await mkdir(o.root, { recursive: true });
+  if (!o.root === !o.disks?.length)
+    throw new FerryError('FERRY_CONFIG', 'give exactly one of --root DIR and --disk DEVICE…');
+  if (o.root) await mkdir(o.root, { recursive: true });
+  const disks: TargetDisk[] = [];
+  for (const d of o.disks ?? []) {
+    disks.push(
+      await describeTargetDisk(d).catch((e: Error) => {
+        throw new FerryError('FERRY_CONFIG', `--disk ${d}: ${e.message}`);
+      }),
+    );
+  }
+  const stagingBase = path.resolve(o.staging ?? path.join(o.stateDir, 'staging'));
   const log = o.logger.child({ target: o.name });
   let assignment: Assignment | null = null;
   let active: { session: Session; taskId: string } | null = null;
@@ -87,7 +104,16 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
     throw e;
   });
   server.setSecureContext({ key: cred.keyPem, cert: cred.certPem, ca: cred.caPem });
-  log.info({ id: cred.id, listen: `${host}:${bound}`, advertise, root: o.root }, 'target registered');
+  log.info(
+    {
+      id: cred.id,
+      listen: `${host}:${bound}`,
+      advertise,
+      root: o.root ?? null,
+      disks: disks.map((d) => d.path),
+    },
+    'target registered',
+  );
   const client = new ConsoleClient({
     url: o.consoleUrl,
     caPem,
@@ -95,6 +121,49 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
   });
 
   const taskDir = (taskId: string) => path.join(o.stateDir, 'tasks', taskId);
+  const stagingOf = (taskId: string) => path.join(stagingBase, taskId);
+
+  /** Where a task's files go: --root, or its disks prepared (once) and mounted under the staging directory. */
+  let prepared: { taskId: string; root: Promise<string> } | null = null;
+  function rootFor(a: Assignment): Promise<string> {
+    if (!a.diskPlan) {
+      if (o.root) return Promise.resolve(o.root);
+      return Promise.reject(
+        new FerryError(
+          'FERRY_TARGET_DISK_BUSY',
+          'this target has disks but the task carries no disk plan; configure it again',
+        ),
+      );
+    }
+    if (!o.disks?.length)
+      return Promise.reject(
+        new FerryError('FERRY_TARGET_DISK_BUSY', 'this target was started without --disk'),
+      );
+    if (prepared?.taskId !== a.taskId) {
+      const plan = a.diskPlan;
+      const root = (async () => {
+        await mkdir(taskDir(a.taskId), { recursive: true, mode: 0o700 });
+        const r = await prepareDisks({
+          plan,
+          allowed: disks.map((d) => d.path),
+          staging: stagingOf(a.taskId),
+          recordFile: path.join(taskDir(a.taskId), 'disks.json'),
+          log,
+        });
+        log.info(
+          { staging: stagingOf(a.taskId), erased: r.prepared },
+          r.prepared ? 'target disks prepared and mounted' : 'target disks mounted',
+        );
+        return stagingOf(a.taskId);
+      })();
+      const mine = { taskId: a.taskId, root };
+      prepared = mine;
+      root.catch(() => {
+        if (prepared === mine) prepared = null;
+      });
+    }
+    return prepared.root;
+  }
 
   async function accept(socket: TLSSocket, peer: { fingerprint: string; id: string | null }) {
     const session = new Session(socket);
@@ -116,9 +185,18 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
         active.session.destroy();
       }
       active = { session, taskId: a.taskId };
+      let root: string;
+      try {
+        root = await rootFor(a);
+      } catch (e) {
+        const err = toFerryError(e, 'FERRY_DISK_PREPARATION');
+        log.error({ code: err.code, err: err.message }, 'cannot prepare the target disks');
+        session.fail(err);
+        return;
+      }
       await session.send({ type: 'welcome', body: { ok: true } });
       await mkdir(taskDir(a.taskId), { recursive: true, mode: 0o700 });
-      const writer = await TreeWriter.open(o.root, log, {
+      const writer = await TreeWriter.open(root, log, {
         inflightFile: path.join(taskDir(a.taskId), 'inflight'),
       });
       const started = Date.now();
@@ -145,8 +223,14 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
   async function finalize(taskId: string, runId: number) {
     if (finalized.has(`${taskId}:${runId}`)) return;
     await mkdir(taskDir(taskId), { recursive: true, mode: 0o700 });
-    // A file-level migration onto a directory has nothing to adapt; disk targets will
-    // adapt fstab, hostname, network and boot loader here.
+    // File systems keep the source's UUIDs and labels, so fstab and boot entries still
+    // match; the disks are unmounted so that they are consistent and ready to boot.
+    if (prepared?.taskId === taskId) {
+      await prepared.root.catch(() => null);
+      prepared = null;
+    }
+    const unmounted = await unmountStaging(stagingOf(taskId));
+    if (unmounted > 0) log.info({ taskId, unmounted }, 'target file systems unmounted');
     await writeFile(
       path.join(taskDir(taskId), 'launched.json'),
       JSON.stringify({ taskId, at: new Date().toISOString() }),
@@ -158,6 +242,10 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
 
   async function release(taskId: string) {
     if (events.some((e) => e.kind === 'released' && e.taskId === taskId)) return;
+    if (prepared?.taskId === taskId) prepared = null;
+    // Unmount first, and remove only the empty staging directory: never the data under a mount.
+    await unmountStaging(stagingOf(taskId));
+    await rmdir(stagingOf(taskId)).catch(() => {});
     await rm(taskDir(taskId), { recursive: true, force: true });
     events.push({ id: randomUUID(), kind: 'released', taskId });
     log.info({ taskId }, 'released the temporary resources of a task');
@@ -190,13 +278,15 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
   });
   beat = async () => {
     try {
-      const fs = await statfs(o.root).catch(() => null);
+      const fs = o.root ? await statfs(o.root).catch(() => null) : null;
       const res = await client.request<TargetHeartbeatResponse>('POST', '/api/v1/target/heartbeat', {
         events: [...events],
         info: {
-          root: path.resolve(o.root),
+          root: o.root ? path.resolve(o.root) : null,
           freeBytes: fs ? fs.bavail * fs.bsize : null,
-          totalBytes: fs ? fs.blocks * fs.bsize : null,
+          totalBytes: fs ? fs.blocks * fs.bsize : disks.reduce((n, d) => n + d.sizeBytes, 0),
+          disks,
+          staging: disks.length > 0 ? stagingBase : null,
         },
       });
       for (const id of res.ackedEvents) {
@@ -254,6 +344,12 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
       active?.session.destroy();
       await new Promise<void>((r) => server.close(() => r()));
       client.close();
+      if (disks.length > 0) {
+        await prepared?.root.catch(() => null);
+        await unmountStaging(stagingBase).catch((e: Error) =>
+          log.warn({ err: e.message }, 'could not unmount the staging file systems'),
+        );
+      }
       resolveDone();
     },
   };

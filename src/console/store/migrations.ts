@@ -68,6 +68,13 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable('tasks').addColumn('sync_excludes', 'text').execute();
     },
   },
+  '0005-task-disks': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('tasks').addColumn('disk_map', 'text').execute();
+      await db.schema.alterTable('tasks').addColumn('resize', 'text').execute();
+      await db.schema.alterTable('tasks').addColumn('disk_plan', 'text').execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

@@ -39,6 +39,10 @@ export interface TasksTable {
   sync_interval_seconds: number | null;
   rate_limit: string | null;
   sync_excludes: string | null;
+  /** JSON: DiskMapping[], ResizeRequest[], DiskPlan (null for a --root target). */
+  disk_map: string | null;
+  resize: string | null;
+  disk_plan: string | null;
   created_at: number;
   updated_at: number;
 }
