@@ -50,8 +50,8 @@ export function compareTrees(a: string, b: string, ignore: (rel: string) => bool
   const diffs: string[] = [];
   for (const rel of A.keys()) if (!B.has(rel)) diffs.push(`missing on target: ${rel}`);
   for (const rel of B.keys()) if (!A.has(rel)) diffs.push(`extra on target: ${rel}`);
-  const groupsA = new Map<bigint, string[]>();
-  const groupsB = new Map<bigint, string[]>();
+  const groupsA = new Map<string, string[]>();
+  const groupsB = new Map<string, string[]>();
   for (const [rel, x] of A) {
     const y = B.get(rel);
     if (!y) continue;
@@ -72,12 +72,14 @@ export function compareTrees(a: string, b: string, ignore: (rel: string) => bool
       const sparseA = x.st.blocks * 512n < x.st.size;
       const sparseB = y.st.blocks * 512n < y.st.size;
       d('sparse', sparseA, sparseB);
-      if (x.st.nlink > 1n) groupsA.set(x.st.ino, [...(groupsA.get(x.st.ino) ?? []), rel]);
-      if (y.st.nlink > 1n) groupsB.set(y.st.ino, [...(groupsB.get(y.st.ino) ?? []), rel]);
+      if (x.st.nlink > 1n)
+        groupsA.set(`${x.st.dev}:${x.st.ino}`, [...(groupsA.get(`${x.st.dev}:${x.st.ino}`) ?? []), rel]);
+      if (y.st.nlink > 1n)
+        groupsB.set(`${y.st.dev}:${y.st.ino}`, [...(groupsB.get(`${y.st.dev}:${y.st.ino}`) ?? []), rel]);
     }
     if (x.st.isCharacterDevice() || x.st.isBlockDevice()) d('rdev', x.st.rdev, y.st.rdev);
   }
-  const norm = (g: Map<bigint, string[]>) => [...g.values()].map((v) => v.sort().join('|')).sort();
+  const norm = (g: Map<string, string[]>) => [...g.values()].map((v) => v.sort().join('|')).sort();
   const ga = norm(groupsA);
   const gb = norm(groupsB);
   if (JSON.stringify(ga) !== JSON.stringify(gb))

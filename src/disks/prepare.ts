@@ -226,7 +226,9 @@ export async function mountStaging(plan: DiskPlan, staging: string): Promise<voi
   for (const m of plannedMounts(plan)) {
     const dir = m.mountpoint === '/' ? staging : safeMkdirs(staging, m.mountpoint);
     if (mountTable().some((t) => t.dir === dir)) continue;
-    await sh('mount', ['-t', m.type, m.device, dir]);
+    // nouuid: xfs refuses a second file system with a UUID already mounted, which happens
+    // when source and target share a host (tests, or a disk-to-disk copy on one machine).
+    await sh('mount', ['-t', m.type, ...(m.type === 'xfs' ? ['-o', 'nouuid'] : []), m.device, dir]);
   }
 }
 
