@@ -303,6 +303,7 @@ export class JobRunner {
       this.#state = 'transferring';
       return await runSendPass({
         session,
+        ...(first.body.resume ? { resume: first.body.resume } : {}),
         root: this.#o.root,
         excludes: job.excludes,
         emptyDirs: this.#o.emptyDirs(),

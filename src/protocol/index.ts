@@ -32,6 +32,7 @@ export {
   type HelloMessage,
   type Message,
   type RejectMessage,
+  type ResumableFile,
   validatePath,
   type WelcomeMessage,
 } from './messages.js';

@@ -62,7 +62,18 @@ const Hello = Type.Object(
   },
   { additionalProperties: false },
 );
-const Welcome = Type.Object({ ok: Type.Literal(true) }, { additionalProperties: false });
+/**
+ * A partly received file the target kept (written and fsync'd up to `offset`): the source
+ * may continue it with an ENTRY carrying `resumeFrom: offset` if the file is still the same.
+ */
+const Resumable = Type.Object(
+  { path: PathString, offset: Int(), size: Int(), mtimeNs: NsString },
+  { additionalProperties: false },
+);
+const Welcome = Type.Object(
+  { ok: Type.Literal(true), resume: Type.Optional(Resumable) },
+  { additionalProperties: false },
+);
 const Xattr = Type.Object(
   { name: Type.String({ minLength: 1, maxLength: 255 }), value: Type.String({ maxLength: 90_000 }) },
   { additionalProperties: false },
@@ -91,6 +102,8 @@ const Entry = Type.Object(
     rdevMajor: Type.Optional(Int({ maximum: 0xffffffff })),
     rdevMinor: Type.Optional(Int({ maximum: 0xffffffff })),
     xattrs: Type.Optional(Type.Array(Xattr, { maxItems: 256 })),
+    /** The file continues the target's kept partial copy: DATA starts at this offset. */
+    resumeFrom: Type.Optional(Int()),
   },
   { additionalProperties: false },
 );
@@ -113,6 +126,7 @@ const ErrorMsg = Type.Object(
 
 export type HelloMessage = Static<typeof Hello>;
 export type WelcomeMessage = Static<typeof Welcome>;
+export type ResumableFile = Static<typeof Resumable>;
 export type EntryMessage = Static<typeof Entry>;
 export type FileEndMessage = Static<typeof FileEnd>;
 export type DeleteMessage = Static<typeof Delete>;

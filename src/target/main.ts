@@ -194,11 +194,13 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
         session.fail(err);
         return;
       }
-      await session.send({ type: 'welcome', body: { ok: true } });
       await mkdir(taskDir(a.taskId), { recursive: true, mode: 0o700 });
       const writer = await TreeWriter.open(root, log, {
         inflightFile: path.join(taskDir(a.taskId), 'inflight'),
+        journalFile: path.join(taskDir(a.taskId), 'partial'),
       });
+      const resume = writer.resumable();
+      await session.send({ type: 'welcome', body: { ok: true, ...(resume ? { resume } : {}) } });
       const started = Date.now();
       const r = await receivePass(session, writer, log);
       log.info(

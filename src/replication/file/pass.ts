@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { FerryError, isErrorCode } from '../../errors/index.js';
-import type { EntryMessage, Session } from '../../protocol/index.js';
+import type { EntryMessage, ResumableFile, Session } from '../../protocol/index.js';
 import { entryFromScan, isSparse } from './entry.js';
 import { readFileRegions } from './read-file.js';
 import { normalizeExcludes, type ScannedEntry, scanTree } from './scan.js';
@@ -82,7 +82,7 @@ function unchanged(prev: SyncRecord, cur: SyncRecord): boolean {
   );
 }
 
-type Pending = { kind: 'put'; rec: SyncRecord } | { kind: 'delete'; path: string };
+type Pending = { kind: 'put'; rec: SyncRecord; dir: boolean } | { kind: 'delete'; path: string };
 
 /** An entry the pass will send, with the content of a small file already being read. */
 interface Planned {
@@ -118,6 +118,8 @@ export async function runSendPass(opts: {
    * (sync-only exclusions: copied by the full replication, not kept in step afterwards).
    */
   keep?: readonly string[];
+  /** A partly received file the target kept: continued from its offset if it is still the same file. */
+  resume?: ResumableFile;
 }): Promise<PassResult> {
   const { session, state, progress } = opts;
   const gen = state.beginPass();
@@ -138,10 +140,14 @@ export async function runSendPass(opts: {
   });
   committed.catch(() => {});
 
+  // The target applies a directory's metadata only at COMMIT: a directory is recorded as
+  // done when the pass commits, so an interrupted pass sends it again.
+  const dirsAcked: SyncRecord[] = [];
   const acknowledge = (upTo: number) => {
     for (const [s, p] of pending) {
       if (s > upTo) break;
-      if (p.kind === 'put') state.record(p.rec, gen);
+      if (p.kind === 'put' && p.dir) dirsAcked.push(p.rec);
+      else if (p.kind === 'put') state.record(p.rec, gen);
       else state.remove(p.path);
       pending.delete(s);
     }
@@ -155,6 +161,7 @@ export async function runSendPass(opts: {
         pending.delete(msg.body.seq);
       } else if (msg.type === 'committed' && msg.body.seq === commitSeq) {
         acknowledge(commitSeq);
+        for (const rec of dirsAcked) state.record(rec, gen);
         settle();
         session.close();
       } else if (msg.type === 'error') {
@@ -248,8 +255,9 @@ export async function runSendPass(opts: {
     const entry: EntryMessage = await entryFromScan(e, seq, p.firstPath);
     const data = p.content ? await p.content : null;
     if (data) entry.size = data.length; // what was read is what is sent and hashed
-    pending.set(seq, { kind: 'put', rec: cur });
-    await send({ type: 'entry', body: entry });
+    pending.set(seq, { kind: 'put', rec: cur, dir: entry.kind === 'dir' });
+    const large = entry.kind === 'file' && !data;
+    if (!large) await send({ type: 'entry', body: entry }); // a large file's ENTRY may carry resumeFrom
     sent++;
     if (entry.kind === 'file' && data) {
       if (data.length > 0) await send({ type: 'data', offset: 0, data });
@@ -261,12 +269,26 @@ export async function runSendPass(opts: {
       await send({ type: 'file-end', body: { seq, hash: hasher.digest('hex') } });
     } else if (entry.kind === 'file') {
       const { regions, done } = await readFileRegions(e.abs, isSparse(e));
+      const r0 = opts.resume;
+      // The target holds the beginning already: read and hash it (the end-to-end hash covers
+      // the whole file) but send only what follows.
+      const from =
+        r0 && r0.path === entry.path && r0.size === entry.size && r0.mtimeNs === entry.mtimeNs
+          ? r0.offset
+          : 0;
+      if (from > 0) entry.resumeFrom = from;
+      await send({ type: 'entry', body: entry });
       let dataBytes = 0;
       for await (const r of regions) {
-        await send({ type: 'data', offset: r.offset, data: r.data });
+        const end = r.offset + r.data.length;
+        if (end > from) {
+          const skip = Math.max(0, from - r.offset);
+          const part = skip > 0 ? r.data.subarray(skip) : r.data;
+          await send({ type: 'data', offset: r.offset + skip, data: part });
+          progress.bytesSent += part.length;
+        }
         dataBytes += r.data.length;
         progress.bytes += r.data.length;
-        progress.bytesSent += r.data.length;
         abortIfAsked();
       }
       const { hash, size } = done();

@@ -145,3 +145,76 @@ describe('receivePass against a hostile source', () => {
     expect(fs.readdirSync(root)).toEqual([]);
   });
 });
+
+describe('TreeWriter keeps a checkpointed large file for resuming', () => {
+  const MiB = 1 << 20;
+  const content = Buffer.alloc(24 * MiB);
+  for (let i = 0; i < content.length; i += 4) content.writeUInt32LE((i * 2654435761) >>> 0, i);
+  const opts = () => ({ inflightFile: path.join(dir, 'inflight'), journalFile: path.join(dir, 'partial') });
+  const tmpFiles = () => fs.readdirSync(root).filter((n) => n.startsWith('.ferry-tmp-'));
+
+  async function writeUntilCheckpoint(w: TreeWriter, upTo: number) {
+    await w.entry(file(1, 'big.bin', content.length));
+    for (let at = 0; at < upTo; at += MiB) await w.data(at, content.subarray(at, at + MiB));
+    // the checkpoint runs in the background; the next DATA frames give it time to finish
+    for (let i = 0; i < 50 && !fs.readFileSync(path.join(dir, 'partial'), 'utf8').includes('offset'); i++)
+      await new Promise((r) => setTimeout(r, 20));
+  }
+
+  it('continues from the journaled offset after the connection was lost, and the hash covers the whole file', async () => {
+    const w1 = await TreeWriter.open(root, log, opts());
+    await writeUntilCheckpoint(w1, 14 * MiB);
+    await w1.abort();
+    w1.close();
+    expect(tmpFiles()).toHaveLength(1);
+
+    const w2 = await TreeWriter.open(root, log, opts());
+    const r = w2.resumable();
+    expect(r).toMatchObject({ path: 'big.bin', size: content.length, mtimeNs: base.mtimeNs });
+    expect(r!.offset).toBeGreaterThanOrEqual(4 * MiB);
+    expect(r!.offset).toBeLessThanOrEqual(14 * MiB);
+    await w2.entry({ ...file(1, 'big.bin', content.length), resumeFrom: r!.offset });
+    for (let at = r!.offset; at < content.length; at += MiB)
+      await w2.data(at, content.subarray(at, Math.min(content.length, at + MiB)));
+    await w2.fileEnd(hash(content));
+    await w2.commit();
+    w2.close();
+    expect(fs.readFileSync(path.join(root, 'big.bin')).equals(content)).toBe(true);
+    expect(tmpFiles()).toEqual([]);
+    const w3 = await TreeWriter.open(root, log, opts());
+    expect(w3.resumable()).toBeUndefined();
+    w3.close();
+  });
+
+  it('keeps the partial file across a crash (no abort) and drops it when the source does not continue it', async () => {
+    const w1 = await TreeWriter.open(root, log, opts());
+    await writeUntilCheckpoint(w1, 10 * MiB); // then the process "dies": no abort, no close
+    const w2 = await TreeWriter.open(root, log, opts());
+    expect(w2.resumable()?.path).toBe('big.bin');
+    await w2.entry(file(1, 'other', 3));
+    await w2.data(0, Buffer.from('abc'));
+    await w2.fileEnd(hash(Buffer.from('abc')));
+    await w2.commit(); // big.bin was not continued: its partial copy goes
+    w2.close();
+    expect(tmpFiles()).toEqual([]);
+    expect(fs.readdirSync(root)).toEqual(['other']);
+  });
+
+  it('refuses a resumeFrom that does not match the kept file', async () => {
+    const w1 = await TreeWriter.open(root, log, opts());
+    await writeUntilCheckpoint(w1, 10 * MiB);
+    await w1.abort();
+    w1.close();
+    const w2 = await TreeWriter.open(root, log, opts());
+    const r = w2.resumable()!;
+    await expect(
+      w2.entry({ ...file(1, 'big.bin', content.length + 1), resumeFrom: r.offset }),
+    ).rejects.toMatchObject({ code: 'FERRY_PROTOCOL_VIOLATION' });
+    await expect(
+      w2.entry({ ...file(2, 'big.bin', content.length), resumeFrom: r.offset + 1 }),
+    ).rejects.toMatchObject({
+      code: 'FERRY_PROTOCOL_VIOLATION',
+    });
+    w2.close();
+  });
+});

@@ -5,6 +5,9 @@ import {
   closeSync,
   fchmodSync,
   fchownSync,
+  fdatasync,
+  fdatasyncSync,
+  fstatSync,
   ftruncateSync,
   lchownSync,
   linkSync,
@@ -12,6 +15,7 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
+  readSync,
   realpathSync,
   renameSync,
   rmSync,
@@ -26,7 +30,7 @@ import { promisify } from 'node:util';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { FerryError } from '../../errors/index.js';
 import { ferryFs, splitNs } from '../../native/index.js';
-import { type EntryMessage, validatePath } from '../../protocol/index.js';
+import { type EntryMessage, type ResumableFile, validatePath } from '../../protocol/index.js';
 
 const run = promisify(execFile);
 const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, socket: C.S_IFSOCK } as const;
@@ -35,6 +39,16 @@ const INFLIGHT_BLOCK = Buffer.alloc(4096 + 16);
 const WRITE_BEHIND_FROM = 1 << 20;
 const FLUSH_EVERY_BYTES = 256 << 20;
 const WRITE_BEHIND_BYTES = 8 << 20;
+/** Files from this size are checkpointed (fsync'd and journaled) as they arrive, every CHECKPOINT_BYTES. */
+const CHECKPOINT_FROM = 8 << 20;
+const CHECKPOINT_BYTES = 4 << 20;
+const JOURNAL_BLOCK = 8192;
+const fdatasyncAsync = promisify(fdatasync);
+
+/** A partly written file kept for resuming: its temporary file holds `offset` verified-written bytes. */
+interface Partial extends ResumableFile {
+  tmp: string;
+}
 
 function writeAll(fd: number, data: Buffer, offset: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -62,6 +76,9 @@ interface OpenFile {
   queuedBytes: number;
   hasher: Blake3Hasher;
   hashedTo: number;
+  /** Bytes [0, checkpointed) are on disk (fdatasync'd) and named in the journal. */
+  checkpointed: number;
+  nextCheckpoint: number;
 }
 
 function depth(rel: string): number {
@@ -104,11 +121,22 @@ export class TreeWriter {
   #flushing: Promise<unknown> | null = null;
   readonly #inflightFile: string | undefined;
   #inflightFd: number | null = null;
+  readonly #journalFile: string | undefined;
+  #journalFd: number | null = null;
+  /** The kept partial file this writer may continue (from the journal), if any. */
+  #partial: Partial | null = null;
+  #checkpointing: Promise<void> | null = null;
 
-  private constructor(root: string, log: WriterLog, inflightFile: string | undefined) {
+  private constructor(
+    root: string,
+    log: WriterLog,
+    inflightFile: string | undefined,
+    journalFile: string | undefined,
+  ) {
     this.root = root;
     this.#log = log;
     this.#inflightFile = inflightFile;
+    this.#journalFile = journalFile;
   }
 
   /**
@@ -116,14 +144,74 @@ export class TreeWriter {
    * written, so that one left behind by a crash or kill is removed when the next writer
    * opens: the migrated tree never keeps a `.ferry-tmp-*` file.
    */
-  static async open(root: string, log: WriterLog, opts: { inflightFile?: string } = {}): Promise<TreeWriter> {
+  static async open(
+    root: string,
+    log: WriterLog,
+    opts: { inflightFile?: string; journalFile?: string } = {},
+  ): Promise<TreeWriter> {
     const real = realpathSync(root);
     if (!lstatSync(real).isDirectory()) {
       throw new FerryError('FERRY_CONFIG', `target root ${root} is not a directory`);
     }
-    const w = new TreeWriter(real, log, opts.inflightFile);
+    const w = new TreeWriter(real, log, opts.inflightFile, opts.journalFile);
+    w.#loadJournal();
     w.#removeLeftover();
     return w;
+  }
+
+  /**
+   * `journalFile` (in the target's state directory) names the large file being received
+   * and how far it is written and fsync'd. A partial file it names survives a lost
+   * connection or a crash, and the source continues it from there (see resumable()).
+   */
+  #loadJournal(): void {
+    if (!this.#journalFile) return;
+    let j: Partial | null = null;
+    try {
+      const text = readFileSync(this.#journalFile, 'utf8').trim();
+      j = text ? (JSON.parse(text) as Partial) : null;
+    } catch {
+      j = null; // a torn or missing journal: nothing to resume
+    }
+    this.#journalFd = openSync(this.#journalFile, C.O_RDWR | C.O_CREAT, 0o600);
+    if (!j || typeof j.tmp !== 'string' || typeof j.path !== 'string' || validatePath(j.path)) return;
+    const inside =
+      path.dirname(j.tmp) === path.dirname(this.#abs(j.path)) &&
+      path.basename(j.tmp).startsWith('.ferry-tmp-');
+    try {
+      if (inside && lstatSync(j.tmp).isFile() && Number.isSafeInteger(j.offset) && j.offset > 0)
+        this.#partial = j;
+    } catch {
+      /* the partial file is gone */
+    }
+    if (!this.#partial) this.#writeJournal(null, false);
+  }
+
+  /** The partly received file the source may continue, if one was kept. */
+  resumable(): ResumableFile | undefined {
+    const p = this.#partial;
+    return p ? { path: p.path, offset: p.offset, size: p.size, mtimeNs: p.mtimeNs } : undefined;
+  }
+
+  #writeJournal(j: Partial | null, durable: boolean): void {
+    if (this.#journalFd === null) return;
+    const block = Buffer.alloc(JOURNAL_BLOCK, 0x20);
+    if (j) block.write(`${JSON.stringify(j)}\n`, 0, 'utf8');
+    writeSync(this.#journalFd, block, 0, block.length, 0);
+    if (durable) fdatasyncSync(this.#journalFd);
+  }
+
+  /** Drops the kept partial file (the source did not continue it). */
+  #dropPartial(): void {
+    const p = this.#partial;
+    if (!p) return;
+    this.#partial = null;
+    try {
+      unlinkSync(p.tmp);
+    } catch {
+      /* already gone */
+    }
+    this.#writeJournal(null, false);
   }
 
   #removeLeftover(): void {
@@ -135,7 +223,7 @@ export class TreeWriter {
       /* first writer for this task */
     }
     const inside = left.startsWith(`${this.root}/`) && path.basename(left).startsWith('.ferry-tmp-');
-    if (left && inside) {
+    if (left && inside && left !== this.#partial?.tmp) {
       try {
         unlinkSync(left);
         this.#log.warn({ path: left }, 'removed a temporary file left by an interrupted transfer');
@@ -159,10 +247,12 @@ export class TreeWriter {
     writeSync(this.#inflightFd, INFLIGHT_BLOCK, 0, INFLIGHT_BLOCK.length, 0);
   }
 
-  /** Releases the in-flight record; call when the writer is done. */
+  /** Releases the in-flight record and the journal; call when the writer is done. */
   close(): void {
     if (this.#inflightFd !== null) closeSync(this.#inflightFd);
     this.#inflightFd = null;
+    if (this.#journalFd !== null) closeSync(this.#journalFd);
+    this.#journalFd = null;
   }
 
   #abs(rel: string): string {
@@ -301,6 +391,11 @@ export class TreeWriter {
         return;
       }
       case 'file': {
+        if (e.resumeFrom !== undefined) {
+          this.#file = this.#continuePartial(e, parentAbs);
+          return;
+        }
+        if (this.#partial?.path === e.path) this.#dropPartial(); // sent afresh: the kept copy is stale
         const tmp = this.#tmpName(parentAbs, e.seq);
         const fd = openSync(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
         this.#file = {
@@ -312,6 +407,8 @@ export class TreeWriter {
           hashedTo: 0,
           writes: [],
           queuedBytes: 0,
+          checkpointed: 0,
+          nextCheckpoint: (e.size ?? 0) >= CHECKPOINT_FROM ? CHECKPOINT_BYTES : Number.POSITIVE_INFINITY,
         };
         return;
       }
@@ -342,6 +439,79 @@ export class TreeWriter {
     }
   }
 
+  /**
+   * Reopens the kept partial file for an ENTRY with resumeFrom, after checking that it is
+   * the same file at the same offset, and hashes what it holds so the end-to-end hash
+   * still covers the whole file.
+   */
+  #continuePartial(e: EntryMessage, parentAbs: string): OpenFile {
+    const p = this.#partial;
+    if (!p || p.path !== e.path || p.size !== e.size || p.mtimeNs !== e.mtimeNs || p.offset !== e.resumeFrom)
+      throw new FerryError(
+        'FERRY_PROTOCOL_VIOLATION',
+        `resumeFrom for ${e.path} does not match the kept partial file`,
+      );
+    if (path.dirname(p.tmp) !== parentAbs)
+      throw this.#unsafe(e.path, 'the kept partial file is not in the entry directory');
+    this.#partial = null;
+    const fd = openSync(p.tmp, C.O_RDWR | C.O_NOFOLLOW);
+    try {
+      if (!fstatSync(fd).isFile()) throw this.#unsafe(e.path, 'the kept partial file is not a regular file');
+      this.#noteInflight(p.tmp);
+      ftruncateSync(fd, p.offset);
+      const hasher = new Blake3Hasher();
+      const buf = Buffer.allocUnsafe(1 << 20);
+      for (let at = 0; at < p.offset; ) {
+        const n = readSync(fd, buf, 0, Math.min(buf.length, p.offset - at), at);
+        if (n <= 0) throw new FerryError('FERRY_TARGET_WRITE', `the kept partial file of ${e.path} is short`);
+        hasher.update(n === buf.length ? buf : buf.subarray(0, n));
+        at += n;
+      }
+      this.#log.warn({ path: e.path, offset: p.offset }, 'continuing a partly received file');
+      return {
+        entry: e,
+        rel: e.path,
+        tmp: p.tmp,
+        fd,
+        hasher,
+        hashedTo: p.offset,
+        writes: [],
+        queuedBytes: 0,
+        checkpointed: p.offset,
+        nextCheckpoint: p.offset + CHECKPOINT_BYTES,
+      };
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+  }
+
+  /**
+   * Makes [0, hashedTo) of a large file durable and names it in the journal, in the
+   * background: the writes queued so far settle, the file is fdatasync'd, then the journal
+   * block is written and fdatasync'd. At most one checkpoint runs at a time.
+   */
+  #checkpoint(f: OpenFile): void {
+    if (this.#journalFd === null || this.#checkpointing || f.hashedTo < f.nextCheckpoint) return;
+    const upTo = f.hashedTo;
+    f.nextCheckpoint = upTo + CHECKPOINT_BYTES;
+    const queued = f.writes.map((w) => w.done);
+    this.#checkpointing = (async () => {
+      await Promise.all(queued);
+      await fdatasyncAsync(f.fd);
+      const e = f.entry;
+      this.#writeJournal(
+        { path: f.rel, tmp: f.tmp, offset: upTo, size: e.size ?? 0, mtimeNs: e.mtimeNs },
+        true,
+      );
+      f.checkpointed = upTo;
+    })()
+      .catch(() => {})
+      .finally(() => {
+        this.#checkpointing = null;
+      });
+  }
+
   /** Owner, then mode (chown clears set-id bits), xattrs, times: on a node not yet in place. */
   #finishNode(tmp: string, e: EntryMessage, withMode: boolean): void {
     lchownSync(tmp, e.uid, e.gid);
@@ -354,6 +524,7 @@ export class TreeWriter {
     const f = this.#file;
     if (!f) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'DATA outside a file');
     const size = f.entry.size ?? 0;
+    this.#checkpoint(f);
     if (offset < f.hashedTo || offset + data.length > size) {
       throw new FerryError(
         'FERRY_PROTOCOL_VIOLATION',
@@ -412,6 +583,8 @@ export class TreeWriter {
     if (!f) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE_END outside a file');
     this.#file = null;
     const e = f.entry;
+    await this.#checkpointing;
+    if (f.checkpointed > 0) this.#writeJournal(null, false); // the file completes; nothing to resume
     try {
       await this.#settleAll(f);
       this.#hashZeros(f, e.size ?? 0);
@@ -480,17 +653,34 @@ export class TreeWriter {
     }
     this.#dirMeta.clear();
     this.#touched.clear();
+    this.#dropPartial(); // the source did not continue it in this pass
     await this.#flushing;
     await run('sync', ['-f', this.root]);
     this.#unflushed = 0;
   }
 
-  /** Drops a half-written file (connection lost); safe to call at any time. */
+  /**
+   * Ends a half-written file (connection lost); safe to call at any time. A large file
+   * whose beginning was checkpointed is kept for resuming; anything else is removed.
+   */
   async abort(): Promise<void> {
     const f = this.#file;
     this.#file = null;
     if (!f) return;
     await Promise.allSettled(f.writes.map((w) => w.done));
+    await this.#checkpointing;
+    if (f.checkpointed > 0) {
+      closeSync(f.fd);
+      const e = f.entry;
+      this.#partial = {
+        path: f.rel,
+        tmp: f.tmp,
+        offset: f.checkpointed,
+        size: e.size ?? 0,
+        mtimeNs: e.mtimeNs,
+      };
+      return;
+    }
     this.#discard(f);
   }
 
