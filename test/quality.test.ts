@@ -37,7 +37,7 @@ const RULES: { from: string; forbid: RegExp; why: string }[] = [
   { from: 'src/control', forbid: /^(node:|src\/(?!control))/, why: 'control messages are pure schemas' },
   {
     from: 'src/protocol',
-    forbid: /^(node:(?!stream)|src\/(?!protocol|errors))/,
+    forbid: /^(node:(?!stream)|src\/(?!protocol|errors|control))/,
     why: 'the wire codec does no I/O',
   },
   { from: 'src/agent', forbid: /^src\/(console|target|cli|demo)$/, why: 'the agent runs alone on a source' },

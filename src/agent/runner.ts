@@ -9,10 +9,12 @@ import {
   mbpsAt,
   type PassStats,
   type Progress,
+  type VerifyMode,
+  type VerifyReport,
 } from '../control/index.js';
 import { FerryError, isErrorCode, toFerryError } from '../errors/index.js';
-import { Session } from '../protocol/index.js';
-import { type PassProgress, runSendPass, scanTree } from '../replication/file/index.js';
+import { Session, type WelcomeMessage } from '../protocol/index.js';
+import { type PassProgress, runSendPass, runVerifySend, scanTree } from '../replication/file/index.js';
 import { type Credential, connectData, RateLimiter } from '../transport/index.js';
 import { RateMeter } from './rate-meter.js';
 import { SqliteSyncState } from './sync-state.js';
@@ -112,7 +114,9 @@ export class JobRunner {
     const key = job.kind === 'idle' ? 'idle' : `${job.taskId}:${job.runId}:${job.pass}`;
     if (this.#current?.key === key) {
       if (job.kind !== 'replicate') return;
-      const wake = job.syncRequest !== this.#current.job.syncRequest;
+      const wake =
+        job.syncRequest !== this.#current.job.syncRequest ||
+        (job.verifyRequest ?? 0) !== (this.#current.job.verifyRequest ?? 0);
       this.#current.job = job; // a new rate limit applies to the running transfer at once
       if (wake) this.#current.wake();
       return;
@@ -164,11 +168,13 @@ export class JobRunner {
       if (cur.job.pass === 'continuous') {
         // Full replication has just run: the first sync comes after an interval or a request.
         let lastRequest = cur.job.syncRequest;
+        let lastVerify = cur.job.verifyRequest ?? 0;
         this.#state = 'waiting';
         this.#phase = 'sync';
         while (!signal.aborted) {
           await new Promise<void>((resolve) => {
-            if (cur.job.syncRequest !== lastRequest) return resolve();
+            if (cur.job.syncRequest !== lastRequest || (cur.job.verifyRequest ?? 0) !== lastVerify)
+              return resolve();
             onWake(resolve);
             void sleep(cur.job.syncIntervalSeconds * 1000, signal).then(resolve);
           });
@@ -178,13 +184,27 @@ export class JobRunner {
           const stats = await this.#passWithRetry(job, 'sync', state, signal);
           if (!stats) return;
           this.#emit(job, 'sync-done', { stats: { ...stats, syncRequest: job.syncRequest } });
+          if ((job.verifyRequest ?? 0) !== lastVerify) {
+            // `ferry verify`: check the target right after a sync, so that only what changed
+            // since then can differ
+            lastVerify = job.verifyRequest ?? 0;
+            const report = await this.#verifyWithRetry(job, job.verifyMode ?? 'quick', signal);
+            if (!report) return;
+            this.#emit(job, 'verify-done', { report, verifyRequest: lastVerify });
+          }
           this.#state = 'waiting';
         }
         return;
       }
       const pass = cur.job.pass === 'full' ? 'full' : 'final';
       const stats = await this.#passWithRetry(cur.job, pass, state, signal);
-      if (stats) this.#emit(cur.job, pass === 'full' ? 'replication-done' : 'final-sync-done', { stats });
+      if (!stats) return;
+      const verifyMode = cur.job.verifyAfterReplication ?? 'none';
+      if (pass === 'full' && verifyMode !== 'none') {
+        const report = await this.#verifyWithRetry(cur.job, verifyMode, signal);
+        if (!report) return;
+        this.#emit(cur.job, 'replication-done', { stats, report });
+      } else this.#emit(cur.job, pass === 'full' ? 'replication-done' : 'final-sync-done', { stats });
     } finally {
       state.close();
     }
@@ -257,6 +277,56 @@ export class JobRunner {
     return null;
   }
 
+  /** Checks the target against the source (see runVerifySend); retries like a pass. */
+  async #verifyWithRetry(
+    job: ReplicateJob,
+    mode: VerifyMode,
+    signal: AbortSignal,
+  ): Promise<VerifyReport | null> {
+    let backoff = 1000;
+    let firstFailureAt: number | null = null;
+    while (!signal.aborted) {
+      this.#phase = 'verify';
+      this.#state = 'transferring';
+      try {
+        const report = await this.#session(job, { pass: 'verify', verify: mode }, signal, (session) =>
+          runVerifySend({
+            session,
+            root: this.#o.root,
+            excludes: job.excludes,
+            emptyDirs: this.#o.emptyDirs(),
+            mode,
+            signal,
+          }),
+        );
+        this.#o.logger.info(
+          { mode, identical: report.identical, totals: report.totals },
+          'verification done',
+        );
+        this.#state = 'idle';
+        return report;
+      } catch (e) {
+        if (signal.aborted) return null;
+        const err = toFerryError(e, 'FERRY_CONNECTION_LOST');
+        firstFailureAt ??= Date.now();
+        if (!err.retryable || Date.now() - firstFailureAt > this.#o.retryDeadlineMs) {
+          this.#o.logger.error({ code: err.code, err: err.message }, 'verification failed');
+          this.#emit(job, 'failed', {
+            code: err.code,
+            message: `verification: ${err.message}`.slice(0, 2000),
+          });
+          this.#state = 'idle';
+          return null;
+        }
+        this.#state = 'reconnecting';
+        this.#message = `${err.code}: ${err.message}`;
+        await sleep(backoff, signal);
+        backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
+      }
+    }
+    return null;
+  }
+
   async #count(job: ReplicateJob, signal: AbortSignal): Promise<{ bytes: number; files: number }> {
     let bytes = 0;
     let files = 0;
@@ -279,31 +349,11 @@ export class JobRunner {
     state: SqliteSyncState,
     signal: AbortSignal,
   ) {
-    const socket = await connectData({
-      address: job.target.address,
-      cred: this.#o.cred,
-      expectTargetId: job.target.id,
-    });
-    const session = new Session(socket, { pace: (n) => this.#limiter.pace(n) });
-    const onAbort = () => session.destroy();
-    signal.addEventListener('abort', onAbort);
-    try {
-      await session.send({ type: 'hello', body: { taskId: job.taskId, runId: job.runId, pass } });
-      const first = await session.next();
-      if (first?.type === 'error') {
-        // The target's own code when it is one of ours (a disk it cannot prepare, a refusal).
-        const code =
-          isErrorCode(first.body.code) && first.body.code !== 'FERRY_INTERNAL'
-            ? first.body.code
-            : 'FERRY_CONNECTION_LOST';
-        throw new FerryError(code, `target refused: ${first.body.message}`);
-      }
-      if (first?.type !== 'welcome')
-        throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'the target did not welcome us');
+    return this.#session(job, { pass }, signal, (session, welcome) => {
       this.#state = 'transferring';
-      return await runSendPass({
+      return runSendPass({
         session,
-        ...(first.body.resume ? { resume: first.body.resume } : {}),
+        ...(welcome.resume ? { resume: welcome.resume } : {}),
         root: this.#o.root,
         excludes: job.excludes,
         emptyDirs: this.#o.emptyDirs(),
@@ -317,6 +367,38 @@ export class JobRunner {
             'not migrated: the file name is not valid UTF-8 (see the feasibility check)',
           ),
       });
+    });
+  }
+
+  /** Opens a data connection to the target, says HELLO, and runs `fn` once welcomed. */
+  async #session<T>(
+    job: ReplicateJob,
+    hello: { pass: 'full' | 'sync' | 'final' | 'verify'; verify?: VerifyMode },
+    signal: AbortSignal,
+    fn: (session: Session, welcome: WelcomeMessage) => Promise<T>,
+  ): Promise<T> {
+    const socket = await connectData({
+      address: job.target.address,
+      cred: this.#o.cred,
+      expectTargetId: job.target.id,
+    });
+    const session = new Session(socket, { pace: (n) => this.#limiter.pace(n) });
+    const onAbort = () => session.destroy();
+    signal.addEventListener('abort', onAbort);
+    try {
+      await session.send({ type: 'hello', body: { taskId: job.taskId, runId: job.runId, ...hello } });
+      const first = await session.next();
+      if (first?.type === 'error') {
+        // The target's own code when it is one of ours (a disk it cannot prepare, a refusal).
+        const code =
+          isErrorCode(first.body.code) && first.body.code !== 'FERRY_INTERNAL'
+            ? first.body.code
+            : 'FERRY_CONNECTION_LOST';
+        throw new FerryError(code, `target refused: ${first.body.message}`);
+      }
+      if (first?.type !== 'welcome')
+        throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'the target did not welcome us');
+      return await fn(session, first.body);
     } finally {
       signal.removeEventListener('abort', onAbort);
       session.destroy();

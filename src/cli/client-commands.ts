@@ -5,7 +5,15 @@ import { parseRateWindow, type RateSettings, type ServerView, type TargetView } 
 import { parseSize } from '../disks/index.js';
 import { FerryError } from '../errors/index.js';
 import { ConsoleClient, readSecretFile } from '../transport/index.js';
-import { bytes, duration, serverDetails, serversTable, statusLine, targetsTable } from './format.js';
+import {
+  bytes,
+  duration,
+  serverDetails,
+  serversTable,
+  statusLine,
+  targetsTable,
+  verifyReport,
+} from './format.js';
 
 export interface ClientFlags {
   console: string;
@@ -38,6 +46,7 @@ interface ConfigureFlags {
   rateWindow: string[];
   diskMap: string[];
   resize: string[];
+  verify: string;
 }
 
 /** "SRC=TGT" → its two sides; `what` names the flag in the error. */
@@ -160,6 +169,11 @@ export function addClientCommands(
       collect,
       [],
     )
+    .option(
+      '--verify <none|quick|full>',
+      'check the target against the source right after the full replication (quick: metadata; full: contents too)',
+      'none',
+    )
     .addHelpText(
       'after',
       '\nFor a target started with --disk, the source disk layout is checked against the target disks here:\n' +
@@ -175,7 +189,10 @@ export function addClientCommands(
       if (interval !== undefined && !(Number.isInteger(interval) && interval >= 1 && interval <= 86_400)) {
         throw new FerryError('FERRY_CONFIG', '--sync-interval takes whole seconds from 1 to 86400');
       }
+      if (!['none', 'quick', 'full'].includes(o.verify))
+        throw new FerryError('FERRY_CONFIG', '--verify takes none, quick or full');
       const body = {
+        verify: o.verify,
         target: o.target,
         method: o.method,
         continuousSync: o.continuousSync === 'yes',
@@ -242,6 +259,58 @@ export function addClientCommands(
         print(out, flags, s, () => `${name}: ${s.stage}/${s.status}`);
       });
   }
+
+  program
+    .command('verify <source>')
+    .description(
+      'sync, then check the target against the source per directory and print the report (exit 0 identical, 1 differences)',
+    )
+    .option('--full', 'compare file contents by hash too (reads every file on both sides)')
+    .option('--timeout <seconds>', 'give up waiting for the report after this many seconds', '3600')
+    .addHelpText(
+      'after',
+      '\nquick compares type, size, modification time, mode, owner and symlink targets; --full also\n' +
+        'hashes every file on both sides. Runs during continuous sync (the target is held by the\n' +
+        'migration); for a check right after the full replication use `ferry configure --verify`.\n' +
+        'The latest report is kept with the task: `ferry servers show SOURCE -o json` (verification).\n',
+    )
+    .action(async (name: string, o: { full?: boolean; timeout: string }, cmd: Command) => {
+      const flags = flagsOf(cmd);
+      const timeout = Number(o.timeout);
+      if (!Number.isFinite(timeout) || timeout <= 0)
+        throw new FerryError('FERRY_CONFIG', '--timeout takes a positive number of seconds');
+      const deadline = Date.now() + timeout * 1000;
+      await withClient(flags, async (c) => {
+        const asked = await c.request<ServerView>('POST', `/api/v1/servers/${enc(name)}/verify`, {
+          mode: o.full ? 'full' : 'quick',
+        });
+        for (;;) {
+          const s = await c.request<ServerView>('GET', `/api/v1/servers/${enc(name)}`);
+          if (s.verification && s.verification.request >= asked.verifyRequest) {
+            const r = s.verification.report;
+            print(out, flags, r, () => verifyReport(r));
+            if (!r.identical) setExit(1);
+            return;
+          }
+          if (s.status === 'failed') {
+            setExit(1);
+            print(
+              out,
+              flags,
+              s,
+              () => `${name}: failed: ${s.error?.code}: ${s.error?.message}\n  advice: ${s.error?.advice}`,
+            );
+            return;
+          }
+          if (Date.now() > deadline) {
+            setExit(124);
+            if (flags.output === 'table') out.write(`${name}: no report within ${timeout} s\n`);
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      });
+    });
 
   program
     .command('rate-limit <source> <mbit>')

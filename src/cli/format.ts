@@ -1,4 +1,4 @@
-import type { ServerView, TargetView } from '../control/index.js';
+import type { ServerView, TargetView, VerifyReport } from '../control/index.js';
 import { formatBytes } from '../disks/index.js';
 
 /** Bytes for people (one formatter for the whole program). */
@@ -67,6 +67,13 @@ export function serverDetails(s: ServerView): string {
     `sync excludes:   ${s.syncExcludes.length ? s.syncExcludes.join(', ') : '-'}`,
     `progress:        ${statusLine(s)}`,
   ];
+  lines.push(`verify after replication: ${s.verifyAfterReplication}`);
+  if (s.verification) {
+    const t = s.verification.report.totals;
+    lines.push(
+      `last verification: ${s.verification.report.identical ? 'identical' : 'DIFFERENT'} (${s.verification.report.mode}, ${s.verification.report.finishedAt}): ${t.files} entries, ${t.different} different, ${t.missing} missing, ${t.extra} extra`,
+    );
+  }
   if (s.diskPlan) {
     lines.push('disks:');
     for (const d of s.diskPlan.disks) {
@@ -84,6 +91,29 @@ export function serverDetails(s: ServerView): string {
   if (s.checks.length) {
     lines.push('checks:');
     for (const c of s.checks) lines.push(`  [${c.passed ? 'pass' : 'FAIL'}] ${c.title}: ${c.reason}`);
+  }
+  return lines.join('\n');
+}
+
+/** A consistency report for people: totals, then the directories that differ, then examples. */
+export function verifyReport(r: VerifyReport): string {
+  const t = r.totals;
+  const lines = [
+    `${r.identical ? 'identical' : 'DIFFERENT'} (${r.mode} check, ${r.seconds.toFixed(1)} s, ${r.finishedAt}): ` +
+      `${t.files} entries, ${t.different} different, ${t.missing} missing on target, ${t.extra} extra on target`,
+  ];
+  const bad = r.directories.filter((d) => d.different + d.missing + d.extra > 0);
+  if (bad.length) {
+    lines.push(
+      table([
+        ['DIRECTORY', 'FILES', 'DIFFERENT', 'MISSING', 'EXTRA'],
+        ...bad.map((d) => [d.path, String(d.files), String(d.different), String(d.missing), String(d.extra)]),
+      ]),
+    );
+  }
+  if (r.examples.length) {
+    lines.push('examples:');
+    for (const e of r.examples.slice(0, 20)) lines.push(`  ${e.path}: ${e.problem}`);
   }
   return lines.join('\n');
 }

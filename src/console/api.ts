@@ -22,6 +22,7 @@ import {
   TargetHeartbeatResponse,
   TargetOrders,
   TargetView,
+  VerifyMode,
   WaitRequest,
 } from '../control/index.js';
 import { FerryError } from '../errors/index.js';
@@ -301,6 +302,19 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       async (req) => driver[action](req.params.name),
     );
   }
+  app.post(
+    '/api/v1/servers/:name/verify',
+    {
+      schema: {
+        summary:
+          'Sync, then check the target against the source per directory (quick: metadata; full: contents too); the report appears in the server view as `verification`',
+        params: NameParams,
+        body: Type.Object({ mode: Type.Optional(VerifyMode) }, { additionalProperties: false }),
+        response: { 200: ServerView, ...errors },
+      },
+    },
+    async (req) => driver.verify(req.params.name, req.body?.mode ?? 'quick'),
+  );
   app.post(
     '/api/v1/servers/:name/rate-limit',
     {

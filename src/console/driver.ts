@@ -15,6 +15,7 @@ import type {
   TargetHeartbeatResponse,
   TargetOrders,
   TargetView,
+  VerifyMode,
 } from '../control/index.js';
 import { NO_RATE_LIMIT, SourceLayout, TargetDisk } from '../control/index.js';
 import {
@@ -183,6 +184,10 @@ export class Driver {
           disk_map: null,
           resize: null,
           disk_plan: null,
+          verify_after: null,
+          verify_request: 0,
+          verify_mode: null,
+          verification: null,
           created_at: now,
           updated_at: now,
         });
@@ -334,6 +339,7 @@ export class Driver {
         disk_map: JSON.stringify(req.diskMap ?? []),
         resize: JSON.stringify(req.resize ?? []),
         disk_plan: diskPlan ? JSON.stringify(diskPlan) : null,
+        verify_after: req.verify ?? 'none',
         target_id: target.id,
         method: req.method,
         continuous_sync: req.continuousSync ? 1 : 0,
@@ -385,6 +391,28 @@ export class Driver {
 
   sync(name: string): Promise<ServerView> {
     return this.#command(name, { kind: 'sync' });
+  }
+
+  /**
+   * Asks the agent to sync and then check the target against the source (`ferry verify`).
+   * The target must still be held by the task: during continuous sync.
+   */
+  verify(name: string, mode: VerifyMode): Promise<ServerView> {
+    return this.#mutex.run(async () => {
+      const { task } = await this.#find(name);
+      if (task.stage !== 'continuous-sync' || task.status !== 'running')
+        throw new FerryError(
+          'FERRY_ILLEGAL_TRANSITION',
+          `"${name}" is ${task.stage}/${task.status}; ferry verify runs during continuous sync (to check right after the full replication, configure --verify quick|full)`,
+        );
+      await this.#store.updateTask(task.id, {
+        verify_request: task.verify_request + 1,
+        verify_mode: mode,
+        updated_at: this.#now(),
+      });
+      this.#bump();
+      return this.showServer(name);
+    });
   }
 
   launch(name: string): Promise<ServerView> {
@@ -505,8 +533,13 @@ export class Driver {
             {
               last_sync: JSON.stringify({ at: new Date(now).toISOString(), ...ev.stats }),
               progress: JSON.stringify(done),
+              ...(ev.report ? { verification: JSON.stringify({ request: 0, report: ev.report }) } : {}),
             },
           );
+        } else if (ev.kind === 'verify-done' && ev.report) {
+          const verification = JSON.stringify({ request: ev.verifyRequest ?? 0, report: ev.report });
+          task = { ...task, verification };
+          await this.#store.updateTask(task.id, { verification });
         } else if (ev.kind === 'sync-done') {
           task = { ...task, last_sync: JSON.stringify({ at: new Date(now).toISOString(), ...ev.stats }) };
           await this.#store.updateTask(task.id, { last_sync: task.last_sync });
@@ -552,6 +585,9 @@ export class Driver {
       syncRequest: task.sync_request,
       rateLimit: task.rate_limit ? (JSON.parse(task.rate_limit) as RateSettings) : NO_RATE_LIMIT,
       syncExcludes: task.sync_excludes ? (JSON.parse(task.sync_excludes) as string[]) : [],
+      verifyAfterReplication: (task.verify_after as VerifyMode | 'none' | null) ?? 'none',
+      verifyRequest: task.verify_request,
+      verifyMode: (task.verify_mode as VerifyMode | null) ?? 'quick',
     };
   }
 

@@ -8,6 +8,8 @@ import {
   type ResizeRequest,
   type ServerView,
   type TargetView,
+  type VerifyMode,
+  type VerifyReport,
 } from '../control/index.js';
 import { errorInfo } from '../errors/index.js';
 import type { SourceRow, TargetRow, TaskRow } from './store/store.js';
@@ -95,6 +97,9 @@ export function serverView(
     diskMap: json<DiskMapping[]>(task.disk_map) ?? [],
     resize: json<ResizeRequest[]>(task.resize) ?? [],
     diskPlan: json<DiskPlan>(task.disk_plan),
+    verifyAfterReplication: (task.verify_after as VerifyMode | 'none' | null) ?? 'none',
+    verification: json<{ request: number; report: VerifyReport }>(task.verification),
+    verifyRequest: task.verify_request,
     lastSync: json<Record<string, unknown>>(task.last_sync),
     inventory: json<Record<string, unknown>>(source.inventory),
     checks: json<CheckItem[]>(source.checks) ?? [],

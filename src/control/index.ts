@@ -6,3 +6,4 @@
 export * from './layout.js';
 export * from './messages.js';
 export * from './rate.js';
+export * from './verify.js';

@@ -1,6 +1,7 @@
 import Type, { type Static } from 'typebox';
 import { DiskMapping, DiskPlan, ResizeRequest } from './layout.js';
 import { RateSettings } from './rate.js';
+import { VerifyMode, VerifyReport } from './verify.js';
 
 const Id = Type.String({ minLength: 1, maxLength: 64 });
 const Count = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
@@ -92,11 +93,15 @@ export const AgentEvent = Type.Object(
       Type.Literal('replication-done'),
       Type.Literal('sync-done'),
       Type.Literal('final-sync-done'),
+      Type.Literal('verify-done'),
       Type.Literal('failed'),
     ]),
     code: Type.Optional(Type.String({ maxLength: 64 })),
     message: Type.Optional(Type.String({ maxLength: 2000 })),
     stats: Type.Optional(PassStats),
+    /** A consistency check's result (after full replication when configured, or on request). */
+    report: Type.Optional(VerifyReport),
+    verifyRequest: Type.Optional(Count),
   },
   { additionalProperties: false },
 );
@@ -128,13 +133,20 @@ export const Job = Type.Union([
     syncRequest: Count,
     rateLimit: RateSettings,
     syncExcludes: Type.Array(Type.String()),
+    /** Check the target after the full replication: none, quick or full. */
+    verifyAfterReplication: Type.Optional(Type.Union([Type.Literal('none'), VerifyMode])),
+    /** Counter of `ferry verify` requests and the mode of the latest. */
+    verifyRequest: Type.Optional(Count),
+    verifyMode: Type.Optional(VerifyMode),
   }),
 ]);
 export type Job = Static<typeof Job>;
 
 /** Identifies what a job asks for; the agent's long poll returns when it changes. */
 export function jobKey(job: Job): string {
-  return job.kind === 'idle' ? 'idle' : `${job.taskId}:${job.runId}:${job.pass}:${job.syncRequest}`;
+  return job.kind === 'idle'
+    ? 'idle'
+    : `${job.taskId}:${job.runId}:${job.pass}:${job.syncRequest}:${job.verifyRequest ?? 0}`;
 }
 
 export const WaitRequest = Type.Object(
@@ -226,6 +238,8 @@ export const ConfigureRequest = Type.Object(
     diskMap: Type.Optional(Type.Array(DiskMapping, { maxItems: 64 })),
     /** Partitions made with another size on the target (file-level only). */
     resize: Type.Optional(Type.Array(ResizeRequest, { maxItems: 128 })),
+    /** Check the target against the source right after the full replication. */
+    verify: Type.Optional(Type.Union([Type.Literal('none'), VerifyMode])),
   },
   { additionalProperties: false },
 );
@@ -267,6 +281,10 @@ export const ServerView = Type.Object({
   resize: Type.Array(ResizeRequest),
   /** The target disks' layout decided at configure time; null for a --root target. */
   diskPlan: Type.Union([DiskPlan, Type.Null()]),
+  verifyAfterReplication: Type.Union([Type.Literal('none'), VerifyMode]),
+  /** The latest consistency check and the `ferry verify` request it answers (0: after replication). */
+  verification: Type.Union([Type.Object({ request: Count, report: VerifyReport }), Type.Null()]),
+  verifyRequest: Count,
   lastSync: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
   inventory: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
   checks: Type.Array(CheckItem),

@@ -18,6 +18,7 @@ export {
 } from './frame-codec.js';
 export {
   type AckMessage,
+  type CheckMessage,
   type CommitMessage,
   type CommittedMessage,
   type DeleteMessage,

@@ -1,5 +1,6 @@
 import Type, { type Static, type TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
+import { VerifyMode, VerifyReport } from '../control/verify.js';
 import { FerryError } from '../errors/index.js';
 import { MAX_DATA_BYTES } from './frame-codec.js';
 
@@ -11,9 +12,11 @@ export const FrameType = {
   FILE_END: 0x12,
   DELETE: 0x13,
   COMMIT: 0x14,
+  CHECK: 0x15,
   ACK: 0x20,
   COMMITTED: 0x21,
   REJECT: 0x22,
+  REPORT: 0x23,
   ERROR: 0x7f,
 } as const;
 
@@ -58,7 +61,14 @@ const Hello = Type.Object(
   {
     taskId: Type.String({ minLength: 1, maxLength: 64 }),
     runId: Int(),
-    pass: Type.Union([Type.Literal('full'), Type.Literal('sync'), Type.Literal('final')]),
+    pass: Type.Union([
+      Type.Literal('full'),
+      Type.Literal('sync'),
+      Type.Literal('final'),
+      Type.Literal('verify'),
+    ]),
+    /** For a verify pass: compare metadata only (quick) or contents too (full). */
+    verify: Type.Optional(VerifyMode),
   },
   { additionalProperties: false },
 );
@@ -78,20 +88,21 @@ const Xattr = Type.Object(
   { name: Type.String({ minLength: 1, maxLength: 255 }), value: Type.String({ maxLength: 90_000 }) },
   { additionalProperties: false },
 );
+const KindSchema = Type.Union([
+  Type.Literal('dir'),
+  Type.Literal('file'),
+  Type.Literal('symlink'),
+  Type.Literal('hardlink'),
+  Type.Literal('fifo'),
+  Type.Literal('chardev'),
+  Type.Literal('blockdev'),
+  Type.Literal('socket'),
+]);
 const Entry = Type.Object(
   {
     seq: Int(),
     path: PathString,
-    kind: Type.Union([
-      Type.Literal('dir'),
-      Type.Literal('file'),
-      Type.Literal('symlink'),
-      Type.Literal('hardlink'),
-      Type.Literal('fifo'),
-      Type.Literal('chardev'),
-      Type.Literal('blockdev'),
-      Type.Literal('socket'),
-    ]),
+    kind: KindSchema,
     mode: Int({ maximum: 0o7777 }),
     uid: Int({ maximum: 0xffffffff }),
     gid: Int({ maximum: 0xffffffff }),
@@ -109,6 +120,21 @@ const Entry = Type.Object(
 );
 const FileEnd = Type.Object(
   { seq: Int(), hash: Type.String({ pattern: '^[0-9a-f]{64}$' }) },
+  { additionalProperties: false },
+);
+/** One source entry as a verify pass describes it (hash: full mode, files only). */
+const Check = Type.Object(
+  {
+    path: PathString,
+    kind: KindSchema,
+    mode: Int({ maximum: 0o7777 }),
+    uid: Int({ maximum: 0xffffffff }),
+    gid: Int({ maximum: 0xffffffff }),
+    mtimeNs: NsString,
+    size: Type.Optional(Int()),
+    linkTarget: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_PATH_BYTES })),
+    hash: Type.Optional(Type.String({ pattern: '^[0-9a-f]{64}$' })),
+  },
   { additionalProperties: false },
 );
 const Delete = Type.Object({ seq: Int(), path: PathString }, { additionalProperties: false });
@@ -130,6 +156,7 @@ export type ResumableFile = Static<typeof Resumable>;
 export type EntryMessage = Static<typeof Entry>;
 export type FileEndMessage = Static<typeof FileEnd>;
 export type DeleteMessage = Static<typeof Delete>;
+export type CheckMessage = Static<typeof Check>;
 export type CommitMessage = Static<typeof Commit>;
 export type AckMessage = Static<typeof Ack>;
 export type CommittedMessage = Static<typeof Committed>;
@@ -143,6 +170,8 @@ export type Message =
   | { type: 'data'; offset: number; data: Buffer }
   | { type: 'file-end'; body: FileEndMessage }
   | { type: 'delete'; body: DeleteMessage }
+  | { type: 'check'; body: CheckMessage }
+  | { type: 'report'; body: VerifyReport }
   | { type: 'commit'; body: CommitMessage }
   | { type: 'ack'; body: AckMessage }
   | { type: 'committed'; body: CommittedMessage }
@@ -157,6 +186,8 @@ const JSON_TYPES: Record<JsonType, { code: number; schema: TSchema }> = {
   entry: { code: FrameType.ENTRY, schema: Entry },
   'file-end': { code: FrameType.FILE_END, schema: FileEnd },
   delete: { code: FrameType.DELETE, schema: Delete },
+  check: { code: FrameType.CHECK, schema: Check },
+  report: { code: FrameType.REPORT, schema: VerifyReport },
   commit: { code: FrameType.COMMIT, schema: Commit },
   ack: { code: FrameType.ACK, schema: Ack },
   committed: { code: FrameType.COMMITTED, schema: Committed },
@@ -201,7 +232,7 @@ export function decodeMessage(type: number, payload: Buffer): Message {
   }
   const msg = { type: entry.type, body } as Message;
   if (msg.type === 'entry') checkEntry(msg.body);
-  if (msg.type === 'delete') {
+  if (msg.type === 'delete' || msg.type === 'check') {
     const why = validatePath(msg.body.path);
     if (why)
       throw new FerryError('FERRY_UNSAFE_PATH', `refused path ${JSON.stringify(msg.body.path)}: ${why}`);

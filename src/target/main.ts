@@ -15,7 +15,7 @@ import {
 import { describeTargetDisk, prepareDisks, unmountStaging } from '../disks/index.js';
 import { FerryError, toFerryError } from '../errors/index.js';
 import { Session } from '../protocol/index.js';
-import { receivePass, TreeWriter } from '../replication/file/index.js';
+import { receivePass, receiveVerify, TreeWriter } from '../replication/file/index.js';
 import {
   ConsoleClient,
   createDataServer,
@@ -192,6 +192,16 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
         const err = toFerryError(e, 'FERRY_DISK_PREPARATION');
         log.error({ code: err.code, err: err.message }, 'cannot prepare the target disks');
         session.fail(err);
+        return;
+      }
+      if (hello.body.pass === 'verify') {
+        // read only: compares what it has with what the source describes
+        await session.send({ type: 'welcome', body: { ok: true } });
+        const report = await receiveVerify(session, root, hello.body.verify ?? 'quick');
+        log.info(
+          { mode: report.mode, identical: report.identical, totals: report.totals },
+          'verification done',
+        );
         return;
       }
       await mkdir(taskDir(a.taskId), { recursive: true, mode: 0o700 });

@@ -1,9 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ServerView, TargetView } from '../../src/control/index.js';
 import { freePort, spawnFerry, stopProcess, waitFor } from '../../src/demo/processes.js';
+import { ferryFs } from '../../src/native/index.js';
 import { addSmallFiles, buildSampleTree, compareTrees } from '../support/trees.js';
 import { ferry, tempDir } from './support.js';
 
@@ -116,7 +118,7 @@ describe('three programs, one migration, through the CLI', () => {
     await cli(
       ...['configure', 'src-1', '--target', 'tgt-1', '--method', 'file', '--continuous-sync', 'yes'],
       ...['--sync-interval', '3600', '--rate-limit', '0', '--rate-window', '01:00-01:01=1000'],
-      ...['--sync-exclude', '/srv/sticky'],
+      ...['--sync-exclude', '/srv/sticky', '--verify', 'quick'],
     );
     const configured = await show();
     expect(configured).toMatchObject({
@@ -138,6 +140,10 @@ describe('three programs, one migration, through the CLI', () => {
     for (const k of ['rateBytesPerSecond', 'etaSeconds'] as const) expect(s.progress).toHaveProperty(k);
     const targets = JSON.parse(await cli('targets', '-o', 'json')) as TargetView[];
     expect(targets[0]).toMatchObject({ locked: true, lockedBy: 'src-1' });
+    // configure --verify quick: checked right after the full replication
+    expect(s.verifyAfterReplication).toBe('quick');
+    expect(s.verification).toMatchObject({ request: 0, report: { mode: 'quick', identical: true } });
+    expect(s.verification!.report.totals.files).toBeGreaterThan(500);
     const t1 = Date.now();
     expect(compareTrees(source(), targetRoot())).toEqual([]);
     timings.compare = Date.now() - t1;
@@ -169,6 +175,54 @@ describe('three programs, one migration, through the CLI', () => {
     expect(compareTrees(source(), targetRoot())).toEqual([]);
   });
 
+  it('verifies on demand: identical, then the tampering it finds, per directory', async () => {
+    const identical = await ferry(['verify', 'src-1'], env);
+    expect(identical.code).toBe(0);
+    expect(identical.stdout).toMatch(/^identical \(quick check/);
+    // tamper with the target: same size and mtime (only a full check sees it), one file
+    // gone, one file only on the target (which also changes the mtime of /etc)
+    const tgt = (rel: string) => path.join(targetRoot(), rel);
+    const st = fs.statSync(tgt('etc/hostname'), { bigint: true });
+    fs.writeFileSync(tgt('etc/hostname'), 'X'.repeat(Number(st.size)));
+    const sec = Number(st.mtimeNs / 1_000_000_000n);
+    const nsec = Number(st.mtimeNs % 1_000_000_000n);
+    ferryFs.lutimes(tgt('etc/hostname'), sec, nsec, sec, nsec);
+    fs.rmSync(tgt('etc/brand-new'));
+    fs.writeFileSync(tgt('etc/intruder'), 'not on the source\n');
+    const quick = await ferry(['verify', 'src-1'], env);
+    expect(quick.code).toBe(1);
+    expect(quick.stdout).toMatch(
+      /DIFFERENT \(quick check.*1 different, 1 missing on target, 1 extra on target/,
+    );
+    expect(quick.stdout).toMatch(/\/etc\s+\d+\s+0\s+1\s+1/);
+    expect(quick.stdout).toContain('/etc: modification time differs');
+    const full = await ferry(['verify', 'src-1', '--full', '-o', 'json'], env);
+    expect(full.code).toBe(1);
+    const report = JSON.parse(full.stdout) as {
+      mode: string;
+      totals: Record<string, number>;
+      examples: unknown[];
+    };
+    expect(report).toMatchObject({ mode: 'full', totals: { different: 2, missing: 1, extra: 1 } });
+    expect(report.examples).toEqual(
+      expect.arrayContaining([
+        { path: '/etc/hostname', problem: 'content differs' },
+        { path: '/etc/brand-new', problem: 'missing' },
+        { path: '/etc/intruder', problem: 'only on the target' },
+      ]),
+    );
+    expect((await show()).verification).toMatchObject({
+      request: 3,
+      report: { mode: 'full', identical: false },
+    });
+    // put the target right again for the launch check
+    fs.rmSync(tgt('etc/intruder'));
+    for (const rel of ['etc/hostname', 'etc/brand-new'])
+      execFileSync('cp', ['-a', path.join(source(), rel), tgt(rel)]);
+    execFileSync('touch', ['-r', path.join(source(), 'etc'), tgt('etc')]);
+    expect((await ferry(['verify', 'src-1', '--full'], env)).code).toBe(0);
+  });
+
   it('launches: final sync, completed, target unlocked', async () => {
     fs.writeFileSync(path.join(source(), 'etc/last-minute'), 'written just before launch\n');
     const t0 = Date.now();
@@ -198,6 +252,9 @@ describe('three programs, one migration, through the CLI', () => {
     expect(changed.code).toBe(0);
     expect(JSON.parse(changed.stdout).rateLimit).toEqual({ mbps: 50, windows: [] });
     expect((await ferry(['no-such-command'], env)).code).toBe(2);
+    const lateVerify = await ferry(['verify', 'src-1'], env);
+    expect(lateVerify.code).toBe(1);
+    expect(lateVerify.stderr).toContain('FERRY_ILLEGAL_TRANSITION');
     const refused = await ferry(['start', 'src-1'], env);
     expect(refused.code).toBe(1);
     expect(refused.stdout).toContain('FERRY_ILLEGAL_TRANSITION');

@@ -75,6 +75,17 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable('tasks').addColumn('disk_plan', 'text').execute();
     },
   },
+  '0006-task-verify': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('tasks').addColumn('verify_after', 'text').execute();
+      await db.schema
+        .alterTable('tasks')
+        .addColumn('verify_request', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema.alterTable('tasks').addColumn('verify_mode', 'text').execute();
+      await db.schema.alterTable('tasks').addColumn('verification', 'text').execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

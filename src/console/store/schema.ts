@@ -43,6 +43,12 @@ export interface TasksTable {
   disk_map: string | null;
   resize: string | null;
   disk_plan: string | null;
+  /** none | quick | full: check after the full replication. */
+  verify_after: string | null;
+  /** `ferry verify` requests so far, the mode of the latest, and the latest report (JSON {request, report}). */
+  verify_request: number;
+  verify_mode: string | null;
+  verification: string | null;
   created_at: number;
   updated_at: number;
 }

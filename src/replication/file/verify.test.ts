@@ -1,0 +1,81 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { duplexPair } from '../../../test/support/duplex-pair.js';
+import { Session } from '../../protocol/index.js';
+import { receiveVerify, runVerifySend } from './verify.js';
+
+let dir: string;
+const p = (...x: string[]) => path.join(dir, ...x);
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-verify-'));
+  fs.mkdirSync(p('src/etc/deep'), { recursive: true });
+  fs.writeFileSync(p('src/etc/a'), 'alpha');
+  fs.writeFileSync(p('src/etc/deep/b'), 'bravo');
+  fs.symlinkSync('a', p('src/etc/link'));
+  fs.mkdirSync(p('outside'));
+  fs.writeFileSync(p('outside/b'), 'bravo');
+  execFileSync('cp', ['-a', p('src'), p('dst')]);
+});
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+async function verify(mode: 'quick' | 'full') {
+  const [a, b] = duplexPair();
+  const [sent, got] = await Promise.all([
+    runVerifySend({ session: new Session(a), root: p('src'), excludes: [], mode }),
+    receiveVerify(new Session(b), p('dst'), mode),
+  ]);
+  expect(sent).toEqual(got);
+  return got;
+}
+
+describe('verify pass', () => {
+  it('finds identical trees identical, in both modes', async () => {
+    for (const mode of ['quick', 'full'] as const) {
+      const r = await verify(mode);
+      expect(r).toMatchObject({
+        mode,
+        identical: true,
+        totals: { files: 5, different: 0, missing: 0, extra: 0 },
+      });
+    }
+  });
+
+  it('counts per directory what differs, is missing or is extra; full mode sees same-size-same-mtime changes', async () => {
+    const st = fs.statSync(p('dst/etc/a'));
+    fs.writeFileSync(p('dst/etc/a'), 'ALPHA');
+    fs.utimesSync(p('dst/etc/a'), st.atime, st.mtime);
+    execFileSync('touch', ['-r', p('src/etc/a'), p('dst/etc/a')]);
+    fs.rmSync(p('dst/etc/deep/b'));
+    fs.writeFileSync(p('dst/etc/deep/extra'), 'x');
+    execFileSync('touch', ['-r', p('src/etc/deep'), p('dst/etc/deep')]);
+    fs.unlinkSync(p('dst/etc/link'));
+    fs.symlinkSync('elsewhere', p('dst/etc/link'));
+    execFileSync('touch', ['-h', '-r', p('src/etc/link'), p('dst/etc/link')]);
+    execFileSync('touch', ['-r', p('src/etc'), p('dst/etc')]);
+    const quick = await verify('quick');
+    expect(quick.totals).toEqual({ files: 5, different: 1, missing: 1, extra: 1 });
+    expect(quick.directories.slice(0, 2)).toEqual([
+      { path: '/etc', files: 3, different: 1, missing: 0, extra: 0 },
+      { path: '/etc/deep', files: 1, different: 0, missing: 1, extra: 1 },
+    ]);
+    const full = await verify('full');
+    expect(full.totals.different).toBe(2);
+    expect(full.examples).toContainEqual({ path: '/etc/a', problem: 'content differs' });
+  });
+
+  it('never reads through a symlinked parent on the target: such entries count as missing', async () => {
+    fs.rmSync(p('dst/etc/deep'), { recursive: true });
+    fs.symlinkSync(p('outside'), p('dst/etc/deep'));
+    const r = await verify('full');
+    expect(r.examples).toContainEqual({
+      path: '/etc/deep',
+      problem: 'is a symlink on the target, a dir on the source',
+    });
+    expect(r.examples).toContainEqual({ path: '/etc/deep/b', problem: 'missing' });
+    expect(r.identical).toBe(false);
+  });
+});
