@@ -65,6 +65,8 @@ export class JobRunner {
   #phase = 'idle';
   #message: string | undefined;
   #meter = new RateMeter();
+  /** DATA bytes on the wire in the current pass, across its connections (compression shows here). */
+  #wireBytes = 0;
   /** Paces the data connection to the task's limit in force now (time-of-day windows in local time). */
   readonly #limiter = new RateLimiter(() => {
     const job = this.#current?.job;
@@ -234,6 +236,7 @@ export class JobRunner {
           );
         }
         this.#progress = { bytes: 0, files: 0, bytesSent: this.#progress.bytesSent };
+        if (firstFailureAt === null) this.#wireBytes = 0;
         const result = await this.#onePass(job, pass, state, signal);
         this.#message = undefined;
         if (result.rejected > 0) {
@@ -249,6 +252,7 @@ export class JobRunner {
           deleted: result.deleted,
           unchanged: result.unchanged,
           bytesSent: result.bytesSent,
+          bytesOnWire: this.#wireBytes,
           bytes: this.#progress.bytes,
           files: this.#progress.files,
           seconds: (Date.now() - started) / 1000,
@@ -382,7 +386,10 @@ export class JobRunner {
       cred: this.#o.cred,
       expectTargetId: job.target.id,
     });
-    const session = new Session(socket, { pace: (n) => this.#limiter.pace(n) });
+    const session = new Session(socket, {
+      pace: (n) => this.#limiter.pace(n),
+      compress: job.compression === 'zstd',
+    });
     const onAbort = () => session.destroy();
     signal.addEventListener('abort', onAbort);
     try {
@@ -400,6 +407,7 @@ export class JobRunner {
         throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'the target did not welcome us');
       return await fn(session, first.body);
     } finally {
+      this.#wireBytes += session.dataStats.sent;
       signal.removeEventListener('abort', onAbort);
       session.destroy();
     }

@@ -47,6 +47,7 @@ interface ConfigureFlags {
   diskMap: string[];
   resize: string[];
   verify: string;
+  compression: string;
 }
 
 /** "SRC=TGT" → its two sides; `what` names the flag in the error. */
@@ -170,6 +171,11 @@ export function addClientCommands(
       [],
     )
     .option(
+      '--compression <none|zstd>',
+      'compress data on the wire (zstd level 1, chunk by chunk, skipped where it does not pay); for links slower than the disks',
+      'none',
+    )
+    .option(
       '--verify <none|quick|full>',
       'check the target against the source right after the full replication (quick: metadata; full: contents too)',
       'none',
@@ -191,8 +197,11 @@ export function addClientCommands(
       }
       if (!['none', 'quick', 'full'].includes(o.verify))
         throw new FerryError('FERRY_CONFIG', '--verify takes none, quick or full');
+      if (!['none', 'zstd'].includes(o.compression))
+        throw new FerryError('FERRY_CONFIG', '--compression takes none or zstd');
       const body = {
         verify: o.verify,
+        compression: o.compression,
         target: o.target,
         method: o.method,
         continuousSync: o.continuousSync === 'yes',

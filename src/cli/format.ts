@@ -67,6 +67,7 @@ export function serverDetails(s: ServerView): string {
     `sync excludes:   ${s.syncExcludes.length ? s.syncExcludes.join(', ') : '-'}`,
     `progress:        ${statusLine(s)}`,
   ];
+  lines.push(`compression:     ${s.compression}`);
   lines.push(`verify after replication: ${s.verifyAfterReplication}`);
   if (s.verification) {
     const t = s.verification.report.totals;

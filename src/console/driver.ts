@@ -188,6 +188,7 @@ export class Driver {
           verify_request: 0,
           verify_mode: null,
           verification: null,
+          compression: null,
           created_at: now,
           updated_at: now,
         });
@@ -340,6 +341,7 @@ export class Driver {
         resize: JSON.stringify(req.resize ?? []),
         disk_plan: diskPlan ? JSON.stringify(diskPlan) : null,
         verify_after: req.verify ?? 'none',
+        compression: req.compression ?? 'none',
         target_id: target.id,
         method: req.method,
         continuous_sync: req.continuousSync ? 1 : 0,
@@ -588,6 +590,7 @@ export class Driver {
       verifyAfterReplication: (task.verify_after as VerifyMode | 'none' | null) ?? 'none',
       verifyRequest: task.verify_request,
       verifyMode: (task.verify_mode as VerifyMode | null) ?? 'quick',
+      compression: task.compression === 'zstd' ? 'zstd' : 'none',
     };
   }
 

@@ -100,6 +100,7 @@ export function serverView(
     verifyAfterReplication: (task.verify_after as VerifyMode | 'none' | null) ?? 'none',
     verification: json<{ request: number; report: VerifyReport }>(task.verification),
     verifyRequest: task.verify_request,
+    compression: task.compression === 'zstd' ? 'zstd' : 'none',
     lastSync: json<Record<string, unknown>>(task.last_sync),
     inventory: json<Record<string, unknown>>(source.inventory),
     checks: json<CheckItem[]>(source.checks) ?? [],

@@ -80,6 +80,8 @@ export const PassStats = Type.Object(
     files: Type.Optional(Count),
     seconds: Type.Number({ minimum: 0 }),
     syncRequest: Type.Optional(Count),
+    /** Bytes of file content the DATA frames carried on the wire (less than bytesSent when compressed). */
+    bytesOnWire: Type.Optional(Count),
   },
   { additionalProperties: false },
 );
@@ -118,6 +120,8 @@ export const AgentHeartbeat = Type.Object(
 );
 export type AgentHeartbeat = Static<typeof AgentHeartbeat>;
 
+export const Compression = Type.Union([Type.Literal('none'), Type.Literal('zstd')]);
+
 export const TargetRef = Type.Object({ id: Type.String(), name: Type.String(), address: Type.String() });
 
 export const Job = Type.Union([
@@ -138,6 +142,8 @@ export const Job = Type.Union([
     /** Counter of `ferry verify` requests and the mode of the latest. */
     verifyRequest: Type.Optional(Count),
     verifyMode: Type.Optional(VerifyMode),
+    /** zstd: DATA chunks are compressed where that makes them smaller. */
+    compression: Type.Optional(Compression),
   }),
 ]);
 export type Job = Static<typeof Job>;
@@ -240,6 +246,8 @@ export const ConfigureRequest = Type.Object(
     resize: Type.Optional(Type.Array(ResizeRequest, { maxItems: 128 })),
     /** Check the target against the source right after the full replication. */
     verify: Type.Optional(Type.Union([Type.Literal('none'), VerifyMode])),
+    /** Compress the data on the wire (zstd level 1, per chunk, skipped where it does not pay). */
+    compression: Type.Optional(Compression),
   },
   { additionalProperties: false },
 );
@@ -285,6 +293,7 @@ export const ServerView = Type.Object({
   /** The latest consistency check and the `ferry verify` request it answers (0: after replication). */
   verification: Type.Union([Type.Object({ request: Count, report: VerifyReport }), Type.Null()]),
   verifyRequest: Count,
+  compression: Compression,
   lastSync: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
   inventory: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
   checks: Type.Array(CheckItem),

@@ -2,6 +2,7 @@ import Type, { type Static, type TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { VerifyMode, VerifyReport } from '../control/verify.js';
 import { FerryError } from '../errors/index.js';
+import { decompressChunk } from './compression.js';
 import { MAX_DATA_BYTES } from './frame-codec.js';
 
 export const FrameType = {
@@ -9,6 +10,8 @@ export const FrameType = {
   WELCOME: 0x02,
   ENTRY: 0x10,
   DATA: 0x11,
+  /** DATA compressed with zstd: u64 offset, u32 length once decompressed, zstd bytes. */
+  DATA_Z: 0x16,
   FILE_END: 0x12,
   DELETE: 0x13,
   COMMIT: 0x14,
@@ -208,6 +211,16 @@ function violation(message: string): FerryError {
 
 /** Validates a frame completely (schema, then paths) before anything acts on it. */
 export function decodeMessage(type: number, payload: Buffer): Message {
+  if (type === FrameType.DATA_Z) {
+    if (payload.length < 12) throw violation('DATA_Z frame shorter than its 12-byte header');
+    const offset = Number(payload.readBigUInt64BE(0));
+    if (!Number.isSafeInteger(offset)) throw violation('DATA offset out of range');
+    const raw = payload.readUInt32BE(8);
+    if (raw > MAX_DATA_BYTES) throw violation('DATA_Z frame expands beyond the largest DATA frame');
+    const data = decompressChunk(payload.subarray(12), raw);
+    if (!data) throw violation('DATA_Z frame does not decompress to its declared length');
+    return { type: 'data', offset, data };
+  }
   if (type === FrameType.DATA) {
     if (payload.length < 8) throw violation('DATA frame shorter than its 8-byte offset');
     const offset = Number(payload.readBigUInt64BE(0));

@@ -1,5 +1,9 @@
+import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { duplexPair } from '../../test/support/duplex-pair.js';
+import { compressChunk } from './compression.js';
+import { encodeFrame } from './frame-codec.js';
+import { FrameType } from './messages.js';
 import { Session } from './session.js';
 
 describe('Session', () => {
@@ -24,5 +28,41 @@ describe('Session', () => {
     a.write(Buffer.from([0, 0, 0, 2, 0x55, 0]));
     await expect(receiver.next()).rejects.toMatchObject({ code: 'FERRY_PROTOCOL_VIOLATION' });
     expect(await peer.next()).toMatchObject({ type: 'error', body: { code: 'FERRY_PROTOCOL_VIOLATION' } });
+  });
+
+  it('compresses DATA chunks that shrink, sends the others as they are, and delivers both unchanged', async () => {
+    const [a, b] = duplexPair();
+    const sender = new Session(a, { compress: true });
+    const receiver = new Session(b);
+    const text = Buffer.from('a system log line that repeats\n'.repeat(30_000));
+    const noise = randomBytes(500_000);
+    await sender.send({ type: 'data', offset: 0, data: text });
+    await sender.send({ type: 'data', offset: text.length, data: noise });
+    sender.close();
+    const got: Buffer[] = [];
+    for await (const m of receiver.messages()) if (m.type === 'data') got.push(m.data);
+    expect(got[0]!.equals(text)).toBe(true);
+    expect(got[1]!.equals(noise)).toBe(true);
+    expect(sender.dataStats.raw).toBe(text.length + noise.length);
+    expect(sender.dataStats.sent).toBeLessThan(noise.length + text.length / 20);
+    expect(sender.dataStats.sent).toBeGreaterThanOrEqual(noise.length);
+  });
+
+  it('refuses a DATA_Z frame whose content is not the declared length, or declares more than a frame', async () => {
+    for (const [declared, body] of [
+      [10, compressChunk(Buffer.alloc(4096, 1))!],
+      [8192, compressChunk(Buffer.alloc(4096, 1))!],
+      [(1 << 20) + 1, compressChunk(Buffer.alloc(4096, 1))!],
+      [4096, Buffer.from('not zstd at all')],
+    ] as const) {
+      const [a, b] = duplexPair();
+      const receiver = new Session(b);
+      new Session(a);
+      const head = Buffer.alloc(12);
+      head.writeBigUInt64BE(0n, 0);
+      head.writeUInt32BE(declared, 8);
+      a.write(encodeFrame(FrameType.DATA_Z, Buffer.concat([head, body])));
+      await expect(receiver.next()).rejects.toMatchObject({ code: 'FERRY_PROTOCOL_VIOLATION' });
+    }
   });
 });

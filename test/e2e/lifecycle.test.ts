@@ -118,7 +118,7 @@ describe('three programs, one migration, through the CLI', () => {
     await cli(
       ...['configure', 'src-1', '--target', 'tgt-1', '--method', 'file', '--continuous-sync', 'yes'],
       ...['--sync-interval', '3600', '--rate-limit', '0', '--rate-window', '01:00-01:01=1000'],
-      ...['--sync-exclude', '/srv/sticky', '--verify', 'quick'],
+      ...['--sync-exclude', '/srv/sticky', '--verify', 'quick', '--compression', 'zstd'],
     );
     const configured = await show();
     expect(configured).toMatchObject({
@@ -140,6 +140,11 @@ describe('three programs, one migration, through the CLI', () => {
     for (const k of ['rateBytesPerSecond', 'etaSeconds'] as const) expect(s.progress).toHaveProperty(k);
     const targets = JSON.parse(await cli('targets', '-o', 'json')) as TargetView[];
     expect(targets[0]).toMatchObject({ locked: true, lockedBy: 'src-1' });
+    // configure --compression zstd: the compressible files took fewer bytes on the wire
+    const stats = s.lastSync as { bytesSent: number; bytesOnWire: number };
+    expect(s.compression).toBe('zstd');
+    expect(stats.bytesOnWire).toBeGreaterThan(0);
+    expect(stats.bytesOnWire).toBeLessThan(stats.bytesSent * 0.95);
     // configure --verify quick: checked right after the full replication
     expect(s.verifyAfterReplication).toBe('quick');
     expect(s.verification).toMatchObject({ request: 0, report: { mode: 'quick', identical: true } });

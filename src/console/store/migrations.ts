@@ -86,6 +86,11 @@ const MIGRATIONS: Record<string, Migration> = {
       await db.schema.alterTable('tasks').addColumn('verification', 'text').execute();
     },
   },
+  '0007-task-compression': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('tasks').addColumn('compression', 'text').execute();
+    },
+  },
 };
 
 const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

@@ -49,6 +49,8 @@ export interface TasksTable {
   verify_request: number;
   verify_mode: string | null;
   verification: string | null;
+  /** none | zstd */
+  compression: string | null;
   created_at: number;
   updated_at: number;
 }
