@@ -31,10 +31,12 @@ const SCENARIOS = {
   'incremental-small': { dataset: 'small', kind: 'incremental' },
   'nochange-million': { dataset: 'million', kind: 'nochange' },
   'shaped-large': { dataset: 'large', kind: 'shaped' },
+  /** The same link with ferry's zstd compression on (configure --compression zstd); peers as above. */
+  'shaped-large-zstd': { dataset: 'large', kind: 'shaped', compression: true },
   'ratelimit-large': { dataset: 'large', kind: 'ratelimit' },
   'block-full': { dataset: 'mixed', kind: 'block-full' },
   'block-sync': { dataset: 'mixed', kind: 'block-sync' },
-} as const satisfies Record<string, { dataset: Dataset; kind: string }>;
+} as const satisfies Record<string, { dataset: Dataset; kind: string; compression?: boolean }>;
 type Scenario = keyof typeof SCENARIOS;
 
 interface Args {
@@ -180,6 +182,7 @@ async function main(): Promise<void> {
             continuous: false,
             beforeMeasure: dropCaches,
             ...(sc.kind === 'ratelimit' ? { rateLimitMbit: args.rateLimitMbit } : {}),
+            ...('compression' in sc && sc.compression ? { compression: 'zstd' as const } : {}),
           });
           add('ferry', r.full);
           if (sc.kind === 'ratelimit') {

@@ -140,7 +140,13 @@ export class FerryBench {
   async run(
     srcRoot: string,
     dstRoot: string,
-    opts: { continuous: boolean; rateLimitMbit?: number; beforeMeasure?: () => void; between?: () => void },
+    opts: {
+      continuous: boolean;
+      rateLimitMbit?: number;
+      compression?: 'zstd';
+      beforeMeasure?: () => void;
+      between?: () => void;
+    },
   ): Promise<{ full: Measure; sync?: Measure }> {
     const n = ++this.#n;
     const names = { src: `src-${n}`, tgt: `tgt-${n}` };
@@ -206,6 +212,7 @@ export class FerryBench {
         method: 'file',
         continuousSync: opts.continuous,
         ...(opts.rateLimitMbit ? { rateLimit: { mbps: opts.rateLimitMbit, windows: [] } } : {}),
+        ...(opts.compression ? { compression: opts.compression } : {}),
       });
       opts.beforeMeasure?.();
       const full = await this.#measure([agent, target], async () => {
