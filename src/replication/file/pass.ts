@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile as readFileCb } from 'node:fs';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { FerryError, isErrorCode } from '../../errors/index.js';
 import type { EntryMessage, ResumableFile, Session } from '../../protocol/index.js';
@@ -90,6 +90,11 @@ interface Planned {
   cur: SyncRecord;
   firstPath?: string;
   content?: Promise<Buffer | null>;
+}
+
+/** A small file's content, or null if it cannot be read (the callback API costs less than FileHandle). */
+function readSmall(abs: string): Promise<Buffer | null> {
+  return new Promise((resolve) => readFileCb(abs, (err, data) => resolve(err ? null : data)));
 }
 
 /** Files up to this size are read whole, ahead of their turn (at most 64 files / 16 MiB). */
@@ -226,7 +231,7 @@ export async function runSendPass(opts: {
         e,
         cur,
         ...(firstPath ? { firstPath } : {}),
-        ...(small ? { content: readFile(e.abs).catch(() => null) } : {}),
+        ...(small ? { content: readSmall(e.abs) } : {}),
       };
     }
   }

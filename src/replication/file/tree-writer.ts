@@ -76,6 +76,9 @@ interface OpenFile {
   queuedBytes: number;
   hasher: Blake3Hasher;
   hashedTo: number;
+  /** End of the last DATA written, and whether the file continues a kept partial copy. */
+  written: number;
+  resumed: boolean;
   /** Bytes [0, checkpointed) are on disk (fdatasync'd) and named in the journal. */
   checkpointed: number;
   nextCheckpoint: number;
@@ -408,6 +411,8 @@ export class TreeWriter {
           writes: [],
           queuedBytes: 0,
           checkpointed: 0,
+          written: 0,
+          resumed: false,
           nextCheckpoint: (e.size ?? 0) >= CHECKPOINT_FROM ? CHECKPOINT_BYTES : Number.POSITIVE_INFINITY,
         };
         return;
@@ -478,6 +483,8 @@ export class TreeWriter {
         writes: [],
         queuedBytes: 0,
         checkpointed: p.offset,
+        written: p.offset,
+        resumed: true,
         nextCheckpoint: p.offset + CHECKPOINT_BYTES,
       };
     } catch (err) {
@@ -534,6 +541,7 @@ export class TreeWriter {
     this.#hashZeros(f, offset);
     f.hasher.update(data);
     f.hashedTo = offset + data.length;
+    f.written = f.hashedTo;
     this.#unflushed += data.length;
     if (this.#unflushed >= FLUSH_EVERY_BYTES && !this.#flushing) {
       // Start writeback while data keeps arriving, so that the COMMIT's sync has little left.
@@ -598,7 +606,9 @@ export class TreeWriter {
           },
         );
       }
-      ftruncateSync(f.fd, e.size ?? 0);
+      // only a file that ends in a hole (or was continued) needs its length set: one system
+      // call fewer per small file
+      if (f.resumed || f.written < (e.size ?? 0)) ftruncateSync(f.fd, e.size ?? 0);
       fchownSync(f.fd, e.uid, e.gid);
       fchmodSync(f.fd, e.mode);
       closeSync(f.fd);
