@@ -365,6 +365,7 @@ export class JobRunner {
         progress: this.#progress,
         signal,
         keep: pass === 'full' ? [] : job.syncExcludes,
+        detectRenames: pass !== 'full',
         onUnsupportedName: (rel) =>
           this.#o.logger.warn(
             { path: rel },

@@ -14,6 +14,7 @@ export class SqliteSyncState implements SyncStateStore {
   readonly #seen: Database.Statement;
   readonly #put: Database.Statement;
   readonly #del: Database.Statement;
+  readonly #byIno: Database.Statement;
   #ops = 0;
 
   constructor(file: string) {
@@ -25,7 +26,8 @@ export class SqliteSyncState implements SyncStateStore {
         path TEXT PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns TEXT NOT NULL,
         ctime_ns TEXT NOT NULL, ino TEXT NOT NULL, mode INTEGER NOT NULL, uid INTEGER NOT NULL,
         gid INTEGER NOT NULL, seen INTEGER NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`);
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      CREATE INDEX IF NOT EXISTS entries_ino ON entries (ino);`);
     this.#get = this.#db.prepare(
       'SELECT path, kind, size, mtime_ns AS mtimeNs, ctime_ns AS ctimeNs, ino, mode, uid, gid FROM entries WHERE path = ?',
     );
@@ -38,6 +40,13 @@ export class SqliteSyncState implements SyncStateStore {
          seen=excluded.seen`,
     );
     this.#del = this.#db.prepare('DELETE FROM entries WHERE path = ?');
+    this.#byIno = this.#db.prepare(
+      'SELECT path, kind, size, mtime_ns AS mtimeNs, ctime_ns AS ctimeNs, ino, mode, uid, gid FROM entries WHERE ino = ? LIMIT 8',
+    );
+  }
+
+  byInode(ino: string): SyncRecord[] {
+    return this.#byIno.all(ino) as SyncRecord[];
   }
 
   #write(): void {

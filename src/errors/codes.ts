@@ -107,6 +107,12 @@ export const ERROR_CODES = {
     advice:
       'Partitioning, formatting or mounting a target disk failed; the target log has the tool and its output. Check that fdisk, gdisk, e2fsprogs, xfsprogs and btrfs-progs are installed on the target.',
   },
+  FERRY_STALE_ENTRY: {
+    http: 409,
+    retryable: true,
+    advice:
+      'An entry relied on target content that had changed (e.g. a renamed file whose old copy was gone); it is sent again in full, nothing to do.',
+  },
   FERRY_PROTOCOL_VERSION: {
     http: 502,
     retryable: false,

@@ -118,6 +118,12 @@ const Entry = Type.Object(
     xattrs: Type.Optional(Type.Array(Xattr, { maxItems: 256 })),
     /** The file continues the target's kept partial copy: DATA starts at this offset. */
     resumeFrom: Type.Optional(Int()),
+    /**
+     * A hard link made because the source renamed a file the target already holds (at
+     * linkTo, deleted later in the pass): if that copy is gone, the target REJECTs the
+     * entry instead of failing, and the source sends the file in full next pass.
+     */
+    renamed: Type.Optional(Type.Literal(true)),
   },
   { additionalProperties: false },
 );

@@ -31,7 +31,7 @@ async function pass(
   const writer = await TreeWriter.open(dst, log);
   const progress: PassProgress = { bytes: 0, files: 0, bytesSent: 0 };
   const [sent, received] = await Promise.all([
-    runSendPass({ session: new Session(a), root: src, excludes, keep, state, progress }),
+    runSendPass({ session: new Session(a), root: src, excludes, keep, state, progress, detectRenames: true }),
     receivePass(new Session(b), writer, log),
   ]);
   expect(received.committed).toBe(true);
@@ -124,6 +124,36 @@ describe('file-level pass over an in-memory connection', () => {
     expect(fs.existsSync(path.join(dst, 'keep/a'))).toBe(true);
     expect(fs.existsSync(path.join(dst, 'var'))).toBe(true);
     expect(fs.existsSync(path.join(dst, 'var/cache'))).toBe(false);
+    state.close();
+  });
+
+  it('sends renamed files and directories as links to what the target holds, not their content', async () => {
+    const src = path.join(dir, 'src');
+    const dst = path.join(dir, 'dst');
+    fs.mkdirSync(path.join(src, 'data/old-dir'), { recursive: true });
+    fs.mkdirSync(dst);
+    const big = Buffer.alloc(3 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
+    fs.writeFileSync(path.join(src, 'data/db.bin'), big);
+    for (let i = 0; i < 20; i++)
+      fs.writeFileSync(path.join(src, `data/old-dir/f${i}`), big.subarray(i * 1000, i * 1000 + 50_000));
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    await pass(src, dst, state);
+    fs.renameSync(path.join(src, 'data/db.bin'), path.join(src, 'data/db-2026.bin'));
+    fs.renameSync(path.join(src, 'data/old-dir'), path.join(src, 'data/new-dir'));
+    const renamed = await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    expect(renamed.sent.bytesSent).toBe(0); // 4 MiB of content moved without being sent
+    expect(renamed.sent.deleted).toBe(22); // the old names: 20 files, the old directory, db.bin
+
+    // the target lost the old copy meanwhile: the link is refused, the next pass sends content
+    fs.renameSync(path.join(src, 'data/db-2026.bin'), path.join(src, 'data/db-final.bin'));
+    fs.rmSync(path.join(dst, 'data/db-2026.bin'));
+    const refused = await pass(src, dst, state);
+    expect(refused.sent.rejected).toBe(1);
+    const full = await pass(src, dst, state);
+    expect(full.sent.bytesSent).toBe(big.length);
+    expect(compareTrees(src, dst)).toEqual([]);
     state.close();
   });
 });

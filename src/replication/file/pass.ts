@@ -1,4 +1,5 @@
-import { readFile as readFileCb } from 'node:fs';
+import { lstatSync, readFile as readFileCb } from 'node:fs';
+import path from 'node:path';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { FerryError, isErrorCode } from '../../errors/index.js';
 import type { EntryMessage, ResumableFile, Session } from '../../protocol/index.js';
@@ -37,6 +38,8 @@ export interface SyncStateStore {
   markSeenUnder(prefix: string, gen: number): void;
   /** Groups writes; called around batches for speed. */
   flush(): void;
+  /** Records with this inode number (rename detection); optional. */
+  byInode?(ino: string): SyncRecord[];
 }
 
 export interface PassProgress {
@@ -89,6 +92,8 @@ interface Planned {
   e: ScannedEntry;
   cur: SyncRecord;
   firstPath?: string;
+  /** The file was renamed from this path, which the target holds: sent as a link, not content. */
+  renamedFrom?: string;
   content?: Promise<Buffer | null>;
 }
 
@@ -125,6 +130,8 @@ export async function runSendPass(opts: {
   keep?: readonly string[];
   /** A partly received file the target kept: continued from its offset if it is still the same file. */
   resume?: ResumableFile;
+  /** Look for renamed files (sync passes): a new path whose inode the target already holds elsewhere. */
+  detectRenames?: boolean;
 }): Promise<PassResult> {
   const { session, state, progress } = opts;
   const gen = state.beginPass();
@@ -191,6 +198,21 @@ export async function runSendPass(opts: {
   });
 
   const firstPathOfInode = new Map<string, string>();
+  /**
+   * The path the target holds a renamed file's content at: a recorded file with the same
+   * inode, size, mtime, mode and owner whose path no longer exists on the source (so
+   * nothing in this pass writes it; its DELETE comes after every entry).
+   */
+  const renameSource = (cur: SyncRecord): string | undefined => {
+    for (const old of state.byInode?.(cur.ino) ?? []) {
+      if (old.path === cur.path || old.kind !== 'file') continue;
+      if (old.size !== cur.size || old.mtimeNs !== cur.mtimeNs || old.mode !== cur.mode) continue;
+      if (old.uid !== cur.uid || old.gid !== cur.gid) continue;
+      if (lstatSync(path.join(opts.root, old.path), { throwIfNoEntry: false })) continue;
+      return old.path;
+    }
+    return undefined;
+  };
   const abortIfAsked = () => {
     if (opts.signal?.aborted) throw new FerryError('FERRY_CONNECTION_LOST', 'the pass was stopped');
   };
@@ -226,6 +248,12 @@ export async function runSendPass(opts: {
         }
         continue;
       }
+      const renamedFrom =
+        !prev && opts.detectRenames && e.kind === 'file' && !inodeKey ? renameSource(cur) : undefined;
+      if (renamedFrom) {
+        yield { e, cur, renamedFrom };
+        continue;
+      }
       const small = e.kind === 'file' && !firstPath && cur.size <= PREFETCH_FILE_BYTES && !isSparse(e);
       yield {
         e,
@@ -257,7 +285,10 @@ export async function runSendPass(opts: {
     if (p.content) windowBytes -= p.cur.size;
     const { e, cur } = p;
     seq++;
-    const entry: EntryMessage = await entryFromScan(e, seq, p.firstPath);
+    const entry: EntryMessage = p.renamedFrom
+      ? { ...(await entryFromScan(e, seq)), kind: 'hardlink', linkTo: p.renamedFrom, renamed: true }
+      : await entryFromScan(e, seq, p.firstPath);
+    if (p.renamedFrom) delete entry.size;
     const data = p.content ? await p.content : null;
     if (data) entry.size = data.length; // what was read is what is sent and hashed
     pending.set(seq, { kind: 'put', rec: cur, dir: entry.kind === 'dir' });

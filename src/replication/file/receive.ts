@@ -1,4 +1,4 @@
-import { FerryError, toFerryError } from '../../errors/index.js';
+import { FerryError, isFerryError, toFerryError } from '../../errors/index.js';
 import type { Session } from '../../protocol/index.js';
 import type { TreeWriter, WriterLog } from './tree-writer.js';
 
@@ -53,7 +53,18 @@ export async function receivePass(
       switch (msg.type) {
         case 'entry':
           current = msg.body.seq;
-          await writer.entry(msg.body);
+          try {
+            await writer.entry(msg.body);
+          } catch (e) {
+            if (!(isFerryError(e) && e.code === 'FERRY_STALE_ENTRY')) throw e;
+            log.warn(
+              { seq: current, err: e.message },
+              'rejected an entry that relied on a stale target copy',
+            );
+            await flush();
+            await session.send({ type: 'reject', body: { seq: current, code: e.code, message: e.message } });
+            break;
+          }
           if (msg.body.kind !== 'file') await done(current);
           break;
         case 'data':

@@ -425,6 +425,17 @@ export class TreeWriter {
         return;
       }
       case 'hardlink': {
+        if (e.renamed) {
+          // the old copy of a renamed file: only a regular file still under a real directory
+          const ok =
+            (await this.#parent(e.linkTo!, false)) &&
+            lstatSync(this.#abs(e.linkTo!), { throwIfNoEntry: false })?.isFile();
+          if (!ok)
+            throw new FerryError(
+              'FERRY_STALE_ENTRY',
+              `the target no longer holds ${e.linkTo} (renamed to ${e.path})`,
+            );
+        }
         const fromParent = await this.#parent(e.linkTo!, false);
         if (!fromParent)
           throw this.#unsafe(e.linkTo!, 'hard-link source is not inside a real directory of the root');
