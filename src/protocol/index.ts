@@ -34,6 +34,7 @@ export {
   type Message,
   type RejectMessage,
   type ResumableFile,
+  type SumsMessage,
   validatePath,
   type WelcomeMessage,
 } from './messages.js';

@@ -20,6 +20,7 @@ export const FrameType = {
   COMMITTED: 0x21,
   REJECT: 0x22,
   REPORT: 0x23,
+  SUMS: 0x24,
   ERROR: 0x7f,
 } as const;
 
@@ -124,6 +125,11 @@ const Entry = Type.Object(
      * entry instead of failing, and the source sends the file in full next pass.
      */
     renamed: Type.Optional(Type.Literal(true)),
+    /**
+     * Changed-block transfer: the target answers with SUMS of its current copy in blocks of
+     * this size; DATA then carries only the blocks that differ, the rest comes from that copy.
+     */
+    deltaBlockSize: Type.Optional(Type.Integer({ minimum: 4096, maximum: 1 << 24 })),
   },
   { additionalProperties: false },
 );
@@ -143,6 +149,16 @@ const Check = Type.Object(
     size: Type.Optional(Int()),
     linkTarget: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_PATH_BYTES })),
     hash: Type.Optional(Type.String({ pattern: '^[0-9a-f]{64}$' })),
+  },
+  { additionalProperties: false },
+);
+/** The target's copy of a file in blocks: 16 bytes of BLAKE3 per block, base64. */
+const Sums = Type.Object(
+  {
+    seq: Int(),
+    blockSize: Type.Integer({ minimum: 4096, maximum: 1 << 24 }),
+    size: Int(),
+    hashes: Type.String({ maxLength: 1_000_000, pattern: '^[A-Za-z0-9+/]*={0,2}$' }),
   },
   { additionalProperties: false },
 );
@@ -166,6 +182,7 @@ export type EntryMessage = Static<typeof Entry>;
 export type FileEndMessage = Static<typeof FileEnd>;
 export type DeleteMessage = Static<typeof Delete>;
 export type CheckMessage = Static<typeof Check>;
+export type SumsMessage = Static<typeof Sums>;
 export type CommitMessage = Static<typeof Commit>;
 export type AckMessage = Static<typeof Ack>;
 export type CommittedMessage = Static<typeof Committed>;
@@ -180,6 +197,7 @@ export type Message =
   | { type: 'file-end'; body: FileEndMessage }
   | { type: 'delete'; body: DeleteMessage }
   | { type: 'check'; body: CheckMessage }
+  | { type: 'sums'; body: SumsMessage }
   | { type: 'report'; body: VerifyReport }
   | { type: 'commit'; body: CommitMessage }
   | { type: 'ack'; body: AckMessage }
@@ -196,6 +214,7 @@ const JSON_TYPES: Record<JsonType, { code: number; schema: TSchema }> = {
   'file-end': { code: FrameType.FILE_END, schema: FileEnd },
   delete: { code: FrameType.DELETE, schema: Delete },
   check: { code: FrameType.CHECK, schema: Check },
+  sums: { code: FrameType.SUMS, schema: Sums },
   report: { code: FrameType.REPORT, schema: VerifyReport },
   commit: { code: FrameType.COMMIT, schema: Commit },
   ack: { code: FrameType.ACK, schema: Ack },

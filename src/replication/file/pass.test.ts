@@ -156,4 +156,40 @@ describe('file-level pass over an in-memory connection', () => {
     expect(compareTrees(src, dst)).toEqual([]);
     state.close();
   });
+
+  it('sends only the changed blocks of a large file, against the copy the target holds', async () => {
+    const src = path.join(dir, 'src');
+    const dst = path.join(dir, 'dst');
+    fs.mkdirSync(src);
+    fs.mkdirSync(dst);
+    const MiB = 1024 * 1024;
+    const data = Buffer.alloc(8 * MiB);
+    for (let i = 0; i < data.length; i += 4) data.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const file = path.join(src, 'db.bin');
+    fs.writeFileSync(file, data);
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    await pass(src, dst, state);
+    // two pages rewritten in place, then 100 KiB appended
+    const fd = fs.openSync(file, 'r+');
+    fs.writeSync(fd, Buffer.alloc(4096, 0xaa), 0, 4096, 3 * MiB + 10);
+    fs.writeSync(fd, Buffer.alloc(4096, 0xbb), 0, 4096, 6 * MiB);
+    fs.writeSync(fd, Buffer.alloc(100 * 1024, 0xcc), 0, 100 * 1024, 8 * MiB);
+    fs.closeSync(fd);
+    const changed = await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    expect(changed.sent.entriesSent).toBeGreaterThanOrEqual(1);
+    expect(changed.sent.bytesSent).toBeLessThanOrEqual(3 * 64 * 1024 + 100 * 1024);
+    // shrinking works too
+    fs.truncateSync(file, 5 * MiB + 7);
+    const shrunk = await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    expect(shrunk.sent.bytesSent).toBeLessThanOrEqual(64 * 1024);
+    // the target's copy vanished: everything is sent, still right
+    fs.rmSync(path.join(dst, 'db.bin'));
+    fs.appendFileSync(file, 'x');
+    const whole = await pass(src, dst, state);
+    expect(whole.sent.bytesSent).toBe(5 * MiB + 8);
+    expect(compareTrees(src, dst)).toEqual([]);
+    state.close();
+  });
 });

@@ -1,8 +1,15 @@
 import { lstatSync, readFile as readFileCb } from 'node:fs';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { FerryError, isErrorCode } from '../../errors/index.js';
-import type { EntryMessage, ResumableFile, Session } from '../../protocol/index.js';
+import {
+  type EntryMessage,
+  MAX_DATA_BYTES,
+  type ResumableFile,
+  type Session,
+  type SumsMessage,
+} from '../../protocol/index.js';
 import { entryFromScan, isSparse } from './entry.js';
 import { readFileRegions } from './read-file.js';
 import { normalizeExcludes, type ScannedEntry, scanTree } from './scan.js';
@@ -94,7 +101,71 @@ interface Planned {
   firstPath?: string;
   /** The file was renamed from this path, which the target holds: sent as a link, not content. */
   renamedFrom?: string;
+  /** What the target holds at this path, when a previous pass sent it. */
+  prev?: SyncRecord;
   content?: Promise<Buffer | null>;
+}
+
+const DELTA_FROM = 1 << 20;
+const MAX_BLOCKS = 40_000;
+
+/** Block size for a changed-block transfer of this file, or 0 when it is sent whole. */
+function deltaBlockSize(e: ScannedEntry): number {
+  const size = Number(e.stat.size);
+  if (e.kind !== 'file' || size < DELTA_FROM || isSparse(e)) return 0;
+  let b = 64 * 1024;
+  while (size / b > MAX_BLOCKS && b < 1 << 24) b *= 2;
+  return size / b > MAX_BLOCKS ? 0 : b;
+}
+
+/**
+ * Reads a file block by block, sends (as DATA) each block whose first 16 bytes of BLAKE3
+ * differ from the target's sums, and returns the whole file's hash and the bytes sent.
+ */
+async function sendChangedBlocks(
+  abs: string,
+  blockSize: number,
+  theirs: Buffer,
+  send: (m: Parameters<Session['send']>[0]) => Promise<void>,
+): Promise<{ hash: string; sent: number }> {
+  const fh = await open(abs, 'r');
+  try {
+    const whole = new Blake3Hasher();
+    let sent = 0;
+    for (let at = 0, i = 0; ; at += blockSize, i++) {
+      const buf = Buffer.allocUnsafe(blockSize); // DATA frames keep a reference until written
+      let n = 0;
+      while (n < blockSize) {
+        const { bytesRead } = await fh.read(buf, n, blockSize - n, at + n);
+        if (bytesRead === 0) break;
+        n += bytesRead;
+      }
+      if (n === 0) break;
+      const block = n === blockSize ? buf : buf.subarray(0, n);
+      whole.update(block);
+      const h = new Blake3Hasher();
+      h.update(block);
+      const same =
+        (i + 1) * 16 <= theirs.length &&
+        h
+          .digestBuffer()
+          .subarray(0, 16)
+          .equals(theirs.subarray(i * 16, i * 16 + 16));
+      if (!same) {
+        for (let o = 0; o < n; o += MAX_DATA_BYTES)
+          await send({
+            type: 'data',
+            offset: at + o,
+            data: block.subarray(o, Math.min(n, o + MAX_DATA_BYTES)),
+          });
+        sent += n;
+      }
+      if (n < blockSize) break;
+    }
+    return { hash: whole.digest('hex'), sent };
+  } finally {
+    await fh.close();
+  }
 }
 
 /** A small file's content, or null if it cannot be read (the callback API costs less than FileHandle). */
@@ -130,7 +201,10 @@ export async function runSendPass(opts: {
   keep?: readonly string[];
   /** A partly received file the target kept: continued from its offset if it is still the same file. */
   resume?: ResumableFile;
-  /** Look for renamed files (sync passes): a new path whose inode the target already holds elsewhere. */
+  /**
+   * Sync passes: look for renamed files (a new path whose inode the target already holds
+   * elsewhere), and send changed large files block by block against the target's copy.
+   */
   detectRenames?: boolean;
 }): Promise<PassResult> {
   const { session, state, progress } = opts;
@@ -165,9 +239,11 @@ export async function runSendPass(opts: {
     }
   };
 
+  const sumsWaiters = new Map<number, (s: SumsMessage) => void>();
   const reader = (async () => {
     for await (const msg of session.messages()) {
-      if (msg.type === 'ack') acknowledge(msg.body.seq);
+      if (msg.type === 'sums') sumsWaiters.get(msg.body.seq)?.(msg.body);
+      else if (msg.type === 'ack') acknowledge(msg.body.seq);
       else if (msg.type === 'reject') {
         rejected++;
         pending.delete(msg.body.seq);
@@ -258,6 +334,7 @@ export async function runSendPass(opts: {
       yield {
         e,
         cur,
+        ...(prev ? { prev } : {}),
         ...(firstPath ? { firstPath } : {}),
         ...(small ? { content: readSmall(e.abs) } : {}),
       };
@@ -313,6 +390,29 @@ export async function runSendPass(opts: {
           ? r0.offset
           : 0;
       if (from > 0) entry.resumeFrom = from;
+      const blockSize = from === 0 && opts.detectRenames && p.prev?.kind === 'file' ? deltaBlockSize(e) : 0;
+      if (blockSize > 0) {
+        // changed-block transfer: only the blocks that differ from the target's copy travel
+        entry.deltaBlockSize = blockSize;
+        const sums = new Promise<SumsMessage>((resolve, reject) => {
+          sumsWaiters.set(seq, resolve);
+          committed.catch(reject);
+        });
+        await send({ type: 'entry', body: entry });
+        const s = await sums;
+        sumsWaiters.delete(seq);
+        const { hash, sent } = await sendChangedBlocks(
+          e.abs,
+          blockSize,
+          Buffer.from(s.hashes, 'base64'),
+          send,
+        );
+        progress.bytes += cur.size;
+        progress.bytesSent += sent;
+        progress.files++;
+        await send({ type: 'file-end', body: { seq, hash } });
+        continue;
+      }
       await send({ type: 'entry', body: entry });
       let dataBytes = 0;
       for await (const r of regions) {

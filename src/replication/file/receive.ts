@@ -66,6 +66,10 @@ export async function receivePass(
             break;
           }
           if (msg.body.kind !== 'file') await done(current);
+          else if (msg.body.deltaBlockSize) {
+            const sums = writer.takeSums();
+            if (sums) await session.send({ type: 'sums', body: sums });
+          }
           break;
         case 'data':
           await writer.data(msg.offset, msg.data);

@@ -76,6 +76,8 @@ interface OpenFile {
   queuedBytes: number;
   hasher: Blake3Hasher;
   hashedTo: number;
+  /** Changed-block transfer: the target's previous copy, whose bytes fill what DATA skips. */
+  old?: { fd: number; size: number };
   /** End of the last DATA written, and whether the file continues a kept partial copy. */
   written: number;
   resumed: boolean;
@@ -399,6 +401,7 @@ export class TreeWriter {
           return;
         }
         if (this.#partial?.path === e.path) this.#dropPartial(); // sent afresh: the kept copy is stale
+        const old = e.deltaBlockSize ? this.#openOld(abs, e.deltaBlockSize, e.seq) : undefined;
         const tmp = this.#tmpName(parentAbs, e.seq);
         const fd = openSync(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
         this.#file = {
@@ -413,6 +416,7 @@ export class TreeWriter {
           checkpointed: 0,
           written: 0,
           resumed: false,
+          ...(old ? { old } : {}),
           nextCheckpoint: (e.size ?? 0) >= CHECKPOINT_FROM ? CHECKPOINT_BYTES : Number.POSITIVE_INFINITY,
         };
         return;
@@ -452,6 +456,71 @@ export class TreeWriter {
         this.#finishNode(tmp, e, true);
         this.#place(tmp, e.path);
       }
+    }
+  }
+
+  #sums: { seq: number; blockSize: number; size: number; hashes: string } | null = null;
+
+  /** The block sums computed for the last ENTRY that asked for them (changed-block transfer). */
+  takeSums(): { seq: number; blockSize: number; size: number; hashes: string } | null {
+    const s = this.#sums;
+    this.#sums = null;
+    return s;
+  }
+
+  /**
+   * Opens the copy the target holds at a path (a regular file only; the parent was checked
+   * already) and sums it in blocks for a changed-block transfer. No copy: empty sums.
+   */
+  #openOld(abs: string, blockSize: number, seq: number): { fd: number; size: number } | undefined {
+    let fd: number;
+    try {
+      fd = openSync(abs, C.O_RDONLY | C.O_NOFOLLOW);
+    } catch {
+      this.#sums = { seq, blockSize, size: 0, hashes: '' };
+      return undefined;
+    }
+    const st = fstatSync(fd);
+    if (!st.isFile()) {
+      closeSync(fd);
+      this.#sums = { seq, blockSize, size: 0, hashes: '' };
+      return undefined;
+    }
+    const buf = Buffer.allocUnsafe(blockSize);
+    const out = Buffer.allocUnsafe(Math.ceil(st.size / blockSize) * 16);
+    let blocks = 0;
+    for (let at = 0; at < st.size; at += blockSize) {
+      let n = 0;
+      while (n < blockSize && at + n < st.size) {
+        const r = readSync(fd, buf, n, Math.min(blockSize, st.size - at) - n, at + n);
+        if (r <= 0) break;
+        n += r;
+      }
+      const h = new Blake3Hasher();
+      h.update(n === buf.length ? buf : buf.subarray(0, n));
+      h.digestBuffer().copy(out, blocks * 16, 0, 16);
+      blocks++;
+    }
+    this.#sums = { seq, blockSize, size: st.size, hashes: out.subarray(0, blocks * 16).toString('base64') };
+    return { fd, size: st.size };
+  }
+
+  /** Changed-block transfer: copies the previous copy's bytes [f.hashedTo, to) into the new file. */
+  #fillFromOld(f: OpenFile, to: number): void {
+    const old = f.old;
+    if (!old) return;
+    const end = Math.min(to, old.size);
+    const buf = Buffer.allocUnsafe(1 << 20);
+    while (f.hashedTo < end) {
+      const n = readSync(old.fd, buf, 0, Math.min(buf.length, end - f.hashedTo), f.hashedTo);
+      if (n <= 0)
+        throw new FerryError('FERRY_TARGET_WRITE', `the previous copy of ${f.rel} is shorter than it was`);
+      const chunk = n === buf.length ? buf : buf.subarray(0, n);
+      let done = 0;
+      while (done < n) done += writeSync(f.fd, chunk, done, n - done, f.hashedTo + done);
+      f.hasher.update(chunk);
+      f.hashedTo += n;
+      f.written = f.hashedTo;
     }
   }
 
@@ -543,6 +612,7 @@ export class TreeWriter {
     if (!f) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'DATA outside a file');
     const size = f.entry.size ?? 0;
     this.#checkpoint(f);
+    if (f.old && offset >= f.hashedTo) this.#fillFromOld(f, offset);
     if (offset < f.hashedTo || offset + data.length > size) {
       throw new FerryError(
         'FERRY_PROTOCOL_VIOLATION',
@@ -606,6 +676,8 @@ export class TreeWriter {
     if (f.checkpointed > 0) this.#writeJournal(null, false); // the file completes; nothing to resume
     try {
       await this.#settleAll(f);
+      this.#fillFromOld(f, e.size ?? 0);
+      this.#closeOld(f);
       this.#hashZeros(f, e.size ?? 0);
       const got = f.hasher.digest('hex');
       if (got !== hash) {
@@ -690,6 +762,7 @@ export class TreeWriter {
     if (!f) return;
     await Promise.allSettled(f.writes.map((w) => w.done));
     await this.#checkpointing;
+    this.#closeOld(f);
     if (f.checkpointed > 0) {
       closeSync(f.fd);
       const e = f.entry;
@@ -705,7 +778,18 @@ export class TreeWriter {
     this.#discard(f);
   }
 
+  #closeOld(f: OpenFile): void {
+    if (!f.old) return;
+    try {
+      closeSync(f.old.fd);
+    } catch {
+      /* closed */
+    }
+    f.old = undefined;
+  }
+
   #discard(f: OpenFile): void {
+    this.#closeOld(f);
     try {
       closeSync(f.fd);
     } catch {
