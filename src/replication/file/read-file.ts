@@ -4,6 +4,8 @@ import { FerryError } from '../../errors/index.js';
 import { ferryFs } from '../../native/index.js';
 
 const CHUNK = 1 << 20;
+/** Chunks read ahead in the thread pool while the current one is hashed and sent. */
+const AHEAD = 4;
 const ZEROS = Buffer.alloc(CHUNK);
 
 /**
@@ -35,8 +37,8 @@ export async function readFileRegions(
       hashedTo += n;
     }
   };
-  // The read-ahead in flight, if any: awaited before the descriptor is closed.
-  let pending: Promise<{ buf: Buffer; n: number }> | null = null;
+  // The reads in flight, oldest first: awaited before the descriptor is closed.
+  let pending: Promise<{ buf: Buffer; n: number }>[] = [];
   async function* regions(): AsyncGenerator<{ offset: number; data: Buffer }> {
     try {
       const end = fstatSync(fd).size;
@@ -49,10 +51,12 @@ export async function readFileRegions(
           if (dataStart < 0) break;
           dataEnd = Math.min(ferryFs.seekHole(fd, dataStart), end);
         }
-        // A region of one chunk is read directly; longer ones read the next chunk in the
-        // thread pool while the caller sends the current one (disk and network overlap).
+        // A region of one chunk is read directly; longer ones keep the next AHEAD chunks
+        // reading in the thread pool while the caller sends the current one (disk and
+        // network overlap, and the disk sees several requests at once).
         const ahead = dataEnd - dataStart > CHUNK;
-        pending = null;
+        pending = [];
+        let nextRead = dataStart;
         const readAt = (at: number) => {
           const b = Buffer.allocUnsafe(Math.min(CHUNK, dataEnd - at));
           return new Promise<{ buf: Buffer; n: number }>((resolve, reject) =>
@@ -63,10 +67,19 @@ export async function readFileRegions(
           let buf: Buffer;
           let bytesRead: number;
           if (ahead) {
-            const got = await (pending ?? readAt(off));
+            while (pending.length < AHEAD && nextRead < dataEnd) {
+              pending.push(readAt(nextRead));
+              nextRead += Math.min(CHUNK, dataEnd - nextRead);
+            }
+            const got = await pending.shift()!;
             buf = got.buf;
             bytesRead = got.n;
-            pending = off + bytesRead < dataEnd && bytesRead > 0 ? readAt(off + bytesRead) : null;
+            if (bytesRead < buf.length) {
+              // short read (the file shrank): drop what was read beyond and go on from here
+              await Promise.allSettled(pending);
+              pending = [];
+              nextRead = off + bytesRead;
+            }
           } else {
             buf = Buffer.allocUnsafe(Math.min(CHUNK, dataEnd - off));
             bytesRead = readSync(fd, buf, 0, buf.length, off);
@@ -90,7 +103,7 @@ export async function readFileRegions(
       if (e instanceof FerryError) throw e;
       throw new FerryError('FERRY_SOURCE_READ', `cannot read ${abs}: ${(e as Error).message}`, { cause: e });
     } finally {
-      await pending?.catch(() => {});
+      await Promise.allSettled(pending);
       closeSync(fd);
     }
   }
