@@ -4,7 +4,7 @@
  * made so that teardown runs even on Ctrl-C or a crash. Only addresses inside our own
  * namespaces (10.77.0.0/24) are used.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -49,6 +49,41 @@ export function teardown(): void {
       /* keep going */
     }
   }
+}
+
+/** Where each tool's client connects in the target namespace: the real ports, or relays in front of them. */
+export const clientPort = { ferry: 7444, rsync: 8730, nc: 9000 };
+
+/**
+ * Puts a delay/loss relay (bench/relay.mjs, run in the target namespace) in front of each
+ * tool's port, and points the clients at it: every tool crosses the same impaired link.
+ */
+export function impairLink(delayMs: number, loss: number): void {
+  const relay = new URL('./relay.mjs', import.meta.url).pathname;
+  for (const key of ['ferry', 'rsync', 'nc'] as const) {
+    const real = clientPort[key];
+    const front = real + 10_000;
+    const p = spawn(
+      'nsenter',
+      [
+        `--net=/run/netns/${DST_NS}`,
+        process.execPath,
+        relay,
+        DST_IP,
+        String(front),
+        DST_IP,
+        String(real),
+        String(delayMs),
+        String(loss),
+      ],
+      { stdio: 'ignore' },
+    );
+    onCleanup(() => {
+      if (p.exitCode === null) p.kill('SIGKILL');
+    });
+    clientPort[key] = front;
+  }
+  execFileSync('sleep', ['0.5']); // the relays listen
 }
 
 /** Removes what an earlier, killed run may have left. */

@@ -13,6 +13,7 @@ import {
   DST_NS,
   dropCaches,
   ensurePackages,
+  impairLink,
   makeDisk,
   makeLink,
   SRC_NS,
@@ -47,10 +48,21 @@ interface Args {
   link?: string;
   shapedRate: string;
   rateLimitMbit: number;
+  /** One-way delay (ms) and loss probability per segment, added by a userspace relay. */
+  delayMs: number;
+  loss: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { scenarios: [], quick: false, runs: 0, shapedRate: '200mbit', rateLimitMbit: 400 };
+  const a: Args = {
+    scenarios: [],
+    quick: false,
+    runs: 0,
+    shapedRate: '200mbit',
+    rateLimitMbit: 400,
+    delayMs: 0,
+    loss: 0,
+  };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i]!;
     const next = () => {
@@ -64,14 +76,23 @@ function parseArgs(argv: string[]): Args {
     else if (v === '--link') a.link = next();
     else if (v === '--shaped-rate') a.shapedRate = next();
     else if (v === '--rate-limit') a.rateLimitMbit = Number(next());
-    else if (v === '--scenario') {
+    else if (v === '--delay') {
+      const d = /^([0-9.]+)(ms)?$/.exec(next());
+      if (!d) throw new Error('--delay takes milliseconds, e.g. 20ms');
+      a.delayMs = Number(d[1]);
+    } else if (v === '--loss') {
+      const l = /^([0-9.]+)(%)?$/.exec(next());
+      if (!l) throw new Error('--loss takes a percentage, e.g. 0.1%');
+      a.loss = l[2] ? Number(l[1]) / 100 : Number(l[1]);
+      if (!(a.loss >= 0 && a.loss < 1)) throw new Error('--loss must be below 100%');
+    } else if (v === '--scenario') {
       const s = next();
       if (!(s in SCENARIOS))
         throw new Error(`unknown scenario ${s}; known: ${Object.keys(SCENARIOS).join(', ')}`);
       a.scenarios.push(s as Scenario);
     } else if (v === '--help' || v === '-h') {
       console.log(
-        `npm run bench -- [--scenario NAME]… [--quick] [--runs N] [--json FILE] [--link RATE] [--shaped-rate RATE]\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`,
+        `npm run bench -- [--scenario NAME]… [--quick] [--runs N] [--json FILE] [--link RATE] [--shaped-rate RATE] [--delay MS] [--loss PCT%]\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`,
       );
       process.exit(0);
     } else throw new Error(`unknown option ${v}`);
@@ -121,6 +142,7 @@ async function main(): Promise<void> {
   fs.rmSync(WORK, { recursive: true, force: true }); // states and logs of an earlier run
   fs.mkdirSync(WORK, { recursive: true });
   makeLink(args.link);
+  if (args.delayMs > 0 || args.loss > 0) impairLink(args.delayMs, args.loss);
   const diskGiB = args.quick ? 8 : 24;
   const src = makeDisk('src', diskGiB);
   const dst = makeDisk('dst', diskGiB);
@@ -148,7 +170,7 @@ async function main(): Promise<void> {
   };
 
   console.log(
-    `ferry benchmark: ${args.quick ? 'quick' : 'full'} scale, ${args.runs} run(s) each, link ${args.link ?? 'unshaped veth'}`,
+    `ferry benchmark: ${args.quick ? 'quick' : 'full'} scale, ${args.runs} run(s) each, link ${args.link ?? 'unshaped veth'}${args.delayMs || args.loss ? `, +${args.delayMs} ms each way, ${(args.loss * 100).toFixed(2)}% loss (relay)` : ''}`,
   );
   const ferry = await FerryBench.start();
   try {
@@ -371,6 +393,8 @@ function report(rows: Row[], args: Args): void {
     runs: args.runs,
     link: args.link ?? null,
     shapedRate: args.shapedRate,
+    delayMs: args.delayMs,
+    loss: args.loss,
     machine: sh('uname -srm').trim(),
     cpus: sh('nproc').trim(),
     results: json,

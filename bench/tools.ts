@@ -9,7 +9,18 @@ import path from 'node:path';
 import type { ServerView, TargetView } from '../src/control/index.js';
 import { FERRY_BIN } from '../src/demo/processes.js';
 import { ConsoleClient } from '../src/transport/index.js';
-import { DST_IP, DST_NS, MGMT_IP, onCleanup, SRC_IP, SRC_NS, sh, WORK, wireBytes } from './env.js';
+import {
+  clientPort,
+  DST_IP,
+  DST_NS,
+  MGMT_IP,
+  onCleanup,
+  SRC_IP,
+  SRC_NS,
+  sh,
+  WORK,
+  wireBytes,
+} from './env.js';
 
 export interface Measure {
   seconds: number;
@@ -170,6 +181,8 @@ export class FerryBench {
         path.join(WORK, `target-${n}.log`),
         '--listen',
         `${DST_IP}:7444`,
+        '--advertise',
+        `${DST_IP}:${clientPort.ferry}`,
         '--name',
         names.tgt,
         '--root',
@@ -307,7 +320,7 @@ export class RsyncBench {
     // data on the target's disk is what is timed: the sync is part of the measure
     const r = timed(
       SRC_NS,
-      `rsync -aHAXS --numeric-ids ${extra} ${srcRoot}/ rsync://${DST_IP}:8730/bench/ && sync -f ${this.#dstRoot}`,
+      `rsync -aHAXS --numeric-ids ${extra} ${srcRoot}/ rsync://${DST_IP}:${clientPort.rsync}/bench/ && sync -f ${this.#dstRoot}`,
     );
     return {
       seconds: r.seconds,
@@ -341,7 +354,7 @@ export async function tarNc(srcRoot: string, dstRoot: string): Promise<Measure> 
   await sleep(300);
   const send = timed(
     SRC_NS,
-    `tar --xattrs --xattrs-include='*' --acls -S -cpf - -C ${srcRoot} . | nc -N ${DST_IP} 9000`,
+    `tar --xattrs --xattrs-include='*' --acls -S -cpf - -C ${srcRoot} . | nc -N ${DST_IP} ${clientPort.nc}`,
   );
   await new Promise((r) => (recv.exitCode === null ? recv.once('exit', r) : r(null)));
   return {
