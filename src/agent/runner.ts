@@ -14,7 +14,13 @@ import {
 } from '../control/index.js';
 import { FerryError, isErrorCode, toFerryError } from '../errors/index.js';
 import { Session, type WelcomeMessage } from '../protocol/index.js';
-import { type PassProgress, runSendPass, runVerifySend, scanTree } from '../replication/file/index.js';
+import {
+  type PassProgress,
+  runBlocksSend,
+  runSendPass,
+  runVerifySend,
+  scanTree,
+} from '../replication/file/index.js';
 import { type Credential, connectData, RateLimiter } from '../transport/index.js';
 import { RateMeter } from './rate-meter.js';
 import { SqliteSyncState } from './sync-state.js';
@@ -201,6 +207,10 @@ export class JobRunner {
       const pass = cur.job.pass === 'full' ? 'full' : 'final';
       const stats = await this.#passWithRetry(cur.job, pass, state, signal);
       if (!stats) return;
+      if (pass === 'full' && (cur.job.blockCopies?.length ?? 0) > 0) {
+        const copied = await this.#blocksWithRetry(cur.job, signal);
+        if (!copied) return;
+      }
       const verifyMode = cur.job.verifyAfterReplication ?? 'none';
       if (pass === 'full' && verifyMode !== 'none') {
         const report = await this.#verifyWithRetry(cur.job, verifyMode, signal);
@@ -282,43 +292,61 @@ export class JobRunner {
   }
 
   /** Checks the target against the source (see runVerifySend); retries like a pass. */
-  async #verifyWithRetry(
+  #verifyWithRetry(job: ReplicateJob, mode: VerifyMode, signal: AbortSignal): Promise<VerifyReport | null> {
+    return this.#retrying(job, signal, 'verify', async () => {
+      const report = await this.#session(job, { pass: 'verify', verify: mode }, signal, (session) =>
+        runVerifySend({
+          session,
+          root: this.#o.root,
+          excludes: job.excludes,
+          emptyDirs: this.#o.emptyDirs(),
+          mode,
+          signal,
+        }),
+      );
+      this.#o.logger.info({ mode, identical: report.identical, totals: report.totals }, 'verification done');
+      return report;
+    });
+  }
+
+  /** Copies the partitions the disk plan copies block for block (ESP, BIOS boot, unmounted). */
+  #blocksWithRetry(job: ReplicateJob, signal: AbortSignal): Promise<{ bytesSent: number } | null> {
+    const devices = (job.blockCopies ?? []).map((c) => ({ path: c.source, sizeBytes: c.sizeBytes }));
+    return this.#retrying(job, signal, 'blocks', async () => {
+      const r = await this.#session(job, { pass: 'blocks' }, signal, (session) =>
+        runBlocksSend({ session, devices, signal }),
+      );
+      this.#o.logger.info(
+        { partitions: devices.map((d) => d.path), bytesSent: r.bytesSent },
+        'partitions copied block for block',
+      );
+      return r;
+    });
+  }
+
+  /** Runs `attempt` until it succeeds, retrying retryable failures with back-off until the deadline. */
+  async #retrying<T>(
     job: ReplicateJob,
-    mode: VerifyMode,
     signal: AbortSignal,
-  ): Promise<VerifyReport | null> {
+    phase: string,
+    attempt: () => Promise<T>,
+  ): Promise<T | null> {
     let backoff = 1000;
     let firstFailureAt: number | null = null;
     while (!signal.aborted) {
-      this.#phase = 'verify';
+      this.#phase = phase;
       this.#state = 'transferring';
       try {
-        const report = await this.#session(job, { pass: 'verify', verify: mode }, signal, (session) =>
-          runVerifySend({
-            session,
-            root: this.#o.root,
-            excludes: job.excludes,
-            emptyDirs: this.#o.emptyDirs(),
-            mode,
-            signal,
-          }),
-        );
-        this.#o.logger.info(
-          { mode, identical: report.identical, totals: report.totals },
-          'verification done',
-        );
+        const r = await attempt();
         this.#state = 'idle';
-        return report;
+        return r;
       } catch (e) {
         if (signal.aborted) return null;
         const err = toFerryError(e, 'FERRY_CONNECTION_LOST');
         firstFailureAt ??= Date.now();
         if (!err.retryable || Date.now() - firstFailureAt > this.#o.retryDeadlineMs) {
-          this.#o.logger.error({ code: err.code, err: err.message }, 'verification failed');
-          this.#emit(job, 'failed', {
-            code: err.code,
-            message: `verification: ${err.message}`.slice(0, 2000),
-          });
+          this.#o.logger.error({ code: err.code, err: err.message }, `${phase} failed`);
+          this.#emit(job, 'failed', { code: err.code, message: `${phase}: ${err.message}`.slice(0, 2000) });
           this.#state = 'idle';
           return null;
         }
@@ -378,7 +406,7 @@ export class JobRunner {
   /** Opens a data connection to the target, says HELLO, and runs `fn` once welcomed. */
   async #session<T>(
     job: ReplicateJob,
-    hello: { pass: 'full' | 'sync' | 'final' | 'verify'; verify?: VerifyMode },
+    hello: { pass: 'full' | 'sync' | 'final' | 'verify' | 'blocks'; verify?: VerifyMode },
     signal: AbortSignal,
     fn: (session: Session, welcome: WelcomeMessage) => Promise<T>,
   ): Promise<T> {

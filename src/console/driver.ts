@@ -26,7 +26,7 @@ import {
   type TaskState,
   transition,
 } from '../core/index.js';
-import { planDisks } from '../disks/index.js';
+import { blockCopies, planDisks } from '../disks/index.js';
 import { FerryError, isErrorCode } from '../errors/index.js';
 import { type CaMaterial, fingerprint, issueFromCsr } from '../pki/index.js';
 import type { ConsoleStore, SourceRow, TargetRow, TaskRow } from './store/store.js';
@@ -591,6 +591,14 @@ export class Driver {
       verifyRequest: task.verify_request,
       verifyMode: (task.verify_mode as VerifyMode | null) ?? 'quick',
       compression: task.compression === 'zstd' ? 'zstd' : 'none',
+      ...(task.disk_plan
+        ? {
+            blockCopies: blockCopies(JSON.parse(task.disk_plan) as DiskPlan).map((c) => ({
+              source: c.source,
+              sizeBytes: c.sizeBytes,
+            })),
+          }
+        : {}),
     };
   }
 

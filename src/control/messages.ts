@@ -144,6 +144,16 @@ export const Job = Type.Union([
     verifyMode: Type.Optional(VerifyMode),
     /** zstd: DATA chunks are compressed where that makes them smaller. */
     compression: Type.Optional(Compression),
+    /** Source partitions copied block for block after the files (disk targets: ESP, BIOS boot, unmounted). */
+    blockCopies: Type.Optional(
+      Type.Array(
+        Type.Object(
+          { source: Type.String({ maxLength: 128 }), sizeBytes: Count },
+          { additionalProperties: false },
+        ),
+        { maxItems: 256 },
+      ),
+    ),
   }),
 ]);
 export type Job = Static<typeof Job>;

@@ -8,7 +8,10 @@
  */
 
 export {
+  type BlockCopy,
+  blockCopies,
   bytesNeeded,
+  copiedAsBlocks,
   formatBytes,
   layoutProblems,
   parseSize,

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { DiskInfo, SourceLayout, TargetDisk } from '../control/index.js';
 import { isFerryError } from '../errors/index.js';
-import { layoutProblems, parseSize, planDisks } from './plan.js';
+import { blockCopies, copiedAsBlocks, layoutProblems, parseSize, planDisks } from './plan.js';
 
 const MiB = 1024 * 1024;
 const LINUX = '0FC63DAF-8483-4772-8E79-3D69D8477DE4';
@@ -239,5 +239,35 @@ describe('parseSize', () => {
     expect(parseSize('4096')).toBe(4096);
     expect(() => parseSize('lots')).toThrow(/not a size/);
     expect(() => parseSize('0')).toThrow(/not a usable size/);
+  });
+});
+
+describe('blockCopies', () => {
+  it('copies block for block what is neither a mounted file system ferry makes nor swap', () => {
+    const disk = gptDisk();
+    disk.partitions.push(
+      {
+        number: 4,
+        start: 1_214_464,
+        size: 65_536,
+        type: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
+        fs: { type: 'vfat', uuid: '1234-ABCD', label: 'ESP', mountpoint: null, usedBytes: null },
+      },
+      { number: 5, start: 1_280_000, size: 2048, type: '21686148-6449-6E6F-744E-656564454649', fs: null },
+      {
+        number: 6,
+        start: 1_282_048,
+        size: 20_480,
+        type: LINUX,
+        fs: { type: 'ext4', uuid: 'u6', label: null, mountpoint: null, usedBytes: null },
+      },
+    );
+    expect(disk.partitions.map((p) => copiedAsBlocks(p))).toEqual([false, false, false, true, true, true]);
+    const plan = planDisks({ disks: [disk], problems: [] }, [tdisk('/dev/vdb', 2048)], [], []);
+    expect(blockCopies(plan)).toEqual([
+      { source: '/dev/sda4', target: '/dev/vdb4', sizeBytes: 65_536 * 512 },
+      { source: '/dev/sda5', target: '/dev/vdb5', sizeBytes: 2048 * 512 },
+      { source: '/dev/sda6', target: '/dev/vdb6', sizeBytes: 20_480 * 512 },
+    ]);
   });
 });

@@ -123,6 +123,42 @@ function findPartition(layout: SourceLayout, name: string): { disk: DiskInfo; pa
   return null;
 }
 
+/**
+ * Whether a partition's content is copied block for block: everything that is neither a
+ * mounted file system ferry re-creates and fills file by file, nor swap, nor an MBR
+ * extended-partition container — an EFI system partition (FAT, which this kernel cannot
+ * mount), a BIOS boot partition, an unmounted file system.
+ */
+export function copiedAsBlocks(p: PartitionInfo): boolean {
+  if (EXTENDED_TYPES.has(p.type.toLowerCase())) return false;
+  if (!p.fs) return true;
+  if (p.fs.type === 'swap') return false;
+  return !(p.fs.mountpoint && (RECREATED_FS as readonly string[]).includes(p.fs.type));
+}
+
+/** One partition copied block for block: where it is read on the source and written on the target. */
+export interface BlockCopy {
+  readonly source: string;
+  readonly target: string;
+  readonly sizeBytes: number;
+}
+
+/** The partitions of a plan copied block for block, in plan order (agent and target derive the same list). */
+export function blockCopies(plan: DiskPlan): BlockCopy[] {
+  const out: BlockCopy[] = [];
+  for (const d of plan.disks) {
+    for (const p of [...d.partitions].sort((a, b) => a.number - b.number)) {
+      if (!copiedAsBlocks(p)) continue;
+      out.push({
+        source: partitionNode(d.source, p.number),
+        target: partitionNode(d.target, p.number),
+        sizeBytes: p.size * d.sectorSize,
+      });
+    }
+  }
+  return out;
+}
+
 /** Space a file system needs to hold what the source holds: the data plus a tenth, at least mkfs's minimum. */
 export function bytesNeeded(fs: FsInfo | null): number {
   const used = fs?.usedBytes ?? 0;

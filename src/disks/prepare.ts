@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { DiskPlan, DiskPlanEntry, FsInfo, PartitionInfo } from '../control/index.js';
 import { FerryError } from '../errors/index.js';
-import { partitionNode, RECREATED_FS } from './plan.js';
+import { copiedAsBlocks, partitionNode, RECREATED_FS } from './plan.js';
 
 /** Runs one Debian tool; a failure becomes FERRY_DISK_PREPARATION with the tool's own words. */
 function sh(cmd: string, args: string[], input?: string): Promise<string> {
@@ -299,6 +299,7 @@ export async function prepareDisks(o: {
       }
       for (const p of d.partitions) {
         const node = partitionNode(d.target, p.number);
+        if (copiedAsBlocks(p)) continue; // its blocks arrive from the source
         if (p.fs) await makeFs(node, p.fs, o.log);
         else await quiet(sh('wipefs', ['-a', '-q', node]));
       }

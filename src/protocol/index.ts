@@ -32,6 +32,7 @@ export {
   FrameType,
   type HelloMessage,
   type Message,
+  type RawMessage,
   type RejectMessage,
   type ResumableFile,
   type SumsMessage,

@@ -21,6 +21,7 @@ export const FrameType = {
   REJECT: 0x22,
   REPORT: 0x23,
   SUMS: 0x24,
+  RAW: 0x17,
   ERROR: 0x7f,
 } as const;
 
@@ -70,6 +71,7 @@ const Hello = Type.Object(
       Type.Literal('sync'),
       Type.Literal('final'),
       Type.Literal('verify'),
+      Type.Literal('blocks'),
     ]),
     /** For a verify pass: compare metadata only (quick) or contents too (full). */
     verify: Type.Optional(VerifyMode),
@@ -152,6 +154,15 @@ const Check = Type.Object(
   },
   { additionalProperties: false },
 );
+/**
+ * A blocks pass: partition `index` of the task's block copies follows as DATA (all-zero
+ * blocks left out: the target writes zeros there), then FILE_END with the hash of all of it.
+ */
+const Raw = Type.Object(
+  { seq: Int(), index: Type.Integer({ minimum: 0, maximum: 1023 }), size: Int() },
+  { additionalProperties: false },
+);
+
 /** The target's copy of a file in blocks: 16 bytes of BLAKE3 per block, base64. */
 const Sums = Type.Object(
   {
@@ -183,6 +194,7 @@ export type FileEndMessage = Static<typeof FileEnd>;
 export type DeleteMessage = Static<typeof Delete>;
 export type CheckMessage = Static<typeof Check>;
 export type SumsMessage = Static<typeof Sums>;
+export type RawMessage = Static<typeof Raw>;
 export type CommitMessage = Static<typeof Commit>;
 export type AckMessage = Static<typeof Ack>;
 export type CommittedMessage = Static<typeof Committed>;
@@ -198,6 +210,7 @@ export type Message =
   | { type: 'delete'; body: DeleteMessage }
   | { type: 'check'; body: CheckMessage }
   | { type: 'sums'; body: SumsMessage }
+  | { type: 'raw'; body: RawMessage }
   | { type: 'report'; body: VerifyReport }
   | { type: 'commit'; body: CommitMessage }
   | { type: 'ack'; body: AckMessage }
@@ -215,6 +228,7 @@ const JSON_TYPES: Record<JsonType, { code: number; schema: TSchema }> = {
   delete: { code: FrameType.DELETE, schema: Delete },
   check: { code: FrameType.CHECK, schema: Check },
   sums: { code: FrameType.SUMS, schema: Sums },
+  raw: { code: FrameType.RAW, schema: Raw },
   report: { code: FrameType.REPORT, schema: VerifyReport },
   commit: { code: FrameType.COMMIT, schema: Commit },
   ack: { code: FrameType.ACK, schema: Ack },

@@ -12,10 +12,10 @@ import {
   type TargetHeartbeatResponse,
   type TargetOrders,
 } from '../control/index.js';
-import { describeTargetDisk, prepareDisks, unmountStaging } from '../disks/index.js';
+import { blockCopies, describeTargetDisk, prepareDisks, unmountStaging } from '../disks/index.js';
 import { FerryError, toFerryError } from '../errors/index.js';
 import { Session } from '../protocol/index.js';
-import { receivePass, receiveVerify, TreeWriter } from '../replication/file/index.js';
+import { receiveBlocks, receivePass, receiveVerify, TreeWriter } from '../replication/file/index.js';
 import {
   ConsoleClient,
   createDataServer,
@@ -192,6 +192,16 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
         const err = toFerryError(e, 'FERRY_DISK_PREPARATION');
         log.error({ code: err.code, err: err.message }, 'cannot prepare the target disks');
         session.fail(err);
+        return;
+      }
+      if (hello.body.pass === 'blocks') {
+        // partitions copied block for block (ESP, BIOS boot, unmounted): only those of the plan
+        const devices = a.diskPlan
+          ? blockCopies(a.diskPlan).map((c) => ({ path: c.target, sizeBytes: c.sizeBytes }))
+          : [];
+        await session.send({ type: 'welcome', body: { ok: true } });
+        await receiveBlocks(session, devices);
+        log.info({ partitions: devices.map((d) => d.path) }, 'partitions copied block for block');
         return;
       }
       if (hello.body.pass === 'verify') {

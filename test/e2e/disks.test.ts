@@ -56,13 +56,32 @@ beforeAll(async () => {
   tgtB = disks.create('tgt-b', 400);
   disks.partition(
     srcA,
-    'label: gpt\nsize=128MiB, type=L, name="boot"\nsize=400MiB, type=L, name="root"\nsize=64MiB, type=S, name="swap"\n',
+    'label: gpt\nsize=128MiB, type=L, name="boot"\nsize=400MiB, type=L, name="root"\nsize=64MiB, type=S, name="swap"\nsize=32MiB, type=U, name="EFI System"\n',
   );
   disks.partition(srcB, 'label: dos\nsize=600MiB, type=83, bootable\n');
   sh('mkfs.ext4', ['-q', '-L', 'boot', node(srcA, 1)]);
   sh('mkfs.ext4', ['-q', '-L', 'rootfs', node(srcA, 2)]);
   sh('mkswap', ['-L', 'swap0', node(srcA, 3)]);
   sh('mkfs.xfs', ['-q', '-L', 'home', node(srcB, 1)]);
+  // an EFI system partition: FAT, which this kernel cannot mount; made and filled with mtools
+  sh('mformat', [
+    '-i',
+    node(srcA, 4),
+    '-N',
+    '1234ABCD',
+    '-v',
+    'ESP',
+    '-T',
+    '65536',
+    '-h',
+    '64',
+    '-s',
+    '32',
+    '::',
+  ]);
+  sh('mmd', ['-i', node(srcA, 4), '::/EFI', '::/EFI/BOOT']);
+  fs.writeFileSync(path.join(dir, 'bootx64.efi'), Buffer.alloc(300_000, 0x4d));
+  sh('mcopy', ['-i', node(srcA, 4), path.join(dir, 'bootx64.efi'), '::/EFI/BOOT/BOOTX64.EFI']);
   const root = p('source');
   fs.mkdirSync(root);
   sh('mount', [node(srcA, 2), root]);
@@ -207,6 +226,7 @@ describe('file-level migration onto target disks', () => {
       [node(srcA, 1), node(tgtA, 1)],
       [node(srcA, 2), node(tgtA, 2)],
       [node(srcA, 3), node(tgtA, 3)],
+      [node(srcA, 4), node(tgtA, 4)],
       [node(srcB, 1), node(tgtB, 1)],
     ] as const) {
       const [bs, bt] = [blkid(s), blkid(t)];
@@ -216,6 +236,9 @@ describe('file-level migration onto target disks', () => {
         label: bs.LABEL,
       });
     }
+    // the ESP was copied block for block: byte-identical, and its files read back with mtools
+    expect(sh('cmp', [node(srcA, 4), node(tgtA, 4)])).toBe('');
+    expect(sh('mtype', ['-i', node(tgtA, 4), '::/EFI/BOOT/BOOTX64.EFI']).length).toBe(300_000);
     sh('e2fsck', ['-fn', node(tgtA, 1)]);
     sh('e2fsck', ['-fn', node(tgtA, 2)]);
     sh('xfs_repair', ['-n', node(tgtB, 1)]);

@@ -5,6 +5,7 @@
  * source, receive.ts applies one on the target. Knows nothing of the console or HTTP.
  */
 
+export { type BlockDevice, receiveBlocks, runBlocksSend } from './blocks.js';
 export { entryFromScan, readXattrs } from './entry.js';
 export {
   type PassProgress,
