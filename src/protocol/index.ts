@@ -38,5 +38,6 @@ export {
   type SumsMessage,
   validatePath,
   type WelcomeMessage,
+  type WholeFileMessage,
 } from './messages.js';
 export { Session } from './session.js';

@@ -22,6 +22,8 @@ export const FrameType = {
   REPORT: 0x23,
   SUMS: 0x24,
   RAW: 0x17,
+  /** A whole small file in one frame: u32 length of the JSON entry (with its hash), the JSON, the content. */
+  FILE: 0x18,
   ERROR: 0x7f,
 } as const;
 
@@ -135,6 +137,11 @@ const Entry = Type.Object(
   },
   { additionalProperties: false },
 );
+const WholeFile = Type.Object(
+  { ...Entry.properties, hash: Type.String({ pattern: '^[0-9a-f]{64}$' }) },
+  { additionalProperties: false },
+);
+const checkWholeFile = Compile(WholeFile);
 const FileEnd = Type.Object(
   { seq: Int(), hash: Type.String({ pattern: '^[0-9a-f]{64}$' }) },
   { additionalProperties: false },
@@ -191,6 +198,7 @@ export type WelcomeMessage = Static<typeof Welcome>;
 export type ResumableFile = Static<typeof Resumable>;
 export type EntryMessage = Static<typeof Entry>;
 export type FileEndMessage = Static<typeof FileEnd>;
+export type WholeFileMessage = Static<typeof WholeFile>;
 export type DeleteMessage = Static<typeof Delete>;
 export type CheckMessage = Static<typeof Check>;
 export type SumsMessage = Static<typeof Sums>;
@@ -206,6 +214,7 @@ export type Message =
   | { type: 'welcome'; body: WelcomeMessage }
   | { type: 'entry'; body: EntryMessage }
   | { type: 'data'; offset: number; data: Buffer }
+  | { type: 'file'; body: WholeFileMessage; data: Buffer }
   | { type: 'file-end'; body: FileEndMessage }
   | { type: 'delete'; body: DeleteMessage }
   | { type: 'check'; body: CheckMessage }
@@ -218,7 +227,7 @@ export type Message =
   | { type: 'reject'; body: RejectMessage }
   | { type: 'error'; body: ErrorMessage };
 
-type JsonType = Exclude<Message['type'], 'data'>;
+type JsonType = Exclude<Message['type'], 'data' | 'file'>;
 
 const JSON_TYPES: Record<JsonType, { code: number; schema: TSchema }> = {
   hello: { code: FrameType.HELLO, schema: Hello },
@@ -250,6 +259,33 @@ function violation(message: string): FerryError {
 
 /** Validates a frame completely (schema, then paths) before anything acts on it. */
 export function decodeMessage(type: number, payload: Buffer): Message {
+  if (type === FrameType.FILE) {
+    if (payload.length < 4) throw violation('FILE frame shorter than its 4-byte header');
+    const jsonLen = payload.readUInt32BE(0);
+    if (jsonLen > 96 * 1024 || 4 + jsonLen > payload.length)
+      throw violation('FILE frame entry length out of range');
+    let body: unknown;
+    try {
+      body = JSON.parse(payload.toString('utf8', 4, 4 + jsonLen));
+    } catch {
+      throw violation('FILE frame entry is not valid JSON');
+    }
+    if (!checkWholeFile.Check(body)) {
+      const first = [...checkWholeFile.Errors(body)][0];
+      throw violation(`FILE frame invalid at "${first?.instancePath ?? ''}": ${first?.message ?? 'invalid'}`);
+    }
+    const e = body as WholeFileMessage;
+    checkEntry(e);
+    const data = payload.subarray(4 + jsonLen);
+    if (
+      e.kind !== 'file' ||
+      e.size !== data.length ||
+      e.resumeFrom !== undefined ||
+      e.deltaBlockSize !== undefined
+    )
+      throw violation('FILE frame is not one whole regular file of its stated size');
+    return { type: 'file', body: e, data };
+  }
   if (type === FrameType.DATA_Z) {
     if (payload.length < 12) throw violation('DATA_Z frame shorter than its 12-byte header');
     const offset = Number(payload.readBigUInt64BE(0));
@@ -311,6 +347,14 @@ function checkEntry(e: EntryMessage): void {
 }
 
 export function encodeMessage(msg: Message): { type: number; payload: Buffer } {
+  if (msg.type === 'file') {
+    const json = Buffer.from(JSON.stringify(msg.body));
+    const payload = Buffer.allocUnsafe(4 + json.length + msg.data.length);
+    payload.writeUInt32BE(json.length, 0);
+    json.copy(payload, 4);
+    msg.data.copy(payload, 4 + json.length);
+    return { type: FrameType.FILE, payload };
+  }
   if (msg.type === 'data') {
     const payload = Buffer.allocUnsafe(8 + msg.data.length);
     payload.writeBigUInt64BE(BigInt(msg.offset), 0);

@@ -65,4 +65,44 @@ describe('Session', () => {
       await expect(receiver.next()).rejects.toMatchObject({ code: 'FERRY_PROTOCOL_VIOLATION' });
     }
   });
+
+  it('carries a small file as one FILE frame, splits one too big for a frame, and refuses a FILE whose size lies', async () => {
+    const [a, b] = duplexPair();
+    const sender = new Session(a);
+    const receiver = new Session(b);
+    const entry = {
+      seq: 1,
+      path: 'etc/motd',
+      kind: 'file' as const,
+      mode: 0o644,
+      uid: 0,
+      gid: 0,
+      mtimeNs: '1',
+      size: 5,
+    };
+    const hash = 'a'.repeat(64);
+    await sender.send({ type: 'file', body: { ...entry, hash }, data: Buffer.from('hello') });
+    // xattrs so large that entry and content do not fit in one frame: ENTRY, DATA, FILE_END
+    const xattrs = [{ name: 'user.big', value: 'x'.repeat(80_000) }];
+    const big = Buffer.alloc(1 << 20, 1);
+    await sender.send({
+      type: 'file',
+      body: { ...entry, seq: 2, size: big.length, xattrs, hash },
+      data: big,
+    });
+    sender.close();
+    const got: string[] = [];
+    for await (const m of receiver.messages())
+      got.push(m.type === 'file' ? `file:${m.data.toString()}` : m.type);
+    expect(got).toEqual(['file:hello', 'entry', 'data', 'file-end']);
+
+    const [c, d] = duplexPair();
+    const liar = new Session(d);
+    new Session(c);
+    const json = Buffer.from(JSON.stringify({ ...entry, size: 99, hash }));
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(json.length, 0);
+    c.write(encodeFrame(FrameType.FILE, Buffer.concat([head, json, Buffer.from('hello')])));
+    await expect(liar.next()).rejects.toMatchObject({ code: 'FERRY_PROTOCOL_VIOLATION' });
+  });
 });

@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { FerryError, toFerryError } from '../errors/index.js';
 import { compressChunk } from './compression.js';
-import { encodeFrame, encodePreface, FrameDecoder, MAX_DATA_BYTES } from './frame-codec.js';
+import { encodeFrame, encodePreface, FrameDecoder, MAX_DATA_BYTES, MAX_FRAME_BYTES } from './frame-codec.js';
 import { decodeMessage, encodeMessage, FrameType, type Message } from './messages.js';
 
 const QUEUE_BYTES = 4 * 1024 * 1024;
@@ -15,6 +15,11 @@ export class Session {
   readonly #stream: Duplex;
   readonly #pace: ((bytes: number) => Promise<void>) | undefined;
   readonly #compress: boolean;
+  /** Whether DATA frames are compressed on this connection. */
+  get compresses(): boolean {
+    return this.#compress;
+  }
+
   /** DATA bytes handed to send() and the bytes their frames carried (smaller when compressed). */
   readonly dataStats = { raw: 0, sent: 0 };
   #closed = false;
@@ -56,8 +61,36 @@ export class Session {
     }
     const packed = msg.type === 'data' && this.#compress ? compressChunk(msg.data) : null;
     if (this.#pace)
-      await this.#pace(msg.type === 'data' ? (packed ? packed.length + 17 : msg.data.length + 13) : 64);
-    if (msg.type === 'data') {
+      await this.#pace(
+        msg.type === 'data'
+          ? packed
+            ? packed.length + 17
+            : msg.data.length + 13
+          : msg.type === 'file'
+            ? msg.data.length + 300
+            : 64,
+      );
+    if (msg.type === 'file') {
+      // header and entry in one buffer, the content without copying it
+      const json = Buffer.from(JSON.stringify(msg.body));
+      if (9 + json.length + msg.data.length > MAX_FRAME_BYTES || json.length > 96 * 1024) {
+        // too big for one frame (large xattrs): the same file as ENTRY, DATA, FILE_END
+        const { hash, ...entry } = msg.body;
+        await this.send({ type: 'entry', body: entry });
+        if (msg.data.length > 0) await this.send({ type: 'data', offset: 0, data: msg.data });
+        await this.send({ type: 'file-end', body: { seq: entry.seq, hash } });
+        return;
+      }
+      const head = Buffer.allocUnsafe(9 + json.length);
+      head.writeUInt32BE(1 + 4 + json.length + msg.data.length, 0);
+      head.writeUInt8(FrameType.FILE, 4);
+      head.writeUInt32BE(json.length, 5);
+      json.copy(head, 9);
+      this.dataStats.raw += msg.data.length;
+      this.dataStats.sent += msg.data.length;
+      this.#stream.write(head);
+      if (msg.data.length > 0) this.#stream.write(msg.data);
+    } else if (msg.type === 'data') {
       if (msg.data.length > MAX_DATA_BYTES)
         throw new FerryError('FERRY_INTERNAL', 'DATA chunk larger than allowed');
       const body = packed ?? msg.data;

@@ -44,6 +44,19 @@ export async function receivePass(
     else if (!timer) timer = setTimeout(() => void flush().catch(() => {}), ACK_DELAY_MS);
   };
   let current = 0;
+  /** Ends the current file: acknowledged if its hash matches, REJECTed (sent again next pass) if not. */
+  const finishFile = async (hash: string) => {
+    try {
+      await writer.fileEnd(hash);
+      await done(current);
+    } catch (e) {
+      const err = toFerryError(e, 'FERRY_TARGET_WRITE');
+      if (err.code !== 'FERRY_CHECKSUM_MISMATCH') throw err;
+      log.warn({ seq: current, err: err.message }, 'rejected a file whose hash did not match');
+      await flush();
+      await session.send({ type: 'reject', body: { seq: current, code: err.code, message: err.message } });
+    }
+  };
   let committed = false;
   let commitStarted = 0;
   let commitMs = 0;
@@ -76,22 +89,20 @@ export async function receivePass(
           bytes += msg.data.length;
           onBytes(msg.data.length);
           break;
+        case 'file': {
+          // a whole small file: the same steps as ENTRY, DATA and FILE_END
+          current = msg.body.seq;
+          await writer.entry(msg.body);
+          if (msg.data.length > 0) await writer.data(0, msg.data);
+          bytes += msg.data.length;
+          onBytes(msg.data.length);
+          await finishFile(msg.body.hash);
+          break;
+        }
         case 'file-end':
           if (msg.body.seq !== current)
             throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE_END for another entry');
-          try {
-            await writer.fileEnd(msg.body.hash);
-            await done(current);
-          } catch (e) {
-            const err = toFerryError(e, 'FERRY_TARGET_WRITE');
-            if (err.code !== 'FERRY_CHECKSUM_MISMATCH') throw err;
-            log.warn({ seq: current, err: err.message }, 'rejected a file whose hash did not match');
-            await flush();
-            await session.send({
-              type: 'reject',
-              body: { seq: current, code: err.code, message: err.message },
-            });
-          }
+          await finishFile(msg.body.hash);
           break;
         case 'delete':
           await writer.delete(msg.body.path);
