@@ -206,7 +206,8 @@ program
       '               partition nodes are requested with partx where there is no udev. The file systems\n' +
       '               are mounted under --staging in the source hierarchy while data arrives, and\n' +
       '               unmounted at launch. Disks are paired with source disks in order unless\n' +
-      '               `ferry configure --disk-map SRC=TGT` says otherwise. LVM sources are refused.\n',
+      '               `ferry configure --disk-map SRC=TGT` says otherwise. EFI system, BIOS boot and\n' +
+      '               unmounted partitions are copied block for block. LVM sources are refused.\n',
   )
   .addOption(
     new Option('--registration-token-file <file>', 'registration.token from the console')
@@ -229,8 +230,9 @@ program
     new Option('--disk <device...>', 'whole disks to re-create the source layout on (erased at start)'),
   )
   .addOption(
-    new Option('--staging <dir>', 'where --disk file systems are mounted while data arrives').default(
-      '/var/lib/ferry/target/staging',
+    new Option(
+      '--staging <dir>',
+      'where --disk file systems are mounted while data arrives (default: STATE_DIR/staging)',
     ),
   )
   .addOption(
@@ -247,7 +249,7 @@ program
         name: string;
         root?: string;
         disk?: string[];
-        staging: string;
+        staging?: string;
         stateDir: string;
       },
       cmd: Command,
@@ -262,7 +264,7 @@ program
         listen: o.listen,
         ...(o.advertise ? { advertise: o.advertise } : {}),
         ...(o.root ? { root: o.root } : {}),
-        ...(o.disk?.length ? { disks: o.disk, staging: o.staging } : {}),
+        ...(o.disk?.length ? { disks: o.disk, ...(o.staging ? { staging: o.staging } : {}) } : {}),
         stateDir: o.stateDir,
         logger: g.logger,
       });
