@@ -8,12 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import pino, { type Logger } from 'pino';
-import { startAgent } from '../agent/index.js';
-import { startConsole } from '../console/main.js';
 import { DEFAULT_EMPTY_DIRS, PSEUDO_FS_TYPES } from '../control/index.js';
-import { runDemo } from '../demo/demo.js';
 import { FerryError, isFerryError } from '../errors/index.js';
-import { startTarget } from '../target/index.js';
 import { addClientCommands, type ClientFlags } from './client-commands.js';
 
 const VERSION = (
@@ -124,6 +120,9 @@ program
     async (o: { listen: string; dataDir: string; san: string[]; syncInterval: number }, cmd: Command) => {
       const g = cmd.optsWithGlobals() as { logLevel: string; logFile?: string };
       const log = logger(g);
+      // each program loads only its own modules: an agent does not carry the console's
+      // web server and database layer in its memory
+      const { startConsole } = await import('../console/main.js');
       const c = await startConsole({
         listen: o.listen,
         dataDir: o.dataDir,
@@ -178,6 +177,7 @@ program
       cmd: Command,
     ) => {
       const g = daemonFlags(cmd);
+      const { startAgent } = await import('../agent/index.js');
       const a = await startAgent({
         ...g.console,
         registrationTokenFile: o.registrationTokenFile,
@@ -257,6 +257,7 @@ program
       const g = daemonFlags(cmd);
       if (!o.root === !o.disk?.length)
         throw new FerryError('FERRY_CONFIG', 'give exactly one of --root DIR and --disk DEVICE…');
+      const { startTarget } = await import('../target/index.js');
       const t = await startTarget({
         ...g.console,
         registrationTokenFile: o.registrationTokenFile,
@@ -282,6 +283,7 @@ program
   .option('--exit', 'stop everything at the end instead of keeping the console running')
   .option('--dir <dir>', 'working directory for the demo (default: a new temporary directory)')
   .action(async (o: { exit?: boolean; dir?: string }) => {
+    const { runDemo } = await import('../demo/demo.js');
     const ok = await runDemo({ keepRunning: !o.exit, ...(o.dir ? { dir: o.dir } : {}), out });
     if (!ok) setExit(1);
   });
