@@ -291,6 +291,17 @@ export class JobRunner {
     return null;
   }
 
+  /**
+   * Directories sent empty: the pseudo file systems, and the mount points of partitions the
+   * disk plan copies block for block (a mounted ESP at /boot/efi arrives as blocks, not files).
+   */
+  #emptyDirs(job: ReplicateJob): string[] {
+    const blocks = (job.blockCopies ?? []).flatMap((c) =>
+      c.mountpoint ? [c.mountpoint.replace(/^\/+/, '')] : [],
+    );
+    return [...this.#o.emptyDirs(), ...blocks.filter((d) => d !== '')];
+  }
+
   /** Checks the target against the source (see runVerifySend); retries like a pass. */
   #verifyWithRetry(job: ReplicateJob, mode: VerifyMode, signal: AbortSignal): Promise<VerifyReport | null> {
     return this.#retrying(job, signal, 'verify', async () => {
@@ -299,7 +310,7 @@ export class JobRunner {
           session,
           root: this.#o.root,
           excludes: job.excludes,
-          emptyDirs: this.#o.emptyDirs(),
+          emptyDirs: this.#emptyDirs(job),
           mode,
           signal,
         }),
@@ -364,7 +375,7 @@ export class JobRunner {
     let files = 0;
     for await (const e of scanTree(this.#o.root, {
       excludes: job.excludes,
-      emptyDirs: this.#o.emptyDirs(),
+      emptyDirs: this.#emptyDirs(job),
     })) {
       if (signal.aborted) break;
       if (e.kind === 'file') {
@@ -388,7 +399,7 @@ export class JobRunner {
         ...(welcome.resume ? { resume: welcome.resume } : {}),
         root: this.#o.root,
         excludes: job.excludes,
-        emptyDirs: this.#o.emptyDirs(),
+        emptyDirs: this.#emptyDirs(job),
         state,
         progress: this.#progress,
         signal,

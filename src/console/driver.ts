@@ -596,6 +596,7 @@ export class Driver {
             blockCopies: blockCopies(JSON.parse(task.disk_plan) as DiskPlan).map((c) => ({
               source: c.source,
               sizeBytes: c.sizeBytes,
+              ...(c.mountpoint ? { mountpoint: c.mountpoint } : {}),
             })),
           }
         : {}),

@@ -148,7 +148,12 @@ export const Job = Type.Union([
     blockCopies: Type.Optional(
       Type.Array(
         Type.Object(
-          { source: Type.String({ maxLength: 128 }), sizeBytes: Count },
+          {
+            source: Type.String({ maxLength: 128 }),
+            sizeBytes: Count,
+            /** Where the partition is mounted on the source, if it is: sent as an empty directory. */
+            mountpoint: Type.Optional(Type.String({ maxLength: 4096 })),
+          },
           { additionalProperties: false },
         ),
         { maxItems: 256 },

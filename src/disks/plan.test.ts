@@ -270,4 +270,21 @@ describe('blockCopies', () => {
       { source: '/dev/sda6', target: '/dev/vdb6', sizeBytes: 20_480 * 512 },
     ]);
   });
+
+  it('accepts an EFI system partition mounted at /boot/efi and names its mount point (sent as an empty directory)', () => {
+    const disk = gptDisk();
+    disk.partitions.push({
+      number: 4,
+      start: 1_214_464,
+      size: 65_536,
+      type: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
+      fs: { type: 'vfat', uuid: '1234-ABCD', label: null, mountpoint: '/boot/efi', usedBytes: 5_000_000 },
+    });
+    const layout: SourceLayout = { disks: [disk], problems: [] };
+    expect(layoutProblems(layout)).toEqual([]);
+    const plan = planDisks(layout, [tdisk('/dev/vdb', 2048)], [], []);
+    expect(blockCopies(plan)).toEqual([
+      { source: '/dev/sda4', target: '/dev/vdb4', sizeBytes: 65_536 * 512, mountpoint: '/boot/efi' },
+    ]);
+  });
 });

@@ -28,6 +28,9 @@ function MiB(): number {
   return 1024 * 1024;
 }
 
+/** Mounted file systems copied block for block instead (an EFI system partition at /boot/efi). */
+const BLOCK_COPIED_MOUNTED = ['vfat', 'msdos'];
+
 /** Partition types that hold something ferry cannot re-create on these hosts (LVM, RAID). */
 const LVM_TYPES = new Set(['8e', 'e6d6d379-f507-44c2-a23c-238f2a3df928']);
 const RAID_TYPES = new Set(['fd', 'a19d880f-05fc-4d3b-a006-743f0f84911e']);
@@ -89,7 +92,10 @@ export function layoutProblems(layout: SourceLayout): { code: string; message: s
         });
     }
     const mounted = [...d.partitions.map((p) => p.fs), d.fs].filter(
-      (f): f is FsInfo => !!f?.mountpoint && !(RECREATED_FS as readonly string[]).includes(f.type),
+      (f): f is FsInfo =>
+        !!f?.mountpoint &&
+        !(RECREATED_FS as readonly string[]).includes(f.type) &&
+        !BLOCK_COPIED_MOUNTED.includes(f.type),
     );
     for (const f of mounted)
       out.push({
@@ -141,6 +147,8 @@ export interface BlockCopy {
   readonly source: string;
   readonly target: string;
   readonly sizeBytes: number;
+  /** Where it is mounted on the source (a FAT ESP at /boot/efi), if it is. */
+  readonly mountpoint?: string;
 }
 
 /** The partitions of a plan copied block for block, in plan order (agent and target derive the same list). */
@@ -153,6 +161,7 @@ export function blockCopies(plan: DiskPlan): BlockCopy[] {
         source: partitionNode(d.source, p.number),
         target: partitionNode(d.target, p.number),
         sizeBytes: p.size * d.sectorSize,
+        ...(p.fs?.mountpoint ? { mountpoint: p.fs.mountpoint } : {}),
       });
     }
   }
