@@ -207,7 +207,9 @@ export class JobRunner {
       const pass = cur.job.pass === 'full' ? 'full' : 'final';
       const stats = await this.#passWithRetry(cur.job, pass, state, signal);
       if (!stats) return;
-      if (pass === 'full' && (cur.job.blockCopies?.length ?? 0) > 0) {
+      // block-copied partitions (ESP, BIOS boot): after the full replication, and again at
+      // the final sync so that a boot loader update made meanwhile is carried
+      if ((cur.job.blockCopies?.length ?? 0) > 0) {
         const copied = await this.#blocksWithRetry(cur.job, signal);
         if (!copied) return;
       }
