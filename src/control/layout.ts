@@ -38,17 +38,18 @@ export const PartitionInfo = Type.Object(
 );
 export type PartitionInfo = Static<typeof PartitionInfo>;
 
+/** What a source disk and the target disk made from it share: the table and what is on it. */
+const DiskContent = {
+  sectorSize: Type.Integer({ minimum: 512, maximum: 4096 }),
+  table: Nullable(Type.Union([Type.Literal('gpt'), Type.Literal('dos')])),
+  tableId: Nullable(Type.String({ pattern: '^(0x)?[0-9A-Fa-f-]{1,36}$' })),
+  partitions: Type.Array(PartitionInfo, { maxItems: 128 }),
+  /** A file system on the whole disk, without a partition table. */
+  fs: Nullable(FsInfo),
+};
+
 export const DiskInfo = Type.Object(
-  {
-    path: DevPath,
-    sizeBytes: Count,
-    sectorSize: Type.Integer({ minimum: 512, maximum: 4096 }),
-    table: Nullable(Type.Union([Type.Literal('gpt'), Type.Literal('dos')])),
-    tableId: Nullable(Type.String({ pattern: '^(0x)?[0-9A-Fa-f-]{1,36}$' })),
-    partitions: Type.Array(PartitionInfo, { maxItems: 128 }),
-    /** A file system on the whole disk, without a partition table. */
-    fs: Nullable(FsInfo),
-  },
+  { path: DevPath, sizeBytes: Count, ...DiskContent },
   { additionalProperties: false },
 );
 export type DiskInfo = Static<typeof DiskInfo>;
@@ -83,15 +84,7 @@ export type TargetDisk = Static<typeof TargetDisk>;
 
 /** One target disk as it will be made: the source disk's table, partitions possibly moved or resized. */
 export const DiskPlanEntry = Type.Object(
-  {
-    source: DevPath,
-    target: DevPath,
-    sectorSize: Type.Integer({ minimum: 512, maximum: 4096 }),
-    table: Nullable(Type.Union([Type.Literal('gpt'), Type.Literal('dos')])),
-    tableId: Nullable(Type.String({ pattern: '^(0x)?[0-9A-Fa-f-]{1,36}$' })),
-    partitions: Type.Array(PartitionInfo, { maxItems: 128 }),
-    fs: Nullable(FsInfo),
-  },
+  { source: DevPath, target: DevPath, ...DiskContent },
   { additionalProperties: false },
 );
 export type DiskPlanEntry = Static<typeof DiskPlanEntry>;

@@ -6,7 +6,7 @@ import type { ServerView } from '../../src/control/index.js';
 import { freePort, spawnFerry, stopProcess, waitFor } from '../../src/demo/processes.js';
 import { ConsoleClient } from '../../src/transport/index.js';
 import { CountingRelay } from '../support/relay.js';
-import { addSmallFiles, compareTrees } from '../support/trees.js';
+import { addSmallFiles, compareTrees, contentBytes } from '../support/trees.js';
 import { tempDir } from './support.js';
 
 let dir: string;
@@ -106,14 +106,6 @@ const pastMiB = (mib: number) => async () => {
   const s = await show();
   return s.status === 'running' && s.progress.bytesDone >= mib * MiB ? s : undefined;
 };
-function contentBytes(root: string): number {
-  let n = 0;
-  for (const name of fs.readdirSync(root, { recursive: true }) as string[]) {
-    const st = fs.lstatSync(path.join(root, name));
-    if (st.isFile()) n += st.size;
-  }
-  return n;
-}
 
 describe('killed mid-transfer, resumed without the user recreating anything', () => {
   it('survives SIGKILL of the agent, of the target and a cut link, re-sending only what was in flight', async () => {

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ServerView, TargetView } from '../../src/control/index.js';
 import { freePort, spawnFerry, stopProcess, waitFor } from '../../src/demo/processes.js';
 import { ferryFs } from '../../src/native/index.js';
-import { addSmallFiles, buildSampleTree, compareTrees } from '../support/trees.js';
+import { addSmallFiles, buildSampleTree, compareTrees, contentBytes } from '../support/trees.js';
 import { ferry, tempDir } from './support.js';
 
 let dir: string;
@@ -21,15 +21,6 @@ async function cli(...args: string[]) {
   const r = await ferry(args, env);
   if (r.code !== 0) throw new Error(`ferry ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
   return r.stdout;
-}
-/** Sum of the sizes of the regular files under root, each path counted (hard links too). */
-function contentBytes(root: string): number {
-  let n = 0;
-  for (const name of fs.readdirSync(root, { recursive: true }) as string[]) {
-    const st = fs.lstatSync(path.join(root, name));
-    if (st.isFile()) n += st.size;
-  }
-  return n;
 }
 const show = async () => JSON.parse(await cli('servers', 'show', 'src-1', '-o', 'json')) as ServerView;
 

@@ -2,6 +2,7 @@ import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from '
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { FerryError, toFerryError } from '../../errors/index.js';
 import { MAX_DATA_BYTES, type Session } from '../../protocol/index.js';
+import { guardedSend } from './guarded-send.js';
 
 /** A partition copied block for block: its device and size (the target's may be larger). */
 export interface BlockDevice {
@@ -39,18 +40,7 @@ export async function runBlocksSend(opts: {
         throw new FerryError('FERRY_TARGET_WRITE', `target: ${msg.body.message}`);
     }
   })();
-  let readerError: unknown = null;
-  reader.catch((e) => {
-    readerError = e;
-    session.destroy();
-  });
-  const send = async (m: Parameters<Session['send']>[0]) => {
-    try {
-      await session.send(m);
-    } catch (e) {
-      throw readerError ?? e;
-    }
-  };
+  const send = guardedSend(session, reader);
   let bytesSent = 0;
   for (const [index, dev] of opts.devices.entries()) {
     let fd: number;

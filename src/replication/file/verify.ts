@@ -5,6 +5,7 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import type { VerifyDirectory, VerifyMode, VerifyReport } from '../../control/index.js';
 import { FerryError, toFerryError } from '../../errors/index.js';
 import { type CheckMessage, type Session, validatePath } from '../../protocol/index.js';
+import { guardedSend } from './guarded-send.js';
 import { kindOf, scanTree } from './scan.js';
 
 const MAX_DIRECTORIES = 1000;
@@ -51,18 +52,7 @@ export async function runVerifySend(opts: {
         throw new FerryError('FERRY_TARGET_WRITE', `target: ${msg.body.message}`);
     }
   })();
-  let readerError: unknown = null;
-  reader.catch((e) => {
-    readerError = e;
-    session.destroy();
-  });
-  const send = async (m: Parameters<Session['send']>[0]) => {
-    try {
-      await session.send(m);
-    } catch (e) {
-      throw readerError ?? e;
-    }
-  };
+  const send = guardedSend(session, reader);
   for await (const e of scanTree(opts.root, { excludes: opts.excludes, emptyDirs: opts.emptyDirs ?? [] })) {
     if (opts.signal?.aborted) throw new FerryError('FERRY_CONNECTION_LOST', 'the verification was stopped');
     const c: CheckMessage = {
