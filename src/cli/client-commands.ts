@@ -50,6 +50,14 @@ interface ConfigureFlags {
   compression: string;
 }
 
+/** --timeout SECONDS → the number and the deadline it sets from now. */
+function timeoutFlag(text: string): { timeout: number; deadline: number } {
+  const timeout = Number(text);
+  if (!Number.isFinite(timeout) || timeout <= 0)
+    throw new FerryError('FERRY_CONFIG', '--timeout takes a positive number of seconds');
+  return { timeout, deadline: Date.now() + timeout * 1000 };
+}
+
 /** "SRC=TGT" → its two sides; `what` names the flag in the error. */
 function pair(text: string, what: string): [string, string] {
   const i = text.indexOf('=');
@@ -285,10 +293,7 @@ export function addClientCommands(
     )
     .action(async (name: string, o: { full?: boolean; timeout: string }, cmd: Command) => {
       const flags = flagsOf(cmd);
-      const timeout = Number(o.timeout);
-      if (!Number.isFinite(timeout) || timeout <= 0)
-        throw new FerryError('FERRY_CONFIG', '--timeout takes a positive number of seconds');
-      const deadline = Date.now() + timeout * 1000;
+      const { timeout, deadline } = timeoutFlag(o.timeout);
       await withClient(flags, async (c) => {
         const asked = await c.request<ServerView>('POST', `/api/v1/servers/${enc(name)}/verify`, {
           mode: o.full ? 'full' : 'quick',
@@ -384,10 +389,7 @@ export function addClientCommands(
     .option('--timeout <seconds>', 'give up after this many seconds', '3600')
     .action(async (name: string, o: { stage: string; status: string; timeout: string }, cmd: Command) => {
       const flags = flagsOf(cmd);
-      const timeout = Number(o.timeout);
-      if (!Number.isFinite(timeout) || timeout <= 0)
-        throw new FerryError('FERRY_CONFIG', '--timeout takes a positive number of seconds');
-      const deadline = Date.now() + timeout * 1000;
+      const { timeout, deadline } = timeoutFlag(o.timeout);
       await withClient(flags, async (c) => {
         for (;;) {
           const s = await c.request<ServerView>('GET', `/api/v1/servers/${enc(name)}`);

@@ -106,17 +106,21 @@ const KindSchema = Type.Union([
   Type.Literal('blockdev'),
   Type.Literal('socket'),
 ]);
+/** What ENTRY and CHECK both say of an entry: path, kind, owner, mode, time, size, link target. */
+const EntryMeta = {
+  path: PathString,
+  kind: KindSchema,
+  mode: Int({ maximum: 0o7777 }),
+  uid: Int({ maximum: 0xffffffff }),
+  gid: Int({ maximum: 0xffffffff }),
+  mtimeNs: NsString,
+  size: Type.Optional(Int()),
+  linkTarget: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_PATH_BYTES })),
+};
 const Entry = Type.Object(
   {
     seq: Int(),
-    path: PathString,
-    kind: KindSchema,
-    mode: Int({ maximum: 0o7777 }),
-    uid: Int({ maximum: 0xffffffff }),
-    gid: Int({ maximum: 0xffffffff }),
-    mtimeNs: NsString,
-    size: Type.Optional(Int()),
-    linkTarget: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_PATH_BYTES })),
+    ...EntryMeta,
     linkTo: Type.Optional(PathString),
     rdevMajor: Type.Optional(Int({ maximum: 0xffffffff })),
     rdevMinor: Type.Optional(Int({ maximum: 0xffffffff })),
@@ -149,14 +153,7 @@ const FileEnd = Type.Object(
 /** One source entry as a verify pass describes it (hash: full mode, files only). */
 const Check = Type.Object(
   {
-    path: PathString,
-    kind: KindSchema,
-    mode: Int({ maximum: 0o7777 }),
-    uid: Int({ maximum: 0xffffffff }),
-    gid: Int({ maximum: 0xffffffff }),
-    mtimeNs: NsString,
-    size: Type.Optional(Int()),
-    linkTarget: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_PATH_BYTES })),
+    ...EntryMeta,
     hash: Type.Optional(Type.String({ pattern: '^[0-9a-f]{64}$' })),
   },
   { additionalProperties: false },
