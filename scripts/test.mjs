@@ -5,6 +5,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
+// Debian package → one command it provides (checked with `command -v`).
 const NEEDED = {
   attr: 'setfattr',
   acl: 'setfacl',
@@ -15,7 +16,9 @@ const NEEDED = {
   'btrfs-progs': 'mkfs.btrfs',
   mtools: 'mcopy',
   iproute2: 'ip',
-  'util-linux': 'losetup',
+  'util-linux': 'partx', // also wipefs, blkid, lsblk, findmnt, mkswap, nsenter
+  mount: 'losetup',
+  diffutils: 'cmp',
   rsync: 'rsync',
   'netcat-openbsd': 'nc',
 };
