@@ -1,22 +1,12 @@
-import { execFile } from 'node:child_process';
 import { access, readFile, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { type CheckItem, DEFAULT_EMPTY_DIRS, PSEUDO_FS_TYPES, type SourceLayout } from '../control/index.js';
-import { describeSourceLayout, layoutProblems } from '../disks/index.js';
+import { describeSourceLayout, layoutProblems, listMounts, type MountRow, toolJson } from '../disks/index.js';
+
+export { listMounts };
+
 import { scanTree } from '../replication/file/index.js';
-
-const run = promisify(execFile);
-
-async function json(cmd: string, args: string[]): Promise<unknown> {
-  try {
-    const { stdout } = await run(cmd, args, { maxBuffer: 16 * 1024 * 1024 });
-    return JSON.parse(stdout);
-  } catch {
-    return null;
-  }
-}
 
 function osRelease(text: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -27,28 +17,12 @@ function osRelease(text: string): Record<string, string> {
   return out;
 }
 
-interface Mount {
-  target: string;
-  source?: string;
-  fstype: string;
-  options?: string;
-  children?: Mount[];
-}
-
-function flatten(m: Mount[] | undefined, out: Mount[] = []): Mount[] {
-  for (const x of m ?? []) {
-    out.push(x);
-    flatten(x.children, out);
-  }
-  return out;
-}
-
 /**
  * Directories under `root` whose contents are never migrated: the default pseudo
  * directories plus every mount point of a pseudo or network file system below the root.
  * Returned relative to the root.
  */
-export function emptyDirsFor(root: string, mounts: Mount[]): string[] {
+export function emptyDirsFor(root: string, mounts: readonly MountRow[]): string[] {
   const rootAbs = path.resolve(root);
   const rel = (p: string) => path.relative(rootAbs, p);
   const out = new Set<string>(DEFAULT_EMPTY_DIRS.map((d) => d.slice(1)));
@@ -60,29 +34,19 @@ export function emptyDirsFor(root: string, mounts: Mount[]): string[] {
   return [...out];
 }
 
-export async function listMounts(): Promise<Mount[]> {
-  const found = (await json('findmnt', [
-    '-J',
-    '-b',
-    '-o',
-    'TARGET,SOURCE,FSTYPE,OPTIONS,SIZE,USED,AVAIL',
-  ])) as {
-    filesystems?: Mount[];
-  } | null;
-  return flatten(found?.filesystems);
-}
-
 /** What the agent tells the console about its server; also what will be migrated, counted. */
 export async function collectInventory(
   root: string,
   excludes: readonly string[],
   /** The tree totals of an earlier inventory, reused instead of walking the tree again. */
   previousMigrate?: unknown,
+  /** The mount table, when the caller has just read it. */
+  mounts?: readonly MountRow[],
 ): Promise<Record<string, unknown>> {
-  const mounts = await listMounts();
+  mounts ??= await listMounts();
   const emptyDirs = emptyDirsFor(root, mounts);
   const migrate = previousMigrate ?? (await countTree(root, excludes, emptyDirs));
-  const layout = await describeSourceLayout(root).catch((e: Error) => ({
+  const layout = await describeSourceLayout(root, mounts).catch((e: Error) => ({
     disks: [],
     problems: [
       { code: 'FERRY_LAYOUT_UNSUPPORTED', message: `the disk layout could not be read: ${e.message}` },
@@ -112,7 +76,7 @@ async function countTree(root: string, excludes: readonly string[], emptyDirs: s
   return { usedBytes, fileCount, entryCount, emptyDirs, excludes, unsupportedNames, unsupportedCount };
 }
 
-async function describeHost(root: string, mounts: Mount[]): Promise<Record<string, unknown>> {
+async function describeHost(root: string, mounts: readonly MountRow[]): Promise<Record<string, unknown>> {
   let release: Record<string, string> = {};
   try {
     release = osRelease(await readFile(path.join(root, 'etc/os-release'), 'utf8'));
@@ -144,7 +108,7 @@ async function describeHost(root: string, mounts: Mount[]): Promise<Record<strin
       : 'BIOS',
     disks:
       (
-        (await json('lsblk', [
+        (await toolJson('lsblk', [
           '-J',
           '-b',
           '-o',

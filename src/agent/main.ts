@@ -52,7 +52,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     caPem,
     cert: { keyPem: cred.keyPem, certPem: cred.certPem },
   });
-  let emptyDirs = emptyDirsFor(o.root, await listMounts());
+  let emptyDirs: string[] = [];
   let beatNow = () => {};
   const runner = new JobRunner({
     onEvent: () => beatNow(),
@@ -70,9 +70,10 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   // The tree is walked at start and when idle; while a job runs its pass walks the tree
   // anyway, so a periodic refresh keeps the earlier totals instead of walking it again.
   const refreshInventory = async () => {
-    emptyDirs = emptyDirsFor(o.root, await listMounts());
+    const mounts = await listMounts(); // read once: empty directories, inventory and layout
+    emptyDirs = emptyDirsFor(o.root, mounts);
     const busy = runner.currentJob().kind !== 'idle';
-    inventory = await collectInventory(o.root, [], busy ? inventory?.migrate : undefined);
+    inventory = await collectInventory(o.root, [], busy ? inventory?.migrate : undefined, mounts);
     checks = await runChecks(o.root, inventory);
     inventorySentAt = 0;
   };

@@ -389,7 +389,7 @@ export function addClientCommands(
     .option('--timeout <seconds>', 'give up after this many seconds', '3600')
     .action(async (name: string, o: { stage: string; status: string; timeout: string }, cmd: Command) => {
       const flags = flagsOf(cmd);
-      const { timeout, deadline } = timeoutFlag(o.timeout);
+      const { deadline } = timeoutFlag(o.timeout);
       await withClient(flags, async (c) => {
         for (;;) {
           const s = await c.request<ServerView>('GET', `/api/v1/servers/${enc(name)}`);

@@ -28,4 +28,11 @@ export {
   prepareDisks,
   unmountStaging,
 } from './prepare.js';
-export { describeSourceLayout, describeTargetDisk, probeDevice } from './probe.js';
+export {
+  describeSourceLayout,
+  describeTargetDisk,
+  listMounts,
+  type MountRow,
+  probeDevice,
+  toolJson,
+} from './probe.js';

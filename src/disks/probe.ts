@@ -22,11 +22,31 @@ async function tool(cmd: string, args: string[]): Promise<string | null> {
   }
 }
 
-interface MountRow {
+/** A tool's JSON output (findmnt -J, lsblk -J, sfdisk -J), or null when it failed. */
+export async function toolJson(cmd: string, args: string[]): Promise<unknown> {
+  const out = await tool(cmd, args);
+  try {
+    return out === null ? null : JSON.parse(out);
+  } catch {
+    return null;
+  }
+}
+
+/** One mounted file system, as findmnt lists it. */
+export interface MountRow {
   target: string;
   source: string;
   fstype: string;
+  options?: string;
   children?: MountRow[];
+}
+
+/** Every mounted file system, parents before children (findmnt -J, flattened). */
+export async function listMounts(): Promise<MountRow[]> {
+  const found = (await toolJson('findmnt', ['-J', '-o', 'TARGET,SOURCE,FSTYPE,OPTIONS'])) as {
+    filesystems?: MountRow[];
+  } | null;
+  return flatten(found?.filesystems);
 }
 
 interface BlockRow {
@@ -94,21 +114,20 @@ function fsFrom(probe: Record<string, string>): Omit<FsInfo, 'mountpoint' | 'use
  * file-system types, labels and UUIDs, and how much each mounted file system uses.
  * Reads with findmnt, lsblk, sfdisk and blkid -p, so it needs no udev.
  */
-export async function describeSourceLayout(root: string): Promise<SourceLayout> {
+export async function describeSourceLayout(
+  root: string,
+  mountTable?: readonly MountRow[],
+): Promise<SourceLayout> {
   const rootAbs = path.resolve(root);
   const problems: LayoutProblem[] = [];
-  const all = flatten(
-    (
-      JSON.parse((await tool('findmnt', ['-J', '-o', 'TARGET,SOURCE,FSTYPE'])) ?? '{}') as {
-        filesystems?: MountRow[];
-      }
-    ).filesystems,
+  const all = mountTable ?? (await listMounts());
+  // the file system holding the root: the deepest mount at or above it (the last one
+  // listed when several are stacked on the same directory)
+  const above = (t: string) => t === '/' || t === rootAbs || rootAbs.startsWith(`${t}/`);
+  const containing = all.reduce<MountRow | undefined>(
+    (best, m) => (above(m.target) && m.target.length >= (best?.target.length ?? 0) ? m : best),
+    undefined,
   );
-  const containing = (
-    JSON.parse((await tool('findmnt', ['-J', '-o', 'TARGET,SOURCE,FSTYPE', '-T', rootAbs])) ?? '{}') as {
-      filesystems?: MountRow[];
-    }
-  ).filesystems?.[0];
   const under = (t: string) => t === rootAbs || rootAbs === '/' || t.startsWith(`${rootAbs}/`);
   const mounts = all.filter((m) => under(m.target));
   if (containing && !mounts.some((m) => m.target === containing.target)) mounts.unshift(containing);
@@ -148,10 +167,10 @@ export async function describeSourceLayout(root: string): Promise<SourceLayout> 
 
   const blocks = flatten(
     (
-      JSON.parse((await tool('lsblk', ['-J', '-b', '-o', 'NAME,PATH,TYPE,SIZE,PKNAME,LOG-SEC'])) ?? '{}') as {
+      (await toolJson('lsblk', ['-J', '-b', '-o', 'NAME,PATH,TYPE,SIZE,PKNAME,LOG-SEC'])) as {
         blockdevices?: BlockRow[];
-      }
-    ).blockdevices,
+      } | null
+    )?.blockdevices,
   );
   const byPath = new Map(blocks.map((b) => [b.path, b]));
   const diskPaths: string[] = [];
@@ -183,8 +202,7 @@ export async function describeSourceLayout(root: string): Promise<SourceLayout> 
   for (const disk of diskPaths) {
     const b = byPath.get(disk)!;
     const sectorSize = b['log-sec'] || 512;
-    const dump = await tool('sfdisk', ['-J', disk]);
-    const table = dump ? (JSON.parse(dump) as SfdiskTable).partitiontable : null;
+    const table = ((await toolJson('sfdisk', ['-J', disk])) as SfdiskTable | null)?.partitiontable ?? null;
     const partitions: PartitionInfo[] = [];
     for (const p of table?.partitions ?? []) {
       const number = Number(/([0-9]+)$/.exec(p.node)?.[1]);
@@ -223,8 +241,11 @@ export async function describeSourceLayout(root: string): Promise<SourceLayout> 
 export async function describeTargetDisk(
   dev: string,
 ): Promise<{ path: string; sizeBytes: number; sectorSize: number }> {
-  const out = await tool('lsblk', ['-J', '-b', '-d', '-o', 'PATH,TYPE,SIZE,LOG-SEC', dev]);
-  const row = out ? (JSON.parse(out) as { blockdevices?: BlockRow[] }).blockdevices?.[0] : undefined;
+  const row = (
+    (await toolJson('lsblk', ['-J', '-b', '-d', '-o', 'PATH,TYPE,SIZE,LOG-SEC', dev])) as {
+      blockdevices?: BlockRow[];
+    } | null
+  )?.blockdevices?.[0];
   if (!row) throw new Error(`${dev} is not a block device`);
   if (row.type === 'part') throw new Error(`${dev} is a partition; give whole disks`);
   return { path: row.path, sizeBytes: row.size, sectorSize: row['log-sec'] || 512 };
