@@ -14,8 +14,8 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
+  read,
   readFileSync,
-  readSync,
   realpathSync,
   renameSync,
   rmSync,
@@ -48,6 +48,14 @@ const fdatasyncAsync = promisify(fdatasync);
 /** A partly written file kept for resuming: its temporary file holds `offset` verified-written bytes. */
 interface Partial extends ResumableFile {
   tmp: string;
+}
+
+/** One positioned read in the thread pool: re-reading a kept or previous copy of a large
+ * file must not hold up the event loop (heartbeats, other frames) for seconds. */
+function readAt(fd: number, buf: Buffer, at: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) =>
+    read(fd, buf, at, length, position, (err, n) => (err ? reject(err) : resolve(n))),
+  );
 }
 
 function writeAll(fd: number, data: Buffer, offset: number): Promise<void> {
@@ -397,11 +405,11 @@ export class TreeWriter {
       }
       case 'file': {
         if (e.resumeFrom !== undefined) {
-          this.#file = this.#continuePartial(e, parentAbs);
+          this.#file = await this.#continuePartial(e, parentAbs);
           return;
         }
         if (this.#partial?.path === e.path) this.#dropPartial(); // sent afresh: the kept copy is stale
-        const old = e.deltaBlockSize ? this.#openOld(abs, e.deltaBlockSize, e.seq) : undefined;
+        const old = e.deltaBlockSize ? await this.#openOld(abs, e.deltaBlockSize, e.seq) : undefined;
         const tmp = this.#tmpName(parentAbs, e.seq);
         const fd = openSync(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
         this.#file = {
@@ -472,7 +480,11 @@ export class TreeWriter {
    * Opens the copy the target holds at a path (a regular file only; the parent was checked
    * already) and sums it in blocks for a changed-block transfer. No copy: empty sums.
    */
-  #openOld(abs: string, blockSize: number, seq: number): { fd: number; size: number } | undefined {
+  async #openOld(
+    abs: string,
+    blockSize: number,
+    seq: number,
+  ): Promise<{ fd: number; size: number } | undefined> {
     let fd: number;
     try {
       fd = openSync(abs, C.O_RDONLY | C.O_NOFOLLOW);
@@ -492,7 +504,7 @@ export class TreeWriter {
     for (let at = 0; at < st.size; at += blockSize) {
       let n = 0;
       while (n < blockSize && at + n < st.size) {
-        const r = readSync(fd, buf, n, Math.min(blockSize, st.size - at) - n, at + n);
+        const r = await readAt(fd, buf, n, Math.min(blockSize, st.size - at) - n, at + n);
         if (r <= 0) break;
         n += r;
       }
@@ -506,13 +518,13 @@ export class TreeWriter {
   }
 
   /** Changed-block transfer: copies the previous copy's bytes [f.hashedTo, to) into the new file. */
-  #fillFromOld(f: OpenFile, to: number): void {
+  async #fillFromOld(f: OpenFile, to: number): Promise<void> {
     const old = f.old;
     if (!old) return;
     const end = Math.min(to, old.size);
     const buf = Buffer.allocUnsafe(1 << 20);
     while (f.hashedTo < end) {
-      const n = readSync(old.fd, buf, 0, Math.min(buf.length, end - f.hashedTo), f.hashedTo);
+      const n = await readAt(old.fd, buf, 0, Math.min(buf.length, end - f.hashedTo), f.hashedTo);
       if (n <= 0)
         throw new FerryError('FERRY_TARGET_WRITE', `the previous copy of ${f.rel} is shorter than it was`);
       const chunk = n === buf.length ? buf : buf.subarray(0, n);
@@ -529,7 +541,7 @@ export class TreeWriter {
    * the same file at the same offset, and hashes what it holds so the end-to-end hash
    * still covers the whole file.
    */
-  #continuePartial(e: EntryMessage, parentAbs: string): OpenFile {
+  async #continuePartial(e: EntryMessage, parentAbs: string): Promise<OpenFile> {
     const p = this.#partial;
     if (!p || p.path !== e.path || p.size !== e.size || p.mtimeNs !== e.mtimeNs || p.offset !== e.resumeFrom)
       throw new FerryError(
@@ -547,7 +559,7 @@ export class TreeWriter {
       const hasher = new Blake3Hasher();
       const buf = Buffer.allocUnsafe(1 << 20);
       for (let at = 0; at < p.offset; ) {
-        const n = readSync(fd, buf, 0, Math.min(buf.length, p.offset - at), at);
+        const n = await readAt(fd, buf, 0, Math.min(buf.length, p.offset - at), at);
         if (n <= 0) throw new FerryError('FERRY_TARGET_WRITE', `the kept partial file of ${e.path} is short`);
         hasher.update(n === buf.length ? buf : buf.subarray(0, n));
         at += n;
@@ -612,7 +624,7 @@ export class TreeWriter {
     if (!f) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'DATA outside a file');
     const size = f.entry.size ?? 0;
     this.#checkpoint(f);
-    if (f.old && offset >= f.hashedTo) this.#fillFromOld(f, offset);
+    if (f.old && offset >= f.hashedTo) await this.#fillFromOld(f, offset);
     if (offset < f.hashedTo || offset + data.length > size) {
       throw new FerryError(
         'FERRY_PROTOCOL_VIOLATION',
@@ -676,7 +688,7 @@ export class TreeWriter {
     if (f.checkpointed > 0) this.#writeJournal(null, false); // the file completes; nothing to resume
     try {
       await this.#settleAll(f);
-      this.#fillFromOld(f, e.size ?? 0);
+      await this.#fillFromOld(f, e.size ?? 0);
       this.#closeOld(f);
       this.#hashZeros(f, e.size ?? 0);
       const got = f.hasher.digest('hex');
