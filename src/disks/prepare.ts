@@ -67,13 +67,14 @@ export function checkDisksFree(plan: DiskPlan, allowed: readonly string[], stagi
     .slice(1)
     .map((l) => l.split(/\s+/)[0] ?? '')
     .filter(Boolean);
+  const mounts = mountTable();
   for (const d of plan.disks) {
     if (!given.has(real(d.target)))
       throw new FerryError(
         'FERRY_TARGET_DISK_BUSY',
         `the plan names ${d.target}, which is not one of this target's --disk devices (${allowed.join(', ')})`,
       );
-    const busy = mountTable().find(
+    const busy = mounts.find(
       (m) => isPartitionOf(m.source, d.target) && m.dir !== staging && !m.dir.startsWith(`${staging}/`),
     );
     if (busy) throw new FerryError('FERRY_TARGET_DISK_BUSY', `${busy.source} is mounted on ${busy.dir}`);
@@ -223,9 +224,10 @@ export function plannedMounts(plan: DiskPlan): PlannedMount[] {
 /** Mounts the plan's file systems under `staging` in the source's hierarchy; skips what is mounted already. */
 export async function mountStaging(plan: DiskPlan, staging: string): Promise<void> {
   mkdirSync(staging, { recursive: true, mode: 0o700 });
+  const mounted = new Set(mountTable().map((t) => t.dir));
   for (const m of plannedMounts(plan)) {
     const dir = m.mountpoint === '/' ? staging : safeMkdirs(staging, m.mountpoint);
-    if (mountTable().some((t) => t.dir === dir)) continue;
+    if (mounted.has(dir)) continue;
     // nouuid: xfs refuses a second file system with a UUID already mounted, which happens
     // when source and target share a host (tests, or a disk-to-disk copy on one machine).
     await sh('mount', ['-t', m.type, ...(m.type === 'xfs' ? ['-o', 'nouuid'] : []), m.device, dir]);
