@@ -9,11 +9,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ServerView, TargetView } from '../../src/control/index.js';
-import { freePort, spawnFerry, stopProcess, waitFor } from '../../src/demo/processes.js';
+import { freePort, stopProcess, waitFor } from '../../src/demo/processes.js';
 import { ferryFs } from '../../src/native/index.js';
 import { LoopDisks, mountsUnder, sh } from '../support/disks.js';
 import { buildSampleTree, compareTrees } from '../support/trees.js';
-import { ferry, tempDir } from './support.js';
+import { ferry, spawnTestConsole, tempDir } from './support.js';
 
 let dir: string;
 let disks: LoopDisks;
@@ -99,39 +99,17 @@ beforeAll(async () => {
   sh('setfacl', ['-m', 'u:1234:rw,g:5678:r', path.join(root, 'home/alice/shared.txt')]);
   sh('setfacl', ['-d', '-m', 'u:1234:rwx', path.join(root, 'home/alice')]);
 
-  const port = await freePort();
-  const data = p('console-data');
-  procs.push(spawnFerry(['console', '--listen', `127.0.0.1:${port}`, '--data-dir', data], p('console.log')));
-  await waitFor('console data dir', async () =>
-    fs.existsSync(path.join(data, 'admin.token')) ? true : undefined,
-  );
-  env = {
-    FERRY_CONSOLE_URL: `https://127.0.0.1:${port}`,
-    FERRY_CA_FILE: path.join(data, 'ca.pem'),
-    FERRY_TOKEN_FILE: path.join(data, 'admin.token'),
-  };
-  await waitFor('console API', async () => ((await ferry(['servers'], env)).code === 0 ? true : undefined));
-  const reg = ['--console', env.FERRY_CONSOLE_URL!, '--ca-file', env.FERRY_CA_FILE!];
-  reg.push('--registration-token-file', path.join(data, 'registration.token'));
+  const c = await spawnTestConsole(dir);
+  procs.push(c.proc);
+  env = c.env;
   const dataPort = await freePort();
   procs.push(
-    spawnFerry(
-      [
-        'target',
-        ...reg,
-        ...['--listen', `127.0.0.1:${dataPort}`, '--name', 'disk-tgt'],
-        ...['--staging', p('staging'), '--state-dir', p('target-state')],
-        ...['--disk', tgtA, tgtB],
-      ],
-      p('target.log'),
-    ),
+    c.daemon('target', 'disk-tgt', [
+      ...['--listen', `127.0.0.1:${dataPort}`, '--staging', p('staging')],
+      ...['--disk', tgtA, tgtB], // last: --disk takes a list
+    ]),
   );
-  procs.push(
-    spawnFerry(
-      ['agent', ...reg, '--name', 'disk-src', '--root', root, '--state-dir', p('agent-state')],
-      p('agent.log'),
-    ),
-  );
+  procs.push(c.daemon('agent', 'disk-src', ['--root', root]));
 }, 120_000);
 
 afterAll(async () => {

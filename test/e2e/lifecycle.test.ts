@@ -4,10 +4,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ServerView, TargetView } from '../../src/control/index.js';
-import { freePort, spawnFerry, stopProcess, waitFor } from '../../src/demo/processes.js';
+import { freePort, stopProcess, waitFor } from '../../src/demo/processes.js';
 import { ferryFs } from '../../src/native/index.js';
 import { addSmallFiles, buildSampleTree, compareTrees, contentBytes } from '../support/trees.js';
-import { ferry, tempDir } from './support.js';
+import { ferry, spawnTestConsole, tempDir } from './support.js';
 
 let dir: string;
 const procs: ChildProcess[] = [];
@@ -28,50 +28,12 @@ beforeAll(async () => {
   dir = tempDir('e2e');
   buildSampleTree(source()); // includes a 256 MiB sparse file
   addSmallFiles(source(), 500);
-  const port = await freePort();
-  const data = p('console-data');
-  procs.push(spawnFerry(['console', '--listen', `127.0.0.1:${port}`, '--data-dir', data], p('console.log')));
-  await waitFor('console data dir', async () =>
-    fs.existsSync(path.join(data, 'admin.token')) ? true : undefined,
-  );
-  env = {
-    FERRY_CONSOLE_URL: `https://127.0.0.1:${port}`,
-    FERRY_CA_FILE: path.join(data, 'ca.pem'),
-    FERRY_TOKEN_FILE: path.join(data, 'admin.token'),
-  };
-  await waitFor('console API', async () => ((await ferry(['servers'], env)).code === 0 ? true : undefined));
-  const reg = [
-    '--console',
-    env.FERRY_CONSOLE_URL!,
-    '--ca-file',
-    env.FERRY_CA_FILE!,
-    '--registration-token-file',
-    path.join(data, 'registration.token'),
-  ];
+  const c = await spawnTestConsole(dir);
+  procs.push(c.proc);
+  env = c.env;
   const dataPort = await freePort();
-  procs.push(
-    spawnFerry(
-      [
-        'target',
-        ...reg,
-        '--listen',
-        `127.0.0.1:${dataPort}`,
-        '--name',
-        'tgt-1',
-        '--root',
-        targetRoot(),
-        '--state-dir',
-        p('target-state'),
-      ],
-      p('target.log'),
-    ),
-  );
-  procs.push(
-    spawnFerry(
-      ['agent', ...reg, '--name', 'src-1', '--root', source(), '--state-dir', p('agent-state')],
-      p('agent.log'),
-    ),
-  );
+  procs.push(c.daemon('target', 'tgt-1', ['--listen', `127.0.0.1:${dataPort}`, '--root', targetRoot()]));
+  procs.push(c.daemon('agent', 'src-1', ['--root', source()]));
 }, 120_000);
 
 afterAll(async () => {

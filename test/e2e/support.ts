@@ -1,11 +1,13 @@
 /** Helpers for tests that run ferry programs for real (in-process or as processes). */
+
+import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { type RunningConsole, startConsole } from '../../src/console/main.js';
-import { FERRY_BIN } from '../../src/demo/processes.js';
+import { FERRY_BIN, freePort, spawnFerry, waitFor } from '../../src/demo/processes.js';
 import { ConsoleClient } from '../../src/transport/index.js';
 
 export function tempDir(prefix: string): string {
@@ -74,4 +76,40 @@ export function ferry(args: string[], env: Record<string, string> = {}, timeoutM
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/**
+ * `ferry console` as a process on loopback, answering the CLI: its process, the
+ * environment a CLI call needs, and the flags an agent or target registers with.
+ */
+export async function spawnTestConsole(dir: string): Promise<{
+  proc: ChildProcess;
+  env: Record<string, string>;
+  reg: string[];
+  /** Starts `ferry agent|target` registered with this console (state and log under dir). */
+  daemon: (program: 'agent' | 'target', name: string, args: string[]) => ChildProcess;
+}> {
+  const port = await freePort();
+  const data = path.join(dir, 'console-data');
+  const proc = spawnFerry(
+    ['console', '--listen', `127.0.0.1:${port}`, '--data-dir', data],
+    path.join(dir, 'console.log'),
+  );
+  await waitFor('console data dir', async () =>
+    fs.existsSync(path.join(data, 'admin.token')) ? true : undefined,
+  );
+  const env = {
+    FERRY_CONSOLE_URL: `https://127.0.0.1:${port}`,
+    FERRY_CA_FILE: path.join(data, 'ca.pem'),
+    FERRY_TOKEN_FILE: path.join(data, 'admin.token'),
+  };
+  await waitFor('console API', async () => ((await ferry(['servers'], env)).code === 0 ? true : undefined));
+  const reg = ['--console', env.FERRY_CONSOLE_URL, '--ca-file', env.FERRY_CA_FILE];
+  reg.push('--registration-token-file', path.join(data, 'registration.token'));
+  const daemon = (program: 'agent' | 'target', name: string, args: string[]) =>
+    spawnFerry(
+      [program, ...reg, '--name', name, '--state-dir', path.join(dir, `${program}-state`), ...args],
+      path.join(dir, `${program}.log`),
+    );
+  return { proc, env, reg, daemon };
 }
