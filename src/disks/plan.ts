@@ -220,36 +220,25 @@ export function planDisks(
       );
     for (const [i, s] of sources.entries()) pairs.set(s.path, targets[i]!);
   } else {
+    const bad = (message: string) =>
+      new FerryError('FERRY_BAD_REQUEST', `disk map: ${message}`, { context: { field: 'body.diskMap' } });
+    /** The disk of `list` named `name` ("sda" or "/dev/sda"), or a refusal naming those there are. */
+    const find = <D extends { path: string }>(list: readonly D[], name: string, side: string): D => {
+      const d = list.find((x) => x.path === devPath(name));
+      if (!d) throw bad(`the ${side} has no disk ${name} (it has ${list.map((x) => x.path).join(', ')})`);
+      return d;
+    };
     const used = new Set<string>();
     for (const m of map) {
-      const s = sources.find((d) => d.path === devPath(m.source));
-      if (!s)
-        throw new FerryError(
-          'FERRY_BAD_REQUEST',
-          `disk map ${m.source}=${m.target}: the source has no disk ${m.source} (it has ${sources.map((d) => d.path).join(', ')})`,
-          { context: { field: 'body.diskMap' } },
-        );
-      const t = targets.find((d) => d.path === devPath(m.target));
-      if (!t)
-        throw new FerryError(
-          'FERRY_BAD_REQUEST',
-          `disk map ${m.source}=${m.target}: the target has no disk ${m.target} (it has ${targets.map((d) => d.path).join(', ')})`,
-          { context: { field: 'body.diskMap' } },
-        );
-      if (used.has(t.path) || pairs.has(s.path))
-        throw new FerryError('FERRY_BAD_REQUEST', `disk map: ${m.source} or ${m.target} is mapped twice`, {
-          context: { field: 'body.diskMap' },
-        });
+      const s = find(sources, m.source, 'source');
+      const t = find(targets, m.target, 'target');
+      if (used.has(t.path) || pairs.has(s.path)) throw bad(`${m.source} or ${m.target} is mapped twice`);
       used.add(t.path);
       pairs.set(s.path, t);
     }
     const missing = sources.filter((s) => !pairs.has(s.path));
     if (missing.length > 0)
-      throw new FerryError(
-        'FERRY_BAD_REQUEST',
-        `disk map: source disk ${missing.map((d) => d.path).join(', ')} is not mapped to a target disk`,
-        { context: { field: 'body.diskMap' } },
-      );
+      throw bad(`source disk ${missing.map((d) => d.path).join(', ')} is not mapped to a target disk`);
   }
 
   const resized: ResolvedResize[] = resize.map((r) => {
