@@ -232,11 +232,9 @@ export class JobRunner {
     signal: AbortSignal,
   ): Promise<PassStats | null> {
     const started = Date.now();
-    let backoff = 1000;
-    let firstFailureAt: number | null = null;
-    while (!signal.aborted) {
-      try {
-        this.#phase = pass;
+    this.#wireBytes = 0; // across retries and re-runs: what this pass cost on the wire
+    for (;;) {
+      const result = await this.#retrying(job, signal, pass, () => {
         if (pass === 'full' && !this.#totalsKnown) {
           // Counted alongside the transfer (it also warms the inode cache for the pass).
           void this.#count(job, signal).then(
@@ -248,49 +246,27 @@ export class JobRunner {
           );
         }
         this.#progress = { bytes: 0, files: 0, bytesSent: this.#progress.bytesSent };
-        if (firstFailureAt === null) this.#wireBytes = 0;
-        const result = await this.#onePass(job, pass, state, signal);
-        this.#message = undefined;
-        if (result.rejected > 0) {
-          this.#o.logger.warn(
-            { rejected: result.rejected },
-            'some files changed while copied; sending them again',
-          );
-          continue;
-        }
-        this.#state = 'idle';
-        return {
-          entriesSent: result.entriesSent,
-          deleted: result.deleted,
-          unchanged: result.unchanged,
-          bytesSent: result.bytesSent,
-          bytesOnWire: this.#wireBytes,
-          bytes: this.#progress.bytes,
-          files: this.#progress.files,
-          seconds: (Date.now() - started) / 1000,
-        };
-      } catch (e) {
-        if (signal.aborted) return null;
-        const err = toFerryError(e, 'FERRY_CONNECTION_LOST');
-        firstFailureAt ??= Date.now();
-        const pastDeadline = Date.now() - firstFailureAt > this.#o.retryDeadlineMs;
-        if (!err.retryable || pastDeadline) {
-          this.#o.logger.error({ code: err.code, err: err.message }, 'replication failed');
-          this.#emit(job, 'failed', { code: err.code, message: err.message.slice(0, 2000) });
-          this.#state = 'idle';
-          return null;
-        }
-        this.#state = 'reconnecting';
-        this.#message = `${err.code}: ${err.message}`;
+        return this.#onePass(job, pass, state, signal);
+      });
+      if (!result) return null;
+      if (result.rejected > 0) {
         this.#o.logger.warn(
-          { code: err.code, err: err.message, retryInMs: backoff },
-          'pass interrupted; will resume',
+          { rejected: result.rejected },
+          'some files changed while copied; sending them again',
         );
-        await sleep(backoff, signal);
-        backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
+        continue;
       }
+      return {
+        entriesSent: result.entriesSent,
+        deleted: result.deleted,
+        unchanged: result.unchanged,
+        bytesSent: result.bytesSent,
+        bytesOnWire: this.#wireBytes,
+        bytes: this.#progress.bytes,
+        files: this.#progress.files,
+        seconds: (Date.now() - started) / 1000,
+      };
     }
-    return null;
   }
 
   /**
@@ -337,7 +313,11 @@ export class JobRunner {
     });
   }
 
-  /** Runs `attempt` until it succeeds, retrying retryable failures with back-off until the deadline. */
+  /**
+   * Runs `attempt` until it succeeds, retrying retryable failures with back-off (1 s doubling
+   * to 30 s) until the agent's retry deadline; then reports the task failed with the code.
+   * The state shows `reconnecting` between attempts until a connection is welcomed again.
+   */
   async #retrying<T>(
     job: ReplicateJob,
     signal: AbortSignal,
@@ -348,9 +328,9 @@ export class JobRunner {
     let firstFailureAt: number | null = null;
     while (!signal.aborted) {
       this.#phase = phase;
-      this.#state = 'transferring';
       try {
         const r = await attempt();
+        this.#message = undefined;
         this.#state = 'idle';
         return r;
       } catch (e) {
@@ -359,12 +339,18 @@ export class JobRunner {
         firstFailureAt ??= Date.now();
         if (!err.retryable || Date.now() - firstFailureAt > this.#o.retryDeadlineMs) {
           this.#o.logger.error({ code: err.code, err: err.message }, `${phase} failed`);
-          this.#emit(job, 'failed', { code: err.code, message: `${phase}: ${err.message}`.slice(0, 2000) });
+          // a pass's failure speaks for itself; a verification's or block copy's says which it was
+          const message = phase === 'verify' || phase === 'blocks' ? `${phase}: ${err.message}` : err.message;
+          this.#emit(job, 'failed', { code: err.code, message: message.slice(0, 2000) });
           this.#state = 'idle';
           return null;
         }
         this.#state = 'reconnecting';
         this.#message = `${err.code}: ${err.message}`;
+        this.#o.logger.warn(
+          { code: err.code, err: err.message, retryInMs: backoff },
+          `${phase} interrupted; will resume`,
+        );
         await sleep(backoff, signal);
         backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
       }
@@ -394,9 +380,8 @@ export class JobRunner {
     state: SqliteSyncState,
     signal: AbortSignal,
   ) {
-    return this.#session(job, { pass }, signal, (session, welcome) => {
-      this.#state = 'transferring';
-      return runSendPass({
+    return this.#session(job, { pass }, signal, (session, welcome) =>
+      runSendPass({
         session,
         ...(welcome.resume ? { resume: welcome.resume } : {}),
         root: this.#o.root,
@@ -412,8 +397,8 @@ export class JobRunner {
             { path: rel },
             'not migrated: the file name is not valid UTF-8 (see the feasibility check)',
           ),
-      });
-    });
+      }),
+    );
   }
 
   /** Opens a data connection to the target, says HELLO, and runs `fn` once welcomed. */
@@ -447,6 +432,7 @@ export class JobRunner {
       }
       if (first?.type !== 'welcome')
         throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'the target did not welcome us');
+      this.#state = 'transferring';
       return await fn(session, first.body);
     } finally {
       this.#wireBytes += session.dataStats.sent;
