@@ -15,11 +15,6 @@ export class Session {
   readonly #stream: Duplex;
   readonly #pace: ((bytes: number) => Promise<void>) | undefined;
   readonly #compress: boolean;
-  /** Whether DATA frames are compressed on this connection. */
-  get compresses(): boolean {
-    return this.#compress;
-  }
-
   /** DATA bytes handed to send() and the bytes their frames carried (smaller when compressed). */
   readonly dataStats = { raw: 0, sent: 0 };
   #closed = false;
@@ -73,8 +68,9 @@ export class Session {
     if (msg.type === 'file') {
       // header and entry in one buffer, the content without copying it
       const json = Buffer.from(JSON.stringify(msg.body));
-      if (9 + json.length + msg.data.length > MAX_FRAME_BYTES || json.length > 96 * 1024) {
-        // too big for one frame (large xattrs): the same file as ENTRY, DATA, FILE_END
+      if (this.#compress || 9 + json.length + msg.data.length > MAX_FRAME_BYTES || json.length > 96 * 1024) {
+        // compressed DATA, or too big for one frame (large xattrs): the same file as ENTRY,
+        // DATA (compressed where it pays), FILE_END
         const { hash, ...entry } = msg.body;
         await this.send({ type: 'entry', body: entry });
         if (msg.data.length > 0) await this.send({ type: 'data', offset: 0, data: msg.data });

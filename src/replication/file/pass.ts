@@ -369,21 +369,15 @@ export async function runSendPass(opts: {
     const data = p.content ? await p.content : null;
     if (data) entry.size = data.length; // what was read is what is sent and hashed
     pending.set(seq, { kind: 'put', rec: cur, dir: entry.kind === 'dir' });
-    const large = entry.kind === 'file' && !data;
-    // a small file travels as one FILE frame (entry, hash, content), unless DATA frames are
-    // compressed on this connection
-    const whole = entry.kind === 'file' && !!data && !session.compresses;
-    if (!large && !whole) await send({ type: 'entry', body: entry }); // a large file's ENTRY may carry resumeFrom
+    // a small file travels as one FILE message (the session frames it); a large file's ENTRY
+    // is sent below, as it may carry resumeFrom or deltaBlockSize
+    if (entry.kind !== 'file') await send({ type: 'entry', body: entry });
     sent++;
     if (entry.kind === 'file' && data) {
       const hasher = new Blake3Hasher();
       hasher.update(data);
       const hash = hasher.digest('hex');
-      if (whole) await send({ type: 'file', body: { ...entry, hash }, data });
-      else {
-        if (data.length > 0) await send({ type: 'data', offset: 0, data });
-        await send({ type: 'file-end', body: { seq, hash } });
-      }
+      await send({ type: 'file', body: { ...entry, hash }, data });
       progress.bytes += data.length;
       progress.bytesSent += data.length;
       progress.files++;
