@@ -64,10 +64,11 @@ export async function receivePass(
     for await (const msg of session.messages()) {
       if (committed) throw new FerryError('FERRY_PROTOCOL_VIOLATION', `${msg.type} frame after COMMIT`);
       switch (msg.type) {
-        case 'entry':
+        case 'entry': {
           current = msg.body.seq;
+          let sums: Awaited<ReturnType<TreeWriter['entry']>>;
           try {
-            await writer.entry(msg.body);
+            sums = await writer.entry(msg.body);
           } catch (e) {
             if (!(isFerryError(e) && e.code === 'FERRY_STALE_ENTRY')) throw e;
             log.warn(
@@ -79,11 +80,9 @@ export async function receivePass(
             break;
           }
           if (msg.body.kind !== 'file') await done(current);
-          else if (msg.body.deltaBlockSize) {
-            const sums = writer.takeSums();
-            if (sums) await session.send({ type: 'sums', body: sums });
-          }
+          else if (sums) await session.send({ type: 'sums', body: sums });
           break;
+        }
         case 'data':
           await writer.data(msg.offset, msg.data);
           bytes += msg.data.length;

@@ -30,7 +30,12 @@ import { promisify } from 'node:util';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { FerryError } from '../../errors/index.js';
 import { ferryFs, splitNs } from '../../native/index.js';
-import { type EntryMessage, type ResumableFile, validatePath } from '../../protocol/index.js';
+import {
+  type EntryMessage,
+  type ResumableFile,
+  type SumsMessage,
+  validatePath,
+} from '../../protocol/index.js';
 
 const run = promisify(execFile);
 const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, socket: C.S_IFSOCK } as const;
@@ -380,8 +385,11 @@ export class TreeWriter {
     ferryFs.lutimes(abs, as, ans, ms, mns);
   }
 
-  /** Applies an ENTRY. A file stays open until fileEnd(); everything else is done on return. */
-  async entry(e: EntryMessage): Promise<void> {
+  /**
+   * Applies an ENTRY. A file stays open until fileEnd(); everything else is done on return.
+   * For a changed-block transfer (deltaBlockSize) it returns the SUMS of the copy it holds.
+   */
+  async entry(e: EntryMessage): Promise<SumsMessage | undefined> {
     if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'ENTRY before the previous file ended');
     const parentAbs = (await this.#parent(e.path, true))!;
     const abs = this.#abs(e.path);
@@ -409,7 +417,8 @@ export class TreeWriter {
           return;
         }
         if (this.#partial?.path === e.path) this.#dropPartial(); // sent afresh: the kept copy is stale
-        const old = e.deltaBlockSize ? await this.#openOld(abs, e.deltaBlockSize, e.seq) : undefined;
+        const delta = e.deltaBlockSize ? await this.#openOld(abs, e.deltaBlockSize, e.seq) : undefined;
+        const old = delta?.old;
         const tmp = this.#tmpName(parentAbs, e.seq);
         const fd = openSync(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
         this.#file = {
@@ -427,7 +436,7 @@ export class TreeWriter {
           ...(old ? { old } : {}),
           nextCheckpoint: (e.size ?? 0) >= CHECKPOINT_FROM ? CHECKPOINT_BYTES : Number.POSITIVE_INFINITY,
         };
-        return;
+        return delta?.sums;
       }
       case 'symlink': {
         const tmp = this.#tmpName(parentAbs, e.seq);
@@ -467,15 +476,6 @@ export class TreeWriter {
     }
   }
 
-  #sums: { seq: number; blockSize: number; size: number; hashes: string } | null = null;
-
-  /** The block sums computed for the last ENTRY that asked for them (changed-block transfer). */
-  takeSums(): { seq: number; blockSize: number; size: number; hashes: string } | null {
-    const s = this.#sums;
-    this.#sums = null;
-    return s;
-  }
-
   /**
    * Opens the copy the target holds at a path (a regular file only; the parent was checked
    * already) and sums it in blocks for a changed-block transfer. No copy: empty sums.
@@ -484,19 +484,18 @@ export class TreeWriter {
     abs: string,
     blockSize: number,
     seq: number,
-  ): Promise<{ fd: number; size: number } | undefined> {
+  ): Promise<{ old?: { fd: number; size: number }; sums: SumsMessage }> {
+    const none = { sums: { seq, blockSize, size: 0, hashes: '' } };
     let fd: number;
     try {
       fd = openSync(abs, C.O_RDONLY | C.O_NOFOLLOW);
     } catch {
-      this.#sums = { seq, blockSize, size: 0, hashes: '' };
-      return undefined;
+      return none;
     }
     const st = fstatSync(fd);
     if (!st.isFile()) {
       closeSync(fd);
-      this.#sums = { seq, blockSize, size: 0, hashes: '' };
-      return undefined;
+      return none;
     }
     const buf = Buffer.allocUnsafe(blockSize);
     const out = Buffer.allocUnsafe(Math.ceil(st.size / blockSize) * 16);
@@ -513,8 +512,10 @@ export class TreeWriter {
       h.digestBuffer().copy(out, blocks * 16, 0, 16);
       blocks++;
     }
-    this.#sums = { seq, blockSize, size: st.size, hashes: out.subarray(0, blocks * 16).toString('base64') };
-    return { fd, size: st.size };
+    return {
+      old: { fd, size: st.size },
+      sums: { seq, blockSize, size: st.size, hashes: out.subarray(0, blocks * 16).toString('base64') },
+    };
   }
 
   /** Changed-block transfer: copies the previous copy's bytes [f.hashedTo, to) into the new file. */
