@@ -51,6 +51,8 @@ interface Args {
   /** One-way delay (ms) and loss probability per segment, added by a userspace relay. */
   delayMs: number;
   loss: number;
+  /** Which peers run beside ferry (default all; `--peers none` while working on ferry alone). */
+  peers: Set<string>;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -62,6 +64,7 @@ function parseArgs(argv: string[]): Args {
     rateLimitMbit: 400,
     delayMs: 0,
     loss: 0,
+    peers: new Set(['rsync', 'tar']),
   };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i]!;
@@ -85,6 +88,11 @@ function parseArgs(argv: string[]): Args {
       if (!l) throw new Error('--loss takes a percentage, e.g. 0.1%');
       a.loss = l[2] ? Number(l[1]) / 100 : Number(l[1]);
       if (!(a.loss >= 0 && a.loss < 1)) throw new Error('--loss must be below 100%');
+    } else if (v === '--peers') {
+      const list = next();
+      a.peers = new Set(list === 'none' ? [] : list.split(','));
+      for (const p of a.peers)
+        if (p !== 'rsync' && p !== 'tar') throw new Error(`unknown peer ${p}; known: rsync, tar (or none)`);
     } else if (v === '--scenario') {
       const s = next();
       if (!(s in SCENARIOS))
@@ -92,7 +100,7 @@ function parseArgs(argv: string[]): Args {
       a.scenarios.push(s as Scenario);
     } else if (v === '--help' || v === '-h') {
       console.log(
-        `npm run bench -- [--scenario NAME]… [--quick] [--runs N] [--json FILE] [--link RATE] [--shaped-rate RATE] [--delay MS] [--loss PCT%]\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`,
+        `npm run bench -- [--scenario NAME]… [--quick] [--runs N] [--json FILE] [--link RATE] [--shaped-rate RATE] [--delay MS] [--loss PCT%] [--peers rsync,tar|none]\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`,
       );
       process.exit(0);
     } else throw new Error(`unknown option ${v}`);
@@ -227,24 +235,26 @@ async function main(): Promise<void> {
         }
         if (check) verify(root, dstRoot, 'ferry');
         // rsync over its daemon
-        freshTarget();
-        const rsync = await RsyncBench.start(dstRoot);
-        try {
-          if (sc.kind === 'full' || sc.kind === 'shaped') {
-            dropCaches();
-            add('rsync', rsync.copy(root));
-          } else {
-            rsync.copy(root);
-            if (sc.kind === 'incremental') changeOnePercent(files, 200 + run);
-            dropCaches();
-            add('rsync', rsync.copy(root, '--delete'));
+        if (args.peers.has('rsync')) {
+          freshTarget();
+          const rsync = await RsyncBench.start(dstRoot);
+          try {
+            if (sc.kind === 'full' || sc.kind === 'shaped') {
+              dropCaches();
+              add('rsync', rsync.copy(root));
+            } else {
+              rsync.copy(root);
+              if (sc.kind === 'incremental') changeOnePercent(files, 200 + run);
+              dropCaches();
+              add('rsync', rsync.copy(root, '--delete'));
+            }
+          } finally {
+            await rsync.stop();
           }
-        } finally {
-          await rsync.stop();
+          if (check) verify(root, dstRoot, 'rsync');
         }
-        if (check) verify(root, dstRoot, 'rsync');
         // tar | nc (full copies only)
-        if (sc.kind === 'full' || sc.kind === 'shaped') {
+        if ((sc.kind === 'full' || sc.kind === 'shaped') && args.peers.has('tar')) {
           freshTarget();
           dropCaches();
           add('tar|nc', await tarNc(root, dstRoot));
