@@ -11,6 +11,7 @@
 #include <node_api.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -207,6 +208,8 @@ static napi_value set_times(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+void ferry_batch_init(napi_env env, napi_value exports); /* batch_io.c */
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"seekData", NULL, seek_data, NULL, NULL, NULL, napi_default, NULL},
@@ -219,6 +222,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"lutimes", NULL, set_times, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  ferry_batch_init(env, exports);
   return exports;
 }
 

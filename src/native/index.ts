@@ -17,7 +17,46 @@ export interface FerryFs {
   mknod(path: string, mode: number, major: number, minor: number): void;
   /** Sets atime and mtime with nanoseconds, never following a final symlink. */
   lutimes(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
+  /**
+   * Reads whole files in one thread-pool job (native/batch_io.c): file i into `slab` at the
+   * running sum of `caps`, at most caps[i] bytes. Result i: bytes read, or -errno.
+   */
+  readFiles(paths: string[], caps: number[], slab: Buffer): Promise<Int32Array>;
+  /**
+   * Writes, owns, times and renames whole files in one thread-pool job; 4 ints per item:
+   * [step, errno, xattrIndex, xattrErrno] (step: see WriteStep).
+   */
+  writeFiles(items: BatchWriteItem[]): Promise<Int32Array>;
 }
+
+export interface BatchWriteItem {
+  tmp: string;
+  dst: string;
+  data: Buffer;
+  uid: number;
+  gid: number;
+  mode: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  xattrNames?: string[];
+  xattrValues?: Buffer[];
+}
+
+/** What writeFiles reports per item (native/batch_io.c). */
+export const WriteStep = {
+  ok: 0,
+  open: 1,
+  write: 2,
+  chown: 3,
+  chmod: 4,
+  times: 5,
+  close: 6,
+  rename: 7,
+  /** dst is a directory or a non-empty one: the temporary file is kept for the caller to place. */
+  place: 8,
+  /** not attempted: an earlier item of the batch failed. */
+  skipped: 9,
+} as const;
 
 const require = createRequire(import.meta.url);
 const addonPath = fileURLToPath(new URL('../../native/build/Release/ferry_fs.node', import.meta.url));

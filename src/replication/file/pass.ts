@@ -1,4 +1,4 @@
-import { lstatSync, readFile as readFileCb } from 'node:fs';
+import { lstatSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
@@ -10,6 +10,7 @@ import {
   type Session,
   type SumsMessage,
 } from '../../protocol/index.js';
+import { BatchReader } from './batch-read.js';
 import { entryFromScan, isSparse } from './entry.js';
 import { readFileRegions } from './read-file.js';
 import { normalizeExcludes, type ScannedEntry, scanTree } from './scan.js';
@@ -168,15 +169,14 @@ async function sendChangedBlocks(
   }
 }
 
-/** A small file's content, or null if it cannot be read (the callback API costs less than FileHandle). */
-function readSmall(abs: string): Promise<Buffer | null> {
-  return new Promise((resolve) => readFileCb(abs, (err, data) => resolve(err ? null : data)));
-}
-
-/** Files up to this size are read whole, ahead of their turn (at most 64 files / 16 MiB). */
+/**
+ * Files up to this size are read whole, ahead of their turn, in batches (at most 256
+ * files / 32 MiB ahead: enough batches in flight that a cold disk sees several requests
+ * at once, which nearly halves the time to read a tree of small files).
+ */
 const PREFETCH_FILE_BYTES = 1 << 20;
-const PREFETCH_FILES = 64;
-const PREFETCH_BYTES = 16 << 20;
+const PREFETCH_FILES = 256;
+const PREFETCH_BYTES = 32 << 20;
 
 /**
  * Sends one replication pass over an established session: every entry that differs
@@ -274,6 +274,7 @@ export async function runSendPass(opts: {
   });
 
   const firstPathOfInode = new Map<string, string>();
+  const smallFiles = new BatchReader();
   /**
    * The path the target holds a renamed file's content at: a recorded file with the same
    * inode, size, mtime, mode and owner whose path no longer exists on the source (so
@@ -336,7 +337,7 @@ export async function runSendPass(opts: {
         cur,
         ...(prev ? { prev } : {}),
         ...(firstPath ? { firstPath } : {}),
-        ...(small ? { content: readSmall(e.abs) } : {}),
+        ...(small ? { content: smallFiles.read(e.abs, cur.size) } : {}),
       };
     }
   }
@@ -366,6 +367,7 @@ export async function runSendPass(opts: {
       ? { ...(await entryFromScan(e, seq)), kind: 'hardlink', linkTo: p.renamedFrom, renamed: true }
       : await entryFromScan(e, seq, p.firstPath);
     if (p.renamedFrom) delete entry.size;
+    if (p.content) smallFiles.flush(); // a no-op unless this file's batch is still being filled
     const data = p.content ? await p.content : null;
     if (data) entry.size = data.length; // what was read is what is sent and hashed
     pending.set(seq, { kind: 'put', rec: cur, dir: entry.kind === 'dir' });

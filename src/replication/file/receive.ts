@@ -43,18 +43,34 @@ export async function receivePass(
     if (seq - lastAcked >= ACK_EVERY) await flush();
     else if (!timer) timer = setTimeout(() => void flush().catch(() => {}), ACK_DELAY_MS);
   };
+  // Acknowledgements and rejections leave in entry order, after the entry is done: whole
+  // small files are written in batches behind the frames (TreeWriter.queueFile), so every
+  // outcome is chained after the ones before it. The first failure stops the pass.
+  let chain: Promise<void> = Promise.resolve();
+  let failure: unknown = null;
+  const inOrder = (step: () => Promise<void>) => {
+    chain = chain.then(step);
+    chain.catch((e) => {
+      failure ??= e;
+    });
+  };
+  const rejectInOrder = (seq: number, err: FerryError, why: string) =>
+    inOrder(async () => {
+      log.warn({ seq, err: err.message }, why);
+      await flush();
+      await session.send({ type: 'reject', body: { seq, code: err.code, message: err.message } });
+    });
   let current = 0;
   /** Ends the current file: acknowledged if its hash matches, REJECTed (sent again next pass) if not. */
   const finishFile = async (hash: string) => {
+    const seq = current;
     try {
       await writer.fileEnd(hash);
-      await done(current);
+      inOrder(() => done(seq));
     } catch (e) {
       const err = toFerryError(e, 'FERRY_TARGET_WRITE');
       if (err.code !== 'FERRY_CHECKSUM_MISMATCH') throw err;
-      log.warn({ seq: current, err: err.message }, 'rejected a file whose hash did not match');
-      await flush();
-      await session.send({ type: 'reject', body: { seq: current, code: err.code, message: err.message } });
+      rejectInOrder(seq, err, 'rejected a file whose hash did not match');
     }
   };
   let committed = false;
@@ -62,24 +78,21 @@ export async function receivePass(
   let commitMs = 0;
   try {
     for await (const msg of session.messages()) {
+      if (failure) throw failure;
       if (committed) throw new FerryError('FERRY_PROTOCOL_VIOLATION', `${msg.type} frame after COMMIT`);
       switch (msg.type) {
         case 'entry': {
           current = msg.body.seq;
+          const seq = current;
           let sums: Awaited<ReturnType<TreeWriter['entry']>>;
           try {
             sums = await writer.entry(msg.body);
           } catch (e) {
             if (!(isFerryError(e) && e.code === 'FERRY_STALE_ENTRY')) throw e;
-            log.warn(
-              { seq: current, err: e.message },
-              'rejected an entry that relied on a stale target copy',
-            );
-            await flush();
-            await session.send({ type: 'reject', body: { seq: current, code: e.code, message: e.message } });
+            rejectInOrder(seq, e, 'rejected an entry that relied on a stale target copy');
             break;
           }
-          if (msg.body.kind !== 'file') await done(current);
+          if (msg.body.kind !== 'file') inOrder(() => done(seq));
           else if (sums) await session.send({ type: 'sums', body: sums });
           break;
         }
@@ -90,12 +103,22 @@ export async function receivePass(
           break;
         case 'file': {
           // a whole small file: the same steps as ENTRY, DATA and FILE_END
-          current = msg.body.seq;
-          await writer.entry(msg.body);
-          if (msg.data.length > 0) await writer.data(0, msg.data);
+          const seq = msg.body.seq;
+          current = seq;
           bytes += msg.data.length;
           onBytes(msg.data.length);
-          await finishFile(msg.body.hash);
+          const { hash, ...entry } = msg.body;
+          try {
+            const { placed } = await writer.queueFile(entry, msg.data, hash);
+            inOrder(async () => {
+              await placed;
+              await done(seq);
+            });
+          } catch (e) {
+            const err = toFerryError(e, 'FERRY_TARGET_WRITE');
+            if (err.code !== 'FERRY_CHECKSUM_MISMATCH') throw err;
+            rejectInOrder(seq, err, 'rejected a file whose hash did not match');
+          }
           break;
         }
         case 'file-end':
@@ -103,13 +126,18 @@ export async function receivePass(
             throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE_END for another entry');
           await finishFile(msg.body.hash);
           break;
-        case 'delete':
+        case 'delete': {
+          const seq = msg.body.seq;
           await writer.delete(msg.body.path);
-          await done(msg.body.seq);
+          inOrder(() => done(seq));
           break;
+        }
         case 'commit':
           if (committed) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'a second COMMIT in one pass');
           commitStarted = performance.now();
+          await writer.drain();
+          await chain.catch(() => {});
+          if (failure) throw failure;
           await writer.commit();
           commitMs = performance.now() - commitStarted;
           await flush();

@@ -218,3 +218,107 @@ describe('TreeWriter keeps a checkpointed large file for resuming', () => {
     w2.close();
   });
 });
+
+describe('whole small files written in batches (FILE frames)', () => {
+  const whole = (seq: number, p: string, content: string, extra: Partial<EntryMessage> = {}) => {
+    const data = Buffer.from(content);
+    return {
+      type: 'file' as const,
+      body: { ...file(seq, p, data.length), ...extra, hash: hash(data) },
+      data,
+    };
+  };
+
+  it('places every file, acknowledges in order only what is in place, and rejects a corrupt one alone', async () => {
+    const [a, b] = duplexPair();
+    const w = await TreeWriter.open(root, log, { inflightFile: path.join(dir, 'inflight') });
+    fs.mkdirSync(path.join(root, 'was-a-dir', 'child'), { recursive: true });
+    const receiving = receivePass(new Session(b), w, log);
+    const source = new Session(a);
+    await source.send({ type: 'entry', body: { seq: 1, path: 'd', kind: 'dir', ...base, mode: 0o755 } });
+    for (let i = 0; i < 100; i++) await source.send(whole(2 + i, `d/f${i}`, `content ${i}`));
+    const bad = whole(102, 'd/corrupt', 'what was read');
+    await source.send({ ...bad, body: { ...bad.body, hash: hash(Buffer.from('something else')) } });
+    await source.send(whole(103, 'was-a-dir', 'a file replaces a directory'));
+    // a hard link to a file that may still be queued: the writer finishes the batch first
+    await source.send({
+      type: 'entry',
+      body: { seq: 104, path: 'd/link', kind: 'hardlink', linkTo: 'd/f99', ...base },
+    });
+    await source.send({ type: 'commit', body: { seq: 105 } });
+    const replies: { type: string; seq: number }[] = [];
+    for await (const m of source.messages()) {
+      if (m.type === 'ack' || m.type === 'reject' || m.type === 'committed')
+        replies.push({ type: m.type, seq: m.body.seq });
+      if (m.type === 'committed') break;
+    }
+    source.close(); // as the agent does once the pass committed
+    await receiving;
+    expect(replies.filter((r) => r.type === 'reject')).toEqual([{ type: 'reject', seq: 102 }]);
+    const acks = replies.filter((r) => r.type === 'ack').map((r) => r.seq);
+    expect(acks).toEqual([...acks].sort((x, y) => x - y));
+    // the rejection left before any acknowledgement that covers it
+    const rejectAt = replies.findIndex((r) => r.type === 'reject');
+    expect(replies.slice(0, rejectAt).every((r) => r.type !== 'ack' || r.seq < 102)).toBe(true);
+    expect(replies.at(-1)).toEqual({ type: 'committed', seq: 105 });
+    for (let i = 0; i < 100; i++)
+      expect(fs.readFileSync(path.join(root, `d/f${i}`), 'utf8')).toBe(`content ${i}`);
+    expect(fs.existsSync(path.join(root, 'd/corrupt'))).toBe(false);
+    expect(fs.readFileSync(path.join(root, 'was-a-dir'), 'utf8')).toBe('a file replaces a directory');
+    expect(fs.statSync(path.join(root, 'd/link')).ino).toBe(fs.statSync(path.join(root, 'd/f99')).ino);
+    expect(fs.statSync(path.join(root, 'd')).mode & 0o7777).toBe(0o755);
+    const tmps = (d: string) => fs.readdirSync(d).filter((n) => n.startsWith('.ferry-tmp-'));
+    expect([...tmps(root), ...tmps(path.join(root, 'd'))]).toEqual([]);
+  });
+
+  it('names every temporary file of the running batches, so that a crash leaves none behind', async () => {
+    const inflight = path.join(dir, 'inflight');
+    const w = await TreeWriter.open(root, log, { inflightFile: inflight });
+    const placed: Promise<void>[] = [];
+    for (let i = 0; i < 40; i++) {
+      const m = whole(i + 1, `f${i}`, `x${i}`);
+      placed.push((await w.queueFile(m.body, m.data, m.body.hash)).placed);
+    }
+    await Promise.all(placed);
+    const named = fs
+      .readFileSync(inflight, 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
+    expect(named.length).toBeGreaterThanOrEqual(8);
+    expect(named.every((n) => path.dirname(n) === w.root && path.basename(n).startsWith('.ferry-tmp-'))).toBe(
+      true,
+    );
+    // as if the process died before those renames: the next writer removes them all
+    for (const n of named) fs.writeFileSync(n, 'left behind');
+    fs.appendFileSync(inflight, `\n${path.join(outside, 'secret')}\n${w.root}/../outside/secret\n`);
+    await TreeWriter.open(root, log, { inflightFile: inflight });
+    expect(fs.readdirSync(root).filter((n) => n.startsWith('.ferry-tmp-'))).toEqual([]);
+    expect(fs.readdirSync(root)).toHaveLength(40);
+    outsideUntouched();
+  });
+
+  it('refuses a file whose parent is a symlink out of the root, before anything is queued', async () => {
+    const w = await TreeWriter.open(root, log);
+    await w.entry({ seq: 1, path: 'escape', kind: 'symlink', linkTarget: outside, ...base });
+    const m = whole(2, 'escape/secret', 'overwrite');
+    await expect(w.queueFile(m.body, m.data, m.body.hash)).rejects.toMatchObject({
+      code: 'FERRY_UNSAFE_PATH',
+    });
+    await w.drain();
+    outsideUntouched();
+  });
+
+  it('fails the pass with the path and the reason when the disk refuses a write', async () => {
+    const w = await TreeWriter.open(root, log);
+    const m = whole(1, 'ro/file', 'data');
+    fs.mkdirSync(path.join(root, 'ro'));
+    const { placed } = await w.queueFile(m.body, m.data, m.body.hash);
+    fs.rmSync(path.join(root, 'ro'), { recursive: true }); // the directory vanished under the writer
+    await w.drain();
+    await expect(placed).rejects.toMatchObject({
+      code: 'FERRY_TARGET_WRITE',
+      message: expect.stringContaining('ro/file (open): ENOENT'),
+    });
+  });
+});

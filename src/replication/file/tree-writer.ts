@@ -25,11 +25,12 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { FerryError } from '../../errors/index.js';
-import { ferryFs, splitNs } from '../../native/index.js';
+import { type BatchWriteItem, ferryFs, splitNs, WriteStep } from '../../native/index.js';
 import {
   type EntryMessage,
   type ResumableFile,
@@ -99,6 +100,23 @@ interface OpenFile {
   nextCheckpoint: number;
 }
 
+/** Whole small files per native write job, bytes per job, and jobs in flight at once. */
+const BATCH_FILES = 32;
+const BATCH_BYTES = 4 << 20;
+const BATCHES_IN_FLIGHT = 4;
+const STEP_NAMES = Object.fromEntries(Object.entries(WriteStep).map(([k, v]) => [v, k])) as Record<
+  number,
+  string
+>;
+
+/** Whole small files written together by one native job (see queueFile). */
+interface Batch {
+  items: BatchWriteItem[];
+  rels: string[];
+  settle: { resolve: () => void; reject: (e: unknown) => void }[];
+  bytes: number;
+}
+
 function depth(rel: string): number {
   return rel.split('/').length;
 }
@@ -106,6 +124,22 @@ function depth(rel: string): number {
 function parentOf(rel: string): string {
   const i = rel.lastIndexOf('/');
   return i < 0 ? '' : rel.slice(0, i);
+}
+
+const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+
+function errnoCode(errno: number): string {
+  return ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
+}
+
+/** A failed system call of the batch writer as the error the pass reports. */
+function toWriteError(e: unknown, step: string, rel: string): FerryError {
+  const c = code(e) ?? (e as Error).message;
+  const why = c === 'ENOSPC' ? 'ENOSPC: no space left on the target file system' : c;
+  return new FerryError('FERRY_TARGET_WRITE', `cannot write ${rel} (${step}): ${why}`, {
+    cause: e,
+    context: { path: rel },
+  });
 }
 
 function code(e: unknown): string | undefined {
@@ -122,9 +156,10 @@ function code(e: unknown): string | undefined {
  * after its BLAKE3 hash matches (FERRY_CHECKSUM_MISMATCH otherwise); directory metadata
  * and the mtimes of directories the writer disturbed are applied at commit().
  *
- * It uses synchronous system calls on purpose: entries are applied strictly in order, and
- * a direct syscall costs microseconds where a thread-pool round trip costs ~100 µs, which
- * dominated the time of a tree of small files (measured: 4.5 s → see docs/performance.md).
+ * Whole small files (queueFile) are written in batches by one native thread-pool job each,
+ * several at once; everything else uses synchronous system calls, in order, after the
+ * queued files are done (drain()): a thread-pool round trip per call costs more than the
+ * call, and one job per batch keeps the event loop free for decoding (docs/performance.md).
  */
 export class TreeWriter {
   readonly root: string;
@@ -144,6 +179,12 @@ export class TreeWriter {
   /** The kept partial file this writer may continue (from the journal), if any. */
   #partial: Partial | null = null;
   #checkpointing: Promise<void> | null = null;
+  /** Whole small files waiting for their batch to start, and the batches running. */
+  #batch: Batch | null = null;
+  #running: Promise<void>[] = [];
+  #runningTmps: string[][] = [];
+  #dispatchScheduled = false;
+  #inflightLength = 0;
 
   private constructor(
     root: string,
@@ -234,14 +275,19 @@ export class TreeWriter {
 
   #removeLeftover(): void {
     if (!this.#inflightFile) return;
-    let left = '';
+    let lines: string[] = [];
     try {
-      left = (readFileSync(this.#inflightFile, 'utf8').split('\n')[0] ?? '').trim();
+      lines = readFileSync(this.#inflightFile, 'utf8').split('\n');
     } catch {
       /* first writer for this task */
     }
-    const inside = left.startsWith(`${this.root}/`) && path.basename(left).startsWith('.ferry-tmp-');
-    if (left && inside && left !== this.#partial?.tmp) {
+    for (const raw of lines) {
+      const left = raw.trim();
+      const inside =
+        left.startsWith(`${this.root}/`) &&
+        path.basename(left).startsWith('.ferry-tmp-') &&
+        path.normalize(left) === left;
+      if (!left || !inside || left === this.#partial?.tmp) continue;
       try {
         unlinkSync(left);
         this.#log.warn({ path: left }, 'removed a temporary file left by an interrupted transfer');
@@ -260,9 +306,27 @@ export class TreeWriter {
    */
   #noteInflight(tmp: string): void {
     if (this.#inflightFd === null) return;
+    if (this.#inflightLength > INFLIGHT_BLOCK.length) {
+      this.#noteInflightList([tmp]);
+      return;
+    }
     INFLIGHT_BLOCK.fill(0x20);
     INFLIGHT_BLOCK.write(`${tmp}\n`, 0, 'utf8');
     writeSync(this.#inflightFd, INFLIGHT_BLOCK, 0, INFLIGHT_BLOCK.length, 0);
+  }
+
+  /**
+   * Names every temporary file of the batches running (one line each). Written over the
+   * previous list and padded to its length, so that the file is never truncated.
+   */
+  #noteInflightList(tmps: string[]): void {
+    if (this.#inflightFd === null) return;
+    const text = Buffer.from(`${tmps.join('\n')}\n`, 'utf8');
+    const len = Math.max(text.length, this.#inflightLength, INFLIGHT_BLOCK.length);
+    const block = Buffer.alloc(len, 0x20);
+    text.copy(block);
+    writeSync(this.#inflightFd, block, 0, len, 0);
+    this.#inflightLength = len;
   }
 
   /** Releases the in-flight record and the journal; call when the writer is done. */
@@ -368,15 +432,15 @@ export class TreeWriter {
       if (value) ferryFs.setXattr(abs, name, value);
       else ferryFs.removeXattr(abs, name);
     } catch (e) {
-      const key = `${name}:${code(e)}`;
-      if (!this.#xattrWarned.has(key)) {
-        this.#xattrWarned.add(key);
-        this.#log.warn(
-          { xattr: name, err: code(e) },
-          'cannot set extended attribute on the target file system',
-        );
-      }
+      this.#warnXattr(name, code(e));
     }
+  }
+
+  #warnXattr(name: string, err: string | undefined): void {
+    const key = `${name}:${err}`;
+    if (this.#xattrWarned.has(key)) return;
+    this.#xattrWarned.add(key);
+    this.#log.warn({ xattr: name, err }, 'cannot set extended attribute on the target file system');
   }
 
   #setTimes(abs: string, mtimeNs: bigint, atimeNs = mtimeNs): void {
@@ -386,11 +450,152 @@ export class TreeWriter {
   }
 
   /**
+   * Queues a whole small file (a FILE frame): its hash is checked now (FERRY_CHECKSUM_MISMATCH
+   * is thrown and nothing is written), its parent made safe, and the writing itself is
+   * batched with the files after it into one native job in the thread pool (temporary
+   * file O_EXCL|O_NOFOLLOW, content, owner, mode, xattrs, times, rename). Resolves when the
+   * file is accepted, which waits while BATCHES_IN_FLIGHT jobs are running; `placed`
+   * settles when the file is in place (in queue order), or rejects with why it is not.
+   * Every other operation first waits for the queued files (drain()), so order holds.
+   */
+  async queueFile(e: EntryMessage, data: Buffer, hash: string): Promise<{ placed: Promise<void> }> {
+    if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE before the previous file ended');
+    const hasher = new Blake3Hasher();
+    hasher.update(data);
+    if (hasher.digest('hex') !== hash)
+      throw new FerryError(
+        'FERRY_CHECKSUM_MISMATCH',
+        `content hash of ${e.path} does not match what the source sent`,
+        {
+          context: { path: e.path },
+        },
+      );
+    if (this.#partial?.path === e.path) this.#dropPartial();
+    const parentAbs = (await this.#parent(e.path, true))!;
+    this.#touch(parentOf(e.path));
+    this.#countWritten(data.length);
+    const [mtimeSec, mtimeNsec] = splitNs(BigInt(e.mtimeNs));
+    const item: BatchWriteItem = {
+      tmp: path.join(
+        parentAbs,
+        `.ferry-tmp-${e.seq}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+      ),
+      dst: this.#abs(e.path),
+      data,
+      uid: e.uid,
+      gid: e.gid,
+      mode: e.mode,
+      mtimeSec,
+      mtimeNsec,
+    };
+    if (e.xattrs?.length) {
+      item.xattrNames = e.xattrs.map((x) => x.name);
+      item.xattrValues = e.xattrs.map((x) => Buffer.from(x.value, 'base64'));
+    }
+    this.#batch ??= { items: [], rels: [], settle: [], bytes: 0 };
+    const b = this.#batch;
+    const placed = new Promise<void>((resolve, reject) => b.settle.push({ resolve, reject }));
+    placed.catch(() => {}); // the caller observes it; a pass that stops early may not
+    b.items.push(item);
+    b.rels.push(e.path);
+    b.bytes += data.length;
+    if (b.items.length >= BATCH_FILES || b.bytes >= BATCH_BYTES) await this.#dispatch();
+    else if (this.#running.length === 0 && !this.#dispatchScheduled) {
+      // nothing is being written: start this batch once the frames already received are queued
+      this.#dispatchScheduled = true;
+      setImmediate(() => {
+        this.#dispatchScheduled = false;
+        if (this.#running.length < BATCHES_IN_FLIGHT) void this.#dispatch();
+      });
+    }
+    return { placed };
+  }
+
+  /** Starts the batch being filled (waiting for room first). */
+  async #dispatch(): Promise<void> {
+    while (this.#running.length >= BATCHES_IN_FLIGHT) await this.#running[0];
+    const b = this.#batch;
+    if (!b) return;
+    this.#batch = null;
+    const tmps = b.items.map((i) => i.tmp);
+    this.#runningTmps.push(tmps);
+    this.#noteInflightList(this.#runningTmps.flat());
+    const job = ferryFs
+      .writeFiles(b.items)
+      .then(
+        (res) => this.#settleBatch(b, res),
+        (err) => {
+          for (const s of b.settle) s.reject(toWriteError(err, 'write', ''));
+        },
+      )
+      .finally(() => {
+        this.#running.splice(this.#running.indexOf(job), 1);
+        this.#runningTmps.splice(this.#runningTmps.indexOf(tmps), 1);
+        // keep the disk busy: a batch that filled up while this one ran starts now
+        if (this.#batch && this.#running.length < BATCHES_IN_FLIGHT) void this.#dispatch();
+      });
+    this.#running.push(job);
+  }
+
+  #settleBatch(b: Batch, res: Int32Array): void {
+    for (let i = 0; i < b.items.length; i++) {
+      const [step, errno, xattrIndex, xattrErrno] = [
+        res[i * 4]!,
+        res[i * 4 + 1]!,
+        res[i * 4 + 2]!,
+        res[i * 4 + 3]!,
+      ];
+      const it = b.items[i]!;
+      const rel = b.rels[i]!;
+      if (xattrIndex >= 0) this.#warnXattr(it.xattrNames?.[xattrIndex] ?? '?', errnoCode(xattrErrno));
+      try {
+        if (step === WriteStep.place) {
+          // a directory (or a non-empty one) is in the way: replace it, as #place does
+          rmSync(it.dst, { recursive: true, force: true });
+          this.#forgetDirs(rel);
+          renameSync(it.tmp, it.dst);
+        } else if (step !== WriteStep.ok) {
+          throw toWriteError(
+            Object.assign(new Error(errnoCode(errno)), { code: errnoCode(errno) }),
+            STEP_NAMES[step] ?? `step ${step}`,
+            rel,
+          );
+        }
+        b.settle[i]!.resolve();
+      } catch (err) {
+        b.settle[i]!.reject(err);
+      }
+    }
+  }
+
+  /** Waits until every queued whole file is written (or has failed). */
+  async drain(): Promise<void> {
+    while (this.#batch || this.#running.length) {
+      if (this.#batch) await this.#dispatch();
+      await Promise.allSettled(this.#running);
+    }
+  }
+
+  #countWritten(n: number): void {
+    this.#unflushed += n;
+    if (this.#unflushed >= FLUSH_EVERY_BYTES && !this.#flushing) {
+      // Start writeback while data keeps arriving, so that the COMMIT's sync has little left.
+      this.#unflushed = 0;
+      this.#flushing = run('sync', ['-f', this.root])
+        .catch(() => {})
+        .finally(() => {
+          this.#flushing = null;
+        });
+    }
+  }
+
+  /**
    * Applies an ENTRY. A file stays open until fileEnd(); everything else is done on return.
    * For a changed-block transfer (deltaBlockSize) it returns the SUMS of the copy it holds.
    */
   async entry(e: EntryMessage): Promise<SumsMessage | undefined> {
     if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'ENTRY before the previous file ended');
+    if (e.kind !== 'dir') await this.drain(); // queued files first: a link or a replacement may need them
     const parentAbs = (await this.#parent(e.path, true))!;
     const abs = this.#abs(e.path);
     this.#touch(parentOf(e.path)); // before the temporary entry changes the parent's mtime
@@ -636,16 +841,7 @@ export class TreeWriter {
     f.hasher.update(data);
     f.hashedTo = offset + data.length;
     f.written = f.hashedTo;
-    this.#unflushed += data.length;
-    if (this.#unflushed >= FLUSH_EVERY_BYTES && !this.#flushing) {
-      // Start writeback while data keeps arriving, so that the COMMIT's sync has little left.
-      this.#unflushed = 0;
-      this.#flushing = run('sync', ['-f', this.root])
-        .catch(() => {})
-        .finally(() => {
-          this.#flushing = null;
-        });
-    }
+    this.#countWritten(data.length);
     if ((f.entry.size ?? 0) <= WRITE_BEHIND_FROM) {
       let done = 0;
       while (done < data.length) done += writeSync(f.fd, data, done, data.length - done, offset + done);
@@ -720,6 +916,7 @@ export class TreeWriter {
 
   /** Removes `rel` (recursively for a directory). A path that is already gone is fine. */
   async delete(rel: string): Promise<void> {
+    await this.drain();
     const parentAbs = await this.#parent(rel, false);
     if (!parentAbs) return;
     const abs = this.#abs(rel);
@@ -741,6 +938,7 @@ export class TreeWriter {
 
   /** Applies directory metadata deepest first, restores disturbed directory times, syncs. */
   async commit(): Promise<void> {
+    await this.drain();
     const dirs = [...this.#dirMeta.entries()].sort((a, b) => depth(b[0]) - depth(a[0]));
     for (const [rel, e] of dirs) {
       const abs = this.#abs(rel);
@@ -770,6 +968,7 @@ export class TreeWriter {
    * whose beginning was checkpointed is kept for resuming; anything else is removed.
    */
   async abort(): Promise<void> {
+    await this.drain().catch(() => {});
     const f = this.#file;
     this.#file = null;
     if (!f) return;

@@ -1,0 +1,421 @@
+/*
+ * batch_io: whole small files read and written many at a time, in the thread pool.
+ *
+ * A tree of small files costs its time in per-file system calls and in the round trips
+ * between JavaScript and the thread pool (open, fstat, read, close: four hops per file on
+ * the source; open, write, chown, chmod, xattrs, times, close, rename on the target). Here
+ * one thread-pool job does all the calls for a batch of files, and JavaScript sees one
+ * call and one completion per batch. Several batches in flight keep the disk busy.
+ *
+ * readFiles(paths: string[], caps: number[], slab: Buffer) -> Promise<Int32Array>
+ *   Reads file i into slab[offset_i, offset_i + caps[i]) (offsets are the running sum of
+ *   caps). Result i is the byte count read (at most caps[i]: a file that grew is cut at
+ *   its scanned size) or -errno. Opens with O_NOFOLLOW and O_NOATIME (when permitted), so
+ *   the source's access times are left alone; anything but a regular file is -EINVAL.
+ *
+ * writeFiles(items: Item[]) -> Promise<Int32Array>, 4 ints per item:
+ *   [step, errno, xattrIndex, xattrErrno]. Item = { tmp, dst, data: Buffer, uid, gid,
+ *   mode, mtimeSec, mtimeNsec, xattrNames?: string[], xattrValues?: Buffer[] }. For each
+ *   item: open tmp O_CREAT|O_EXCL|O_NOFOLLOW 0600, write data, fchown, fchmod, fsetxattr
+ *   each (a failure is reported, not fatal), futimens (atime = mtime), close, rename to dst.
+ *   step 0 = done; otherwise the step that failed (STEP_*), the temporary file removed,
+ *   and the items after it not attempted (step STEP_SKIPPED) -- except a rename refused
+ *   because dst is a directory or not empty (STEP_PLACE): the temporary file is kept for
+ *   the caller to place, and the batch goes on.
+ */
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+enum { STEP_OK = 0, STEP_OPEN, STEP_WRITE, STEP_CHOWN, STEP_CHMOD, STEP_TIMES, STEP_CLOSE, STEP_RENAME, STEP_PLACE, STEP_SKIPPED };
+
+#define MAX_BATCH 4096
+#define MAX_PATH_BYTES 4096
+#define MAX_XATTRS 256
+
+static napi_value fail_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  return NULL;
+}
+
+/* A malloc'd copy of a JS string, or NULL when it is not a string, too long or holds a NUL. */
+static char *dup_string(napi_env env, napi_value v) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok || len >= MAX_PATH_BYTES) return NULL;
+  char *s = malloc(len + 1);
+  if (!s) return NULL;
+  size_t got = 0;
+  if (napi_get_value_string_utf8(env, v, s, len + 1, &got) != napi_ok || got != len || strlen(s) != len) {
+    free(s);
+    return NULL;
+  }
+  return s;
+}
+
+static int get_buffer(napi_env env, napi_value v, void **data, size_t *len) {
+  bool is = false;
+  if (napi_is_buffer(env, v, &is) != napi_ok || !is) return -1;
+  return napi_get_buffer_info(env, v, data, len) == napi_ok ? 0 : -1;
+}
+
+static int named(napi_env env, napi_value obj, const char *name, napi_value *out) {
+  return napi_get_named_property(env, obj, name, out) == napi_ok ? 0 : -1;
+}
+
+static int named_i64(napi_env env, napi_value obj, const char *name, int64_t *out) {
+  napi_value v;
+  return named(env, obj, name, &v) || napi_get_value_int64(env, v, out) != napi_ok ? -1 : 0;
+}
+
+/* Keeps the JS values whose memory the thread reads alive until the job completes. */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref keep;
+  size_t n;
+  int32_t *out;
+  size_t out_len;
+} job_base;
+
+static void settle(napi_env env, job_base *j, napi_status status) {
+  napi_value ab, arr;
+  void *mem = NULL;
+  if (status == napi_ok && napi_create_arraybuffer(env, j->out_len * sizeof(int32_t), &mem, &ab) == napi_ok &&
+      napi_create_typedarray(env, napi_int32_array, j->out_len, ab, 0, &arr) == napi_ok) {
+    if (j->out_len) memcpy(mem, j->out, j->out_len * sizeof(int32_t));
+    napi_resolve_deferred(env, j->deferred, arr);
+  } else {
+    napi_value msg, err;
+    napi_create_string_utf8(env, "batch job cancelled", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, j->deferred, err);
+  }
+  napi_delete_reference(env, j->keep);
+  napi_delete_async_work(env, j->work);
+}
+
+/* ---------------------------------------------------------------- readFiles */
+
+typedef struct {
+  job_base base;
+  char **paths;
+  size_t *caps;
+  uint8_t *slab;
+} read_job;
+
+static int open_source(const char *path) {
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  return fd;
+}
+
+static void read_execute(napi_env env, void *data) {
+  read_job *j = data;
+  size_t at = 0;
+  for (size_t i = 0; i < j->base.n; i++) {
+    size_t cap = j->caps[i];
+    int32_t result;
+    int fd = open_source(j->paths[i]);
+    if (fd < 0) {
+      result = -errno;
+    } else {
+      struct stat st;
+      if (fstat(fd, &st) < 0) result = -errno;
+      else if (!S_ISREG(st.st_mode)) result = -EINVAL;
+      else {
+        size_t got = 0;
+        result = 0;
+        while (got < cap) {
+          ssize_t r = pread(fd, j->slab + at + got, cap - got, (off_t)got);
+          if (r < 0) {
+            if (errno == EINTR) continue;
+            result = -errno;
+            break;
+          }
+          if (r == 0) break;
+          got += (size_t)r;
+        }
+        if (result == 0) result = (int32_t)got;
+      }
+      close(fd);
+    }
+    j->base.out[i] = result;
+    at += cap;
+  }
+}
+
+static void read_complete(napi_env env, napi_status status, void *data) {
+  read_job *j = data;
+  settle(env, &j->base, status);
+  for (size_t i = 0; i < j->base.n; i++) free(j->paths[i]);
+  free(j->paths);
+  free(j->caps);
+  free(j->base.out);
+  free(j);
+}
+
+static napi_value read_files(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], keep, promise, name;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3)
+    return fail_type(env, "expected (paths: string[], caps: number[], slab: Buffer)");
+  uint32_t n = 0, ncaps = 0;
+  void *slab;
+  size_t slab_len;
+  bool a1 = false, a2 = false;
+  napi_is_array(env, argv[0], &a1);
+  napi_is_array(env, argv[1], &a2);
+  if (!a1 || !a2 || napi_get_array_length(env, argv[0], &n) != napi_ok ||
+      napi_get_array_length(env, argv[1], &ncaps) != napi_ok || n != ncaps || n > MAX_BATCH ||
+      get_buffer(env, argv[2], &slab, &slab_len))
+    return fail_type(env, "expected (paths: string[], caps: number[], slab: Buffer) of equal lengths");
+  read_job *j = calloc(1, sizeof *j);
+  if (!j) return fail_type(env, "out of memory");
+  j->base.n = n;
+  j->paths = calloc(n ? n : 1, sizeof(char *));
+  j->caps = calloc(n ? n : 1, sizeof(size_t));
+  j->base.out = calloc(n ? n : 1, sizeof(int32_t));
+  j->base.out_len = n;
+  j->slab = slab;
+  size_t total = 0;
+  const char *bad = j->paths && j->caps && j->base.out ? NULL : "out of memory";
+  for (uint32_t i = 0; i < n && !bad; i++) {
+    napi_value p, c;
+    int64_t cap;
+    if (napi_get_element(env, argv[0], i, &p) != napi_ok || !(j->paths[i] = dup_string(env, p))) bad = "paths must be strings";
+    else if (napi_get_element(env, argv[1], i, &c) != napi_ok || napi_get_value_int64(env, c, &cap) != napi_ok ||
+             cap < 0 || cap > (1 << 30))
+      bad = "caps must be byte counts";
+    else {
+      j->caps[i] = (size_t)cap;
+      total += (size_t)cap;
+    }
+  }
+  if (!bad && total > slab_len) bad = "the slab is smaller than the caps add up to";
+  if (bad) {
+    for (uint32_t i = 0; i < n && j->paths; i++) free(j->paths[i]);
+    free(j->paths);
+    free(j->caps);
+    free(j->base.out);
+    free(j);
+    return fail_type(env, bad);
+  }
+  napi_create_array_with_length(env, 1, &keep);
+  napi_set_element(env, keep, 0, argv[2]);
+  napi_create_reference(env, keep, 1, &j->base.keep);
+  napi_create_promise(env, &j->base.deferred, &promise);
+  napi_create_string_utf8(env, "ferry.readFiles", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, read_execute, read_complete, j, &j->base.work);
+  napi_queue_async_work(env, j->base.work);
+  return promise;
+}
+
+/* --------------------------------------------------------------- writeFiles */
+
+typedef struct {
+  char *tmp, *dst;
+  const uint8_t *data;
+  size_t len;
+  int64_t uid, gid, mode, msec, mnsec;
+  size_t nx;
+  char **xnames;
+  const void **xvalues;
+  size_t *xlens;
+} write_item;
+
+typedef struct {
+  job_base base;
+  write_item *items;
+} write_job;
+
+static void write_one(write_item *it, int32_t *out) {
+  out[0] = STEP_OK;
+  out[1] = 0;
+  out[2] = -1;
+  out[3] = 0;
+  int step = STEP_OPEN;
+  int fd = open(it->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) goto fail;
+  step = STEP_WRITE;
+  for (size_t done = 0; done < it->len;) {
+    ssize_t w = pwrite(fd, it->data + done, it->len - done, (off_t)done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      goto fail_open;
+    }
+    done += (size_t)w;
+  }
+  step = STEP_CHOWN;
+  if (fchown(fd, (uid_t)it->uid, (gid_t)it->gid) < 0) goto fail_open;
+  step = STEP_CHMOD; /* after chown, which clears set-id bits */
+  if (fchmod(fd, (mode_t)it->mode) < 0) goto fail_open;
+  for (size_t x = 0; x < it->nx; x++) { /* after chown, which clears security.capability */
+    if (fsetxattr(fd, it->xnames[x], it->xvalues[x], it->xlens[x], 0) < 0 && out[2] < 0) {
+      out[2] = (int32_t)x;
+      out[3] = errno;
+    }
+  }
+  step = STEP_TIMES;
+  struct timespec ts[2] = {{(time_t)it->msec, (long)it->mnsec}, {(time_t)it->msec, (long)it->mnsec}};
+  if (futimens(fd, ts) < 0) goto fail_open;
+  step = STEP_CLOSE;
+  if (close(fd) < 0) {
+    fd = -1;
+    goto fail;
+  }
+  fd = -1;
+  step = STEP_RENAME;
+  if (rename(it->tmp, it->dst) < 0) {
+    int e = errno;
+    if (e == EISDIR || e == ENOTEMPTY || e == EEXIST || e == ENOTDIR) {
+      out[0] = STEP_PLACE;
+      out[1] = e;
+      return;
+    }
+    errno = e;
+    goto fail;
+  }
+  return;
+fail_open: {
+  int e = errno;
+  close(fd);
+  errno = e;
+}
+fail: {
+  int e = errno;
+  if (step != STEP_OPEN) unlink(it->tmp);
+  out[0] = step;
+  out[1] = e;
+}
+}
+
+static void write_execute(napi_env env, void *data) {
+  write_job *j = data;
+  int stopped = 0;
+  for (size_t i = 0; i < j->base.n; i++) {
+    int32_t *out = j->base.out + i * 4;
+    if (stopped) {
+      out[0] = STEP_SKIPPED;
+      out[1] = 0;
+      out[2] = -1;
+      out[3] = 0;
+      continue;
+    }
+    write_one(&j->items[i], out);
+    if (out[0] != STEP_OK && out[0] != STEP_PLACE) stopped = 1;
+  }
+}
+
+static void free_items(write_item *items, size_t n) {
+  if (!items) return;
+  for (size_t i = 0; i < n; i++) {
+    free(items[i].tmp);
+    free(items[i].dst);
+    for (size_t x = 0; x < items[i].nx; x++) free(items[i].xnames[x]);
+    free(items[i].xnames);
+    free(items[i].xvalues);
+    free(items[i].xlens);
+  }
+  free(items);
+}
+
+static void write_complete(napi_env env, napi_status status, void *data) {
+  write_job *j = data;
+  settle(env, &j->base, status);
+  free_items(j->items, j->base.n);
+  free(j->base.out);
+  free(j);
+}
+
+/* Fills one item from its JS object; returns an error message or NULL. */
+static const char *parse_item(napi_env env, napi_value obj, write_item *it) {
+  napi_value v;
+  void *buf;
+  if (named(env, obj, "tmp", &v) || !(it->tmp = dup_string(env, v))) return "tmp must be a path";
+  if (named(env, obj, "dst", &v) || !(it->dst = dup_string(env, v))) return "dst must be a path";
+  if (named(env, obj, "data", &v) || get_buffer(env, v, &buf, &it->len)) return "data must be a Buffer";
+  it->data = buf;
+  if (named_i64(env, obj, "uid", &it->uid) || named_i64(env, obj, "gid", &it->gid) ||
+      named_i64(env, obj, "mode", &it->mode) || named_i64(env, obj, "mtimeSec", &it->msec) ||
+      named_i64(env, obj, "mtimeNsec", &it->mnsec))
+    return "uid, gid, mode, mtimeSec and mtimeNsec must be numbers";
+  if (it->uid < 0 || it->uid > UINT32_MAX || it->gid < 0 || it->gid > UINT32_MAX || it->mode < 0 ||
+      it->mode > 07777 || it->mnsec < 0 || it->mnsec > 999999999)
+    return "uid, gid, mode or mtimeNsec out of range";
+  bool has = false;
+  if (napi_has_named_property(env, obj, "xattrNames", &has) != napi_ok || !has) return NULL;
+  napi_value names, values;
+  uint32_t nn = 0, nv = 0;
+  if (named(env, obj, "xattrNames", &names) || named(env, obj, "xattrValues", &values) ||
+      napi_get_array_length(env, names, &nn) != napi_ok || napi_get_array_length(env, values, &nv) != napi_ok ||
+      nn != nv || nn > MAX_XATTRS)
+    return "xattrNames and xattrValues must be arrays of equal length";
+  it->xnames = calloc(nn ? nn : 1, sizeof(char *));
+  it->xvalues = calloc(nn ? nn : 1, sizeof(void *));
+  it->xlens = calloc(nn ? nn : 1, sizeof(size_t));
+  if (!it->xnames || !it->xvalues || !it->xlens) return "out of memory";
+  for (uint32_t x = 0; x < nn; x++) {
+    napi_value n, b;
+    void *vb;
+    if (napi_get_element(env, names, x, &n) != napi_ok || !(it->xnames[x] = dup_string(env, n))) {
+      it->nx = x;
+      return "xattr names must be strings";
+    }
+    it->nx = x + 1;
+    if (napi_get_element(env, values, x, &b) != napi_ok || get_buffer(env, b, &vb, &it->xlens[x]))
+      return "xattr values must be Buffers";
+    it->xvalues[x] = vb;
+  }
+  return NULL;
+}
+
+static napi_value write_files(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], promise, name;
+  bool is_array = false;
+  uint32_t n = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1 ||
+      napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[0], &n) != napi_ok || n > MAX_BATCH)
+    return fail_type(env, "expected (items: object[])");
+  write_job *j = calloc(1, sizeof *j);
+  if (!j) return fail_type(env, "out of memory");
+  j->base.n = n;
+  j->items = calloc(n ? n : 1, sizeof(write_item));
+  j->base.out = calloc(n ? n * 4 : 1, sizeof(int32_t));
+  j->base.out_len = (size_t)n * 4;
+  const char *bad = j->items && j->base.out ? NULL : "out of memory";
+  for (uint32_t i = 0; i < n && !bad; i++) {
+    napi_value obj;
+    if (napi_get_element(env, argv[0], i, &obj) != napi_ok) bad = "items must be objects";
+    else bad = parse_item(env, obj, &j->items[i]);
+  }
+  if (bad) {
+    free_items(j->items, n);
+    free(j->base.out);
+    free(j);
+    return fail_type(env, bad);
+  }
+  napi_create_reference(env, argv[0], 1, &j->base.keep);
+  napi_create_promise(env, &j->base.deferred, &promise);
+  napi_create_string_utf8(env, "ferry.writeFiles", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, write_execute, write_complete, j, &j->base.work);
+  napi_queue_async_work(env, j->base.work);
+  return promise;
+}
+
+void ferry_batch_init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"readFiles", NULL, read_files, NULL, NULL, NULL, napi_default, NULL},
+    {"writeFiles", NULL, write_files, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}

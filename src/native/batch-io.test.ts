@@ -1,0 +1,131 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type BatchWriteItem, ferryFs, WriteStep } from './index.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-batch-'));
+});
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const ENOENT = os.constants.errno.ENOENT;
+
+describe('readFiles', () => {
+  it('reads each file into its place in the slab, cut at its cap, and reports what it could not read', async () => {
+    const a = path.join(dir, 'a');
+    const b = path.join(dir, 'b');
+    const link = path.join(dir, 'link');
+    fs.writeFileSync(a, 'hello');
+    fs.writeFileSync(b, Buffer.alloc(70_000, 7));
+    fs.symlinkSync(a, link);
+    fs.mkdirSync(path.join(dir, 'sub'));
+    const paths = [a, b, path.join(dir, 'missing'), link, path.join(dir, 'sub'), b];
+    const caps = [5, 70_000, 10, 5, 0, 100]; // the last: a file that grew beyond its scanned size
+    const slab = Buffer.alloc(
+      caps.reduce((x, y) => x + y, 0),
+      0xee,
+    );
+    const got = await ferryFs.readFiles(paths, caps, slab);
+    expect(Array.from(got)).toEqual([
+      5,
+      70_000,
+      -ENOENT,
+      -os.constants.errno.ELOOP,
+      -os.constants.errno.EINVAL,
+      100,
+    ]);
+    expect(slab.subarray(0, 5).toString()).toBe('hello');
+    expect(slab.subarray(5, 70_005).equals(Buffer.alloc(70_000, 7))).toBe(true);
+    expect(slab.subarray(70_005 + 15, 70_005 + 15 + 100).equals(Buffer.alloc(100, 7))).toBe(true);
+  });
+
+  it('leaves the access time of what it reads alone', async () => {
+    const a = path.join(dir, 'a');
+    fs.writeFileSync(a, 'x');
+    fs.utimesSync(a, 1000, 2000); // atime before mtime: relatime would update it on a read
+    await ferryFs.readFiles([a], [1], Buffer.alloc(1));
+    expect(fs.statSync(a).atimeMs).toBe(1_000_000);
+  });
+
+  it('refuses arguments that do not line up', () => {
+    expect(() => ferryFs.readFiles([dir], [1, 2], Buffer.alloc(3))).toThrow(TypeError);
+    expect(() => ferryFs.readFiles([dir], [10], Buffer.alloc(3))).toThrow(/slab/);
+  });
+});
+
+describe('writeFiles', () => {
+  const item = (name: string, data: string, extra: Partial<BatchWriteItem> = {}): BatchWriteItem => ({
+    tmp: path.join(dir, `.ferry-tmp-${name}`),
+    dst: path.join(dir, name),
+    data: Buffer.from(data),
+    uid: 1234,
+    gid: 5678,
+    mode: 0o4750,
+    mtimeSec: 1_600_000_000,
+    mtimeNsec: 123_456_789,
+    ...extra,
+  });
+  const steps = (r: Int32Array) => Array.from({ length: r.length / 4 }, (_, i) => r[i * 4]);
+
+  it('writes, owns, modes, times and renames every file, xattrs included', async () => {
+    fs.writeFileSync(path.join(dir, 'old'), 'previous content');
+    const r = await ferryFs.writeFiles([
+      item('one', 'first', { xattrNames: ['user.note'], xattrValues: [Buffer.from('kept')] }),
+      item('old', 'replaced'),
+      item('empty', ''),
+    ]);
+    expect(steps(r)).toEqual([WriteStep.ok, WriteStep.ok, WriteStep.ok]);
+    const st = fs.statSync(path.join(dir, 'one'), { bigint: true });
+    expect(fs.readFileSync(path.join(dir, 'one'), 'utf8')).toBe('first');
+    expect([st.uid, st.gid, st.mode & 0o7777n]).toEqual([1234n, 5678n, 0o4750n]); // set-id kept: mode after owner
+    expect(st.mtimeNs).toBe(1_600_000_000_123_456_789n);
+    expect(ferryFs.getXattr(path.join(dir, 'one'), 'user.note').toString()).toBe('kept');
+    expect(fs.readFileSync(path.join(dir, 'old'), 'utf8')).toBe('replaced');
+    expect(fs.statSync(path.join(dir, 'empty')).size).toBe(0);
+    expect(fs.readdirSync(dir).filter((n) => n.startsWith('.ferry-tmp-'))).toEqual([]);
+  });
+
+  it('stops at the first failure, removes its temporary file and attempts nothing after it', async () => {
+    const r = await ferryFs.writeFiles([
+      item('a', 'ok'),
+      item('b', 'lost', { tmp: path.join(dir, 'no-such-dir', '.ferry-tmp-b') }),
+      item('c', 'never'),
+    ]);
+    expect(steps(r)).toEqual([WriteStep.ok, WriteStep.open, WriteStep.skipped]);
+    expect(r[5]).toBe(ENOENT);
+    expect(fs.existsSync(path.join(dir, 'c'))).toBe(false);
+    expect(fs.readdirSync(dir).sort()).toEqual(['a']);
+  });
+
+  it('never writes through an existing temporary name (O_EXCL|O_NOFOLLOW)', async () => {
+    fs.symlinkSync('/etc/passwd', path.join(dir, '.ferry-tmp-x'));
+    const r = await ferryFs.writeFiles([item('x', 'evil')]);
+    expect(steps(r)).toEqual([WriteStep.open]);
+    expect(fs.lstatSync(path.join(dir, '.ferry-tmp-x')).isSymbolicLink()).toBe(true);
+  });
+
+  it('leaves a file whose place is taken by a non-empty directory for the caller, and goes on', async () => {
+    fs.mkdirSync(path.join(dir, 'taken'));
+    fs.writeFileSync(path.join(dir, 'taken', 'inside'), '');
+    const r = await ferryFs.writeFiles([item('taken', 'file now'), item('next', 'after')]);
+    expect(steps(r)).toEqual([WriteStep.place, WriteStep.ok]);
+    expect(fs.readFileSync(path.join(dir, '.ferry-tmp-taken'), 'utf8')).toBe('file now');
+    expect(fs.readFileSync(path.join(dir, 'next'), 'utf8')).toBe('after');
+  });
+
+  it('reports an xattr it cannot set without failing the file', async () => {
+    const r = await ferryFs.writeFiles([
+      item('y', 'data', { xattrNames: ['bogus.name'], xattrValues: [Buffer.from('v')] }),
+    ]);
+    expect(Array.from(r)).toEqual([WriteStep.ok, 0, 0, os.constants.errno.EOPNOTSUPP]);
+    expect(fs.readFileSync(path.join(dir, 'y'), 'utf8')).toBe('data');
+  });
+
+  it('refuses malformed items before touching the disk', () => {
+    expect(() => ferryFs.writeFiles([{ ...item('z', 'd'), mode: 0o170000 }])).toThrow(/out of range/);
+    expect(() => ferryFs.writeFiles([{ ...item('z', 'd'), tmp: 'a\0b' }])).toThrow(/tmp/);
+    expect(fs.existsSync(path.join(dir, 'z'))).toBe(false);
+  });
+});
