@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type BatchWriteItem, ferryFs, WriteStep } from './index.js';
+import { type BatchWriteItem, ferryFs, LSTAT_FIELDS, LstatField, WriteStep } from './index.js';
 
 let dir: string;
 beforeEach(() => {
@@ -127,5 +127,38 @@ describe('writeFiles', () => {
     expect(() => ferryFs.writeFiles([{ ...item('z', 'd'), mode: 0o170000 }])).toThrow(/out of range/);
     expect(() => ferryFs.writeFiles([{ ...item('z', 'd'), tmp: 'a\0b' }])).toThrow(/tmp/);
     expect(fs.existsSync(path.join(dir, 'z'))).toBe(false);
+  });
+});
+
+describe('lstatDir', () => {
+  it('states every name of a directory without following symlinks, as lstat does', () => {
+    fs.writeFileSync(path.join(dir, 'file'), 'abc');
+    fs.symlinkSync('file', path.join(dir, 'link'));
+    fs.mkdirSync(path.join(dir, 'sub'));
+    fs.utimesSync(path.join(dir, 'file'), 1000.5, 2000.25);
+    const names = ['file', 'link', 'sub', 'gone'];
+    const f = ferryFs.lstatDir(dir, names);
+    expect(f.length).toBe(names.length * LSTAT_FIELDS);
+    for (const [i, name] of names.slice(0, 3).entries()) {
+      const st = fs.lstatSync(path.join(dir, name), { bigint: true });
+      const at = i * LSTAT_FIELDS;
+      expect(f[at + LstatField.mode]).toBe(st.mode);
+      expect(f[at + LstatField.size]).toBe(st.size);
+      expect(f[at + LstatField.ino]).toBe(st.ino);
+      expect(f[at + LstatField.dev]).toBe(st.dev);
+      expect(f[at + LstatField.nlink]).toBe(st.nlink);
+      expect(f[at + LstatField.blocks]).toBe(st.blocks);
+      expect(f[at + LstatField.mtimeNs]).toBe(st.mtimeNs);
+      expect(f[at + LstatField.ctimeNs]).toBe(st.ctimeNs);
+      expect([f[at + LstatField.uid], f[at + LstatField.gid]]).toEqual([st.uid, st.gid]);
+    }
+    expect(f[LstatField.mtimeNs]).toBe(2_000_250_000_000n);
+    expect(f[3 * LSTAT_FIELDS + LstatField.mode]).toBe(BigInt(-ENOENT));
+  });
+
+  it('refuses a name that is not a plain file name', () => {
+    expect(() => ferryFs.lstatDir(dir, ['../etc'])).toThrow(/plain file names/);
+    expect(() => ferryFs.lstatDir(dir, [''])).toThrow(/plain file names/);
+    expect(() => ferryFs.lstatDir(path.join(dir, 'missing'), [])).toThrow(/ENOENT|no such/i);
   });
 });

@@ -18,6 +18,11 @@ export interface FerryFs {
   /** Sets atime and mtime with nanoseconds, never following a final symlink. */
   lutimes(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   /**
+   * fstatat() of each name in `dir` without following symlinks: LSTAT_FIELDS values per
+   * name (see LstatField); a name that cannot be stated has mode -errno.
+   */
+  lstatDir(dir: string, names: string[]): BigInt64Array;
+  /**
    * Reads whole files in one thread-pool job (native/batch_io.c): file i into `slab` at the
    * running sum of `caps`, at most caps[i] bytes. Result i: bytes read, or -errno.
    */
@@ -28,6 +33,23 @@ export interface FerryFs {
    */
   writeFiles(items: BatchWriteItem[]): Promise<Int32Array>;
 }
+
+/** The fields lstatDir returns per name, in order. */
+export const LstatField = {
+  mode: 0,
+  uid: 1,
+  gid: 2,
+  size: 3,
+  blocks: 4,
+  ino: 5,
+  dev: 6,
+  nlink: 7,
+  rdev: 8,
+  atimeNs: 9,
+  mtimeNs: 10,
+  ctimeNs: 11,
+} as const;
+export const LSTAT_FIELDS = 12;
 
 export interface BatchWriteItem {
   tmp: string;

@@ -1,17 +1,118 @@
-import { type BigIntStats, lstatSync, readdirSync } from 'node:fs';
+import { constants as C, readdirSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { LstatField as F, ferryFs, LSTAT_FIELDS } from '../../native/index.js';
 import type { EntryKind } from '../../protocol/index.js';
+
+/** The lstat fields a scan reports (the subset of fs.BigIntStats that replication uses). */
+export interface ScanStat {
+  readonly mode: bigint;
+  readonly uid: bigint;
+  readonly gid: bigint;
+  readonly size: bigint;
+  readonly blocks: bigint;
+  readonly ino: bigint;
+  readonly dev: bigint;
+  readonly nlink: bigint;
+  readonly rdev: bigint;
+  readonly atimeNs: bigint;
+  readonly mtimeNs: bigint;
+  readonly ctimeNs: bigint;
+  isDirectory(): boolean;
+  isFile(): boolean;
+  isSymbolicLink(): boolean;
+  isFIFO(): boolean;
+  isCharacterDevice(): boolean;
+  isBlockDevice(): boolean;
+  isSocket(): boolean;
+}
+
+/** One entry of a directory's lstatDir() result, read on demand. */
+class DirStat implements ScanStat {
+  readonly #f: BigInt64Array;
+  readonly #at: number;
+  readonly #type: number;
+  constructor(fields: BigInt64Array, index: number) {
+    this.#f = fields;
+    this.#at = index * LSTAT_FIELDS;
+    this.#type = Number(fields[this.#at + F.mode]!) & C.S_IFMT;
+  }
+  #get(field: number): bigint {
+    return this.#f[this.#at + field]!;
+  }
+  get mode() {
+    return this.#get(F.mode);
+  }
+  get uid() {
+    return this.#get(F.uid);
+  }
+  get gid() {
+    return this.#get(F.gid);
+  }
+  get size() {
+    return this.#get(F.size);
+  }
+  get blocks() {
+    return this.#get(F.blocks);
+  }
+  get ino() {
+    return this.#get(F.ino);
+  }
+  get dev() {
+    return this.#get(F.dev);
+  }
+  get nlink() {
+    return this.#get(F.nlink);
+  }
+  get rdev() {
+    return this.#get(F.rdev);
+  }
+  get atimeNs() {
+    return this.#get(F.atimeNs);
+  }
+  get mtimeNs() {
+    return this.#get(F.mtimeNs);
+  }
+  get ctimeNs() {
+    return this.#get(F.ctimeNs);
+  }
+  isDirectory() {
+    return this.#type === C.S_IFDIR;
+  }
+  isFile() {
+    return this.#type === C.S_IFREG;
+  }
+  isSymbolicLink() {
+    return this.#type === C.S_IFLNK;
+  }
+  isFIFO() {
+    return this.#type === C.S_IFIFO;
+  }
+  isCharacterDevice() {
+    return this.#type === C.S_IFCHR;
+  }
+  isBlockDevice() {
+    return this.#type === C.S_IFBLK;
+  }
+  isSocket() {
+    return this.#type === C.S_IFSOCK;
+  }
+}
 
 export interface ScannedEntry {
   /** Relative to the scanned root, `/`-separated, never empty. */
   readonly path: string;
   readonly abs: string;
   readonly kind: Exclude<EntryKind, 'hardlink'>;
-  readonly stat: BigIntStats;
+  readonly stat: ScanStat;
 }
 
-export function kindOf(st: BigIntStats): ScannedEntry['kind'] | null {
+const osErrno = osConstants.errno;
+const ERRNO_NAMES = new Map(Object.entries(osErrno).map(([k, v]) => [v, k]));
+const errnoName = (n: number) => ERRNO_NAMES.get(n) ?? `errno ${n}`;
+
+export function kindOf(st: ScanStat): ScannedEntry['kind'] | null {
   if (st.isDirectory()) return 'dir';
   if (st.isFile()) return 'file';
   if (st.isSymbolicLink()) return 'symlink';
@@ -42,9 +143,10 @@ export function isExcluded(rel: string, excludes: readonly string[]): boolean {
  * Walks `root` depth-first, parents before children, names in byte order, without
  * following symlinks. `excludes` are skipped entirely; `emptyDirs` are sent as empty
  * directories (mount points of pseudo file systems such as /proc). Holds one directory
- * listing per level in memory, never the whole tree. Uses direct system calls (a thread
- * pool round trip per lstat was most of the scan time) and lets the event loop run every
- * 1,000 entries.
+ * listing per level in memory, never the whole tree. States a whole directory in one
+ * native call (lstatDir: one fstatat per name, no Stats object per entry; a warm scan of
+ * 100,000 entries took 1.0 s with lstatSync, 0.5 s this way) and lets the event loop run
+ * every 1,000 entries.
  */
 export async function* scanTree(
   root: string,
@@ -88,17 +190,26 @@ async function* walk(
     if (relDir !== '' && (e as NodeJS.ErrnoException).code === 'ENOENT') return; // vanished while scanning
     throw e;
   }
-  for (const name of names) {
+  names = names.filter((name) => !isExcluded(relDir === '' ? name : `${relDir}/${name}`, excludes));
+  let fields: BigInt64Array;
+  try {
+    fields = ferryFs.lstatDir(absDir, names);
+  } catch (e) {
+    if (relDir !== '' && (e as NodeJS.ErrnoException).code === 'ENOENT') return; // vanished while scanning
+    throw e;
+  }
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
     const rel = relDir === '' ? name : `${relDir}/${name}`;
-    if (isExcluded(rel, excludes)) continue;
     const abs = path.join(root, rel);
-    let st: BigIntStats;
-    try {
-      st = lstatSync(abs, { bigint: true });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // vanished while scanning
-      throw e;
+    const mode = fields[i * LSTAT_FIELDS + F.mode]!;
+    if (mode < 0n) {
+      if (-mode === BigInt(osErrno.ENOENT)) continue; // vanished while scanning
+      const err = new Error(`lstat ${abs}: ${errnoName(Number(-mode))}`) as NodeJS.ErrnoException;
+      err.code = errnoName(Number(-mode));
+      throw err;
     }
+    const st = new DirStat(fields, i);
     const kind = kindOf(st);
     if (!kind) continue;
     if (++counter.n % 1000 === 0) await yieldToLoop();
