@@ -12,7 +12,6 @@ export class SqliteSyncState implements SyncStateStore {
   readonly #db: Database.Database;
   readonly #get: Database.Statement;
   readonly #seen: Database.Statement;
-  readonly #getAndMark: Database.Statement;
   readonly #put: Database.Statement;
   readonly #del: Database.Statement;
   readonly #byIno: Database.Statement;
@@ -33,9 +32,6 @@ export class SqliteSyncState implements SyncStateStore {
       'SELECT path, kind, size, mtime_ns AS mtimeNs, ctime_ns AS ctimeNs, ino, mode, uid, gid FROM entries WHERE path = ?',
     );
     this.#seen = this.#db.prepare('UPDATE entries SET seen = ? WHERE path = ?');
-    this.#getAndMark = this.#db.prepare(
-      'UPDATE entries SET seen = ? WHERE path = ? RETURNING path, kind, size, mtime_ns AS mtimeNs, ctime_ns AS ctimeNs, ino, mode, uid, gid',
-    );
     this.#put = this.#db.prepare(
       `INSERT INTO entries (path, kind, size, mtime_ns, ctime_ns, ino, mode, uid, gid, seen)
        VALUES (@path, @kind, @size, @mtimeNs, @ctimeNs, @ino, @mode, @uid, @gid, @seen)
@@ -75,12 +71,6 @@ export class SqliteSyncState implements SyncStateStore {
 
   lookup(path: string): SyncRecord | undefined {
     return this.#get.get(path) as SyncRecord | undefined;
-  }
-
-  /** lookup() and markSeen() in one statement (a sync pass does both for every entry). */
-  lookupAndMark(path: string, gen: number): SyncRecord | undefined {
-    this.#write();
-    return this.#getAndMark.get(gen, path) as SyncRecord | undefined;
   }
 
   markSeen(path: string, gen: number): void {

@@ -46,8 +46,6 @@ export interface SyncStateStore {
   markSeenUnder(prefix: string, gen: number): void;
   /** Groups writes; called around batches for speed. */
   flush(): void;
-  /** lookup() then, when found, markSeen(): in one step where the store can (optional). */
-  lookupAndMark?(path: string, gen: number): SyncRecord | undefined;
   /** Records with this inode number (rename detection); optional. */
   byInode?(ino: string): SyncRecord[];
 }
@@ -314,13 +312,8 @@ export async function runSendPass(opts: {
     for await (const e of scanTree(opts.root, scanOpts)) {
       abortIfAsked();
       const cur = toRecord(e);
-      const prev = state.lookupAndMark
-        ? state.lookupAndMark(e.path, gen)
-        : (() => {
-            const found = state.lookup(e.path);
-            if (found) state.markSeen(e.path, gen);
-            return found;
-          })();
+      const prev = state.lookup(e.path);
+      if (prev) state.markSeen(e.path, gen);
       const inodeKey = e.kind !== 'dir' && e.stat.nlink > 1n ? `${e.stat.dev}:${e.stat.ino}` : undefined;
       const firstPath = inodeKey ? firstPathOfInode.get(inodeKey) : undefined;
       if (inodeKey && !firstPath) firstPathOfInode.set(inodeKey, e.path);
