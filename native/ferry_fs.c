@@ -208,61 +208,6 @@ static napi_value set_times(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/*
- * lstatDir(dir, names) -> BigInt64Array of LSTAT_FIELDS per name: fstatat() of every name in
- * one directory without following symlinks, in one call (a tree scan made one lstat call
- * and one Stats object per entry). Fields: mode, uid, gid, size, blocks (512-byte), ino, dev,
- * nlink, rdev, atimeNs, mtimeNs, ctimeNs. A name that cannot be stated has mode -errno.
- */
-#define LSTAT_FIELDS 12
-static napi_value lstat_dir(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  char dir[PATH_MAX_BYTES], name[PATH_MAX_BYTES];
-  bool is_array = false;
-  uint32_t n = 0;
-  if (get_args(env, info, 2, argv) || get_string(env, argv[0], dir, sizeof dir) ||
-      napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[1], &n) != napi_ok)
-    return throw_type(env, "expected (dir: string, names: string[])");
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (dfd < 0) return throw_errno(env, "open", errno);
-  napi_value ab, out;
-  void *mem = NULL;
-  if (napi_create_arraybuffer(env, (size_t)n * LSTAT_FIELDS * sizeof(int64_t), &mem, &ab) != napi_ok ||
-      napi_create_typedarray(env, napi_bigint64_array, (size_t)n * LSTAT_FIELDS, ab, 0, &out) != napi_ok) {
-    close(dfd);
-    return throw_errno(env, "lstatDir", ENOMEM);
-  }
-  int64_t *f = mem;
-  for (uint32_t i = 0; i < n; i++, f += LSTAT_FIELDS) {
-    napi_value v;
-    struct stat st;
-    memset(f, 0, LSTAT_FIELDS * sizeof(int64_t));
-    if (napi_get_element(env, argv[1], i, &v) != napi_ok || get_string(env, v, name, sizeof name) ||
-        strchr(name, '/') != NULL || name[0] == 0) {
-      close(dfd);
-      return throw_type(env, "names must be plain file names");
-    }
-    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-      f[0] = -(int64_t)errno;
-      continue;
-    }
-    f[0] = st.st_mode;
-    f[1] = st.st_uid;
-    f[2] = st.st_gid;
-    f[3] = st.st_size;
-    f[4] = st.st_blocks;
-    f[5] = (int64_t)st.st_ino;
-    f[6] = (int64_t)st.st_dev;
-    f[7] = (int64_t)st.st_nlink;
-    f[8] = (int64_t)st.st_rdev;
-    f[9] = (int64_t)st.st_atim.tv_sec * 1000000000 + st.st_atim.tv_nsec;
-    f[10] = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-    f[11] = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
-  }
-  close(dfd);
-  return out;
-}
-
 void ferry_batch_init(napi_env env, napi_value exports); /* batch_io.c */
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -275,7 +220,6 @@ static napi_value init(napi_env env, napi_value exports) {
     {"removeXattr", NULL, remove_xattr, NULL, NULL, NULL, napi_default, NULL},
     {"mknod", NULL, make_node, NULL, NULL, NULL, napi_default, NULL},
     {"lutimes", NULL, set_times, NULL, NULL, NULL, napi_default, NULL},
-    {"lstatDir", NULL, lstat_dir, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   ferry_batch_init(env, exports);

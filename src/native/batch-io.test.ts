@@ -130,35 +130,39 @@ describe('writeFiles', () => {
   });
 });
 
-describe('lstatDir', () => {
-  it('states every name of a directory without following symlinks, as lstat does', () => {
+describe('readDir', () => {
+  it('lists and states every name of a directory without following symlinks, as lstat does', async () => {
     fs.writeFileSync(path.join(dir, 'file'), 'abc');
     fs.symlinkSync('file', path.join(dir, 'link'));
     fs.mkdirSync(path.join(dir, 'sub'));
+    fs.writeFileSync(Buffer.concat([Buffer.from(`${dir}/`), Buffer.from([0x6e, 0xff])]), ''); // not UTF-8
     fs.utimesSync(path.join(dir, 'file'), 1000.5, 2000.25);
-    const names = ['file', 'link', 'sub', 'gone'];
-    const f = ferryFs.lstatDir(dir, names);
-    expect(f.length).toBe(names.length * LSTAT_FIELDS);
-    for (const [i, name] of names.slice(0, 3).entries()) {
+    const got = await ferryFs.readDir(dir);
+    expect(got.errno).toBe(0);
+    expect(got.fields.length).toBe(got.names.length * LSTAT_FIELDS);
+    const names = got.names.map((b) => b.toString('latin1'));
+    expect([...names].sort()).toEqual(['file', 'link', 'n\u00ff', 'sub'].sort());
+    for (const name of ['file', 'link', 'sub']) {
       const st = fs.lstatSync(path.join(dir, name), { bigint: true });
-      const at = i * LSTAT_FIELDS;
-      expect(f[at + LstatField.mode]).toBe(st.mode);
-      expect(f[at + LstatField.size]).toBe(st.size);
-      expect(f[at + LstatField.ino]).toBe(st.ino);
-      expect(f[at + LstatField.dev]).toBe(st.dev);
-      expect(f[at + LstatField.nlink]).toBe(st.nlink);
-      expect(f[at + LstatField.blocks]).toBe(st.blocks);
-      expect(f[at + LstatField.mtimeNs]).toBe(st.mtimeNs);
-      expect(f[at + LstatField.ctimeNs]).toBe(st.ctimeNs);
-      expect([f[at + LstatField.uid], f[at + LstatField.gid]]).toEqual([st.uid, st.gid]);
+      const at = names.indexOf(name) * LSTAT_FIELDS;
+      expect(got.fields[at + LstatField.mode]).toBe(st.mode);
+      expect(got.fields[at + LstatField.size]).toBe(st.size);
+      expect(got.fields[at + LstatField.ino]).toBe(st.ino);
+      expect(got.fields[at + LstatField.dev]).toBe(st.dev);
+      expect(got.fields[at + LstatField.nlink]).toBe(st.nlink);
+      expect(got.fields[at + LstatField.blocks]).toBe(st.blocks);
+      expect(got.fields[at + LstatField.mtimeNs]).toBe(st.mtimeNs);
+      expect(got.fields[at + LstatField.ctimeNs]).toBe(st.ctimeNs);
+      expect([got.fields[at + LstatField.uid], got.fields[at + LstatField.gid]]).toEqual([st.uid, st.gid]);
     }
-    expect(f[LstatField.mtimeNs]).toBe(2_000_250_000_000n);
-    expect(f[3 * LSTAT_FIELDS + LstatField.mode]).toBe(BigInt(-ENOENT));
+    expect(got.fields[names.indexOf('file') * LSTAT_FIELDS + LstatField.mtimeNs]).toBe(2_000_250_000_000n);
   });
 
-  it('refuses a name that is not a plain file name', () => {
-    expect(() => ferryFs.lstatDir(dir, ['../etc'])).toThrow(/plain file names/);
-    expect(() => ferryFs.lstatDir(dir, [''])).toThrow(/plain file names/);
-    expect(() => ferryFs.lstatDir(path.join(dir, 'missing'), [])).toThrow(/ENOENT|no such/i);
+  it('reports a directory it cannot read instead of listing it, and never follows a symlink to one', async () => {
+    expect((await ferryFs.readDir(path.join(dir, 'missing'))).errno).toBe(ENOENT);
+    fs.symlinkSync('/etc', path.join(dir, 'etc-link'));
+    const got = await ferryFs.readDir(path.join(dir, 'etc-link'));
+    expect(got.errno).toBe(os.constants.errno.ENOTDIR); // O_NOFOLLOW|O_DIRECTORY on a symlink
+    expect(got.names).toEqual([]);
   });
 });

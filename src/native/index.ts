@@ -18,10 +18,11 @@ export interface FerryFs {
   /** Sets atime and mtime with nanoseconds, never following a final symlink. */
   lutimes(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   /**
-   * fstatat() of each name in `dir` without following symlinks: LSTAT_FIELDS values per
-   * name (see LstatField); a name that cannot be stated has mode -errno.
+   * Lists a directory (raw names, no . and ..) and fstatat()s every name without following
+   * symlinks, in the thread pool: LSTAT_FIELDS values per name (see LstatField); a name
+   * that cannot be stated has mode -errno. `errno` is set when the directory cannot be read.
    */
-  lstatDir(dir: string, names: string[]): BigInt64Array;
+  readDir(dir: string): Promise<{ errno: number; names: Buffer[]; fields: BigInt64Array }>;
   /**
    * Reads whole files in one thread-pool job (native/batch_io.c): file i into `slab` at the
    * running sum of `caps`, at most caps[i] bytes. Result i: bytes read, or -errno.
@@ -34,7 +35,7 @@ export interface FerryFs {
   writeFiles(items: BatchWriteItem[]): Promise<Int32Array>;
 }
 
-/** The fields lstatDir returns per name, in order. */
+/** The fields readDir returns per name, in order (native/batch_io.c). */
 export const LstatField = {
   mode: 0,
   uid: 1,

@@ -1,4 +1,4 @@
-import { constants as C, readdirSync } from 'node:fs';
+import { constants as C } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
@@ -28,7 +28,7 @@ export interface ScanStat {
   isSocket(): boolean;
 }
 
-/** One entry of a directory's lstatDir() result, read on demand. */
+/** One entry of a directory's readDir() fields, read on demand. */
 class DirStat implements ScanStat {
   readonly #f: BigInt64Array;
   readonly #at: number;
@@ -139,14 +139,57 @@ export function isExcluded(rel: string, excludes: readonly string[]): boolean {
   return excludes.some((x) => rel === x || rel.startsWith(`${x}/`));
 }
 
+/** Directories listed ahead of the walk, at most, and per directory entered. */
+const AHEAD_DIRS = 16;
+const AHEAD_PER_DIR = 3;
+
+interface Listing {
+  /** Valid UTF-8 names, sorted, not excluded, each with its index in `fields`. */
+  entries: { name: string; index: number }[];
+  fields: BigInt64Array;
+}
+
+function errnoError(errno: number, what: string): NodeJS.ErrnoException {
+  const err = new Error(`${what}: ${errnoName(errno)}`) as NodeJS.ErrnoException;
+  err.code = errnoName(errno);
+  err.errno = -errno;
+  return err;
+}
+
+/**
+ * Lists directories in the thread pool (native readDir: the names and an fstatat of each),
+ * a few ahead of the walk, so that the next directories load from disk while the caller
+ * works through the current one (in a sync pass: one sync-state lookup per entry).
+ */
+class DirLoader {
+  readonly #ahead = new Map<string, Promise<{ errno: number; names: Buffer[]; fields: BigInt64Array }>>();
+  load(absDir: string) {
+    const p = this.#ahead.get(absDir);
+    if (p) {
+      this.#ahead.delete(absDir);
+      return p;
+    }
+    return ferryFs.readDir(absDir);
+  }
+  prefetch(absDirs: string[]): void {
+    for (const d of absDirs.slice(0, AHEAD_PER_DIR)) {
+      if (this.#ahead.size >= AHEAD_DIRS) return;
+      if (this.#ahead.has(d)) continue;
+      const p = ferryFs.readDir(d);
+      p.catch(() => {});
+      this.#ahead.set(d, p);
+    }
+  }
+}
+
 /**
  * Walks `root` depth-first, parents before children, names in byte order, without
  * following symlinks. `excludes` are skipped entirely; `emptyDirs` are sent as empty
  * directories (mount points of pseudo file systems such as /proc). Holds one directory
- * listing per level in memory, never the whole tree. States a whole directory in one
- * native call (lstatDir: one fstatat per name, no Stats object per entry; a warm scan of
- * 100,000 entries took 1.0 s with lstatSync, 0.5 s this way) and lets the event loop run
- * every 1,000 entries.
+ * listing per level (and a few listed ahead) in memory, never the whole tree. Each
+ * directory is listed and stated by one native thread-pool job (no Stats object per entry:
+ * a warm scan of 100,000 entries took 1.0 s with lstatSync, 0.5 s this way), the next
+ * ones while the current one is consumed; the event loop runs every 1,000 entries.
  */
 export async function* scanTree(
   root: string,
@@ -159,62 +202,74 @@ export async function* scanTree(
 ): AsyncGenerator<ScannedEntry> {
   const excludes = normalizeExcludes(opts.excludes ?? []);
   const emptyDirs = new Set(normalizeExcludes(opts.emptyDirs ?? []));
-  const counter = { n: 0 };
-  yield* walk(root, '', excludes, emptyDirs, counter, opts.onUnsupportedName);
+  const ctx = {
+    n: 0,
+    loader: new DirLoader(),
+    excludes,
+    emptyDirs,
+    onUnsupportedName: opts.onUnsupportedName,
+  };
+  yield* walk(root, '', ctx);
 }
 
-async function* walk(
-  root: string,
-  relDir: string,
-  excludes: readonly string[],
-  emptyDirs: ReadonlySet<string>,
-  counter: { n: number },
-  onUnsupportedName?: (rel: string) => void,
-): AsyncGenerator<ScannedEntry> {
+interface WalkContext {
+  n: number;
+  loader: DirLoader;
+  excludes: readonly string[];
+  emptyDirs: ReadonlySet<string>;
+  onUnsupportedName: ((rel: string) => void) | undefined;
+}
+
+/** The listing of one directory, or null when it vanished while scanning. */
+async function list(root: string, relDir: string, ctx: WalkContext): Promise<Listing | null> {
   const absDir = relDir === '' ? root : path.join(root, relDir);
-  let names: string[];
-  try {
-    names = [];
-    for (const raw of readdirSync(absDir, { encoding: 'buffer' })) {
-      const name = raw.toString('utf8');
-      // Paths travel as UTF-8 strings: a name that is not valid UTF-8 cannot be carried
-      // faithfully, so it is reported, never silently dropped.
-      if (Buffer.byteLength(name) !== raw.length || !Buffer.from(name).equals(raw)) {
-        onUnsupportedName?.(relDir === '' ? name : `${relDir}/${name}`);
-        continue;
-      }
-      names.push(name);
+  const got = await ctx.loader.load(absDir);
+  if (got.errno) {
+    if (relDir !== '' && got.errno === osErrno.ENOENT) return null; // vanished while scanning
+    throw errnoError(got.errno, `cannot list ${absDir}`);
+  }
+  const entries: Listing['entries'] = [];
+  for (let index = 0; index < got.names.length; index++) {
+    const raw = got.names[index]!;
+    const name = raw.toString('utf8');
+    const rel = relDir === '' ? name : `${relDir}/${name}`;
+    // Paths travel as UTF-8 strings: a name that is not valid UTF-8 cannot be carried
+    // faithfully, so it is reported, never silently dropped.
+    if (Buffer.byteLength(name) !== raw.length || !Buffer.from(name).equals(raw)) {
+      ctx.onUnsupportedName?.(rel);
+      continue;
     }
-    names.sort();
-  } catch (e) {
-    if (relDir !== '' && (e as NodeJS.ErrnoException).code === 'ENOENT') return; // vanished while scanning
-    throw e;
+    if (!isExcluded(rel, ctx.excludes)) entries.push({ name, index });
   }
-  names = names.filter((name) => !isExcluded(relDir === '' ? name : `${relDir}/${name}`, excludes));
-  let fields: BigInt64Array;
-  try {
-    fields = ferryFs.lstatDir(absDir, names);
-  } catch (e) {
-    if (relDir !== '' && (e as NodeJS.ErrnoException).code === 'ENOENT') return; // vanished while scanning
-    throw e;
+  entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { entries, fields: got.fields };
+}
+
+async function* walk(root: string, relDir: string, ctx: WalkContext): AsyncGenerator<ScannedEntry> {
+  const listing = await list(root, relDir, ctx);
+  if (!listing) return;
+  const { entries, fields } = listing;
+  const subdirs: string[] = [];
+  for (const { name, index } of entries) {
+    const mode = Number(fields[index * LSTAT_FIELDS + F.mode]!);
+    const rel = relDir === '' ? name : `${relDir}/${name}`;
+    if (mode > 0 && (mode & C.S_IFMT) === C.S_IFDIR && !ctx.emptyDirs.has(rel))
+      subdirs.push(path.join(root, rel));
   }
-  for (let i = 0; i < names.length; i++) {
-    const name = names[i]!;
+  ctx.loader.prefetch(subdirs);
+  for (const { name, index } of entries) {
     const rel = relDir === '' ? name : `${relDir}/${name}`;
     const abs = path.join(root, rel);
-    const mode = fields[i * LSTAT_FIELDS + F.mode]!;
+    const mode = fields[index * LSTAT_FIELDS + F.mode]!;
     if (mode < 0n) {
       if (-mode === BigInt(osErrno.ENOENT)) continue; // vanished while scanning
-      const err = new Error(`lstat ${abs}: ${errnoName(Number(-mode))}`) as NodeJS.ErrnoException;
-      err.code = errnoName(Number(-mode));
-      throw err;
+      throw errnoError(Number(-mode), `lstat ${abs}`);
     }
-    const st = new DirStat(fields, i);
+    const st = new DirStat(fields, index);
     const kind = kindOf(st);
     if (!kind) continue;
-    if (++counter.n % 1000 === 0) await yieldToLoop();
+    if (++ctx.n % 1000 === 0) await yieldToLoop();
     yield { path: rel, abs, kind, stat: st };
-    if (kind === 'dir' && !emptyDirs.has(rel))
-      yield* walk(root, rel, excludes, emptyDirs, counter, onUnsupportedName);
+    if (kind === 'dir' && !ctx.emptyDirs.has(rel)) yield* walk(root, rel, ctx);
   }
 }
