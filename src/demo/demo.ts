@@ -190,9 +190,7 @@ export async function runDemo(o: { keepRunning: boolean; dir?: string; out: Out 
     say('');
     say(`console:     ${url}`);
     say(`CA file:     ${ca}`);
-    say(
-      `admin token: ${path.join(data, 'admin.token')} (${fs.readFileSync(path.join(data, 'admin.token'), 'utf8').trim()})`,
-    );
+    say(`admin token: ${path.join(data, 'admin.token')} (mode 0600; the token itself is never printed)`);
     say(
       `try:         FERRY_CONSOLE_URL=${url} FERRY_CA_FILE=${ca} FERRY_TOKEN_FILE=${path.join(data, 'admin.token')} npx ferry servers`,
     );
