@@ -4,6 +4,7 @@
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { getSystemErrorName } from 'node:util';
 
 export interface FerryFs {
   /** Offset of the next data at or after `offset`, or -1 when only a hole follows. */
@@ -85,6 +86,15 @@ const require = createRequire(import.meta.url);
 const addonPath = fileURLToPath(new URL('../../native/build/Release/ferry_fs.node', import.meta.url));
 
 export const ferryFs: FerryFs = require(addonPath) as FerryFs;
+
+/** An errno a native call reported, as the error Node's fs would throw (code "ENOENT", …). */
+export function errnoError(errno: number, what: string): NodeJS.ErrnoException {
+  const name = getSystemErrorName(-errno);
+  const err = new Error(`${what}: ${name}`) as NodeJS.ErrnoException;
+  err.code = name;
+  err.errno = -errno;
+  return err;
+}
 
 /** Splits a nanosecond timestamp into the seconds and nanoseconds utimensat wants. */
 export function splitNs(ns: bigint): [number, number] {

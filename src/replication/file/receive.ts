@@ -61,12 +61,17 @@ export async function receivePass(
       await session.send({ type: 'reject', body: { seq, code: err.code, message: err.message } });
     });
   let current = 0;
-  /** Ends the current file: acknowledged if its hash matches, REJECTed (sent again next pass) if not. */
-  const finishFile = async (hash: string) => {
-    const seq = current;
+  /**
+   * Ends a file: acknowledged once it is in place (`placed`, for a file queued in a batch),
+   * REJECTed (sent again next pass) if its hash does not match.
+   */
+  const finishFile = async (seq: number, finish: () => Promise<{ placed?: Promise<void> }>) => {
     try {
-      await writer.fileEnd(hash);
-      inOrder(() => done(seq));
+      const { placed } = await finish();
+      inOrder(async () => {
+        await placed;
+        await done(seq);
+      });
     } catch (e) {
       const err = toFerryError(e, 'FERRY_TARGET_WRITE');
       if (err.code !== 'FERRY_CHECKSUM_MISMATCH') throw err;
@@ -108,23 +113,16 @@ export async function receivePass(
           bytes += msg.data.length;
           onBytes(msg.data.length);
           const { hash, ...entry } = msg.body;
-          try {
-            const { placed } = await writer.queueFile(entry, msg.data, hash);
-            inOrder(async () => {
-              await placed;
-              await done(seq);
-            });
-          } catch (e) {
-            const err = toFerryError(e, 'FERRY_TARGET_WRITE');
-            if (err.code !== 'FERRY_CHECKSUM_MISMATCH') throw err;
-            rejectInOrder(seq, err, 'rejected a file whose hash did not match');
-          }
+          await finishFile(seq, () => writer.queueFile(entry, msg.data, hash));
           break;
         }
         case 'file-end':
           if (msg.body.seq !== current)
             throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE_END for another entry');
-          await finishFile(msg.body.hash);
+          await finishFile(current, async () => {
+            await writer.fileEnd(msg.body.hash);
+            return {};
+          });
           break;
         case 'delete': {
           const seq = msg.body.seq;

@@ -2,7 +2,7 @@ import { constants as C } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { LstatField as F, ferryFs, LSTAT_FIELDS } from '../../native/index.js';
+import { errnoError, LstatField as F, ferryFs, LSTAT_FIELDS } from '../../native/index.js';
 import type { EntryKind } from '../../protocol/index.js';
 
 /** The lstat fields a scan reports (the subset of fs.BigIntStats that replication uses). */
@@ -29,53 +29,14 @@ export interface ScanStat {
 }
 
 /** One entry of a directory's readDir() fields, read on demand. */
-class DirStat implements ScanStat {
-  readonly #f: BigInt64Array;
-  readonly #at: number;
+class DirStat {
+  readonly f: BigInt64Array;
+  readonly at: number;
   readonly #type: number;
   constructor(fields: BigInt64Array, index: number) {
-    this.#f = fields;
-    this.#at = index * LSTAT_FIELDS;
-    this.#type = Number(fields[this.#at + F.mode]!) & C.S_IFMT;
-  }
-  #get(field: number): bigint {
-    return this.#f[this.#at + field]!;
-  }
-  get mode() {
-    return this.#get(F.mode);
-  }
-  get uid() {
-    return this.#get(F.uid);
-  }
-  get gid() {
-    return this.#get(F.gid);
-  }
-  get size() {
-    return this.#get(F.size);
-  }
-  get blocks() {
-    return this.#get(F.blocks);
-  }
-  get ino() {
-    return this.#get(F.ino);
-  }
-  get dev() {
-    return this.#get(F.dev);
-  }
-  get nlink() {
-    return this.#get(F.nlink);
-  }
-  get rdev() {
-    return this.#get(F.rdev);
-  }
-  get atimeNs() {
-    return this.#get(F.atimeNs);
-  }
-  get mtimeNs() {
-    return this.#get(F.mtimeNs);
-  }
-  get ctimeNs() {
-    return this.#get(F.ctimeNs);
+    this.f = fields;
+    this.at = index * LSTAT_FIELDS;
+    this.#type = Number(fields[this.at + F.mode]!) & C.S_IFMT;
   }
   isDirectory() {
     return this.#type === C.S_IFDIR;
@@ -99,6 +60,18 @@ class DirStat implements ScanStat {
     return this.#type === C.S_IFSOCK;
   }
 }
+// mode, uid, … ctimeNs: one getter per readDir field, each reading its slot
+for (const [name, slot] of Object.entries(F))
+  Object.defineProperty(DirStat.prototype, name, {
+    get(this: DirStat) {
+      return this.f[this.at + slot];
+    },
+  });
+// every number field of ScanStat has a readDir slot (a type error here otherwise)
+const slots: Record<Exclude<keyof ScanStat, `is${string}`>, number> = F;
+void slots;
+/** DirStat as the ScanStat its getters make it. */
+const dirStat = (fields: BigInt64Array, index: number) => new DirStat(fields, index) as unknown as ScanStat;
 
 export interface ScannedEntry {
   /** Relative to the scanned root, `/`-separated, never empty. */
@@ -109,8 +82,6 @@ export interface ScannedEntry {
 }
 
 const osErrno = osConstants.errno;
-const ERRNO_NAMES = new Map(Object.entries(osErrno).map(([k, v]) => [v, k]));
-const errnoName = (n: number) => ERRNO_NAMES.get(n) ?? `errno ${n}`;
 
 export function kindOf(st: ScanStat): ScannedEntry['kind'] | null {
   if (st.isDirectory()) return 'dir';
@@ -147,13 +118,6 @@ interface Listing {
   /** Valid UTF-8 names, sorted, not excluded, each with its index in `fields`. */
   entries: { name: string; index: number }[];
   fields: BigInt64Array;
-}
-
-function errnoError(errno: number, what: string): NodeJS.ErrnoException {
-  const err = new Error(`${what}: ${errnoName(errno)}`) as NodeJS.ErrnoException;
-  err.code = errnoName(errno);
-  err.errno = -errno;
-  return err;
 }
 
 /**
@@ -265,7 +229,7 @@ async function* walk(root: string, relDir: string, ctx: WalkContext): AsyncGener
       if (-mode === BigInt(osErrno.ENOENT)) continue; // vanished while scanning
       throw errnoError(Number(-mode), `lstat ${abs}`);
     }
-    const st = new DirStat(fields, index);
+    const st = dirStat(fields, index);
     const kind = kindOf(st);
     if (!kind) continue;
     if (++ctx.n % 1000 === 0) await yieldToLoop();

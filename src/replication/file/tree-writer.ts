@@ -25,12 +25,11 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
-import { constants as osConstants } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
+import { getSystemErrorName, promisify } from 'node:util';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { FerryError } from '../../errors/index.js';
-import { type BatchWriteItem, ferryFs, splitNs, WriteStep } from '../../native/index.js';
+import { type BatchWriteItem, errnoError, ferryFs, splitNs, WriteStep } from '../../native/index.js';
 import {
   type EntryMessage,
   type ResumableFile,
@@ -41,7 +40,7 @@ import {
 const run = promisify(execFile);
 const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, socket: C.S_IFSOCK } as const;
 const ZEROS = Buffer.alloc(1 << 20);
-const INFLIGHT_BLOCK = Buffer.alloc(4096 + 16);
+const INFLIGHT_MIN_BYTES = 4096 + 16;
 const WRITE_BEHIND_FROM = 1 << 20;
 const FLUSH_EVERY_BYTES = 256 << 20;
 const WRITE_BEHIND_BYTES = 8 << 20;
@@ -117,6 +116,22 @@ interface Batch {
   bytes: number;
 }
 
+/** Where an entry is prepared before it is renamed into place (`.ferry-tmp-*` in its directory). */
+function tmpPath(parentAbs: string, seq: number): string {
+  return path.join(parentAbs, `.ferry-tmp-${seq}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
+}
+
+/** The refusal of content whose hash differs from the one the source sent. */
+function checksumMismatch(rel: string): FerryError {
+  return new FerryError(
+    'FERRY_CHECKSUM_MISMATCH',
+    `content hash of ${rel} does not match what the source sent`,
+    {
+      context: { path: rel },
+    },
+  );
+}
+
 function depth(rel: string): number {
   return rel.split('/').length;
 }
@@ -124,12 +139,6 @@ function depth(rel: string): number {
 function parentOf(rel: string): string {
   const i = rel.lastIndexOf('/');
   return i < 0 ? '' : rel.slice(0, i);
-}
-
-const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
-
-function errnoCode(errno: number): string {
-  return ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
 }
 
 /** A failed system call of the batch writer as the error the pass reports. */
@@ -300,29 +309,15 @@ export class TreeWriter {
   }
 
   /**
-   * Names the temporary entry about to be created (see open()). Overwrites one fixed-size
-   * block in place: truncating and rewriting a file per entry makes ext4 flush it each
-   * time (auto_da_alloc), which cost ~160 µs per file.
+   * Names the temporary entries about to be created (see open()), one per line: the one
+   * entry being written, or every file of the batches running. Written over the previous
+   * list and padded to its length: truncating and rewriting a file per entry makes ext4
+   * flush it each time (auto_da_alloc), which cost ~160 µs per file.
    */
-  #noteInflight(tmp: string): void {
-    if (this.#inflightFd === null) return;
-    if (this.#inflightLength > INFLIGHT_BLOCK.length) {
-      this.#noteInflightList([tmp]);
-      return;
-    }
-    INFLIGHT_BLOCK.fill(0x20);
-    INFLIGHT_BLOCK.write(`${tmp}\n`, 0, 'utf8');
-    writeSync(this.#inflightFd, INFLIGHT_BLOCK, 0, INFLIGHT_BLOCK.length, 0);
-  }
-
-  /**
-   * Names every temporary file of the batches running (one line each). Written over the
-   * previous list and padded to its length, so that the file is never truncated.
-   */
-  #noteInflightList(tmps: string[]): void {
+  #noteInflight(tmps: readonly string[]): void {
     if (this.#inflightFd === null) return;
     const text = Buffer.from(`${tmps.join('\n')}\n`, 'utf8');
-    const len = Math.max(text.length, this.#inflightLength, INFLIGHT_BLOCK.length);
+    const len = Math.max(text.length, this.#inflightLength, INFLIGHT_MIN_BYTES);
     const block = Buffer.alloc(len, 0x20);
     text.copy(block);
     writeSync(this.#inflightFd, block, 0, len, 0);
@@ -390,12 +385,10 @@ export class TreeWriter {
     }
   }
 
+  /** A fresh temporary name in the entry's directory, noted as in flight. */
   #tmpName(parentAbs: string, seq: number): string {
-    const tmp = path.join(
-      parentAbs,
-      `.ferry-tmp-${seq}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
-    );
-    this.#noteInflight(tmp);
+    const tmp = tmpPath(parentAbs, seq);
+    this.#noteInflight([tmp]);
     return tmp;
   }
 
@@ -462,24 +455,14 @@ export class TreeWriter {
     if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE before the previous file ended');
     const hasher = new Blake3Hasher();
     hasher.update(data);
-    if (hasher.digest('hex') !== hash)
-      throw new FerryError(
-        'FERRY_CHECKSUM_MISMATCH',
-        `content hash of ${e.path} does not match what the source sent`,
-        {
-          context: { path: e.path },
-        },
-      );
+    if (hasher.digest('hex') !== hash) throw checksumMismatch(e.path);
     if (this.#partial?.path === e.path) this.#dropPartial();
     const parentAbs = (await this.#parent(e.path, true))!;
     this.#touch(parentOf(e.path));
     this.#countWritten(data.length);
     const [mtimeSec, mtimeNsec] = splitNs(BigInt(e.mtimeNs));
     const item: BatchWriteItem = {
-      tmp: path.join(
-        parentAbs,
-        `.ferry-tmp-${e.seq}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
-      ),
+      tmp: tmpPath(parentAbs, e.seq), // noted as in flight when its batch starts
       dst: this.#abs(e.path),
       data,
       uid: e.uid,
@@ -519,7 +502,7 @@ export class TreeWriter {
     this.#batch = null;
     const tmps = b.items.map((i) => i.tmp);
     this.#runningTmps.push(tmps);
-    this.#noteInflightList(this.#runningTmps.flat());
+    this.#noteInflight(this.#runningTmps.flat());
     const job = ferryFs
       .writeFiles(b.items)
       .then(
@@ -547,20 +530,13 @@ export class TreeWriter {
       ];
       const it = b.items[i]!;
       const rel = b.rels[i]!;
-      if (xattrIndex >= 0) this.#warnXattr(it.xattrNames?.[xattrIndex] ?? '?', errnoCode(xattrErrno));
+      if (xattrIndex >= 0)
+        this.#warnXattr(it.xattrNames?.[xattrIndex] ?? '?', getSystemErrorName(-xattrErrno));
       try {
-        if (step === WriteStep.place) {
-          // a directory (or a non-empty one) is in the way: replace it, as #place does
-          rmSync(it.dst, { recursive: true, force: true });
-          this.#forgetDirs(rel);
-          renameSync(it.tmp, it.dst);
-        } else if (step !== WriteStep.ok) {
-          throw toWriteError(
-            Object.assign(new Error(errnoCode(errno)), { code: errnoCode(errno) }),
-            STEP_NAMES[step] ?? `step ${step}`,
-            rel,
-          );
-        }
+        if (step === WriteStep.place)
+          this.#place(it.tmp, rel); // a directory is in the way
+        else if (step !== WriteStep.ok)
+          throw toWriteError(errnoError(errno, rel), STEP_NAMES[step] ?? `step ${step}`, rel);
         b.settle[i]!.resolve();
       } catch (err) {
         b.settle[i]!.reject(err);
@@ -760,7 +736,7 @@ export class TreeWriter {
     const fd = openSync(p.tmp, C.O_RDWR | C.O_NOFOLLOW);
     try {
       if (!fstatSync(fd).isFile()) throw this.#unsafe(e.path, 'the kept partial file is not a regular file');
-      this.#noteInflight(p.tmp);
+      this.#noteInflight([p.tmp]);
       ftruncateSync(fd, p.offset);
       const hasher = new Blake3Hasher();
       const buf = Buffer.allocUnsafe(1 << 20);
@@ -889,15 +865,7 @@ export class TreeWriter {
       this.#closeOld(f);
       this.#hashZeros(f, e.size ?? 0);
       const got = f.hasher.digest('hex');
-      if (got !== hash) {
-        throw new FerryError(
-          'FERRY_CHECKSUM_MISMATCH',
-          `content hash of ${f.rel} does not match what the source sent`,
-          {
-            context: { path: f.rel },
-          },
-        );
-      }
+      if (got !== hash) throw checksumMismatch(f.rel);
       // only a file that ends in a hole (or was continued) needs its length set: one system
       // call fewer per small file
       if (f.resumed || f.written < (e.size ?? 0)) ftruncateSync(f.fd, e.size ?? 0);
