@@ -11,7 +11,9 @@ import {
   type SumsMessage,
 } from '../../protocol/index.js';
 import { BatchReader } from './batch-read.js';
+import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
 import { entryFromScan, isSparse } from './entry.js';
+import { guardedSend } from './guarded-send.js';
 import { readFileRegions } from './read-file.js';
 import { normalizeExcludes, type ScannedEntry, scanTree } from './scan.js';
 
@@ -144,14 +146,9 @@ async function sendChangedBlocks(
       if (n === 0) break;
       const block = n === blockSize ? buf : buf.subarray(0, n);
       whole.update(block);
-      const h = new Blake3Hasher();
-      h.update(block);
+      const S = BLOCK_SUM_BYTES;
       const same =
-        (i + 1) * 16 <= theirs.length &&
-        h
-          .digestBuffer()
-          .subarray(0, 16)
-          .equals(theirs.subarray(i * 16, i * 16 + 16));
+        (i + 1) * S <= theirs.length && blockSum(block).equals(theirs.subarray(i * S, (i + 1) * S));
       if (!same) {
         for (let o = 0; o < n; o += MAX_DATA_BYTES)
           await send({
@@ -266,12 +263,8 @@ export async function runSendPass(opts: {
   })();
   // When the target reports an error or goes away, stop sending at once: the next send
   // fails, and the reader's error is the one reported.
-  let readerError: unknown = null;
-  reader.catch((e) => {
-    readerError = e;
-    fail(e);
-    session.destroy();
-  });
+  const send = guardedSend(session, reader);
+  reader.catch(fail);
 
   const firstPathOfInode = new Map<string, string>();
   const smallFiles = new BatchReader();
@@ -292,13 +285,6 @@ export async function runSendPass(opts: {
   };
   const abortIfAsked = () => {
     if (opts.signal?.aborted) throw new FerryError('FERRY_CONNECTION_LOST', 'the pass was stopped');
-  };
-  const send = async (m: Parameters<Session['send']>[0]) => {
-    try {
-      await session.send(m);
-    } catch (e) {
-      throw readerError ?? e;
-    }
   };
 
   // Decides in scan order what must be sent; starts reading small files in the thread

@@ -275,9 +275,20 @@ describe('whole small files written in batches (FILE frames)', () => {
     const inflight = path.join(dir, 'inflight');
     const w = await TreeWriter.open(root, log, { inflightFile: inflight });
     const placed: Promise<void>[] = [];
+    const namedNow = () =>
+      fs
+        .readFileSync(inflight, 'utf8')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean);
     for (let i = 0; i < 40; i++) {
       const m = whole(i + 1, `f${i}`, `x${i}`);
       placed.push((await w.queueFile(m.body, m.data, m.body.hash)).placed);
+      if (i === 31) {
+        // the 32nd file filled the first batch, which started: all 32 are named before any is written
+        const seqs = namedNow().map((n) => Number(/\.ferry-tmp-(\d+)-/.exec(path.basename(n))?.[1]));
+        expect(seqs.sort((x, y) => x - y)).toEqual(Array.from({ length: 32 }, (_, k) => k + 1));
+      }
     }
     await Promise.all(placed);
     const named = fs

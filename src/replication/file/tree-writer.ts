@@ -36,6 +36,7 @@ import {
   type SumsMessage,
   validatePath,
 } from '../../protocol/index.js';
+import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
 
 const run = promisify(execFile);
 const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, socket: C.S_IFSOCK } as const;
@@ -679,7 +680,7 @@ export class TreeWriter {
       return none;
     }
     const buf = Buffer.allocUnsafe(blockSize);
-    const out = Buffer.allocUnsafe(Math.ceil(st.size / blockSize) * 16);
+    const out = Buffer.allocUnsafe(Math.ceil(st.size / blockSize) * BLOCK_SUM_BYTES);
     let blocks = 0;
     for (let at = 0; at < st.size; at += blockSize) {
       let n = 0;
@@ -688,14 +689,17 @@ export class TreeWriter {
         if (r <= 0) break;
         n += r;
       }
-      const h = new Blake3Hasher();
-      h.update(n === buf.length ? buf : buf.subarray(0, n));
-      h.digestBuffer().copy(out, blocks * 16, 0, 16);
+      blockSum(n === buf.length ? buf : buf.subarray(0, n)).copy(out, blocks * BLOCK_SUM_BYTES);
       blocks++;
     }
     return {
       old: { fd, size: st.size },
-      sums: { seq, blockSize, size: st.size, hashes: out.subarray(0, blocks * 16).toString('base64') },
+      sums: {
+        seq,
+        blockSize,
+        size: st.size,
+        hashes: out.subarray(0, blocks * BLOCK_SUM_BYTES).toString('base64'),
+      },
     };
   }
 
