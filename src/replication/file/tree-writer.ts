@@ -191,8 +191,8 @@ export class TreeWriter {
   #checkpointing: Promise<void> | null = null;
   /** Whole small files waiting for their batch to start, and the batches running. */
   #batch: Batch | null = null;
-  #running: Promise<void>[] = [];
-  #runningTmps: string[][] = [];
+  /** The batches being written, by the promise that settles when each is done. */
+  readonly #running = new Map<Promise<void>, Batch>();
   #dispatchScheduled = false;
   #inflightLength = 0;
 
@@ -484,12 +484,12 @@ export class TreeWriter {
     b.rels.push(e.path);
     b.bytes += data.length;
     if (b.items.length >= BATCH_FILES || b.bytes >= BATCH_BYTES) await this.#dispatch();
-    else if (this.#running.length === 0 && !this.#dispatchScheduled) {
+    else if (this.#running.size === 0 && !this.#dispatchScheduled) {
       // nothing is being written: start this batch once the frames already received are queued
       this.#dispatchScheduled = true;
       setImmediate(() => {
         this.#dispatchScheduled = false;
-        if (this.#running.length < BATCHES_IN_FLIGHT) void this.#dispatch();
+        if (this.#running.size < BATCHES_IN_FLIGHT) void this.#dispatch();
       });
     }
     return { placed };
@@ -497,14 +497,13 @@ export class TreeWriter {
 
   /** Starts the batch being filled (waiting for room first). */
   async #dispatch(): Promise<void> {
-    while (this.#running.length >= BATCHES_IN_FLIGHT) await this.#running[0];
+    while (this.#running.size >= BATCHES_IN_FLIGHT) await this.#running.keys().next().value;
     const b = this.#batch;
     if (!b) return;
     this.#batch = null;
-    const tmps = b.items.map((i) => i.tmp);
-    this.#runningTmps.push(tmps);
-    this.#noteInflight(this.#runningTmps.flat());
-    const job = ferryFs
+    // named before the job can create any of them
+    this.#noteInflight([...this.#running.values(), b].flatMap((r) => r.items.map((i) => i.tmp)));
+    const job: Promise<void> = ferryFs
       .writeFiles(b.items)
       .then(
         (res) => this.#settleBatch(b, res),
@@ -513,12 +512,11 @@ export class TreeWriter {
         },
       )
       .finally(() => {
-        this.#running.splice(this.#running.indexOf(job), 1);
-        this.#runningTmps.splice(this.#runningTmps.indexOf(tmps), 1);
+        this.#running.delete(job);
         // keep the disk busy: a batch that filled up while this one ran starts now
-        if (this.#batch && this.#running.length < BATCHES_IN_FLIGHT) void this.#dispatch();
+        if (this.#batch && this.#running.size < BATCHES_IN_FLIGHT) void this.#dispatch();
       });
-    this.#running.push(job);
+    this.#running.set(job, b);
   }
 
   #settleBatch(b: Batch, res: Int32Array): void {
@@ -547,9 +545,9 @@ export class TreeWriter {
 
   /** Waits until every queued whole file is written (or has failed). */
   async drain(): Promise<void> {
-    while (this.#batch || this.#running.length) {
+    while (this.#batch || this.#running.size) {
       if (this.#batch) await this.#dispatch();
-      await Promise.allSettled(this.#running);
+      await Promise.allSettled(this.#running.keys());
     }
   }
 
