@@ -8,6 +8,7 @@ import {
   jobKey,
 } from '../control/index.js';
 import { FerryError, toFerryError } from '../errors/index.js';
+import { configureHashing, type HashThreads } from '../replication/file/index.js';
 import { ConsoleClient, enroll, forgetCredential, Heartbeat, pollUntilStopped } from '../transport/index.js';
 import { collectInventory, emptyDirsFor, listMounts, runChecks } from './inventory.js';
 import { JobRunner } from './runner.js';
@@ -23,6 +24,8 @@ export interface AgentOptions {
   readonly heartbeatMs?: number;
   readonly inventoryRefreshMs?: number;
   readonly retryDeadlineMs?: number;
+  /** Where large files are hashed: a worker thread (1), the event loop (0), or auto (1 from 4 cores). */
+  readonly hashThreads?: HashThreads;
 }
 
 export interface RunningAgent {
@@ -34,6 +37,7 @@ export interface RunningAgent {
 
 /** Starts `ferry agent`. */
 export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
+  const hashThreads = configureHashing(o.hashThreads ?? 'auto');
   const caPem = await readFile(o.caFile, 'utf8').catch((e: Error) => {
     throw new FerryError('FERRY_CONFIG', `--ca-file ${o.caFile}: ${e.message}`);
   });
@@ -46,7 +50,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     stateDir: o.stateDir,
   });
   const log = o.logger.child({ agent: cred.name });
-  log.info({ id: cred.id, console: o.consoleUrl, root: o.root }, 'agent registered');
+  log.info({ id: cred.id, console: o.consoleUrl, root: o.root, hashThreads }, 'agent registered');
   const client = new ConsoleClient({
     url: o.consoleUrl,
     caPem,

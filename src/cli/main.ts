@@ -81,6 +81,22 @@ const program = new Command('ferry')
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 /** The global flags a daemon (agent, target) uses: where the console is, and its logger. */
+/** `--hash-threads auto|0|1`, shared by agent and target. */
+function hashThreadsOption(): Option {
+  return new Option(
+    '--hash-threads <n>',
+    'hash large files in a worker thread (1) or on the main thread (0); auto = 1 from 4 cores',
+  )
+    .env('FERRY_HASH_THREADS')
+    .default('auto')
+    .argParser((v) => {
+      if (v === 'auto') return v;
+      if (v !== '0' && v !== '1')
+        throw new FerryError('FERRY_CONFIG', `--hash-threads must be auto, 0 or 1, not ${JSON.stringify(v)}`);
+      return Number(v);
+    });
+}
+
 function daemonFlags(cmd: Command): { console: { consoleUrl: string; caFile: string }; logger: Logger } {
   const g = cmd.optsWithGlobals() as { console: string; caFile: string; logLevel: string; logFile?: string };
   return { console: { consoleUrl: g.console, caFile: g.caFile }, logger: logger(g) };
@@ -165,6 +181,7 @@ program
     positiveNumber('--retry-deadline'),
     3600,
   )
+  .addOption(hashThreadsOption())
   .action(
     async (
       o: {
@@ -173,6 +190,7 @@ program
         root: string;
         stateDir: string;
         retryDeadline: number;
+        hashThreads: number | 'auto';
       },
       cmd: Command,
     ) => {
@@ -186,6 +204,7 @@ program
         stateDir: o.stateDir,
         logger: g.logger,
         retryDeadlineMs: o.retryDeadline * 1000,
+        hashThreads: o.hashThreads,
       });
       await Promise.race([untilSignal(() => a.stop()), a.done]);
     },
@@ -240,6 +259,7 @@ program
       .env('FERRY_STATE_DIR')
       .default('/var/lib/ferry/target'),
   )
+  .addOption(hashThreadsOption())
   .action(
     async (
       o: {
@@ -251,6 +271,7 @@ program
         disk?: string[];
         staging?: string;
         stateDir: string;
+        hashThreads: number | 'auto';
       },
       cmd: Command,
     ) => {
@@ -268,6 +289,7 @@ program
         ...(o.disk?.length ? { disks: o.disk, ...(o.staging ? { staging: o.staging } : {}) } : {}),
         stateDir: o.stateDir,
         logger: g.logger,
+        hashThreads: o.hashThreads,
       });
       await Promise.race([untilSignal(() => t.stop()), t.done]);
     },

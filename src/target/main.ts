@@ -15,7 +15,15 @@ import {
 import { blockCopies, describeTargetDisk, prepareDisks, unmountStaging } from '../disks/index.js';
 import { FerryError, toFerryError } from '../errors/index.js';
 import { Session } from '../protocol/index.js';
-import { receiveBlocks, receivePass, receiveVerify, TreeWriter } from '../replication/file/index.js';
+import {
+  configureHashing,
+  type HashThreads,
+  hashableBuffer,
+  receiveBlocks,
+  receivePass,
+  receiveVerify,
+  TreeWriter,
+} from '../replication/file/index.js';
 import {
   ConsoleClient,
   createDataServer,
@@ -41,6 +49,8 @@ export interface TargetOptions {
   readonly stateDir: string;
   readonly logger: Logger;
   readonly heartbeatMs?: number;
+  /** Where large files are hashed: a worker thread (1), the event loop (0), or auto (1 from 4 cores). */
+  readonly hashThreads?: HashThreads;
 }
 
 export interface RunningTarget {
@@ -57,6 +67,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
   });
   if (!o.root === !o.disks?.length)
     throw new FerryError('FERRY_CONFIG', 'give exactly one of --root DIR and --disk DEVICE…');
+  const hashThreads = configureHashing(o.hashThreads ?? 'auto');
   if (o.root) await mkdir(o.root, { recursive: true });
   const disks: TargetDisk[] = [];
   for (const d of o.disks ?? []) {
@@ -111,6 +122,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
       advertise,
       root: o.root ?? null,
       disks: disks.map((d) => d.path),
+      hashThreads,
     },
     'target registered',
   );
@@ -166,7 +178,8 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
   }
 
   async function accept(socket: TLSSocket, peer: { fingerprint: string; id: string | null }) {
-    const session = new Session(socket);
+    // large DATA frames are assembled in memory a hashing thread reads in place
+    const session = new Session(socket, { allocLarge: hashableBuffer });
     const refuse = (why: string) => {
       log.warn({ peer: peer.id, remote: socket.remoteAddress }, `refused a data connection: ${why}`);
       session.fail(new FerryError('FERRY_PEER_REFUSED', why));

@@ -75,8 +75,22 @@ beforeAll(async () => {
     p('target-root'),
     '--state-dir',
     p('target-state'),
+    // large files hashed in a worker thread on both sides: a resumed file is hashed there too
+    '--hash-threads',
+    '1',
   ];
-  agentArgs = ['agent', ...common, '--name', 'src', '--root', p('source'), '--state-dir', p('agent-state')];
+  agentArgs = [
+    'agent',
+    ...common,
+    '--name',
+    'src',
+    '--root',
+    p('source'),
+    '--state-dir',
+    p('agent-state'),
+    '--hash-threads',
+    '1',
+  ];
   target = spawnFerry(targetArgs, p('target.log'));
   agent = spawnFerry(agentArgs, p('agent.log'));
   await waitFor('agent', async () => ((await show()).checks.length ? true : undefined));
@@ -148,5 +162,8 @@ describe('killed mid-transfer, resumed without the user recreating anything', ()
       `\nkill test: ${(extra / MiB).toFixed(1)} MiB sent beyond the content over 3 interruptions\n`,
     );
     expect(extra).toBeLessThan(3 * 8 * MiB);
+    // both sides ran with their hashing thread (every start logs it)
+    for (const log of ['agent.log', 'target.log'])
+      expect(fs.readFileSync(p(log), 'utf8')).toMatch(/"hashThreads":1\b/);
   }, 180_000);
 });

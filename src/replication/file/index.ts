@@ -6,6 +6,12 @@
  */
 
 export { type BlockDevice, receiveBlocks, runBlocksSend } from './blocks.js';
+export {
+  configureHashing,
+  type HashThreads,
+  hashableBuffer,
+  resolveHashThreads,
+} from './content-hash.js';
 export { entryFromScan, readXattrs } from './entry.js';
 export {
   type PassProgress,

@@ -6,6 +6,7 @@ import { duplexPair } from '../../../test/support/duplex-pair.js';
 import { buildSampleTree, compareTrees } from '../../../test/support/trees.js';
 import { SqliteSyncState } from '../../agent/sync-state.js';
 import { Session } from '../../protocol/index.js';
+import { configureHashing, hashingStats } from './content-hash.js';
 import { type PassProgress, runSendPass } from './pass.js';
 import { receivePass } from './receive.js';
 import { TreeWriter } from './tree-writer.js';
@@ -17,8 +18,14 @@ beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-pass-'));
 });
 afterEach(() => {
+  configureHashing(0);
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+const HASHING = [
+  [0, 'large files hashed on the event loop'],
+  [1, 'large files hashed in a worker thread'],
+] as const;
 
 async function pass(
   src: string,
@@ -39,33 +46,42 @@ async function pass(
 }
 
 describe('file-level pass over an in-memory connection', () => {
-  it('copies every kind of entry, then syncs changes, deletions and renames', async () => {
-    const src = path.join(dir, 'src');
-    const dst = path.join(dir, 'dst');
-    buildSampleTree(src, { sparseBytes: 64 * 1024 * 1024 });
-    fs.mkdirSync(dst);
-    const state = new SqliteSyncState(path.join(dir, 'state.db'));
-    const first = await pass(src, dst, state);
-    expect(compareTrees(src, dst)).toEqual([]);
-    // the sparse file's holes were not sent
-    expect(first.sent.bytesSent).toBeLessThan(10 * 1024 * 1024);
+  it.each(HASHING)(
+    'copies every kind of entry, then syncs changes, deletions and renames (%i: %s)',
+    async (threads) => {
+      configureHashing(threads);
+      const threadBytes = hashingStats().threadBytes;
+      const src = path.join(dir, 'src');
+      const dst = path.join(dir, 'dst');
+      buildSampleTree(src, { sparseBytes: 64 * 1024 * 1024 });
+      fs.mkdirSync(dst);
+      const state = new SqliteSyncState(path.join(dir, 'state.db'));
+      const first = await pass(src, dst, state);
+      expect(compareTrees(src, dst)).toEqual([]);
+      // the sparse file's holes were not sent
+      expect(first.sent.bytesSent).toBeLessThan(10 * 1024 * 1024);
 
-    const again = await pass(src, dst, state);
-    expect(again.sent.entriesSent).toBe(0);
-    expect(again.sent.deleted).toBe(0);
+      const again = await pass(src, dst, state);
+      expect(again.sent.entriesSent).toBe(0);
+      expect(again.sent.deleted).toBe(0);
 
-    fs.appendFileSync(path.join(src, 'var/log/app.log'), 'more\n');
-    fs.writeFileSync(path.join(src, 'etc/hostname'), 'changed\n');
-    fs.rmSync(path.join(src, 'home/alice/owned'));
-    fs.renameSync(path.join(src, 'srv/data/blob.bin'), path.join(src, 'srv/data/blob-renamed.bin'));
-    fs.rmSync(path.join(src, 'opt'), { recursive: true });
-    fs.mkdirSync(path.join(src, 'new/deep/dir'), { recursive: true });
-    fs.writeFileSync(path.join(src, 'new/deep/dir/file'), 'new');
-    const sync = await pass(src, dst, state);
-    expect(sync.sent.deleted).toBeGreaterThan(0);
-    expect(compareTrees(src, dst)).toEqual([]);
-    state.close();
-  });
+      fs.appendFileSync(path.join(src, 'var/log/app.log'), 'more\n');
+      fs.writeFileSync(path.join(src, 'etc/hostname'), 'changed\n');
+      fs.rmSync(path.join(src, 'home/alice/owned'));
+      fs.renameSync(path.join(src, 'srv/data/blob.bin'), path.join(src, 'srv/data/blob-renamed.bin'));
+      fs.rmSync(path.join(src, 'opt'), { recursive: true });
+      fs.mkdirSync(path.join(src, 'new/deep/dir'), { recursive: true });
+      fs.writeFileSync(path.join(src, 'new/deep/dir/file'), 'new');
+      const sync = await pass(src, dst, state);
+      expect(sync.sent.deleted).toBeGreaterThan(0);
+      expect(compareTrees(src, dst)).toEqual([]);
+      // with a thread, both sides hashed the sparse file's 64 MiB there (holes included)
+      if (threads)
+        expect(hashingStats().threadBytes - threadBytes).toBeGreaterThanOrEqual(2 * 64 * 1024 * 1024);
+      else expect(hashingStats().threadBytes).toBe(threadBytes);
+      state.close();
+    },
+  );
 
   it('replaces a directory by a file and a file by a directory', async () => {
     const src = path.join(dir, 'src');
@@ -157,39 +173,43 @@ describe('file-level pass over an in-memory connection', () => {
     state.close();
   });
 
-  it('sends only the changed blocks of a large file, against the copy the target holds', async () => {
-    const src = path.join(dir, 'src');
-    const dst = path.join(dir, 'dst');
-    fs.mkdirSync(src);
-    fs.mkdirSync(dst);
-    const MiB = 1024 * 1024;
-    const data = Buffer.alloc(8 * MiB);
-    for (let i = 0; i < data.length; i += 4) data.writeUInt32LE((i * 2654435761) >>> 0, i);
-    const file = path.join(src, 'db.bin');
-    fs.writeFileSync(file, data);
-    const state = new SqliteSyncState(path.join(dir, 'state.db'));
-    await pass(src, dst, state);
-    // two pages rewritten in place, then 100 KiB appended
-    const fd = fs.openSync(file, 'r+');
-    fs.writeSync(fd, Buffer.alloc(4096, 0xaa), 0, 4096, 3 * MiB + 10);
-    fs.writeSync(fd, Buffer.alloc(4096, 0xbb), 0, 4096, 6 * MiB);
-    fs.writeSync(fd, Buffer.alloc(100 * 1024, 0xcc), 0, 100 * 1024, 8 * MiB);
-    fs.closeSync(fd);
-    const changed = await pass(src, dst, state);
-    expect(compareTrees(src, dst)).toEqual([]);
-    expect(changed.sent.entriesSent).toBeGreaterThanOrEqual(1);
-    expect(changed.sent.bytesSent).toBeLessThanOrEqual(3 * 64 * 1024 + 100 * 1024);
-    // shrinking works too
-    fs.truncateSync(file, 5 * MiB + 7);
-    const shrunk = await pass(src, dst, state);
-    expect(compareTrees(src, dst)).toEqual([]);
-    expect(shrunk.sent.bytesSent).toBeLessThanOrEqual(64 * 1024);
-    // the target's copy vanished: everything is sent, still right
-    fs.rmSync(path.join(dst, 'db.bin'));
-    fs.appendFileSync(file, 'x');
-    const whole = await pass(src, dst, state);
-    expect(whole.sent.bytesSent).toBe(5 * MiB + 8);
-    expect(compareTrees(src, dst)).toEqual([]);
-    state.close();
-  });
+  it.each(HASHING)(
+    'sends only the changed blocks of a large file, against the copy the target holds (%i: %s)',
+    async (threads) => {
+      configureHashing(threads);
+      const src = path.join(dir, 'src');
+      const dst = path.join(dir, 'dst');
+      fs.mkdirSync(src);
+      fs.mkdirSync(dst);
+      const MiB = 1024 * 1024;
+      const data = Buffer.alloc(8 * MiB);
+      for (let i = 0; i < data.length; i += 4) data.writeUInt32LE((i * 2654435761) >>> 0, i);
+      const file = path.join(src, 'db.bin');
+      fs.writeFileSync(file, data);
+      const state = new SqliteSyncState(path.join(dir, 'state.db'));
+      await pass(src, dst, state);
+      // two pages rewritten in place, then 100 KiB appended
+      const fd = fs.openSync(file, 'r+');
+      fs.writeSync(fd, Buffer.alloc(4096, 0xaa), 0, 4096, 3 * MiB + 10);
+      fs.writeSync(fd, Buffer.alloc(4096, 0xbb), 0, 4096, 6 * MiB);
+      fs.writeSync(fd, Buffer.alloc(100 * 1024, 0xcc), 0, 100 * 1024, 8 * MiB);
+      fs.closeSync(fd);
+      const changed = await pass(src, dst, state);
+      expect(compareTrees(src, dst)).toEqual([]);
+      expect(changed.sent.entriesSent).toBeGreaterThanOrEqual(1);
+      expect(changed.sent.bytesSent).toBeLessThanOrEqual(3 * 64 * 1024 + 100 * 1024);
+      // shrinking works too
+      fs.truncateSync(file, 5 * MiB + 7);
+      const shrunk = await pass(src, dst, state);
+      expect(compareTrees(src, dst)).toEqual([]);
+      expect(shrunk.sent.bytesSent).toBeLessThanOrEqual(64 * 1024);
+      // the target's copy vanished: everything is sent, still right
+      fs.rmSync(path.join(dst, 'db.bin'));
+      fs.appendFileSync(file, 'x');
+      const whole = await pass(src, dst, state);
+      expect(whole.sent.bytesSent).toBe(5 * MiB + 8);
+      expect(compareTrees(src, dst)).toEqual([]);
+      state.close();
+    },
+  );
 });

@@ -1,7 +1,7 @@
 import { lstatSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { blake3 } from '@napi-rs/blake-hash';
 import { FerryError, isErrorCode } from '../../errors/index.js';
 import {
   type EntryMessage,
@@ -12,6 +12,7 @@ import {
 } from '../../protocol/index.js';
 import { BatchReader } from './batch-read.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
+import { contentHash, hashableBuffer } from './content-hash.js';
 import { entryFromScan, isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readFileRegions } from './read-file.js';
@@ -132,11 +133,12 @@ async function sendChangedBlocks(
   send: (m: Parameters<Session['send']>[0]) => Promise<void>,
 ): Promise<{ hash: string; sent: number }> {
   const fh = await open(abs, 'r');
+  const whole = contentHash();
   try {
-    const whole = new Blake3Hasher();
     let sent = 0;
     for (let at = 0, i = 0; ; at += blockSize, i++) {
-      const buf = Buffer.allocUnsafe(blockSize); // DATA frames keep a reference until written
+      // never reused: DATA frames and the hashing thread keep a reference until done
+      const buf = hashableBuffer(blockSize);
       let n = 0;
       while (n < blockSize) {
         const { bytesRead } = await fh.read(buf, n, blockSize - n, at + n);
@@ -145,7 +147,7 @@ async function sendChangedBlocks(
       }
       if (n === 0) break;
       const block = n === blockSize ? buf : buf.subarray(0, n);
-      whole.update(block);
+      await whole.update(block);
       const S = BLOCK_SUM_BYTES;
       const same =
         (i + 1) * S <= theirs.length && blockSum(block).equals(theirs.subarray(i * S, (i + 1) * S));
@@ -160,8 +162,9 @@ async function sendChangedBlocks(
       }
       if (n < blockSize) break;
     }
-    return { hash: whole.digest('hex'), sent };
+    return { hash: await whole.digest(), sent };
   } finally {
+    whole.discard(); // a no-op after the digest
     await fh.close();
   }
 }
@@ -362,15 +365,12 @@ export async function runSendPass(opts: {
     if (entry.kind !== 'file') await send({ type: 'entry', body: entry });
     sent++;
     if (entry.kind === 'file' && data) {
-      const hasher = new Blake3Hasher();
-      hasher.update(data);
-      const hash = hasher.digest('hex');
+      const hash = blake3(data).toString('hex'); // small: on the event loop, no hand-off
       await send({ type: 'file', body: { ...entry, hash }, data });
       progress.bytes += data.length;
       progress.bytesSent += data.length;
       progress.files++;
     } else if (entry.kind === 'file') {
-      const { regions, done } = await readFileRegions(e.abs, isSparse(e));
       const r0 = opts.resume;
       // The target holds the beginning already: read and hash it (the end-to-end hash covers
       // the whole file) but send only what follows.
@@ -402,6 +402,7 @@ export async function runSendPass(opts: {
         await send({ type: 'file-end', body: { seq, hash } });
         continue;
       }
+      const { regions, done } = await readFileRegions(e.abs, isSparse(e));
       await send({ type: 'entry', body: entry });
       let dataBytes = 0;
       for await (const r of regions) {
@@ -416,7 +417,7 @@ export async function runSendPass(opts: {
         progress.bytes += r.data.length;
         abortIfAsked();
       }
-      const { hash, size } = done();
+      const { hash, size } = await done();
       progress.bytes += Math.max(0, size - dataBytes); // holes count as done
       progress.files++;
       await send({ type: 'file-end', body: { seq, hash } });

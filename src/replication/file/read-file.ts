@@ -1,25 +1,28 @@
 import { closeSync, fstatSync, openSync, read, readSync } from 'node:fs';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { FerryError } from '../../errors/index.js';
 import { ferryFs } from '../../native/index.js';
+import { contentHash, hashableBuffer } from './content-hash.js';
 
 const CHUNK = 1 << 20;
 /** Chunks read ahead in the thread pool while the current one is hashed and sent. */
 const AHEAD = 4;
-const ZEROS = Buffer.alloc(CHUNK);
+/** Zeros for the holes of sparse files, in shared memory so that a hashing thread reads them in place. */
+const ZEROS = Buffer.from(new SharedArrayBuffer(CHUNK));
 
 /**
  * Yields the data regions of a file in order, `{offset, data}` of at most 1 MiB each,
  * skipping holes when the file is sparse (found with SEEK_DATA/SEEK_HOLE, so a huge sparse
  * file costs only its data). `done()` then gives the BLAKE3 hash of the whole logical
- * content (holes read as zeros) and the byte count actually read.
+ * content (holes read as zeros) and the file's size. Hashing runs where content-hash.ts is
+ * configured (a worker thread or the event loop); the generator waits when the hashing
+ * thread falls behind.
  */
 export async function readFileRegions(
   abs: string,
   sparse: boolean,
 ): Promise<{
   regions: AsyncGenerator<{ offset: number; data: Buffer }>;
-  done: () => { hash: string; size: number };
+  done: () => Promise<{ hash: string; size: number }>;
 }> {
   let fd: number;
   try {
@@ -27,13 +30,14 @@ export async function readFileRegions(
   } catch (e) {
     throw new FerryError('FERRY_SOURCE_READ', `cannot open ${abs}: ${(e as Error).message}`, { cause: e });
   }
-  const hasher = new Blake3Hasher();
+  let hasher = contentHash(0); // replaced once the size is known
   let hashedTo = 0;
   let size = 0;
-  const hashZerosTo = (to: number) => {
+  let complete = false;
+  const hashZerosTo = async (to: number) => {
     while (hashedTo < to) {
       const n = Math.min(CHUNK, to - hashedTo);
-      hasher.update(n === CHUNK ? ZEROS : ZEROS.subarray(0, n));
+      await hasher.update(n === CHUNK ? ZEROS : ZEROS.subarray(0, n));
       hashedTo += n;
     }
   };
@@ -42,6 +46,7 @@ export async function readFileRegions(
   async function* regions(): AsyncGenerator<{ offset: number; data: Buffer }> {
     try {
       const end = fstatSync(fd).size;
+      hasher = contentHash(end);
       let pos = 0;
       while (pos < end) {
         let dataStart = pos;
@@ -58,7 +63,7 @@ export async function readFileRegions(
         pending = [];
         let nextRead = dataStart;
         const readAt = (at: number) => {
-          const b = Buffer.allocUnsafe(Math.min(CHUNK, dataEnd - at));
+          const b = hashableBuffer(Math.min(CHUNK, dataEnd - at));
           return new Promise<{ buf: Buffer; n: number }>((resolve, reject) =>
             read(fd, b, 0, b.length, at, (err, n) => (err ? reject(err) : resolve({ buf: b, n }))),
           );
@@ -81,7 +86,7 @@ export async function readFileRegions(
               nextRead = off + bytesRead;
             }
           } else {
-            buf = Buffer.allocUnsafe(Math.min(CHUNK, dataEnd - off));
+            buf = hashableBuffer(Math.min(CHUNK, dataEnd - off));
             bytesRead = readSync(fd, buf, 0, buf.length, off);
           }
           if (bytesRead === 0) {
@@ -89,8 +94,8 @@ export async function readFileRegions(
             break;
           }
           const data = bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
-          hashZerosTo(off);
-          hasher.update(data);
+          await hashZerosTo(off);
+          await hasher.update(data);
           hashedTo = off + bytesRead;
           yield { offset: off, data };
           off += bytesRead;
@@ -98,14 +103,16 @@ export async function readFileRegions(
         pos = dataEnd;
       }
       size = end;
-      hashZerosTo(size);
+      await hashZerosTo(size);
+      complete = true;
     } catch (e) {
       if (e instanceof FerryError) throw e;
       throw new FerryError('FERRY_SOURCE_READ', `cannot read ${abs}: ${(e as Error).message}`, { cause: e });
     } finally {
+      if (!complete) hasher.discard(); // stopped early: no digest will be asked for
       await Promise.allSettled(pending);
       closeSync(fd);
     }
   }
-  return { regions: regions(), done: () => ({ hash: hasher.digest('hex'), size }) };
+  return { regions: regions(), done: async () => ({ hash: await hasher.digest(), size }) };
 }

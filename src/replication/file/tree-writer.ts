@@ -27,7 +27,7 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import { getSystemErrorName, promisify } from 'node:util';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { blake3 } from '@napi-rs/blake-hash';
 import { FerryError } from '../../errors/index.js';
 import { type BatchWriteItem, errnoError, ferryFs, splitNs, WriteStep } from '../../native/index.js';
 import {
@@ -37,10 +37,12 @@ import {
   validatePath,
 } from '../../protocol/index.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
+import { type ContentHash, contentHash } from './content-hash.js';
 
 const run = promisify(execFile);
 const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, socket: C.S_IFSOCK } as const;
-const ZEROS = Buffer.alloc(1 << 20);
+/** Zeros hashed for the holes of sparse files; shared memory, so a hashing thread reads them in place. */
+const ZEROS = Buffer.from(new SharedArrayBuffer(1 << 20));
 const INFLIGHT_MIN_BYTES = 4096 + 16;
 const WRITE_BEHIND_FROM = 1 << 20;
 const FLUSH_EVERY_BYTES = 256 << 20;
@@ -88,7 +90,7 @@ interface OpenFile {
   /** Writes queued in the thread pool (large files only), oldest first. */
   writes: { done: Promise<void>; bytes: number }[];
   queuedBytes: number;
-  hasher: Blake3Hasher;
+  hasher: ContentHash;
   hashedTo: number;
   /** Changed-block transfer: the target's previous copy, whose bytes fill what DATA skips. */
   old?: { fd: number; size: number };
@@ -454,9 +456,7 @@ export class TreeWriter {
    */
   async queueFile(e: EntryMessage, data: Buffer, hash: string): Promise<{ placed: Promise<void> }> {
     if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE before the previous file ended');
-    const hasher = new Blake3Hasher();
-    hasher.update(data);
-    if (hasher.digest('hex') !== hash) throw checksumMismatch(e.path);
+    if (blake3(data).toString('hex') !== hash) throw checksumMismatch(e.path);
     if (this.#partial?.path === e.path) this.#dropPartial();
     const parentAbs = (await this.#parent(e.path, true))!;
     this.#touch(parentOf(e.path));
@@ -606,7 +606,7 @@ export class TreeWriter {
           rel: e.path,
           tmp,
           fd,
-          hasher: new Blake3Hasher(),
+          hasher: contentHash(e.size ?? 0),
           hashedTo: 0,
           writes: [],
           queuedBytes: 0,
@@ -714,7 +714,7 @@ export class TreeWriter {
       const chunk = n === buf.length ? buf : buf.subarray(0, n);
       let done = 0;
       while (done < n) done += writeSync(f.fd, chunk, done, n - done, f.hashedTo + done);
-      f.hasher.update(chunk);
+      await f.hasher.update(chunk); // copied to the hashing thread: buf can be reused
       f.hashedTo += n;
       f.written = f.hashedTo;
     }
@@ -740,12 +740,12 @@ export class TreeWriter {
       if (!fstatSync(fd).isFile()) throw this.#unsafe(e.path, 'the kept partial file is not a regular file');
       this.#noteInflight([p.tmp]);
       ftruncateSync(fd, p.offset);
-      const hasher = new Blake3Hasher();
+      const hasher = contentHash(e.size ?? 0);
       const buf = Buffer.allocUnsafe(1 << 20);
       for (let at = 0; at < p.offset; ) {
         const n = await readAt(fd, buf, 0, Math.min(buf.length, p.offset - at), at);
         if (n <= 0) throw new FerryError('FERRY_TARGET_WRITE', `the kept partial file of ${e.path} is short`);
-        hasher.update(n === buf.length ? buf : buf.subarray(0, n));
+        await hasher.update(n === buf.length ? buf : buf.subarray(0, n));
         at += n;
       }
       this.#log.warn({ path: e.path, offset: p.offset }, 'continuing a partly received file');
@@ -815,8 +815,8 @@ export class TreeWriter {
         `DATA at ${offset}+${data.length} outside ${f.rel} (size ${size})`,
       );
     }
-    this.#hashZeros(f, offset);
-    f.hasher.update(data);
+    await this.#hashZeros(f, offset);
+    await f.hasher.update(data);
     f.hashedTo = offset + data.length;
     f.written = f.hashedTo;
     this.#countWritten(data.length);
@@ -845,10 +845,10 @@ export class TreeWriter {
     while (f.writes.length) await this.#settleOldest(f);
   }
 
-  #hashZeros(f: OpenFile, to: number): void {
+  async #hashZeros(f: OpenFile, to: number): Promise<void> {
     while (f.hashedTo < to) {
       const n = Math.min(ZEROS.length, to - f.hashedTo);
-      f.hasher.update(n === ZEROS.length ? ZEROS : ZEROS.subarray(0, n));
+      await f.hasher.update(n === ZEROS.length ? ZEROS : ZEROS.subarray(0, n));
       f.hashedTo += n;
     }
   }
@@ -865,8 +865,8 @@ export class TreeWriter {
       await this.#settleAll(f);
       await this.#fillFromOld(f, e.size ?? 0);
       this.#closeOld(f);
-      this.#hashZeros(f, e.size ?? 0);
-      const got = f.hasher.digest('hex');
+      await this.#hashZeros(f, e.size ?? 0);
+      const got = await f.hasher.digest();
       if (got !== hash) throw checksumMismatch(f.rel);
       // only a file that ends in a hole (or was continued) needs its length set: one system
       // call fewer per small file
@@ -942,6 +942,7 @@ export class TreeWriter {
     const f = this.#file;
     this.#file = null;
     if (!f) return;
+    f.hasher.discard();
     await Promise.allSettled(f.writes.map((w) => w.done));
     await this.#checkpointing;
     this.#closeOld(f);
@@ -971,6 +972,7 @@ export class TreeWriter {
   }
 
   #discard(f: OpenFile): void {
+    f.hasher.discard();
     this.#closeOld(f);
     try {
       closeSync(f.fd);

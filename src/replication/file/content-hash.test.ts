@@ -1,0 +1,125 @@
+import { blake3 } from '@napi-rs/blake-hash';
+import { afterEach, describe, expect, it } from 'vitest';
+import { isFerryError } from '../../errors/index.js';
+import {
+  configureHashing,
+  contentHash,
+  hashableBuffer,
+  hashingStats,
+  hashingThreads,
+  resolveHashThreads,
+} from './content-hash.js';
+
+const MiB = 1024 * 1024;
+
+function pattern(n: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed * 7 + (i >> 9)) & 0xff;
+  return b;
+}
+
+afterEach(() => {
+  configureHashing(0);
+});
+
+describe('content hash', () => {
+  for (const threads of [0, 1] as const) {
+    const where = threads ? 'in a worker thread' : 'on the event loop';
+    it(`gives the BLAKE3 of everything fed, ${where}, whatever memory the chunks are in`, async () => {
+      configureHashing(threads);
+      expect(hashingThreads()).toBe(threads);
+      const before = hashingStats().threadBytes;
+      const parts: Buffer[] = [];
+      const h = contentHash();
+      // shared chunks (hashed in place), ordinary chunks (copied), views into the middle of
+      // buffers, an empty chunk, and a reused buffer overwritten right after update()
+      const shared = hashableBuffer(3 * MiB + 5);
+      pattern(shared.length, 1).copy(shared);
+      await h.update(shared);
+      parts.push(Buffer.from(shared));
+      const view = pattern(2 * MiB, 2).subarray(1000, MiB + 17);
+      await h.update(view);
+      parts.push(Buffer.from(view));
+      await h.update(Buffer.alloc(0));
+      const reused = Buffer.allocUnsafe(64 * 1024);
+      for (let i = 0; i < 20; i++) {
+        pattern(reused.length, 10 + i).copy(reused);
+        await h.update(reused);
+        parts.push(Buffer.from(reused));
+      }
+      const want = blake3(Buffer.concat(parts)).toString('hex');
+      expect(await h.digest()).toBe(want);
+      if (threads) expect(hashingStats().threadBytes - before).toBe(Buffer.concat(parts).length);
+      else expect(hashingStats().threadBytes).toBe(before);
+      expect(hashableBuffer(10).buffer instanceof SharedArrayBuffer).toBe(threads === 1);
+    });
+
+    it(`keeps files apart when their hashes are fed in turns, ${where}`, async () => {
+      configureHashing(threads);
+      const a = contentHash();
+      const b = contentHash();
+      const empty = contentHash();
+      const pa: Buffer[] = [];
+      const pb: Buffer[] = [];
+      for (let i = 0; i < 8; i++) {
+        const x = pattern(300_000 + i, i);
+        const y = pattern(200_000 + i, 100 + i);
+        await a.update(x);
+        await b.update(y);
+        pa.push(x);
+        pb.push(y);
+      }
+      const [da, db, de] = await Promise.all([b.digest(), a.digest(), empty.digest()]);
+      expect(db).toBe(blake3(Buffer.concat(pa)).toString('hex'));
+      expect(da).toBe(blake3(Buffer.concat(pb)).toString('hex'));
+      expect(de).toBe(blake3(Buffer.alloc(0)).toString('hex'));
+      // a hash is digested once and fed only before that
+      await expect(a.digest()).rejects.toThrow(/digested twice/);
+      expect(() => a.update(Buffer.from('x'))).toThrow(/after its digest/);
+      a.discard(); // harmless afterwards
+    });
+  }
+
+  it('makes the caller wait when the hashing thread falls behind, and catches up', async () => {
+    configureHashing(1);
+    const h = contentHash();
+    const parts: Buffer[] = [];
+    let waitedAt = -1;
+    let wait: Promise<void> | undefined;
+    // fed without yielding: the thread's progress cannot be seen, so the queue only grows
+    for (let i = 0; i < 48 && !wait; i++) {
+      const c = hashableBuffer(MiB);
+      c.fill(i);
+      parts.push(c);
+      wait = h.update(c);
+      if (wait) waitedAt = i;
+    }
+    expect(waitedAt).toBe(31); // 32 MiB queued
+    await wait;
+    expect(await h.digest()).toBe(blake3(Buffer.concat(parts)).toString('hex'));
+  });
+
+  it('fails the digest (FERRY_INTERNAL) when the hashing thread stops under it', async () => {
+    configureHashing(1);
+    const h = contentHash();
+    for (let i = 0; i < 64; i++) void h.update(hashableBuffer(MiB));
+    const digest = h.digest();
+    configureHashing(0); // terminates the thread with 64 MiB still queued before the digest
+    const err = await digest.then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(isFerryError(err) && err.code === 'FERRY_INTERNAL').toBe(true);
+    // hashing goes on, on the event loop
+    const again = contentHash();
+    await again.update(Buffer.from('abc'));
+    expect(await again.digest()).toBe(blake3(Buffer.from('abc')).toString('hex'));
+  });
+
+  it('accepts auto, 0 and 1 only', () => {
+    expect([0, 1]).toContain(resolveHashThreads('auto'));
+    expect(resolveHashThreads(0)).toBe(0);
+    expect(resolveHashThreads(1)).toBe(1);
+    expect(() => resolveHashThreads(2)).toThrow(/auto, 0 .* or 1/);
+  });
+});
