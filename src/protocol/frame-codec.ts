@@ -32,8 +32,6 @@ export function encodeFrame(type: number, payload: Buffer): Buffer {
   return Buffer.concat([head, payload]);
 }
 
-const LARGE_FRAME_BYTES = 64 * 1024;
-
 export type DecodedItem =
   | { readonly kind: 'preface'; readonly version: number }
   | { readonly kind: 'frame'; readonly type: number; readonly payload: Buffer };
@@ -44,18 +42,9 @@ export type DecodedItem =
  * (checked before buffering the frame), FERRY_PROTOCOL_VERSION on an unsupported version.
  */
 export class FrameDecoder {
-  readonly #alloc: (n: number) => Buffer;
   #chunks: Buffer[] = [];
   #buffered = 0;
   #prefaceSeen = false;
-
-  /**
-   * `allocLarge` makes the buffer a frame of 64 KiB or more is assembled in when it arrives
-   * in pieces (the target gives one a hashing thread can read in place).
-   */
-  constructor(opts: { allocLarge?: (n: number) => Buffer } = {}) {
-    this.#alloc = opts.allocLarge ?? Buffer.allocUnsafe;
-  }
 
   push(chunk: Buffer): DecodedItem[] {
     if (chunk.length > 0) {
@@ -125,7 +114,7 @@ export class FrameDecoder {
       this.#buffered -= n;
       return out;
     }
-    const out = n >= LARGE_FRAME_BYTES ? this.#alloc(n) : Buffer.allocUnsafe(n);
+    const out = Buffer.allocUnsafe(n);
     let filled = 0;
     while (filled < n) {
       const c = this.#chunks[0]!;

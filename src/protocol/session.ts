@@ -15,7 +15,6 @@ export class Session {
   readonly #stream: Duplex;
   readonly #pace: ((bytes: number) => Promise<void>) | undefined;
   readonly #compress: boolean;
-  readonly #allocLarge: ((n: number) => Buffer) | undefined;
   /** DATA bytes handed to send() and the bytes their frames carried (smaller when compressed). */
   readonly dataStats = { raw: 0, sent: 0 };
   #closed = false;
@@ -24,19 +23,10 @@ export class Session {
 
   /** `pace`, when given, is awaited before each frame is written (a rate limiter). */
   /** `compress`: send DATA as zstd (DATA_Z) chunk by chunk where that makes it smaller. */
-  /** `allocLarge`: where received frames of 64 KiB or more are assembled (FrameDecoder). */
-  constructor(
-    stream: Duplex,
-    opts: {
-      pace?: (bytes: number) => Promise<void>;
-      compress?: boolean;
-      allocLarge?: (n: number) => Buffer;
-    } = {},
-  ) {
+  constructor(stream: Duplex, opts: { pace?: (bytes: number) => Promise<void>; compress?: boolean } = {}) {
     this.#stream = stream;
     this.#pace = opts.pace;
     this.#compress = opts.compress ?? false;
-    this.#allocLarge = opts.allocLarge;
     stream.on('error', () => {
       /* surfaced through messages() / send() */
     });
@@ -152,7 +142,7 @@ export class Session {
   }
 
   async *#read(): AsyncGenerator<Message> {
-    const decoder = new FrameDecoder(this.#allocLarge ? { allocLarge: this.#allocLarge } : {});
+    const decoder = new FrameDecoder();
     let prefaceSeen = false;
     try {
       // destroyOnReturn: false, so that a violation can still be answered with an ERROR frame

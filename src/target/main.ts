@@ -18,7 +18,6 @@ import { Session } from '../protocol/index.js';
 import {
   configureHashing,
   type HashThreads,
-  hashableBuffer,
   receiveBlocks,
   receivePass,
   receiveVerify,
@@ -178,8 +177,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
   }
 
   async function accept(socket: TLSSocket, peer: { fingerprint: string; id: string | null }) {
-    // large DATA frames are assembled in memory a hashing thread reads in place
-    const session = new Session(socket, { allocLarge: hashableBuffer });
+    const session = new Session(socket);
     const refuse = (why: string) => {
       log.warn({ peer: peer.id, remote: socket.remoteAddress }, `refused a data connection: ${why}`);
       session.fail(new FerryError('FERRY_PEER_REFUSED', why));

@@ -10,13 +10,16 @@ import { FerryError } from '../../errors/index.js';
  * reading, framing, encrypting and writing. Chunks must be fed in file order; the digest
  * is the same either way.
  *
- * A chunk in shared memory (see `hashableBuffer`) is hashed where it lies; any other chunk
- * is copied into shared memory first (a memcpy on the event loop, still far cheaper than
- * hashing it there, and the caller may reuse it at once). A chunk in shared memory must
- * not change until it is hashed: the readers here never reuse one.
+ * The thread reads chunks from a fixed ring of shared-memory slots (SLOTS × 1 MiB, handed
+ * to it once): update() copies the chunk into free slots (a memcpy on the event loop, a
+ * fraction of hashing it there) and the thread gives each slot back once hashed. Nothing
+ * is allocated per chunk, so neither thread's garbage collector has shared memory to find.
  */
 export interface ContentHash {
-  /** Feeds the next bytes. A returned promise means "wait before feeding more" (back-pressure). */
+  /**
+   * Feeds the next bytes. A returned promise means every slot is taken: the chunk is not
+   * copied yet, so it must stay unchanged, and the caller waits before feeding more.
+   */
   update(chunk: Buffer): Promise<void> | undefined;
   /** The hex BLAKE3 of everything fed. Call once. */
   digest(): Promise<string>;
@@ -27,19 +30,21 @@ export interface ContentHash {
 /** Threads used for hashing: 0 = on the event loop. `auto` picks 1 when at least 4 cores are available. */
 export type HashThreads = number | 'auto';
 
-/** Bytes queued for a worker before update() asks the caller to wait. */
-const MAX_QUEUED_BYTES = 32 << 20;
+const SLOT_BYTES = 1 << 20;
+/** Slots in the ring: the bytes that may wait for the thread before update() makes the caller wait. */
+const SLOTS = 32;
 
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { Blake3Hasher } = require(workerData.blake);
+const ring = workerData.ring;
 const hashers = new Map();
 parentPort.on('message', (m) => {
   if (m.op === 'update') {
     let h = hashers.get(m.id);
     if (!h) hashers.set(m.id, (h = new Blake3Hasher()));
-    h.update(Buffer.from(m.buf, m.offset, m.length));
-    parentPort.postMessage({ op: 'hashed', bytes: m.length });
+    h.update(Buffer.from(ring, m.slot * workerData.slotBytes, m.length));
+    parentPort.postMessage({ op: 'hashed', slot: m.slot, length: m.length });
   } else if (m.op === 'digest') {
     const h = hashers.get(m.id) ?? new Blake3Hasher();
     hashers.delete(m.id);
@@ -50,31 +55,38 @@ parentPort.on('message', (m) => {
 });
 `;
 
-type FromWorker = { op: 'hashed'; bytes: number } | { op: 'digest'; id: number; hex: string };
+type ToWorker =
+  | { op: 'update'; id: number; slot: number; length: number }
+  | { op: 'digest'; id: number }
+  | { op: 'discard'; id: number };
+type FromWorker = { op: 'hashed'; slot: number; length: number } | { op: 'digest'; id: number; hex: string };
+/** Work not yet handed to the thread, in order: a chunk waits here for a free slot. */
+type Backlog = { op: 'update'; id: number; chunk: Buffer } | Exclude<ToWorker, { op: 'update' }>;
 
 /** One hashing thread: started on first use, unref'd so it never keeps the process alive. */
 class HashWorker {
   #worker: Worker | null = null;
+  #ring: Buffer | null = null;
+  #free: number[] = [];
+  #backlog: Backlog[] = [];
   #failure: FerryError | null = null;
-  #queued = 0;
   #roomWaiters: (() => void)[] = [];
   #digests = new Map<number, { resolve: (hex: string) => void; reject: (e: Error) => void }>();
   #nextId = 1;
 
-  get queuedBytes(): number {
-    return this.#queued;
-  }
-
   #start(): Worker {
     if (this.#worker) return this.#worker;
     const blake = createRequire(import.meta.url).resolve('@napi-rs/blake-hash');
-    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { blake } });
+    const ring = new SharedArrayBuffer(SLOTS * SLOT_BYTES);
+    this.#ring = Buffer.from(ring);
+    this.#free = Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i);
+    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { blake, ring, slotBytes: SLOT_BYTES } });
     w.unref();
     w.on('message', (m: FromWorker) => {
       if (m.op === 'hashed') {
-        this.#queued -= m.bytes;
-        stats.threadBytes += m.bytes;
-        if (this.#queued < MAX_QUEUED_BYTES) for (const wake of this.#roomWaiters.splice(0)) wake();
+        stats.threadBytes += m.length;
+        this.#free.push(m.slot);
+        this.#pump();
       } else {
         const d = this.#digests.get(m.id);
         this.#digests.delete(m.id);
@@ -84,7 +96,7 @@ class HashWorker {
     const die = (why: string) => {
       this.#failure ??= new FerryError('FERRY_INTERNAL', `the hashing thread stopped: ${why}`);
       this.#worker = null;
-      this.#queued = 0;
+      this.#backlog = [];
       for (const wake of this.#roomWaiters.splice(0)) wake();
       for (const d of this.#digests.values()) d.reject(this.#failure);
       this.#digests.clear();
@@ -95,6 +107,35 @@ class HashWorker {
     return w;
   }
 
+  /** Hands the thread what the free slots allow, in order; wakes waiting feeders when all is handed over. */
+  #pump(): void {
+    const w = this.#worker;
+    if (!w) return;
+    while (this.#backlog.length) {
+      const next = this.#backlog[0]!;
+      if (next.op !== 'update') {
+        w.postMessage(next);
+        this.#backlog.shift();
+        continue;
+      }
+      const slot = this.#free.pop();
+      if (slot === undefined) return;
+      const n = Math.min(SLOT_BYTES, next.chunk.length);
+      next.chunk.copy(this.#ring!, slot * SLOT_BYTES, 0, n);
+      w.postMessage({ op: 'update', id: next.id, slot, length: n } satisfies ToWorker);
+      if (n === next.chunk.length) this.#backlog.shift();
+      else next.chunk = next.chunk.subarray(n);
+    }
+    for (const wake of this.#roomWaiters.splice(0)) wake();
+  }
+
+  #enqueue(item: Backlog): void {
+    if (this.#failure) throw this.#failure;
+    this.#start();
+    this.#backlog.push(item);
+    this.#pump();
+  }
+
   open(): ContentHash {
     const id = this.#nextId++;
     let fed = false;
@@ -103,55 +144,41 @@ class HashWorker {
       update: (chunk) => {
         if (over) throw new FerryError('FERRY_INTERNAL', 'content hash fed after its digest');
         if (chunk.length === 0) return undefined;
-        if (this.#failure) throw this.#failure;
-        const shared = chunk.buffer instanceof SharedArrayBuffer ? chunk : copyToShared(chunk);
-        this.#start().postMessage({
-          op: 'update',
-          id,
-          buf: shared.buffer,
-          offset: shared.byteOffset,
-          length: shared.length,
-        });
+        this.#enqueue({ op: 'update', id, chunk });
         fed = true;
-        this.#queued += chunk.length;
-        if (this.#queued < MAX_QUEUED_BYTES) return undefined;
+        if (this.#backlog.length === 0) return undefined;
         return new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
       },
       digest: () => {
         if (over) return Promise.reject(new FerryError('FERRY_INTERNAL', 'content hash digested twice'));
         over = true;
         if (!fed) return Promise.resolve(inlineDigest());
-        if (this.#failure) return Promise.reject(this.#failure);
-        const w = this.#start();
         return new Promise<string>((resolve, reject) => {
           this.#digests.set(id, { resolve, reject });
-          w.postMessage({ op: 'digest', id });
+          try {
+            this.#enqueue({ op: 'digest', id });
+          } catch (e) {
+            this.#digests.delete(id);
+            reject(e);
+          }
         });
       },
       discard: () => {
         if (over) return;
         over = true;
-        if (fed && this.#worker) this.#worker.postMessage({ op: 'discard', id });
+        if (fed && !this.#failure) this.#enqueue({ op: 'discard', id });
       },
     };
   }
 
-  /** Stops the thread (tests); pending digests reject. */
+  /** Stops the thread; pending digests reject. */
   async close(): Promise<void> {
-    const w = this.#worker;
-    if (w) await w.terminate();
-    this.#failure = null;
+    await this.#worker?.terminate();
   }
 }
 
 function inlineDigest(): string {
   return new Blake3Hasher().digest('hex');
-}
-
-function copyToShared(chunk: Buffer): Buffer {
-  const b = Buffer.from(new SharedArrayBuffer(chunk.length));
-  chunk.copy(b);
-  return b;
 }
 
 function inlineHash(): ContentHash {
@@ -216,12 +243,4 @@ const THREAD_FROM_BYTES = 1 << 20;
 /** A new content hash for one file of about `sizeHint` bytes, on the configured thread. */
 export function contentHash(sizeHint = Number.POSITIVE_INFINITY): ContentHash {
   return worker && sizeHint >= THREAD_FROM_BYTES ? worker.open() : inlineHash();
-}
-
-/**
- * A buffer for file content that a hashing thread can read without a copy (shared memory)
- * when hashing threads are on; an ordinary unpooled buffer otherwise.
- */
-export function hashableBuffer(n: number): Buffer {
-  return worker ? Buffer.from(new SharedArrayBuffer(n)) : Buffer.allocUnsafeSlow(n);
 }

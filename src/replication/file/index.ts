@@ -9,7 +9,6 @@ export { type BlockDevice, receiveBlocks, runBlocksSend } from './blocks.js';
 export {
   configureHashing,
   type HashThreads,
-  hashableBuffer,
   resolveHashThreads,
 } from './content-hash.js';
 export { entryFromScan, readXattrs } from './entry.js';

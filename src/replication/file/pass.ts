@@ -12,7 +12,7 @@ import {
 } from '../../protocol/index.js';
 import { BatchReader } from './batch-read.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
-import { contentHash, hashableBuffer } from './content-hash.js';
+import { contentHash } from './content-hash.js';
 import { entryFromScan, isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readFileRegions } from './read-file.js';
@@ -137,8 +137,7 @@ async function sendChangedBlocks(
   try {
     let sent = 0;
     for (let at = 0, i = 0; ; at += blockSize, i++) {
-      // never reused: DATA frames and the hashing thread keep a reference until done
-      const buf = hashableBuffer(blockSize);
+      const buf = Buffer.allocUnsafe(blockSize); // DATA frames keep a reference until written
       let n = 0;
       while (n < blockSize) {
         const { bytesRead } = await fh.read(buf, n, blockSize - n, at + n);

@@ -1,13 +1,12 @@
 import { closeSync, fstatSync, openSync, read, readSync } from 'node:fs';
 import { FerryError } from '../../errors/index.js';
 import { ferryFs } from '../../native/index.js';
-import { contentHash, hashableBuffer } from './content-hash.js';
+import { contentHash } from './content-hash.js';
 
 const CHUNK = 1 << 20;
 /** Chunks read ahead in the thread pool while the current one is hashed and sent. */
 const AHEAD = 4;
-/** Zeros for the holes of sparse files, in shared memory so that a hashing thread reads them in place. */
-const ZEROS = Buffer.from(new SharedArrayBuffer(CHUNK));
+const ZEROS = Buffer.alloc(CHUNK);
 
 /**
  * Yields the data regions of a file in order, `{offset, data}` of at most 1 MiB each,
@@ -63,7 +62,7 @@ export async function readFileRegions(
         pending = [];
         let nextRead = dataStart;
         const readAt = (at: number) => {
-          const b = hashableBuffer(Math.min(CHUNK, dataEnd - at));
+          const b = Buffer.allocUnsafe(Math.min(CHUNK, dataEnd - at));
           return new Promise<{ buf: Buffer; n: number }>((resolve, reject) =>
             read(fd, b, 0, b.length, at, (err, n) => (err ? reject(err) : resolve({ buf: b, n }))),
           );
@@ -86,7 +85,7 @@ export async function readFileRegions(
               nextRead = off + bytesRead;
             }
           } else {
-            buf = hashableBuffer(Math.min(CHUNK, dataEnd - off));
+            buf = Buffer.allocUnsafe(Math.min(CHUNK, dataEnd - off));
             bytesRead = readSync(fd, buf, 0, buf.length, off);
           }
           if (bytesRead === 0) {

@@ -41,8 +41,7 @@ import { type ContentHash, contentHash } from './content-hash.js';
 
 const run = promisify(execFile);
 const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, socket: C.S_IFSOCK } as const;
-/** Zeros hashed for the holes of sparse files; shared memory, so a hashing thread reads them in place. */
-const ZEROS = Buffer.from(new SharedArrayBuffer(1 << 20));
+const ZEROS = Buffer.alloc(1 << 20);
 const INFLIGHT_MIN_BYTES = 4096 + 16;
 const WRITE_BEHIND_FROM = 1 << 20;
 const FLUSH_EVERY_BYTES = 256 << 20;
@@ -714,7 +713,7 @@ export class TreeWriter {
       const chunk = n === buf.length ? buf : buf.subarray(0, n);
       let done = 0;
       while (done < n) done += writeSync(f.fd, chunk, done, n - done, f.hashedTo + done);
-      await f.hasher.update(chunk); // copied to the hashing thread: buf can be reused
+      await f.hasher.update(chunk); // buf is reused once the hash has taken it
       f.hashedTo += n;
       f.written = f.hashedTo;
     }
