@@ -7,11 +7,17 @@
  * one thread-pool job does all the calls for a batch of files, and JavaScript sees one
  * call and one completion per batch. Several batches in flight keep the disk busy.
  *
- * readFiles(paths: string[], caps: number[], slab: Buffer) -> Promise<Int32Array>
+ * readFiles(paths: string[], caps: number[], slab: Buffer, xattrs: boolean)
+ *     -> Promise<{ sizes: Int32Array, xattrs: Buffer | null }>
  *   Reads file i into slab[offset_i, offset_i + caps[i]) (offsets are the running sum of
- *   caps). Result i is the byte count read (at most caps[i]: a file that grew is cut at
+ *   caps). sizes[i] is the byte count read (at most caps[i]: a file that grew is cut at
  *   its scanned size) or -errno. Opens with O_NOFOLLOW and O_NOATIME (when permitted), so
  *   the source's access times are left alone; anything but a regular file is -EINVAL.
+ *   With `xattrs`, each file's extended attributes are read from the same descriptor
+ *   (flistxattr, fgetxattr) into one blob, file by file: u32 count, then count times
+ *   (u32 name length, name, u32 value length, value), little-endian. A file that could
+ *   not be read, or whose file system has no xattrs, has count 0; an attribute that
+ *   vanishes between list and get is left out.
  *
  * writeFiles(items: Item[]) -> Promise<Int32Array>, 4 ints per item:
  *   [step, errno, xattrIndex, xattrErrno]. Item = { tmp, dst, data: Buffer, uid, gid,
@@ -33,6 +39,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+#include <linux/limits.h>
 #include <unistd.h>
 
 enum { STEP_OK = 0, STEP_OPEN, STEP_WRITE, STEP_CHOWN, STEP_CHMOD, STEP_TIMES, STEP_CLOSE, STEP_RENAME, STEP_PLACE, STEP_SKIPPED };
@@ -109,7 +116,58 @@ typedef struct {
   char **paths;
   size_t *caps;
   uint8_t *slab;
+  int want_xattrs;
+  uint8_t *xbuf; /* the xattr blob (see readFiles), grown as needed */
+  size_t xlen, xcap;
+  int xfailed; /* out of memory while growing it */
 } read_job;
+
+static void xappend(read_job *j, const void *p, size_t n) {
+  if (j->xfailed) return;
+  if (j->xlen + n > j->xcap) {
+    size_t cap = j->xcap ? j->xcap : 4096;
+    while (cap < j->xlen + n) cap *= 2;
+    uint8_t *b = realloc(j->xbuf, cap);
+    if (!b) {
+      j->xfailed = 1;
+      return;
+    }
+    j->xbuf = b;
+    j->xcap = cap;
+  }
+  memcpy(j->xbuf + j->xlen, p, n);
+  j->xlen += n;
+}
+
+static void xappend_u32(read_job *j, uint32_t v) {
+  uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+  xappend(j, b, 4);
+}
+
+/* Appends fd's attributes to the blob: count, then (name length, name, value length, value). */
+static void read_xattrs(read_job *j, int fd, char *names, uint8_t *value) {
+  size_t count_at = j->xlen;
+  uint32_t count = 0;
+  xappend_u32(j, 0);
+  ssize_t ln = fd >= 0 ? flistxattr(fd, names, XATTR_LIST_MAX) : -1;
+  for (ssize_t at = 0; ln > 0 && at < ln;) {
+    const char *name = names + at;
+    size_t nl = strnlen(name, (size_t)(ln - at));
+    at += (ssize_t)nl + 1;
+    if (nl == 0) continue;
+    ssize_t vl = fgetxattr(fd, name, value, XATTR_SIZE_MAX);
+    if (vl < 0) continue;
+    xappend_u32(j, (uint32_t)nl);
+    xappend(j, name, nl);
+    xappend_u32(j, (uint32_t)vl);
+    xappend(j, value, (size_t)vl);
+    count++;
+  }
+  if (!j->xfailed) {
+    uint8_t *c = j->xbuf + count_at;
+    c[0] = (uint8_t)count, c[1] = (uint8_t)(count >> 8), c[2] = (uint8_t)(count >> 16), c[3] = (uint8_t)(count >> 24);
+  }
+}
 
 static int open_source(const char *path) {
   int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
@@ -120,12 +178,16 @@ static int open_source(const char *path) {
 static void read_execute(napi_env env, void *data) {
   read_job *j = data;
   size_t at = 0;
+  char *names = j->want_xattrs ? malloc(XATTR_LIST_MAX) : NULL;
+  uint8_t *value = j->want_xattrs ? malloc(XATTR_SIZE_MAX) : NULL;
+  if (j->want_xattrs && (!names || !value)) j->xfailed = 1;
   for (size_t i = 0; i < j->base.n; i++) {
     size_t cap = j->caps[i];
     int32_t result;
     int fd = open_source(j->paths[i]);
     if (fd < 0) {
       result = -errno;
+      if (j->want_xattrs && !j->xfailed) read_xattrs(j, -1, names, value);
     } else {
       struct stat st;
       if (fstat(fd, &st) < 0) result = -errno;
@@ -145,16 +207,44 @@ static void read_execute(napi_env env, void *data) {
         }
         if (result == 0) result = (int32_t)got;
       }
+      if (j->want_xattrs && !j->xfailed) read_xattrs(j, result >= 0 ? fd : -1, names, value);
       close(fd);
     }
     j->base.out[i] = result;
     at += cap;
   }
+  free(names);
+  free(value);
 }
 
 static void read_complete(napi_env env, napi_status status, void *data) {
   read_job *j = data;
-  settle(env, &j->base, status);
+  napi_value ab, sizes, xattrs, result;
+  void *mem = NULL;
+  int ok = status == napi_ok && !j->xfailed &&
+           napi_create_arraybuffer(env, j->base.out_len * sizeof(int32_t), &mem, &ab) == napi_ok &&
+           napi_create_typedarray(env, napi_int32_array, j->base.out_len, ab, 0, &sizes) == napi_ok &&
+           napi_create_object(env, &result) == napi_ok;
+  if (ok) {
+    if (j->base.out_len) memcpy(mem, j->base.out, j->base.out_len * sizeof(int32_t));
+    if (j->want_xattrs) ok = napi_create_buffer_copy(env, j->xlen, j->xbuf, NULL, &xattrs) == napi_ok;
+    else ok = napi_get_null(env, &xattrs) == napi_ok;
+  }
+  if (ok)
+    ok = napi_set_named_property(env, result, "sizes", sizes) == napi_ok &&
+         napi_set_named_property(env, result, "xattrs", xattrs) == napi_ok;
+  if (ok) {
+    napi_resolve_deferred(env, j->base.deferred, result);
+  } else {
+    napi_value msg, err;
+    napi_create_string_utf8(env, j->xfailed ? "out of memory reading extended attributes" : "batch job cancelled",
+                            NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, j->base.deferred, err);
+  }
+  napi_delete_reference(env, j->base.keep);
+  napi_delete_async_work(env, j->base.work);
+  free(j->xbuf);
   for (size_t i = 0; i < j->base.n; i++) free(j->paths[i]);
   free(j->paths);
   free(j->caps);
@@ -163,10 +253,12 @@ static void read_complete(napi_env env, napi_status status, void *data) {
 }
 
 static napi_value read_files(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], keep, promise, name;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3)
-    return fail_type(env, "expected (paths: string[], caps: number[], slab: Buffer)");
+  size_t argc = 4;
+  napi_value argv[4], keep, promise, name;
+  bool want_xattrs = false;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4 ||
+      napi_get_value_bool(env, argv[3], &want_xattrs) != napi_ok)
+    return fail_type(env, "expected (paths: string[], caps: number[], slab: Buffer, xattrs: boolean)");
   uint32_t n = 0, ncaps = 0;
   void *slab;
   size_t slab_len;
@@ -185,6 +277,7 @@ static napi_value read_files(napi_env env, napi_callback_info info) {
   j->base.out = calloc(n ? n : 1, sizeof(int32_t));
   j->base.out_len = n;
   j->slab = slab;
+  j->want_xattrs = want_xattrs;
   size_t total = 0;
   const char *bad = j->paths && j->caps && j->base.out ? NULL : "out of memory";
   for (uint32_t i = 0; i < n && !bad; i++) {

@@ -2,7 +2,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type BatchWriteItem, ferryFs, LSTAT_FIELDS, LstatField, WriteStep } from './index.js';
+import {
+  type BatchWriteItem,
+  ferryFs,
+  LSTAT_FIELDS,
+  LstatField,
+  parseXattrBlob,
+  WriteStep,
+} from './index.js';
 
 let dir: string;
 beforeEach(() => {
@@ -27,8 +34,9 @@ describe('readFiles', () => {
       caps.reduce((x, y) => x + y, 0),
       0xee,
     );
-    const got = await ferryFs.readFiles(paths, caps, slab);
-    expect(Array.from(got)).toEqual([
+    const got = await ferryFs.readFiles(paths, caps, slab, false);
+    expect(got.xattrs).toBeNull();
+    expect(Array.from(got.sizes)).toEqual([
       5,
       70_000,
       -ENOENT,
@@ -45,13 +53,43 @@ describe('readFiles', () => {
     const a = path.join(dir, 'a');
     fs.writeFileSync(a, 'x');
     fs.utimesSync(a, 1000, 2000); // atime before mtime: relatime would update it on a read
-    await ferryFs.readFiles([a], [1], Buffer.alloc(1));
+    await ferryFs.readFiles([a], [1], Buffer.alloc(1), true);
     expect(fs.statSync(a).atimeMs).toBe(1_000_000);
   });
 
   it('refuses arguments that do not line up', () => {
-    expect(() => ferryFs.readFiles([dir], [1, 2], Buffer.alloc(3))).toThrow(TypeError);
-    expect(() => ferryFs.readFiles([dir], [10], Buffer.alloc(3))).toThrow(/slab/);
+    expect(() => ferryFs.readFiles([dir], [1, 2], Buffer.alloc(3), false)).toThrow(TypeError);
+    expect(() => ferryFs.readFiles([dir], [10], Buffer.alloc(3), false)).toThrow(/slab/);
+    expect(() => (ferryFs.readFiles as (...a: unknown[]) => unknown)([dir], [1], Buffer.alloc(1))).toThrow(
+      TypeError,
+    );
+  });
+
+  it('reads the extended attributes of each file from the same descriptor, names sorted', async () => {
+    const a = path.join(dir, 'a');
+    const b = path.join(dir, 'b');
+    const big = Buffer.alloc(3000, 0x5a); // ext4 holds at most one block of attributes per file
+    fs.writeFileSync(a, 'aa');
+    fs.writeFileSync(b, 'b');
+    ferryFs.setXattr(a, 'user.zeta', Buffer.from('last'));
+    ferryFs.setXattr(a, 'user.alpha', Buffer.from([0, 1, 2, 255]));
+    ferryFs.setXattr(a, 'user.big', big);
+    ferryFs.setXattr(a, 'user.empty', Buffer.alloc(0));
+    const paths = [a, path.join(dir, 'missing'), b, a];
+    const caps = [2, 1, 1, 2];
+    const got = await ferryFs.readFiles(paths, caps, Buffer.alloc(6), true);
+    expect(Array.from(got.sizes)).toEqual([2, -ENOENT, 1, 2]);
+    const lists = parseXattrBlob(got.xattrs!, 4);
+    const wantA = [
+      { name: 'user.alpha', value: Buffer.from([0, 1, 2, 255]).toString('base64') },
+      { name: 'user.big', value: big.toString('base64') },
+      { name: 'user.empty', value: '' },
+      { name: 'user.zeta', value: Buffer.from('last').toString('base64') },
+    ];
+    expect(lists).toEqual([wantA, undefined, undefined, wantA]);
+    // a blob that does not hold exactly the files asked for is refused
+    expect(() => parseXattrBlob(got.xattrs!, 5)).toThrow(/ends early/);
+    expect(() => parseXattrBlob(got.xattrs!, 3)).toThrow(/more than/);
   });
 });
 

@@ -26,9 +26,16 @@ export interface FerryFs {
   readDir(dir: string): Promise<{ errno: number; names: Buffer[]; fields: BigInt64Array }>;
   /**
    * Reads whole files in one thread-pool job (native/batch_io.c): file i into `slab` at the
-   * running sum of `caps`, at most caps[i] bytes. Result i: bytes read, or -errno.
+   * running sum of `caps`, at most caps[i] bytes. sizes[i]: bytes read, or -errno. With
+   * `xattrs`, every file's extended attributes too, read from the same descriptor (the blob
+   * is parsed by parseXattrBlob).
    */
-  readFiles(paths: string[], caps: number[], slab: Buffer): Promise<Int32Array>;
+  readFiles(
+    paths: string[],
+    caps: number[],
+    slab: Buffer,
+    xattrs: boolean,
+  ): Promise<{ sizes: Int32Array; xattrs: Buffer | null }>;
   /**
    * Writes, owns, times and renames whole files in one thread-pool job; 4 ints per item:
    * [step, errno, xattrIndex, xattrErrno] (step: see WriteStep).
@@ -105,4 +112,43 @@ export function splitNs(ns: bigint): [number, number] {
     sec -= 1n;
   }
   return [Number(sec), Number(nsec)];
+}
+
+/** One file's extended attributes as the protocol carries them: sorted by name, values in base64. */
+export type XattrList = { name: string; value: string }[];
+
+/**
+ * Splits readFiles' xattr blob into one list per file (undefined: none), names sorted.
+ * Throws when the blob does not hold exactly `files` records (a bug, not bad input).
+ */
+export function parseXattrBlob(blob: Buffer, files: number): (XattrList | undefined)[] {
+  const out: (XattrList | undefined)[] = [];
+  let at = 0;
+  const u32 = () => {
+    if (at + 4 > blob.length) throw new Error('xattr blob ends early');
+    const v = blob.readUInt32LE(at);
+    at += 4;
+    return v;
+  };
+  const bytes = (n: number) => {
+    if (at + n > blob.length) throw new Error('xattr blob ends early');
+    const b = blob.subarray(at, at + n);
+    at += n;
+    return b;
+  };
+  for (let i = 0; i < files; i++) {
+    const count = u32();
+    if (count === 0) {
+      out.push(undefined);
+      continue;
+    }
+    const list: XattrList = [];
+    for (let k = 0; k < count; k++) {
+      const name = bytes(u32()).toString('utf8');
+      list.push({ name, value: bytes(u32()).toString('base64') });
+    }
+    out.push(list.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)));
+  }
+  if (at !== blob.length) throw new Error('xattr blob holds more than its files');
+  return out;
 }

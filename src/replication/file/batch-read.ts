@@ -1,25 +1,32 @@
-import { ferryFs } from '../../native/index.js';
+import { ferryFs, parseXattrBlob, type XattrList } from '../../native/index.js';
 
 /** Files per thread-pool job, and bytes per job: small enough that several jobs overlap. */
 const BATCH_FILES = 16;
 const BATCH_BYTES = 2 << 20;
 
+/** A small file read whole, with the extended attributes read from the same descriptor. */
+export interface WholeFile {
+  data: Buffer;
+  xattrs: XattrList | undefined;
+}
+
 /**
- * Reads whole small files many at a time (native readFiles: open, fstat, read and close of
- * a batch in one thread-pool job, into one buffer). `read()` queues a file and returns
- * its content, or null when it cannot be read that way (the caller then takes the
- * ordinary path, which reports the error). A batch starts when it is full or when
- * `flush()` is called; call flush() before awaiting a file that may still be queued.
+ * Reads whole small files many at a time (native readFiles: open, fstat, read, the
+ * extended attributes and close of a batch in one thread-pool job, into one buffer).
+ * `read()` queues a file and returns its content, or null when it cannot be read that way
+ * (the caller then takes the ordinary path, which reports the error). A batch starts when
+ * it is full or when `flush()` is called; call flush() before awaiting a file that may
+ * still be queued.
  */
 export class BatchReader {
   #paths: string[] = [];
   #caps: number[] = [];
-  #waiters: ((b: Buffer | null) => void)[] = [];
+  #waiters: ((b: WholeFile | null) => void)[] = [];
   #bytes = 0;
 
   /** `size` is the scanned size: a file that grew since is read up to it (the next pass sees the change). */
-  read(abs: string, size: number): Promise<Buffer | null> {
-    const p = new Promise<Buffer | null>((resolve) => this.#waiters.push(resolve));
+  read(abs: string, size: number): Promise<WholeFile | null> {
+    const p = new Promise<WholeFile | null>((resolve) => this.#waiters.push(resolve));
     this.#paths.push(abs);
     this.#caps.push(size);
     this.#bytes += size;
@@ -37,12 +44,13 @@ export class BatchReader {
     this.#caps = [];
     this.#waiters = [];
     this.#bytes = 0;
-    ferryFs.readFiles(paths, caps, slab).then(
-      (got) => {
+    ferryFs.readFiles(paths, caps, slab, true).then(
+      ({ sizes, xattrs }) => {
+        const lists = parseXattrBlob(xattrs!, waiters.length);
         let at = 0;
         for (let i = 0; i < waiters.length; i++) {
-          const n = got[i]!;
-          waiters[i]!(n >= 0 ? slab.subarray(at, at + n) : null);
+          const n = sizes[i]!;
+          waiters[i]!(n >= 0 ? { data: slab.subarray(at, at + n), xattrs: lists[i] } : null);
           at += caps[i]!;
         }
       },

@@ -1,10 +1,10 @@
 import { readlink } from 'node:fs/promises';
-import { ferryFs } from '../../native/index.js';
+import { ferryFs, type XattrList } from '../../native/index.js';
 import type { EntryMessage } from '../../protocol/index.js';
 import type { ScannedEntry } from './scan.js';
 
 /** Reads every extended attribute the process may read (user., security., trusted., ACLs). */
-export function readXattrs(abs: string): { name: string; value: string }[] | undefined {
+export function readXattrs(abs: string): XattrList | undefined {
   let names: string[];
   try {
     names = ferryFs.listXattr(abs);
@@ -12,7 +12,7 @@ export function readXattrs(abs: string): { name: string; value: string }[] | und
     return undefined; // file system without xattrs
   }
   if (names.length === 0) return undefined;
-  const out: { name: string; value: string }[] = [];
+  const out: XattrList = [];
   for (const name of names.sort()) {
     try {
       out.push({ name, value: ferryFs.getXattr(abs, name).toString('base64') });
@@ -33,8 +33,17 @@ export function isSparse(e: ScannedEntry): boolean {
   return e.kind === 'file' && e.stat.blocks * 512n < e.stat.size;
 }
 
-/** The ENTRY message for a scanned entry; `linkTo` makes it a hard link to an earlier path. */
-export async function entryFromScan(e: ScannedEntry, seq: number, linkTo?: string): Promise<EntryMessage> {
+/**
+ * The ENTRY message for a scanned entry; `linkTo` makes it a hard link to an earlier path.
+ * `read.xattrs`, when given, are the attributes already read with the content (else they
+ * are read here).
+ */
+export async function entryFromScan(
+  e: ScannedEntry,
+  seq: number,
+  linkTo?: string,
+  read?: { xattrs: XattrList | undefined },
+): Promise<EntryMessage> {
   const st = e.stat;
   const msg: EntryMessage = {
     seq,
@@ -52,7 +61,7 @@ export async function entryFromScan(e: ScannedEntry, seq: number, linkTo?: strin
   if (e.kind === 'file') msg.size = Number(st.size);
   if (e.kind === 'symlink') msg.linkTarget = await readlink(e.abs);
   if (e.kind === 'chardev' || e.kind === 'blockdev') Object.assign(msg, devParts(st.rdev));
-  const xattrs = e.kind === 'symlink' ? undefined : readXattrs(e.abs);
+  const xattrs = e.kind === 'symlink' ? undefined : read ? read.xattrs : readXattrs(e.abs);
   if (xattrs) msg.xattrs = xattrs;
   return msg;
 }

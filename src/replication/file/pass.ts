@@ -10,7 +10,7 @@ import {
   type Session,
   type SumsMessage,
 } from '../../protocol/index.js';
-import { BatchReader } from './batch-read.js';
+import { BatchReader, type WholeFile } from './batch-read.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
 import { contentHash } from './content-hash.js';
 import { entryFromScan, isSparse } from './entry.js';
@@ -107,7 +107,7 @@ interface Planned {
   renamedFrom?: string;
   /** What the target holds at this path, when a previous pass sent it. */
   prev?: SyncRecord;
-  content?: Promise<Buffer | null>;
+  content?: Promise<WholeFile | null>;
 }
 
 const DELTA_FROM = 1 << 20;
@@ -351,12 +351,13 @@ export async function runSendPass(opts: {
     if (p.content) windowBytes -= p.cur.size;
     const { e, cur } = p;
     seq++;
+    if (p.content) smallFiles.flush(); // a no-op unless this file's batch is still being filled
+    const whole = p.content ? await p.content : null;
     const entry: EntryMessage = p.renamedFrom
       ? { ...(await entryFromScan(e, seq)), kind: 'hardlink', linkTo: p.renamedFrom, renamed: true }
-      : await entryFromScan(e, seq, p.firstPath);
+      : await entryFromScan(e, seq, p.firstPath, whole ?? undefined);
     if (p.renamedFrom) delete entry.size;
-    if (p.content) smallFiles.flush(); // a no-op unless this file's batch is still being filled
-    const data = p.content ? await p.content : null;
+    const data = whole?.data ?? null;
     if (data) entry.size = data.length; // what was read is what is sent and hashed
     pending.set(seq, { kind: 'put', rec: cur, dir: entry.kind === 'dir' });
     // a small file travels as one FILE message (the session frames it); a large file's ENTRY
