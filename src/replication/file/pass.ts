@@ -42,6 +42,11 @@ export interface SyncStateStore {
   beginPass(): number;
   lookup(path: string): SyncRecord | undefined;
   markSeen(path: string, gen: number): void;
+  /**
+   * When the store holds exactly `rec` (every field equal), stamps `gen` on it and returns
+   * true: the common case of a sync in one step. Optional: lookup + markSeen otherwise.
+   */
+  markSeenIfUnchanged?(rec: SyncRecord, gen: number): boolean;
   record(rec: SyncRecord, gen: number): void;
   remove(path: string): void;
   unseen(gen: number): Iterable<string>;
@@ -300,12 +305,13 @@ export async function runSendPass(opts: {
     for await (const e of scanTree(opts.root, scanOpts)) {
       abortIfAsked();
       const cur = toRecord(e);
-      const prev = state.lookup(e.path);
-      if (prev) state.markSeen(e.path, gen);
       const inodeKey = e.kind !== 'dir' && e.stat.nlink > 1n ? `${e.stat.dev}:${e.stat.ino}` : undefined;
       const firstPath = inodeKey ? firstPathOfInode.get(inodeKey) : undefined;
       if (inodeKey && !firstPath) firstPathOfInode.set(inodeKey, e.path);
-      if (prev && unchanged(prev, cur)) {
+      const same = state.markSeenIfUnchanged?.(cur, gen) ?? false;
+      const prev = same ? undefined : state.lookup(e.path);
+      if (prev) state.markSeen(e.path, gen);
+      if (same || (prev && unchanged(prev, cur))) {
         unchangedCount++;
         if (e.kind === 'file') {
           progress.bytes += cur.size;

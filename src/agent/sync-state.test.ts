@@ -1,0 +1,57 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { SyncRecord } from '../replication/file/index.js';
+import { SqliteSyncState } from './sync-state.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-state-'));
+});
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const rec: SyncRecord = {
+  path: 'etc/hosts',
+  kind: 'file',
+  size: 1234,
+  mtimeNs: '1700000000123456789',
+  ctimeNs: '1700000000987654321',
+  ino: '424242',
+  mode: 0o100644,
+  uid: 0,
+  gid: 0,
+};
+
+describe('SqliteSyncState', () => {
+  it('stamps an entry seen in one step only when every field is as recorded', () => {
+    const state = new SqliteSyncState(path.join(dir, 'sync.db'));
+    const g1 = state.beginPass();
+    state.record(rec, g1);
+    state.record({ ...rec, path: 'etc/other' }, g1);
+    expect(state.lookup('etc/hosts')).toEqual(rec);
+    const g2 = state.beginPass();
+    const changed: Partial<SyncRecord>[] = [
+      { kind: 'symlink' },
+      { size: 1235 },
+      { mtimeNs: '1700000000123456780' },
+      { ctimeNs: '1700000000987654320' },
+      { ino: '424243' },
+      { mode: 0o100600 },
+      { uid: 1 },
+      { gid: 1 },
+      { path: 'etc/missing' },
+    ];
+    for (const c of changed)
+      expect(state.markSeenIfUnchanged({ ...rec, ...c }, g2), JSON.stringify(c)).toBe(false);
+    // none of those stamped anything: both entries are still unseen in this pass
+    expect([...state.unseen(g2)].sort()).toEqual(['etc/hosts', 'etc/other']);
+    expect(state.markSeenIfUnchanged(rec, g2)).toBe(true);
+    expect([...state.unseen(g2)]).toEqual(['etc/other']);
+    state.close();
+    // recorded for good: a new process sees the same
+    const again = new SqliteSyncState(path.join(dir, 'sync.db'));
+    expect(again.lookup('etc/hosts')).toEqual(rec);
+    again.close();
+  });
+});
