@@ -110,9 +110,9 @@ export function isExcluded(rel: string, excludes: readonly string[]): boolean {
   return excludes.some((x) => rel === x || rel.startsWith(`${x}/`));
 }
 
-/** Directories listed ahead of the walk, at most, and per directory entered. */
+/** Directories listed ahead of the walk, at most, and the next siblings kept listing. */
 const AHEAD_DIRS = 16;
-const AHEAD_PER_DIR = 3;
+const AHEAD_PER_DIR = 4;
 
 interface Listing {
   /** Valid UTF-8 names, sorted, not excluded, each with its index in `fields`. */
@@ -136,7 +136,7 @@ class DirLoader {
     return ferryFs.readDir(absDir);
   }
   prefetch(absDirs: string[]): void {
-    for (const d of absDirs.slice(0, AHEAD_PER_DIR)) {
+    for (const d of absDirs) {
       if (this.#ahead.size >= AHEAD_DIRS) return;
       if (this.#ahead.has(d)) continue;
       const p = ferryFs.readDir(d);
@@ -220,7 +220,11 @@ async function* walk(root: string, relDir: string, ctx: WalkContext): AsyncGener
     if (mode > 0 && (mode & C.S_IFMT) === C.S_IFDIR && !ctx.emptyDirs.has(rel))
       subdirs.push(path.join(root, rel));
   }
-  ctx.loader.prefetch(subdirs);
+  // the next AHEAD_PER_DIR subdirectories are always being listed: a window that slides as
+  // the walk enters each one (on a cold disk, listing only the first few left the walk
+  // waiting for every later sibling)
+  let nextSub = 0;
+  ctx.loader.prefetch(subdirs.slice(0, AHEAD_PER_DIR));
   for (const { name, index } of entries) {
     const rel = relDir === '' ? name : `${relDir}/${name}`;
     const abs = path.join(root, rel);
@@ -234,6 +238,10 @@ async function* walk(root: string, relDir: string, ctx: WalkContext): AsyncGener
     if (!kind) continue;
     if (++ctx.n % 1000 === 0) await yieldToLoop();
     yield { path: rel, abs, kind, stat: st };
-    if (kind === 'dir' && !ctx.emptyDirs.has(rel)) yield* walk(root, rel, ctx);
+    if (kind === 'dir' && !ctx.emptyDirs.has(rel)) {
+      nextSub++;
+      ctx.loader.prefetch(subdirs.slice(nextSub, nextSub + AHEAD_PER_DIR));
+      yield* walk(root, rel, ctx);
+    }
   }
 }
