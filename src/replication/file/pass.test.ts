@@ -33,12 +33,22 @@ async function pass(
   state: SqliteSyncState,
   excludes: string[] = [],
   keep: string[] = [],
+  maxUnacked?: number,
 ) {
   const [a, b] = duplexPair();
   const writer = await TreeWriter.open(dst, log);
   const progress: PassProgress = { bytes: 0, files: 0, bytesSent: 0 };
   const [sent, received] = await Promise.all([
-    runSendPass({ session: new Session(a), root: src, excludes, keep, state, progress, detectRenames: true }),
+    runSendPass({
+      session: new Session(a),
+      root: src,
+      excludes,
+      keep,
+      state,
+      progress,
+      detectRenames: true,
+      ...(maxUnacked ? { maxUnacked } : {}),
+    }),
     receivePass(new Session(b), writer, log),
   ]);
   expect(received.committed).toBe(true);
@@ -82,6 +92,30 @@ describe('file-level pass over an in-memory connection', () => {
       state.close();
     },
   );
+
+  it('keeps at most maxUnacked entries waiting for their ACK, and still copies everything', async () => {
+    const src = path.join(dir, 'src');
+    const dst = path.join(dir, 'dst');
+    for (let d = 0; d < 20; d++) {
+      fs.mkdirSync(path.join(src, `d${d}`), { recursive: true });
+      for (let f = 0; f < 100; f++) fs.writeFileSync(path.join(src, `d${d}`, `f${f}`), '');
+    }
+    fs.mkdirSync(dst);
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    const first = await pass(src, dst, state, [], [], 50);
+    expect(compareTrees(src, dst)).toEqual([]);
+    expect(first.sent.entriesSent).toBe(2020);
+    expect(first.sent.peakUnacked).toBeGreaterThan(0);
+    expect(first.sent.peakUnacked).toBeLessThanOrEqual(50);
+    // deletions wait for room the same way
+    fs.rmSync(path.join(src, 'd3'), { recursive: true });
+    for (let f = 0; f < 100; f++) fs.rmSync(path.join(src, 'd4', `f${f}`));
+    const sync = await pass(src, dst, state, [], [], 50);
+    expect(sync.sent.deleted).toBeGreaterThan(50);
+    expect(sync.sent.peakUnacked).toBeLessThanOrEqual(50);
+    expect(compareTrees(src, dst)).toEqual([]);
+    state.close();
+  });
 
   it('replaces a directory by a file and a file by a directory', async () => {
     const src = path.join(dir, 'src');

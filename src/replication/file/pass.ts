@@ -71,6 +71,8 @@ export interface PassResult {
   readonly rejected: number;
   readonly bytesSent: number;
   readonly unchanged: number;
+  /** The most entries that were waiting for their ACK at once (at most maxUnacked). */
+  readonly peakUnacked: number;
 }
 
 function toRecord(e: ScannedEntry): SyncRecord {
@@ -180,6 +182,12 @@ async function sendChangedBlocks(
  */
 const PREFETCH_FILE_BYTES = 1 << 20;
 const PREFETCH_FILES = 256;
+/**
+ * Entries sent and not yet acknowledged, at most. Bytes in flight are bounded by the
+ * session's queue, but a tree of empty files puts tens of thousands of entries in a few
+ * MiB: this keeps the records waiting for their ACK bounded whatever the speeds.
+ */
+const MAX_UNACKED = 8192;
 const PREFETCH_BYTES = 32 << 20;
 
 /**
@@ -210,6 +218,8 @@ export async function runSendPass(opts: {
    * elsewhere), and send changed large files block by block against the target's copy.
    */
   detectRenames?: boolean;
+  /** Entries sent and not yet acknowledged, at most (default MAX_UNACKED). */
+  maxUnacked?: number;
 }): Promise<PassResult> {
   const { session, state, progress } = opts;
   const gen = state.beginPass();
@@ -233,6 +243,23 @@ export async function runSendPass(opts: {
   // The target applies a directory's metadata only at COMMIT: a directory is recorded as
   // done when the pass commits, so an interrupted pass sends it again.
   const dirsAcked: SyncRecord[] = [];
+  let wakeSender: (() => void) | null = null;
+  const wake = () => {
+    wakeSender?.();
+    wakeSender = null;
+  };
+  /** Waits while MAX_UNACKED entries await their ACK (throws when the pass fails). */
+  const maxUnacked = opts.maxUnacked ?? MAX_UNACKED;
+  let peakUnacked = 0;
+  const roomForMore = async () => {
+    while (pending.size >= maxUnacked)
+      await Promise.race([
+        new Promise<void>((resolve) => {
+          wakeSender = resolve;
+        }),
+        committed,
+      ]);
+  };
   const acknowledge = (upTo: number) => {
     for (const [s, p] of pending) {
       if (s > upTo) break;
@@ -241,6 +268,7 @@ export async function runSendPass(opts: {
       else state.remove(p.path);
       pending.delete(s);
     }
+    wake();
   };
 
   const sumsWaiters = new Map<number, (s: SumsMessage) => void>();
@@ -251,6 +279,7 @@ export async function runSendPass(opts: {
       else if (msg.type === 'reject') {
         rejected++;
         pending.delete(msg.body.seq);
+        wake();
       } else if (msg.type === 'committed' && msg.body.seq === commitSeq) {
         acknowledge(commitSeq);
         for (const rec of dirsAcked) state.record(rec, gen);
@@ -365,7 +394,9 @@ export async function runSendPass(opts: {
     if (p.renamedFrom) delete entry.size;
     const data = whole?.data ?? null;
     if (data) entry.size = data.length; // what was read is what is sent and hashed
+    await roomForMore();
     pending.set(seq, { kind: 'put', rec: cur, dir: entry.kind === 'dir' });
+    peakUnacked = Math.max(peakUnacked, pending.size);
     // a small file travels as one FILE message (the session frames it); a large file's ENTRY
     // is sent below, as it may carry resumeFrom or deltaBlockSize
     if (entry.kind !== 'file') await send({ type: 'entry', body: entry });
@@ -436,7 +467,9 @@ export async function runSendPass(opts: {
   for (const path of state.unseen(gen)) {
     abortIfAsked();
     seq++;
+    await roomForMore();
     pending.set(seq, { kind: 'delete', path });
+    peakUnacked = Math.max(peakUnacked, pending.size);
     await send({ type: 'delete', body: { seq, path } });
     deleted++;
   }
@@ -445,5 +478,12 @@ export async function runSendPass(opts: {
   await committed;
   await reader.catch(() => {}); // the target closes after our end; its close is not an error now
   state.flush();
-  return { entriesSent: sent, deleted, rejected, bytesSent: progress.bytesSent, unchanged: unchangedCount };
+  return {
+    entriesSent: sent,
+    deleted,
+    rejected,
+    bytesSent: progress.bytesSent,
+    unchanged: unchangedCount,
+    peakUnacked,
+  };
 }
