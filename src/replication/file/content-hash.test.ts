@@ -7,6 +7,7 @@ import {
   hashingStats,
   hashingThreads,
   resolveHashThreads,
+  stopHashingThread,
 } from './content-hash.js';
 
 const MiB = 1024 * 1024;
@@ -126,6 +127,33 @@ describe('content hash', () => {
     const again = contentHash();
     await again.update(Buffer.from('abc'));
     expect(await again.digest()).toBe(blake3(Buffer.from('abc')).toString('hex'));
+  });
+
+  it('starts a new thread for the next file when the thread dies under a hash', async () => {
+    configureHashing(1);
+    const doomed = contentHash();
+    const early = contentHash(); // opened before the crash, fed after it
+    const zeros = Buffer.alloc(MiB);
+    for (let i = 0; i < 64; i++) void doomed.update(zeros);
+    const digest = doomed.digest();
+    await stopHashingThread();
+    const err = await digest.then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(isFerryError(err) && err.code === 'FERRY_INTERNAL').toBe(true);
+    expect(hashingThreads()).toBe(1);
+    // a file begun before the crash but never fed, and a new one: both hashed in a new thread
+    const before = hashingStats().threadBytes;
+    const fresh = contentHash();
+    const data = pattern(3 * MiB, 9);
+    await fresh.update(data);
+    await early.update(data);
+    expect(await fresh.digest()).toBe(blake3(data).toString('hex'));
+    expect(await early.digest()).toBe(blake3(data).toString('hex'));
+    expect(hashingStats().threadBytes - before).toBe(2 * data.length);
+    // the dead thread's hash cannot be fed any more
+    expect(() => doomed.update(zeros)).toThrow(/after its digest/);
   });
 
   it('accepts auto, 0 and 1 only', () => {

@@ -63,13 +63,19 @@ type FromWorker = { op: 'hashed'; slot: number; length: number } | { op: 'digest
 /** Work not yet handed to the thread, in order: a chunk waits here for a free slot. */
 type Backlog = { op: 'update'; id: number; chunk: Buffer } | Exclude<ToWorker, { op: 'update' }>;
 
-/** One hashing thread: started on first use, unref'd so it never keeps the process alive. */
+/**
+ * One hashing thread: started on first use, unref'd so it never keeps the process alive.
+ * If it dies, the hashes it held fail (FERRY_INTERNAL: the pass fails and is retried) and
+ * the next file starts a new thread.
+ */
 class HashWorker {
   #worker: Worker | null = null;
   #ring: Buffer | null = null;
   #free: number[] = [];
   #backlog: Backlog[] = [];
-  #failure: FerryError | null = null;
+  /** Counts the threads that died: a hash fed to an earlier one cannot go on. */
+  #generation = 0;
+  #lastFailure: FerryError | null = null;
   #roomWaiters: (() => void)[] = [];
   #digests = new Map<number, { resolve: (hex: string) => void; reject: (e: Error) => void }>();
   #nextId = 1;
@@ -83,6 +89,7 @@ class HashWorker {
     const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { blake, ring, slotBytes: SLOT_BYTES } });
     w.unref();
     w.on('message', (m: FromWorker) => {
+      if (this.#worker !== w) return; // a thread that already died
       if (m.op === 'hashed') {
         stats.threadBytes += m.length;
         this.#free.push(m.slot);
@@ -94,11 +101,15 @@ class HashWorker {
       }
     });
     const die = (why: string) => {
-      this.#failure ??= new FerryError('FERRY_INTERNAL', `the hashing thread stopped: ${why}`);
+      if (this.#worker !== w) return; // 'exit' after 'error'
+      const failure = new FerryError('FERRY_INTERNAL', `the hashing thread stopped: ${why}`);
+      this.#lastFailure = failure;
+      this.#generation++;
       this.#worker = null;
+      this.#ring = null;
       this.#backlog = [];
       for (const wake of this.#roomWaiters.splice(0)) wake();
-      for (const d of this.#digests.values()) d.reject(this.#failure);
+      for (const d of this.#digests.values()) d.reject(failure);
       this.#digests.clear();
     };
     w.on('error', (e) => die(e.message));
@@ -129,8 +140,9 @@ class HashWorker {
     for (const wake of this.#roomWaiters.splice(0)) wake();
   }
 
-  #enqueue(item: Backlog): void {
-    if (this.#failure) throw this.#failure;
+  /** Queues work for the thread of `generation` (throws if that thread died). */
+  #enqueue(item: Backlog, generation: number): void {
+    if (generation !== this.#generation) throw this.#lastFailure!;
     this.#start();
     this.#backlog.push(item);
     this.#pump();
@@ -138,25 +150,27 @@ class HashWorker {
 
   open(): ContentHash {
     const id = this.#nextId++;
-    let fed = false;
+    /** The thread this hash lives in, from its first bytes (null: not fed yet). */
+    let generation: number | null = null;
     let over = false;
     return {
       update: (chunk) => {
         if (over) throw new FerryError('FERRY_INTERNAL', 'content hash fed after its digest');
         if (chunk.length === 0) return undefined;
-        this.#enqueue({ op: 'update', id, chunk });
-        fed = true;
+        generation ??= this.#generation;
+        this.#enqueue({ op: 'update', id, chunk }, generation);
         if (this.#backlog.length === 0) return undefined;
         return new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
       },
       digest: () => {
         if (over) return Promise.reject(new FerryError('FERRY_INTERNAL', 'content hash digested twice'));
         over = true;
-        if (!fed) return Promise.resolve(inlineDigest());
+        if (generation === null) return Promise.resolve(inlineDigest());
+        const g = generation;
         return new Promise<string>((resolve, reject) => {
           this.#digests.set(id, { resolve, reject });
           try {
-            this.#enqueue({ op: 'digest', id });
+            this.#enqueue({ op: 'digest', id }, g);
           } catch (e) {
             this.#digests.delete(id);
             reject(e);
@@ -166,7 +180,7 @@ class HashWorker {
       discard: () => {
         if (over) return;
         over = true;
-        if (fed && !this.#failure) this.#enqueue({ op: 'discard', id });
+        if (generation === this.#generation) this.#enqueue({ op: 'discard', id }, generation);
       },
     };
   }
@@ -230,6 +244,14 @@ export function configureHashing(threads: HashThreads): number {
     worker = null;
   } else worker ??= new HashWorker();
   return n;
+}
+
+/**
+ * Stops the current hashing thread as if it had crashed (tests): the hashes it held fail,
+ * the next large file starts a new thread.
+ */
+export async function stopHashingThread(): Promise<void> {
+  await worker?.close();
 }
 
 /** Whether hashing runs on a worker thread now. */
