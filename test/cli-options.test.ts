@@ -1,0 +1,45 @@
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const FERRY = path.join(import.meta.dirname, '..', 'bin', 'ferry.js');
+
+function ferry(args: string[], env: Record<string, string> = {}) {
+  return spawnSync(process.execPath, [FERRY, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    timeout: 30_000,
+  });
+}
+
+describe('--hash-threads', () => {
+  it('is listed by agent --help and target --help, with its environment variable', () => {
+    for (const program of ['agent', 'target']) {
+      const r = ferry([program, '--help']);
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(/--hash-threads <n>[\s\S]*worker thread[\s\S]*FERRY_HASH_THREADS/);
+    }
+  });
+
+  it('refuses anything but auto, 0 and 1 (flag or environment) with FERRY_CONFIG and exit code 2', () => {
+    const common = ['--registration-token-file', '/nonexistent/token'];
+    const bad = [
+      ferry(['agent', ...common, '--hash-threads', '2']),
+      ferry([
+        'target',
+        ...common,
+        '--listen',
+        '127.0.0.1:1',
+        '--root',
+        '/nonexistent',
+        '--hash-threads',
+        'many',
+      ]),
+      ferry(['agent', ...common], { FERRY_HASH_THREADS: '4' }),
+    ];
+    for (const r of bad) {
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(/FERRY_CONFIG: --hash-threads must be auto, 0 or 1/);
+    }
+  });
+});
