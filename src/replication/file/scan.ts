@@ -110,9 +110,13 @@ export function isExcluded(rel: string, excludes: readonly string[]): boolean {
   return excludes.some((x) => rel === x || rel.startsWith(`${x}/`));
 }
 
-/** Directories listed ahead of the walk, at most, and the next siblings kept listing. */
+/**
+ * Directories listed ahead of the walk, at most, and the next siblings kept listing. Four
+ * siblings scanned 100,000 cold entries ~5% faster than three but raised the scan's peak
+ * RSS from 82 to 92 MiB (more listing jobs at once): three keeps the agent's memory margin.
+ */
 const AHEAD_DIRS = 16;
-const AHEAD_PER_DIR = 4;
+const AHEAD_PER_DIR = 3;
 
 interface Listing {
   /** Valid UTF-8 names, sorted, not excluded, each with its index in `fields`. */
