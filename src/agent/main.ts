@@ -24,8 +24,8 @@ export interface AgentOptions {
   readonly heartbeatMs?: number;
   readonly inventoryRefreshMs?: number;
   readonly retryDeadlineMs?: number;
-  /** Where large files are hashed: a worker thread (1), the event loop (0), or auto (1 from 4 cores). */
-  readonly hashThreads?: HashThreads;
+  /** Where large files are hashed: a worker thread (1), the event loop (0), or auto (1 from 4 cores); a string as given on the command line is checked here (FERRY_CONFIG). */
+  readonly hashThreads?: string | HashThreads;
 }
 
 export interface RunningAgent {

@@ -81,20 +81,14 @@ const program = new Command('ferry')
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 /** The global flags a daemon (agent, target) uses: where the console is, and its logger. */
-/** `--hash-threads auto|0|1`, shared by agent and target. */
+/** `--hash-threads auto|0|1`, shared by agent and target (checked when the program starts). */
 function hashThreadsOption(): Option {
   return new Option(
     '--hash-threads <n>',
     'hash large files in a worker thread (1) or on the main thread (0); auto = 1 from 4 cores',
   )
     .env('FERRY_HASH_THREADS')
-    .default('auto')
-    .argParser((v) => {
-      if (v === 'auto') return v;
-      if (v !== '0' && v !== '1')
-        throw new FerryError('FERRY_CONFIG', `--hash-threads must be auto, 0 or 1, not ${JSON.stringify(v)}`);
-      return Number(v);
-    });
+    .default('auto');
 }
 
 function daemonFlags(cmd: Command): { console: { consoleUrl: string; caFile: string }; logger: Logger } {
@@ -190,7 +184,7 @@ program
         root: string;
         stateDir: string;
         retryDeadline: number;
-        hashThreads: number | 'auto';
+        hashThreads: string;
       },
       cmd: Command,
     ) => {
@@ -271,7 +265,7 @@ program
         disk?: string[];
         staging?: string;
         stateDir: string;
-        hashThreads: number | 'auto';
+        hashThreads: string;
       },
       cmd: Command,
     ) => {

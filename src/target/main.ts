@@ -48,8 +48,8 @@ export interface TargetOptions {
   readonly stateDir: string;
   readonly logger: Logger;
   readonly heartbeatMs?: number;
-  /** Where large files are hashed: a worker thread (1), the event loop (0), or auto (1 from 4 cores). */
-  readonly hashThreads?: HashThreads;
+  /** Where large files are hashed: a worker thread (1), the event loop (0), or auto (1 from 4 cores); a string as given on the command line is checked here (FERRY_CONFIG). */
+  readonly hashThreads?: string | HashThreads;
 }
 
 export interface RunningTarget {
@@ -61,12 +61,12 @@ export interface RunningTarget {
 
 /** Starts `ferry target`. */
 export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
+  const hashThreads = configureHashing(o.hashThreads ?? 'auto');
   const caPem = await readFile(o.caFile, 'utf8').catch((e: Error) => {
     throw new FerryError('FERRY_CONFIG', `--ca-file ${o.caFile}: ${e.message}`);
   });
   if (!o.root === !o.disks?.length)
     throw new FerryError('FERRY_CONFIG', 'give exactly one of --root DIR and --disk DEVICE…');
-  const hashThreads = configureHashing(o.hashThreads ?? 'auto');
   if (o.root) await mkdir(o.root, { recursive: true });
   const disks: TargetDisk[] = [];
   for (const d of o.disks ?? []) {

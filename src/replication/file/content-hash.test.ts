@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { blake3 } from '@napi-rs/blake-hash';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isFerryError } from '../../errors/index.js';
@@ -156,10 +157,13 @@ describe('content hash', () => {
     expect(() => doomed.update(zeros)).toThrow(/after its digest/);
   });
 
-  it('accepts auto, 0 and 1 only', () => {
-    expect([0, 1]).toContain(resolveHashThreads('auto'));
+  it('accepts auto, 0 and 1 only, as numbers or as given on the command line', () => {
+    expect(resolveHashThreads('auto')).toBe(os.availableParallelism() >= 4 ? 1 : 0);
     expect(resolveHashThreads(0)).toBe(0);
     expect(resolveHashThreads(1)).toBe(1);
-    expect(() => resolveHashThreads(2)).toThrow(/auto, 0 .* or 1/);
+    expect(resolveHashThreads('0')).toBe(0);
+    expect(resolveHashThreads('1')).toBe(1);
+    for (const bad of [2, -1, '2', 'many', '', ' 1'])
+      expect(() => resolveHashThreads(bad), String(bad)).toThrow(/--hash-threads must be auto, 0 or 1/);
   });
 });

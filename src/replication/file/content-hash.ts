@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { Blake3Hasher, blake3 } from '@napi-rs/blake-hash';
 import { FerryError } from '../../errors/index.js';
 
 /**
@@ -25,6 +25,40 @@ export interface ContentHash {
   digest(): Promise<string>;
   /** Forgets the hash (an abandoned file); safe after digest and more than once. */
   discard(): void;
+}
+
+/** The end-to-end hash of a whole small file (FILE frames: both sides, on the event loop). */
+export function wholeFileHash(data: Buffer): string {
+  return blake3(data).toString('hex');
+}
+
+const ZEROS = Buffer.alloc(1 << 20);
+
+/** Feeds `n` zero bytes (the holes of a sparse file, which read as zeros). */
+export async function feedZeros(h: ContentHash, n: number): Promise<void> {
+  for (let left = n; left > 0; left -= ZEROS.length)
+    await h.update(left >= ZEROS.length ? ZEROS : ZEROS.subarray(0, left));
+}
+
+/** Adds the contract every hash keeps: fed only before its digest, digested once. */
+function checked(h: ContentHash): ContentHash {
+  let over = false;
+  return {
+    update: (chunk) => {
+      if (over) throw new FerryError('FERRY_INTERNAL', 'content hash fed after its digest');
+      return h.update(chunk);
+    },
+    digest: () => {
+      if (over) return Promise.reject(new FerryError('FERRY_INTERNAL', 'content hash digested twice'));
+      over = true;
+      return h.digest();
+    },
+    discard: () => {
+      if (over) return;
+      over = true;
+      h.discard();
+    },
+  };
 }
 
 /** Threads used for hashing: 0 = on the event loop. `auto` picks 1 when at least 4 cores are available. */
@@ -152,10 +186,8 @@ class HashWorker {
     const id = this.#nextId++;
     /** The thread this hash lives in, from its first bytes (null: not fed yet). */
     let generation: number | null = null;
-    let over = false;
     return {
       update: (chunk) => {
-        if (over) throw new FerryError('FERRY_INTERNAL', 'content hash fed after its digest');
         if (chunk.length === 0) return undefined;
         generation ??= this.#generation;
         this.#enqueue({ op: 'update', id, chunk }, generation);
@@ -163,9 +195,7 @@ class HashWorker {
         return new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
       },
       digest: () => {
-        if (over) return Promise.reject(new FerryError('FERRY_INTERNAL', 'content hash digested twice'));
-        over = true;
-        if (generation === null) return Promise.resolve(inlineDigest());
+        if (generation === null) return Promise.resolve(wholeFileHash(Buffer.alloc(0)));
         const g = generation;
         return new Promise<string>((resolve, reject) => {
           this.#digests.set(id, { resolve, reject });
@@ -178,8 +208,6 @@ class HashWorker {
         });
       },
       discard: () => {
-        if (over) return;
-        over = true;
         if (generation === this.#generation) this.#enqueue({ op: 'discard', id }, generation);
       },
     };
@@ -191,27 +219,15 @@ class HashWorker {
   }
 }
 
-function inlineDigest(): string {
-  return new Blake3Hasher().digest('hex');
-}
-
 function inlineHash(): ContentHash {
-  let h: Blake3Hasher | null = new Blake3Hasher();
+  const h = new Blake3Hasher();
   return {
     update: (chunk) => {
-      if (!h) throw new FerryError('FERRY_INTERNAL', 'content hash fed after its digest');
       h.update(chunk);
       return undefined;
     },
-    digest: () => {
-      if (!h) return Promise.reject(new FerryError('FERRY_INTERNAL', 'content hash digested twice'));
-      const hex = h.digest('hex');
-      h = null;
-      return Promise.resolve(hex);
-    },
-    discard: () => {
-      h = null;
-    },
+    digest: () => Promise.resolve(h.digest('hex')),
+    discard: () => {},
   };
 }
 
@@ -223,21 +239,29 @@ export function hashingStats(): { readonly threadBytes: number } {
   return { ...stats };
 }
 
-/** Resolves `auto` and range-checks; throws FERRY_CONFIG on anything but auto, 0 or 1. */
-export function resolveHashThreads(v: HashThreads): number {
-  if (v === 'auto') return os.availableParallelism() >= 4 ? 1 : 0;
-  // one file is hashed at a time per stream and BLAKE3's update is sequential: a second
-  // thread would have nothing to do
-  if (v !== 0 && v !== 1)
-    throw new FerryError(
-      'FERRY_CONFIG',
-      `--hash-threads must be auto, 0 (hash on the main thread) or 1 (a worker thread), not ${String(v)}`,
-    );
-  return v;
+/**
+ * `--hash-threads` as given (flag, environment or option): auto, 0 or 1; anything else is
+ * FERRY_CONFIG. One file is hashed at a time per stream and BLAKE3's update is sequential:
+ * a second thread would have nothing to do.
+ */
+export function parseHashThreads(v: string | HashThreads): HashThreads {
+  if (v === 'auto' || v === 0 || v === 1) return v;
+  if (v === '0' || v === '1') return Number(v);
+  throw new FerryError(
+    'FERRY_CONFIG',
+    `--hash-threads must be auto, 0 or 1 (0: on the main thread, 1: in a worker thread), not ${JSON.stringify(v)}`,
+  );
+}
+
+/** Resolves `auto` (1 from four cores) after checking the value as parseHashThreads does. */
+export function resolveHashThreads(v: string | HashThreads): number {
+  const t = parseHashThreads(v);
+  if (t === 'auto') return os.availableParallelism() >= 4 ? 1 : 0;
+  return t;
 }
 
 /** Sets where large files are hashed for this process (the agent and target call it at start). */
-export function configureHashing(threads: HashThreads): number {
+export function configureHashing(threads: string | HashThreads): number {
   const n = resolveHashThreads(threads);
   if (n === 0) {
     void worker?.close();
@@ -264,5 +288,5 @@ const THREAD_FROM_BYTES = 1 << 20;
 
 /** A new content hash for one file of about `sizeHint` bytes, on the configured thread. */
 export function contentHash(sizeHint = Number.POSITIVE_INFINITY): ContentHash {
-  return worker && sizeHint >= THREAD_FROM_BYTES ? worker.open() : inlineHash();
+  return checked(worker && sizeHint >= THREAD_FROM_BYTES ? worker.open() : inlineHash());
 }

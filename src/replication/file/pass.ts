@@ -1,7 +1,6 @@
 import { lstatSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
-import { blake3 } from '@napi-rs/blake-hash';
 import { FerryError, isErrorCode } from '../../errors/index.js';
 import {
   type EntryMessage,
@@ -12,7 +11,7 @@ import {
 } from '../../protocol/index.js';
 import { BatchReader, type WholeFile } from './batch-read.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
-import { contentHash } from './content-hash.js';
+import { contentHash, wholeFileHash } from './content-hash.js';
 import { entryFromScan, isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readFileRegions } from './read-file.js';
@@ -402,7 +401,7 @@ export async function runSendPass(opts: {
     if (entry.kind !== 'file') await send({ type: 'entry', body: entry });
     sent++;
     if (entry.kind === 'file' && data) {
-      const hash = blake3(data).toString('hex'); // small: on the event loop, no hand-off
+      const hash = wholeFileHash(data); // small: on the event loop, no hand-off
       await send({ type: 'file', body: { ...entry, hash }, data });
       progress.bytes += data.length;
       progress.bytesSent += data.length;

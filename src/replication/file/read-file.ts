@@ -1,12 +1,11 @@
 import { closeSync, fstatSync, openSync, read, readSync } from 'node:fs';
 import { FerryError } from '../../errors/index.js';
 import { ferryFs } from '../../native/index.js';
-import { contentHash } from './content-hash.js';
+import { contentHash, feedZeros } from './content-hash.js';
 
 const CHUNK = 1 << 20;
 /** Chunks read ahead in the thread pool while the current one is hashed and sent. */
 const AHEAD = 4;
-const ZEROS = Buffer.alloc(CHUNK);
 
 /**
  * Yields the data regions of a file in order, `{offset, data}` of at most 1 MiB each,
@@ -23,29 +22,26 @@ export async function readFileRegions(
   regions: AsyncGenerator<{ offset: number; data: Buffer }>;
   done: () => Promise<{ hash: string; size: number }>;
 }> {
-  let fd: number;
+  let fd = -1;
+  let end: number;
   try {
     fd = openSync(abs, 'r');
+    end = fstatSync(fd).size;
   } catch (e) {
+    if (fd >= 0) closeSync(fd);
     throw new FerryError('FERRY_SOURCE_READ', `cannot open ${abs}: ${(e as Error).message}`, { cause: e });
   }
-  let hasher = contentHash(0); // replaced once the size is known
+  const hasher = contentHash(end);
   let hashedTo = 0;
-  let size = 0;
   let complete = false;
   const hashZerosTo = async (to: number) => {
-    while (hashedTo < to) {
-      const n = Math.min(CHUNK, to - hashedTo);
-      await hasher.update(n === CHUNK ? ZEROS : ZEROS.subarray(0, n));
-      hashedTo += n;
-    }
+    await feedZeros(hasher, to - hashedTo);
+    hashedTo = Math.max(hashedTo, to);
   };
   // The reads in flight, oldest first: awaited before the descriptor is closed.
   let pending: Promise<{ buf: Buffer; n: number }>[] = [];
   async function* regions(): AsyncGenerator<{ offset: number; data: Buffer }> {
     try {
-      const end = fstatSync(fd).size;
-      hasher = contentHash(end);
       let pos = 0;
       while (pos < end) {
         let dataStart = pos;
@@ -101,8 +97,7 @@ export async function readFileRegions(
         }
         pos = dataEnd;
       }
-      size = end;
-      await hashZerosTo(size);
+      await hashZerosTo(end);
       complete = true;
     } catch (e) {
       if (e instanceof FerryError) throw e;
@@ -113,5 +108,5 @@ export async function readFileRegions(
       closeSync(fd);
     }
   }
-  return { regions: regions(), done: async () => ({ hash: await hasher.digest(), size }) };
+  return { regions: regions(), done: async () => ({ hash: await hasher.digest(), size: end }) };
 }

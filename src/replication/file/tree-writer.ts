@@ -27,7 +27,6 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import { getSystemErrorName, promisify } from 'node:util';
-import { blake3 } from '@napi-rs/blake-hash';
 import { FerryError } from '../../errors/index.js';
 import { type BatchWriteItem, errnoError, ferryFs, splitNs, WriteStep } from '../../native/index.js';
 import {
@@ -37,11 +36,10 @@ import {
   validatePath,
 } from '../../protocol/index.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
-import { type ContentHash, contentHash } from './content-hash.js';
+import { type ContentHash, contentHash, feedZeros, wholeFileHash } from './content-hash.js';
 
 const run = promisify(execFile);
 const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, socket: C.S_IFSOCK } as const;
-const ZEROS = Buffer.alloc(1 << 20);
 const INFLIGHT_MIN_BYTES = 4096 + 16;
 const WRITE_BEHIND_FROM = 1 << 20;
 const FLUSH_EVERY_BYTES = 256 << 20;
@@ -455,7 +453,7 @@ export class TreeWriter {
    */
   async queueFile(e: EntryMessage, data: Buffer, hash: string): Promise<{ placed: Promise<void> }> {
     if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE before the previous file ended');
-    if (blake3(data).toString('hex') !== hash) throw checksumMismatch(e.path);
+    if (wholeFileHash(data) !== hash) throw checksumMismatch(e.path);
     if (this.#partial?.path === e.path) this.#dropPartial();
     const parentAbs = (await this.#parent(e.path, true))!;
     this.#touch(parentOf(e.path));
@@ -845,11 +843,9 @@ export class TreeWriter {
   }
 
   async #hashZeros(f: OpenFile, to: number): Promise<void> {
-    while (f.hashedTo < to) {
-      const n = Math.min(ZEROS.length, to - f.hashedTo);
-      await f.hasher.update(n === ZEROS.length ? ZEROS : ZEROS.subarray(0, n));
-      f.hashedTo += n;
-    }
+    if (f.hashedTo >= to) return;
+    await feedZeros(f.hasher, to - f.hashedTo);
+    f.hashedTo = to;
   }
 
   /** Verifies the whole file's hash, then gives it its metadata and puts it in place. */
