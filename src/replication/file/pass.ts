@@ -43,9 +43,9 @@ export interface SyncStateStore {
   markSeen(path: string, gen: number): void;
   /**
    * When the store holds exactly `rec` (every field equal), stamps `gen` on it and returns
-   * true: the common case of a sync in one step. Optional: lookup + markSeen otherwise.
+   * true: how a pass recognises an unchanged entry, in one step.
    */
-  markSeenIfUnchanged?(rec: SyncRecord, gen: number): boolean;
+  markSeenIfUnchanged(rec: SyncRecord, gen: number): boolean;
   record(rec: SyncRecord, gen: number): void;
   remove(path: string): void;
   unseen(gen: number): Iterable<string>;
@@ -87,19 +87,6 @@ function toRecord(e: ScannedEntry): SyncRecord {
     uid: Number(st.uid),
     gid: Number(st.gid),
   };
-}
-
-function unchanged(prev: SyncRecord, cur: SyncRecord): boolean {
-  return (
-    prev.kind === cur.kind &&
-    prev.size === cur.size &&
-    prev.mtimeNs === cur.mtimeNs &&
-    prev.ctimeNs === cur.ctimeNs &&
-    prev.ino === cur.ino &&
-    prev.mode === cur.mode &&
-    prev.uid === cur.uid &&
-    prev.gid === cur.gid
-  );
 }
 
 type Pending = { kind: 'put'; rec: SyncRecord; dir: boolean } | { kind: 'delete'; path: string };
@@ -247,10 +234,10 @@ export async function runSendPass(opts: {
     wakeSender?.();
     wakeSender = null;
   };
-  /** Waits while MAX_UNACKED entries await their ACK (throws when the pass fails). */
   const maxUnacked = opts.maxUnacked ?? MAX_UNACKED;
   let peakUnacked = 0;
-  const roomForMore = async () => {
+  /** Notes an entry as awaiting its ACK, first waiting while maxUnacked do (throws when the pass fails). */
+  const expectAck = async (s: number, p: Pending) => {
     while (pending.size >= maxUnacked)
       await Promise.race([
         new Promise<void>((resolve) => {
@@ -258,6 +245,8 @@ export async function runSendPass(opts: {
         }),
         committed,
       ]);
+    pending.set(s, p);
+    peakUnacked = Math.max(peakUnacked, pending.size);
   };
   const acknowledge = (upTo: number) => {
     for (const [s, p] of pending) {
@@ -336,10 +325,7 @@ export async function runSendPass(opts: {
       const inodeKey = e.kind !== 'dir' && e.stat.nlink > 1n ? `${e.stat.dev}:${e.stat.ino}` : undefined;
       const firstPath = inodeKey ? firstPathOfInode.get(inodeKey) : undefined;
       if (inodeKey && !firstPath) firstPathOfInode.set(inodeKey, e.path);
-      const same = state.markSeenIfUnchanged?.(cur, gen) ?? false;
-      const prev = same ? undefined : state.lookup(e.path);
-      if (prev) state.markSeen(e.path, gen);
-      if (same || (prev && unchanged(prev, cur))) {
+      if (state.markSeenIfUnchanged(cur, gen)) {
         unchangedCount++;
         if (e.kind === 'file') {
           progress.bytes += cur.size;
@@ -347,6 +333,8 @@ export async function runSendPass(opts: {
         }
         continue;
       }
+      const prev = state.lookup(e.path);
+      if (prev) state.markSeen(e.path, gen); // changed, still there: not to be deleted
       const renamedFrom =
         !prev && opts.detectRenames && e.kind === 'file' && !inodeKey ? renameSource(cur) : undefined;
       if (renamedFrom) {
@@ -393,9 +381,7 @@ export async function runSendPass(opts: {
     if (p.renamedFrom) delete entry.size;
     const data = whole?.data ?? null;
     if (data) entry.size = data.length; // what was read is what is sent and hashed
-    await roomForMore();
-    pending.set(seq, { kind: 'put', rec: cur, dir: entry.kind === 'dir' });
-    peakUnacked = Math.max(peakUnacked, pending.size);
+    await expectAck(seq, { kind: 'put', rec: cur, dir: entry.kind === 'dir' });
     // a small file travels as one FILE message (the session frames it); a large file's ENTRY
     // is sent below, as it may carry resumeFrom or deltaBlockSize
     if (entry.kind !== 'file') await send({ type: 'entry', body: entry });
@@ -466,9 +452,7 @@ export async function runSendPass(opts: {
   for (const path of state.unseen(gen)) {
     abortIfAsked();
     seq++;
-    await roomForMore();
-    pending.set(seq, { kind: 'delete', path });
-    peakUnacked = Math.max(peakUnacked, pending.size);
+    await expectAck(seq, { kind: 'delete', path });
     await send({ type: 'delete', body: { seq, path } });
     deleted++;
   }

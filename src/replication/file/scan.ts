@@ -32,32 +32,11 @@ export interface ScanStat {
 class DirStat {
   readonly f: BigInt64Array;
   readonly at: number;
-  readonly #type: number;
+  readonly type: number;
   constructor(fields: BigInt64Array, index: number) {
     this.f = fields;
     this.at = index * LSTAT_FIELDS;
-    this.#type = Number(fields[this.at + F.mode]!) & C.S_IFMT;
-  }
-  isDirectory() {
-    return this.#type === C.S_IFDIR;
-  }
-  isFile() {
-    return this.#type === C.S_IFREG;
-  }
-  isSymbolicLink() {
-    return this.#type === C.S_IFLNK;
-  }
-  isFIFO() {
-    return this.#type === C.S_IFIFO;
-  }
-  isCharacterDevice() {
-    return this.#type === C.S_IFCHR;
-  }
-  isBlockDevice() {
-    return this.#type === C.S_IFBLK;
-  }
-  isSocket() {
-    return this.#type === C.S_IFSOCK;
+    this.type = Number(fields[this.at + F.mode]!) & C.S_IFMT;
   }
 }
 // mode, uid, … ctimeNs: one getter per readDir field, each reading its slot
@@ -67,10 +46,26 @@ for (const [name, slot] of Object.entries(F))
       return this.f[this.at + slot];
     },
   });
+// isDirectory(), isFile(), …: one test per file type, as fs.Stats has them
+const TYPE_TESTS: Record<Extract<keyof ScanStat, `is${string}`>, number> = {
+  isDirectory: C.S_IFDIR,
+  isFile: C.S_IFREG,
+  isSymbolicLink: C.S_IFLNK,
+  isFIFO: C.S_IFIFO,
+  isCharacterDevice: C.S_IFCHR,
+  isBlockDevice: C.S_IFBLK,
+  isSocket: C.S_IFSOCK,
+};
+for (const [name, type] of Object.entries(TYPE_TESTS))
+  Object.defineProperty(DirStat.prototype, name, {
+    value(this: DirStat) {
+      return this.type === type;
+    },
+  });
 // every number field of ScanStat has a readDir slot (a type error here otherwise)
 const slots: Record<Exclude<keyof ScanStat, `is${string}`>, number> = F;
 void slots;
-/** DirStat as the ScanStat its getters make it. */
+/** DirStat as the ScanStat its getters and type tests make it. */
 const dirStat = (fields: BigInt64Array, index: number) => new DirStat(fields, index) as unknown as ScanStat;
 
 export interface ScannedEntry {

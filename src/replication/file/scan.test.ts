@@ -1,0 +1,60 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ferryFs } from '../../native/index.js';
+import { type ScannedEntry, scanTree } from './scan.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-scan-'));
+});
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const TESTS = [
+  'isDirectory',
+  'isFile',
+  'isSymbolicLink',
+  'isFIFO',
+  'isCharacterDevice',
+  'isBlockDevice',
+  'isSocket',
+] as const;
+
+describe('scanTree', () => {
+  it('reports every file type and the lstat fields as fs.lstatSync does', async () => {
+    const p = (n: string) => path.join(dir, n);
+    fs.mkdirSync(p('d/deeper'), { recursive: true });
+    fs.writeFileSync(p('d/file'), 'content');
+    fs.symlinkSync('d/file', p('link'));
+    execFileSync('mkfifo', [p('fifo')]);
+    ferryFs.mknod(p('chr'), fs.constants.S_IFCHR | 0o600, 1, 3);
+    ferryFs.mknod(p('blk'), fs.constants.S_IFBLK | 0o600, 7, 200);
+    const server = net.createServer().listen(p('sock'));
+    await new Promise((resolve) => server.once('listening', resolve));
+    try {
+      const seen: ScannedEntry[] = [];
+      for await (const e of scanTree(dir)) seen.push(e);
+      expect(seen.map((e) => `${e.path}:${e.kind}`)).toEqual([
+        'blk:blockdev',
+        'chr:chardev',
+        'd:dir',
+        'd/deeper:dir',
+        'd/file:file',
+        'fifo:fifo',
+        'link:symlink',
+        'sock:socket',
+      ]);
+      for (const e of seen) {
+        const st = fs.lstatSync(e.abs, { bigint: true });
+        for (const t of TESTS) expect(e.stat[t](), `${e.path} ${t}`).toBe(st[t]());
+        for (const f of ['mode', 'uid', 'gid', 'size', 'ino', 'dev', 'nlink', 'rdev', 'mtimeNs'] as const)
+          expect(e.stat[f], `${e.path} ${f}`).toBe(st[f]);
+      }
+    } finally {
+      server.close();
+    }
+  });
+});
