@@ -92,21 +92,35 @@ typedef struct {
   size_t out_len;
 } job_base;
 
-static void settle(napi_env env, job_base *j, napi_status status) {
-  napi_value ab, arr;
+/* The job's results (out) as an Int32Array; 0 when it cannot be made. */
+static int out_array(napi_env env, job_base *j, napi_value *arr) {
+  napi_value ab;
   void *mem = NULL;
-  if (status == napi_ok && napi_create_arraybuffer(env, j->out_len * sizeof(int32_t), &mem, &ab) == napi_ok &&
-      napi_create_typedarray(env, napi_int32_array, j->out_len, ab, 0, &arr) == napi_ok) {
-    if (j->out_len) memcpy(mem, j->out, j->out_len * sizeof(int32_t));
-    napi_resolve_deferred(env, j->deferred, arr);
+  if (napi_create_arraybuffer(env, j->out_len * sizeof(int32_t), &mem, &ab) != napi_ok ||
+      napi_create_typedarray(env, napi_int32_array, j->out_len, ab, 0, arr) != napi_ok)
+    return 0;
+  if (j->out_len) memcpy(mem, j->out, j->out_len * sizeof(int32_t));
+  return 1;
+}
+
+/* Resolves the job's promise with `value`, or rejects it with `why` when value is NULL; then
+ * lets go of what the job kept alive. */
+static void finish(napi_env env, job_base *j, napi_value value, const char *why) {
+  if (value) {
+    napi_resolve_deferred(env, j->deferred, value);
   } else {
     napi_value msg, err;
-    napi_create_string_utf8(env, "batch job cancelled", NAPI_AUTO_LENGTH, &msg);
+    napi_create_string_utf8(env, why, NAPI_AUTO_LENGTH, &msg);
     napi_create_error(env, NULL, msg, &err);
     napi_reject_deferred(env, j->deferred, err);
   }
-  napi_delete_reference(env, j->keep);
+  if (j->keep) napi_delete_reference(env, j->keep);
   napi_delete_async_work(env, j->work);
+}
+
+static void settle(napi_env env, job_base *j, napi_status status) {
+  napi_value arr;
+  finish(env, j, status == napi_ok && out_array(env, j, &arr) ? arr : NULL, "batch job cancelled");
 }
 
 /* ---------------------------------------------------------------- readFiles */
@@ -139,8 +153,13 @@ static void xappend(read_job *j, const void *p, size_t n) {
   j->xlen += n;
 }
 
+static void put_u32le(uint8_t *b, uint32_t v) {
+  b[0] = (uint8_t)v, b[1] = (uint8_t)(v >> 8), b[2] = (uint8_t)(v >> 16), b[3] = (uint8_t)(v >> 24);
+}
+
 static void xappend_u32(read_job *j, uint32_t v) {
-  uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+  uint8_t b[4];
+  put_u32le(b, v);
   xappend(j, b, 4);
 }
 
@@ -163,10 +182,7 @@ static void read_xattrs(read_job *j, int fd, char *names, uint8_t *value) {
     xappend(j, value, (size_t)vl);
     count++;
   }
-  if (!j->xfailed) {
-    uint8_t *c = j->xbuf + count_at;
-    c[0] = (uint8_t)count, c[1] = (uint8_t)(count >> 8), c[2] = (uint8_t)(count >> 16), c[3] = (uint8_t)(count >> 24);
-  }
+  if (!j->xfailed) put_u32le(j->xbuf + count_at, count);
 }
 
 static int open_source(const char *path) {
@@ -187,7 +203,6 @@ static void read_execute(napi_env env, void *data) {
     int fd = open_source(j->paths[i]);
     if (fd < 0) {
       result = -errno;
-      if (j->want_xattrs && !j->xfailed) read_xattrs(j, -1, names, value);
     } else {
       struct stat st;
       if (fstat(fd, &st) < 0) result = -errno;
@@ -207,9 +222,10 @@ static void read_execute(napi_env env, void *data) {
         }
         if (result == 0) result = (int32_t)got;
       }
-      if (j->want_xattrs && !j->xfailed) read_xattrs(j, result >= 0 ? fd : -1, names, value);
-      close(fd);
     }
+    /* a file that could not be read gets an empty attribute list (count 0) */
+    if (j->want_xattrs && !j->xfailed) read_xattrs(j, result >= 0 ? fd : -1, names, value);
+    if (fd >= 0) close(fd);
     j->base.out[i] = result;
     at += cap;
   }
@@ -219,31 +235,15 @@ static void read_execute(napi_env env, void *data) {
 
 static void read_complete(napi_env env, napi_status status, void *data) {
   read_job *j = data;
-  napi_value ab, sizes, xattrs, result;
-  void *mem = NULL;
-  int ok = status == napi_ok && !j->xfailed &&
-           napi_create_arraybuffer(env, j->base.out_len * sizeof(int32_t), &mem, &ab) == napi_ok &&
-           napi_create_typedarray(env, napi_int32_array, j->base.out_len, ab, 0, &sizes) == napi_ok &&
-           napi_create_object(env, &result) == napi_ok;
-  if (ok) {
-    if (j->base.out_len) memcpy(mem, j->base.out, j->base.out_len * sizeof(int32_t));
-    if (j->want_xattrs) ok = napi_create_buffer_copy(env, j->xlen, j->xbuf, NULL, &xattrs) == napi_ok;
-    else ok = napi_get_null(env, &xattrs) == napi_ok;
-  }
-  if (ok)
-    ok = napi_set_named_property(env, result, "sizes", sizes) == napi_ok &&
-         napi_set_named_property(env, result, "xattrs", xattrs) == napi_ok;
-  if (ok) {
-    napi_resolve_deferred(env, j->base.deferred, result);
-  } else {
-    napi_value msg, err;
-    napi_create_string_utf8(env, j->xfailed ? "out of memory reading extended attributes" : "batch job cancelled",
-                            NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &err);
-    napi_reject_deferred(env, j->base.deferred, err);
-  }
-  napi_delete_reference(env, j->base.keep);
-  napi_delete_async_work(env, j->base.work);
+  napi_value sizes, xattrs, result;
+  int ok = status == napi_ok && !j->xfailed && out_array(env, &j->base, &sizes) &&
+           napi_create_object(env, &result) == napi_ok &&
+           (j->want_xattrs ? napi_create_buffer_copy(env, j->xlen, j->xbuf, NULL, &xattrs)
+                           : napi_get_null(env, &xattrs)) == napi_ok &&
+           napi_set_named_property(env, result, "sizes", sizes) == napi_ok &&
+           napi_set_named_property(env, result, "xattrs", xattrs) == napi_ok;
+  finish(env, &j->base, ok ? result : NULL,
+         j->xfailed ? "out of memory reading extended attributes" : "batch job cancelled");
   free(j->xbuf);
   for (size_t i = 0; i < j->base.n; i++) free(j->paths[i]);
   free(j->paths);
@@ -608,18 +608,10 @@ static void dir_complete(napi_env env, napi_status status, void *data) {
          napi_set_element(env, names, (uint32_t)i, b) == napi_ok;
   }
   if (ok && n) memcpy(mem, j->fields, n * DIR_FIELDS * sizeof(int64_t));
-  if (ok) {
-    napi_set_named_property(env, result, "errno", errv);
-    napi_set_named_property(env, result, "names", names);
-    napi_set_named_property(env, result, "fields", fields);
-    napi_resolve_deferred(env, j->base.deferred, result);
-  } else {
-    napi_value msg, err;
-    napi_create_string_utf8(env, "readDir failed", NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &err);
-    napi_reject_deferred(env, j->base.deferred, err);
-  }
-  napi_delete_async_work(env, j->base.work);
+  ok = ok && napi_set_named_property(env, result, "errno", errv) == napi_ok &&
+       napi_set_named_property(env, result, "names", names) == napi_ok &&
+       napi_set_named_property(env, result, "fields", fields) == napi_ok;
+  finish(env, &j->base, ok ? result : NULL, "readDir failed");
   for (size_t i = 0; i < j->count; i++) free(j->names[i]);
   free(j->names);
   free(j->fields);
