@@ -117,6 +117,11 @@ export function splitNs(ns: bigint): [number, number] {
 /** One file's extended attributes as the protocol carries them: sorted by name, values in base64. */
 export type XattrList = { name: string; value: string }[];
 
+/** Puts a list in the protocol's order (by name), in place. */
+export function sortXattrs(list: XattrList): XattrList {
+  return list.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
 /**
  * Splits readFiles' xattr blob into one list per file (undefined: none), names sorted.
  * Throws when the blob does not hold exactly `files` records (a bug, not bad input).
@@ -147,7 +152,7 @@ export function parseXattrBlob(blob: Buffer, files: number): (XattrList | undefi
       const name = bytes(u32()).toString('utf8');
       list.push({ name, value: bytes(u32()).toString('base64') });
     }
-    out.push(list.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)));
+    out.push(sortXattrs(list));
   }
   if (at !== blob.length) throw new Error('xattr blob holds more than its files');
   return out;

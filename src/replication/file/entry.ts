@@ -1,5 +1,5 @@
 import { readlink } from 'node:fs/promises';
-import { ferryFs, type XattrList } from '../../native/index.js';
+import { ferryFs, sortXattrs, type XattrList } from '../../native/index.js';
 import type { EntryMessage } from '../../protocol/index.js';
 import type { ScannedEntry } from './scan.js';
 
@@ -13,14 +13,14 @@ export function readXattrs(abs: string): XattrList | undefined {
   }
   if (names.length === 0) return undefined;
   const out: XattrList = [];
-  for (const name of names.sort()) {
+  for (const name of names) {
     try {
       out.push({ name, value: ferryFs.getXattr(abs, name).toString('base64') });
     } catch {
       /* vanished or unreadable: the next sync picks it up */
     }
   }
-  return out.length ? out : undefined;
+  return out.length ? sortXattrs(out) : undefined;
 }
 
 function devParts(rdev: bigint): { rdevMajor: number; rdevMinor: number } {
