@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ServerView, TargetView } from '../src/control/index.js';
-import { FERRY_BIN } from '../src/demo/processes.js';
+import { ferryArgv } from '../src/demo/processes.js';
 import { ConsoleClient } from '../src/transport/index.js';
 import {
   clientPort,
@@ -107,8 +107,7 @@ export class FerryBench {
       SRC_NS,
       [
         process.execPath,
-        ...NODE_ARGS,
-        FERRY_BIN,
+        ...ferryArgv([], NODE_ARGS),
         'console',
         '--listen',
         '0.0.0.0:7443',
@@ -174,8 +173,7 @@ export class FerryBench {
       DST_NS,
       [
         process.execPath,
-        ...NODE_ARGS,
-        FERRY_BIN,
+        ...ferryArgv([], NODE_ARGS),
         'target',
         ...common,
         path.join(WORK, `target-${n}.log`),
@@ -196,8 +194,7 @@ export class FerryBench {
       SRC_NS,
       [
         process.execPath,
-        ...NODE_ARGS,
-        FERRY_BIN,
+        ...ferryArgv([], NODE_ARGS),
         'agent',
         ...common,
         path.join(WORK, `agent-${n}.log`),

@@ -1,5 +1,9 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4 --initial-old-space-size=64
 // The ferry executable: runs the compiled composition root (npm ci / npm run build make dist/).
+// The flags on the first line size V8's heap for streaming: with the defaults, the young
+// generation grows to 3 x 16 MiB and a small old generation then runs a full mark-compact
+// every few tens of MiB received (a third of the target's CPU on large files). Node reads
+// them only at start; src/demo/processes.ts passes the same flags when it spawns ferry.
 import { existsSync } from 'node:fs';
 
 // Reads and writes of small files run as batches in libuv's thread pool: more threads than

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { FERRY_BIN, FERRY_NODE_FLAGS, ferryArgv } from '../src/demo/processes.js';
 
 const FERRY = path.join(import.meta.dirname, '..', 'bin', 'ferry.js');
 
@@ -41,5 +42,21 @@ describe('--hash-threads', () => {
       expect(r.status).toBe(2);
       expect(r.stderr).toMatch(/FERRY_CONFIG: --hash-threads must be auto, 0 or 1/);
     }
+  });
+});
+
+describe('the ferry executable', () => {
+  it('runs by itself through its first line, with the heap flags every spawner passes too', () => {
+    const r = spawnSync(FERRY, ['--version'], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    expect(FERRY_NODE_FLAGS).toEqual(['--max-semi-space-size=4', '--initial-old-space-size=64']);
+    expect(ferryArgv(['agent'], ['--cpu-prof'])).toEqual([
+      ...FERRY_NODE_FLAGS,
+      '--cpu-prof',
+      FERRY_BIN,
+      'agent',
+    ]);
+    expect(FERRY_BIN).toBe(FERRY);
   });
 });

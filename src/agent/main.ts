@@ -50,7 +50,10 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     stateDir: o.stateDir,
   });
   const log = o.logger.child({ agent: cred.name });
-  log.info({ id: cred.id, console: o.consoleUrl, root: o.root, hashThreads }, 'agent registered');
+  log.info(
+    { id: cred.id, console: o.consoleUrl, root: o.root, hashThreads, nodeFlags: process.execArgv },
+    'agent registered',
+  );
   const client = new ConsoleClient({
     url: o.consoleUrl,
     caPem,

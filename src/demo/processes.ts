@@ -1,10 +1,27 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { openSync } from 'node:fs';
+import { openSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 /** The ferry executable of this checkout. */
 export const FERRY_BIN = fileURLToPath(new URL('../../bin/ferry.js', import.meta.url));
+
+/**
+ * The Node flags on the executable's first line (`#!/usr/bin/env -S node FLAGS`): the heap
+ * sizing every ferry process is meant to run with (see bin/ferry.js). Read from the file
+ * so that a process spawned as `node FLAGS bin/ferry.js` runs exactly as `ferry` does.
+ */
+export const FERRY_NODE_FLAGS: readonly string[] = (() => {
+  const first = readFileSync(FERRY_BIN, 'utf8').split('\n', 1)[0] ?? '';
+  const m = /^#!\/usr\/bin\/env -S node((?: --[a-z0-9-]+=\S+)*)$/.exec(first);
+  if (!m) throw new Error(`${FERRY_BIN}: unexpected first line ${JSON.stringify(first)}`);
+  return m[1]!.split(' ').filter(Boolean);
+})();
+
+/** The argument list for `process.execPath` that runs `ferry ARGS…` (extra Node flags after ferry's own). */
+export function ferryArgv(args: readonly string[], nodeFlags: readonly string[] = []): string[] {
+  return [...FERRY_NODE_FLAGS, ...nodeFlags, FERRY_BIN, ...args];
+}
 
 /** A free loopback TCP port (bound, then released). */
 export function freePort(): Promise<number> {
@@ -21,7 +38,7 @@ export function freePort(): Promise<number> {
 /** Starts `ferry ARGS…` as its own process, output appended to `logFile`. */
 export function spawnFerry(args: string[], logFile: string): ChildProcess {
   const fd = openSync(logFile, 'a', 0o600);
-  return spawn(process.execPath, [FERRY_BIN, ...args], { stdio: ['ignore', fd, fd] });
+  return spawn(process.execPath, ferryArgv(args), { stdio: ['ignore', fd, fd] });
 }
 
 /** Kills a child and waits for it; SIGKILL after `graceMs`. */

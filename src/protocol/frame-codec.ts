@@ -1,4 +1,5 @@
 import { FerryError } from '../errors/index.js';
+import { type FramePool, noop } from './frame-pool.js';
 
 /** "FERRY\0" then a big-endian u16 version: the first 8 bytes each side sends. */
 export const MAGIC = Buffer.from('FERRY\0', 'latin1');
@@ -32,9 +33,19 @@ export function encodeFrame(type: number, payload: Buffer): Buffer {
   return Buffer.concat([head, payload]);
 }
 
+function frameItem(frame: Buffer, release: () => void): DecodedItem {
+  return { kind: 'frame', type: frame.readUInt8(4), payload: frame.subarray(5), release };
+}
+
 export type DecodedItem =
   | { readonly kind: 'preface'; readonly version: number }
-  | { readonly kind: 'frame'; readonly type: number; readonly payload: Buffer };
+  | {
+      readonly kind: 'frame';
+      readonly type: number;
+      readonly payload: Buffer;
+      /** Gives the payload's buffer back to the decoder's pool (a no-op when it has none). */
+      readonly release: () => void;
+    };
 
 /**
  * Turns a byte stream, split anywhere, into the preface and then frames. Throws
@@ -45,13 +56,32 @@ export class FrameDecoder {
   #chunks: Buffer[] = [];
   #buffered = 0;
   #prefaceSeen = false;
+  readonly #pool: FramePool | undefined;
+  /** The frame being assembled: its buffer (length prefix included) and the bytes it holds. */
+  #partial: { frame: Buffer; have: number; release: () => void } | null = null;
+
+  /** With a pool, frames of at least `pool.from` bytes that span chunks are assembled in its buffers. */
+  constructor(opts: { pool?: FramePool } = {}) {
+    this.#pool = opts.pool;
+  }
 
   push(chunk: Buffer): DecodedItem[] {
-    if (chunk.length > 0) {
-      this.#chunks.push(chunk);
-      this.#buffered += chunk.length;
-    }
     const out: DecodedItem[] = [];
+    let rest = chunk;
+    const p = this.#partial;
+    if (p && rest.length > 0) {
+      const n = Math.min(p.frame.length - p.have, rest.length);
+      rest.copy(p.frame, p.have, 0, n);
+      p.have += n;
+      rest = rest.subarray(n);
+      if (p.have < p.frame.length) return out;
+      this.#partial = null;
+      out.push(frameItem(p.frame, p.release));
+    }
+    if (rest.length > 0) {
+      this.#chunks.push(rest);
+      this.#buffered += rest.length;
+    }
     for (;;) {
       if (!this.#prefaceSeen) {
         if (this.#buffered < PREFACE_BYTES) return out;
@@ -87,15 +117,28 @@ export class FrameDecoder {
           `frame length ${len} is outside 1..${MAX_FRAME_BYTES}`,
         );
       }
-      if (this.#buffered < 4 + len) return out;
-      const frame = this.#take(4 + len);
-      out.push({ kind: 'frame', type: frame.readUInt8(4), payload: frame.subarray(5) });
+      if (this.#buffered >= 4 + len) {
+        out.push(frameItem(this.#take(4 + len), noop));
+        continue;
+      }
+      // The frame is still arriving: from now on its bytes are copied into its own buffer
+      // as they come, so that no received chunk is held until the frame is whole.
+      const { buf, release } =
+        this.#pool && 4 + len >= this.#pool.from
+          ? this.#pool.take(4 + len)
+          : { buf: Buffer.allocUnsafe(4 + len), release: noop };
+      let have = 0;
+      for (const c of this.#chunks) have += c.copy(buf, have);
+      this.#chunks = [];
+      this.#buffered = 0;
+      this.#partial = { frame: buf, have, release };
+      return out;
     }
   }
 
   /** Bytes received but not yet part of a whole frame. */
   get pendingBytes(): number {
-    return this.#buffered;
+    return this.#buffered + (this.#partial?.have ?? 0);
   }
 
   #peekUInt32(): number {

@@ -16,6 +16,7 @@ export {
   MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
 } from './frame-codec.js';
+export { FramePool } from './frame-pool.js';
 export {
   type AckMessage,
   type CheckMessage,

@@ -210,8 +210,13 @@ export type Message =
   | { type: 'hello'; body: HelloMessage }
   | { type: 'welcome'; body: WelcomeMessage }
   | { type: 'entry'; body: EntryMessage }
-  | { type: 'data'; offset: number; data: Buffer }
-  | { type: 'file'; body: WholeFileMessage; data: Buffer }
+  /**
+   * `release`, on a received message, gives `data`'s buffer back to the session's frame pool:
+   * call it once nothing reads `data` any more (after its write has completed). Not calling
+   * it only costs an allocation; calling it early lets the next frame overwrite `data`.
+   */
+  | { type: 'data'; offset: number; data: Buffer; release?: () => void }
+  | { type: 'file'; body: WholeFileMessage; data: Buffer; release?: () => void }
   | { type: 'file-end'; body: FileEndMessage }
   | { type: 'delete'; body: DeleteMessage }
   | { type: 'check'; body: CheckMessage }

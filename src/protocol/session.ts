@@ -2,6 +2,7 @@ import type { Duplex } from 'node:stream';
 import { FerryError, toFerryError } from '../errors/index.js';
 import { compressChunk } from './compression.js';
 import { encodeFrame, encodePreface, FrameDecoder, MAX_DATA_BYTES, MAX_FRAME_BYTES } from './frame-codec.js';
+import { FramePool } from './frame-pool.js';
 import { decodeMessage, encodeMessage, FrameType, type Message } from './messages.js';
 
 const QUEUE_BYTES = 4 * 1024 * 1024;
@@ -17,6 +18,11 @@ export class Session {
   readonly #compress: boolean;
   /** DATA bytes handed to send() and the bytes their frames carried (smaller when compressed). */
   readonly dataStats = { raw: 0, sent: 0 };
+  /**
+   * Where received DATA and FILE frames of 256 KiB and more are assembled: 16 buffers of the
+   * largest frame are kept for reuse (see FramePool; received messages carry `release`).
+   */
+  readonly framePool = new FramePool({ size: MAX_FRAME_BYTES + 4, from: 256 * 1024, keep: 16 });
   #closed = false;
   #batching = false;
   #source: AsyncGenerator<Message> | null = null;
@@ -141,19 +147,86 @@ export class Session {
     }
   }
 
+  /**
+   * Decodes the stream as it arrives ('data' events: each read as delivered, never the
+   * concatenation of several that the stream's own iterator makes when the reader lags) into
+   * a queue of messages, pausing the stream while more than QUEUE_BYTES of frames wait.
+   */
   async *#read(): AsyncGenerator<Message> {
-    const decoder = new FrameDecoder();
+    const stream = this.#stream;
+    const decoder = new FrameDecoder({ pool: this.framePool });
+    const queue: { msg: Message; bytes: number }[] = [];
+    let queued = 0;
     let prefaceSeen = false;
-    try {
-      // destroyOnReturn: false, so that a violation can still be answered with an ERROR frame
-      for await (const chunk of this.#stream.iterator({ destroyOnReturn: false })) {
-        for (const item of decoder.push(chunk as Buffer)) {
+    let ended = false;
+    let failure: unknown = null;
+    let wake: (() => void) | null = null;
+    const notify = () => {
+      const w = wake;
+      wake = null;
+      w?.();
+    };
+    const stop = (e: unknown) => {
+      failure ??= e;
+      stream.off('data', onData);
+      stream.pause();
+      notify();
+    };
+    const onData = (chunk: Buffer) => {
+      try {
+        for (const item of decoder.push(chunk)) {
           if (item.kind === 'preface') {
             prefaceSeen = true;
             continue;
           }
-          yield decodeMessage(item.type, item.payload);
+          let msg: Message;
+          try {
+            msg = decodeMessage(item.type, item.payload);
+          } catch (e) {
+            item.release();
+            throw e;
+          }
+          // DATA and FILE hand out views of the frame: their consumer releases it. Everything
+          // else (DATA_Z included: its data is the decompressed copy) is done with it now.
+          if ((msg.type === 'data' && item.type === FrameType.DATA) || msg.type === 'file')
+            msg.release = item.release;
+          else item.release();
+          queue.push({ msg, bytes: item.payload.length });
+          queued += item.payload.length;
         }
+      } catch (e) {
+        stop(e);
+        return;
+      }
+      if (queued > QUEUE_BYTES) stream.pause();
+      notify();
+    };
+    const onEnd = () => {
+      ended = true;
+      notify();
+    };
+    const onClose = () => {
+      if (!ended) stop(new FerryError('FERRY_CONNECTION_LOST', 'the data connection closed'));
+    };
+    const onError = (e: Error) => stop(e);
+    stream.on('data', onData);
+    stream.once('end', onEnd);
+    stream.once('close', onClose);
+    stream.once('error', onError);
+    try {
+      for (;;) {
+        const next = queue.shift();
+        if (next) {
+          queued -= next.bytes;
+          if (queued <= QUEUE_BYTES / 2 && stream.isPaused() && failure === null) stream.resume();
+          yield next.msg;
+          continue;
+        }
+        if (failure !== null) throw failure;
+        if (ended) break;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
       }
     } catch (e) {
       const err = toFerryError(e, 'FERRY_CONNECTION_LOST');
@@ -167,6 +240,11 @@ export class Session {
         this.close();
       }
       throw err;
+    } finally {
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('close', onClose);
+      stream.off('error', onError);
     }
     if (!prefaceSeen)
       throw new FerryError('FERRY_CONNECTION_LOST', 'the peer closed before its protocol preface');

@@ -122,6 +122,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
       root: o.root ?? null,
       disks: disks.map((d) => d.path),
       hashThreads,
+      nodeFlags: process.execArgv,
     },
     'target registered',
   );

@@ -162,8 +162,11 @@ describe('killed mid-transfer, resumed without the user recreating anything', ()
       `\nkill test: ${(extra / MiB).toFixed(1)} MiB sent beyond the content over 3 interruptions\n`,
     );
     expect(extra).toBeLessThan(3 * 8 * MiB);
-    // both sides ran with their hashing thread (every start logs it)
-    for (const log of ['agent.log', 'target.log'])
-      expect(fs.readFileSync(p(log), 'utf8')).toMatch(/"hashThreads":1\b/);
+    // both sides ran with their hashing thread and the executable's heap flags (every start logs them)
+    for (const log of ['agent.log', 'target.log']) {
+      const text = fs.readFileSync(p(log), 'utf8');
+      expect(text).toMatch(/"hashThreads":1\b/);
+      expect(text).toContain('"nodeFlags":["--max-semi-space-size=4","--initial-old-space-size=64"]');
+    }
   }, 180_000);
 });

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { type RunningConsole, startConsole } from '../../src/console/main.js';
-import { FERRY_BIN, freePort, spawnFerry, waitFor } from '../../src/demo/processes.js';
+import { ferryArgv, freePort, spawnFerry, waitFor } from '../../src/demo/processes.js';
 import { ConsoleClient } from '../../src/transport/index.js';
 
 export function tempDir(prefix: string): string {
@@ -61,7 +61,7 @@ export async function startTestConsole(
 /** Runs the built `ferry` CLI; resolves with its exit code and output. */
 export function ferry(args: string[], env: Record<string, string> = {}, timeoutMs = 60_000) {
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const p = spawn(process.execPath, [FERRY_BIN, ...args], { env: { ...process.env, ...env } });
+    const p = spawn(process.execPath, ferryArgv(args), { env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => {

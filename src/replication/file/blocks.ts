@@ -134,6 +134,7 @@ export async function receiveBlocks(session: Session, devices: readonly BlockDev
         while (done < msg.data.length)
           done += writeSync(cur.fd, msg.data, done, msg.data.length - done, msg.offset + done);
         cur.hasher.update(msg.data);
+        msg.release?.();
         cur.at = msg.offset + msg.data.length;
       } else if (msg.type === 'file-end') {
         if (!cur || msg.body.seq !== cur.seq)

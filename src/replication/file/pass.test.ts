@@ -35,9 +35,11 @@ async function pass(
   keep: string[] = [],
   maxUnacked?: number,
 ) {
-  const [a, b] = duplexPair();
+  // reads of at most 16 KiB, as TLS delivers them: large frames span reads
+  const [a, b] = duplexPair({ pieceBytes: 16 * 1024 });
   const writer = await TreeWriter.open(dst, log);
   const progress: PassProgress = { bytes: 0, files: 0, bytesSent: 0 };
+  const receiver = new Session(b);
   const [sent, received] = await Promise.all([
     runSendPass({
       session: new Session(a),
@@ -49,10 +51,12 @@ async function pass(
       detectRenames: true,
       ...(maxUnacked ? { maxUnacked } : {}),
     }),
-    receivePass(new Session(b), writer, log),
+    receivePass(receiver, writer, log),
   ]);
   expect(received.committed).toBe(true);
-  return { sent, progress };
+  // every pooled frame buffer was given back once its write had completed
+  expect(receiver.framePool.stats.outstanding).toBe(0);
+  return { sent, progress, pool: receiver.framePool.stats };
 }
 
 describe('file-level pass over an in-memory connection', () => {
@@ -68,6 +72,8 @@ describe('file-level pass over an in-memory connection', () => {
       const state = new SqliteSyncState(path.join(dir, 'state.db'));
       const first = await pass(src, dst, state);
       expect(compareTrees(src, dst)).toEqual([]);
+      // the large files' 1 MiB frames were assembled in reused buffers
+      expect(first.pool.reused).toBeGreaterThan(0);
       // the sparse file's holes were not sent
       expect(first.sent.bytesSent).toBeLessThan(10 * 1024 * 1024);
 
@@ -89,6 +95,29 @@ describe('file-level pass over an in-memory connection', () => {
       if (threads)
         expect(hashingStats().threadBytes - threadBytes).toBeGreaterThanOrEqual(2 * 64 * 1024 * 1024);
       else expect(hashingStats().threadBytes).toBe(threadBytes);
+      state.close();
+    },
+  );
+
+  it.each(HASHING)(
+    'reuses frame buffers only once their writes are done: a 48 MiB file arrives intact (%i: %s)',
+    async (threads) => {
+      configureHashing(threads);
+      const src = path.join(dir, 'src');
+      const dst = path.join(dir, 'dst');
+      fs.mkdirSync(src);
+      fs.mkdirSync(dst);
+      // distinct bytes in every MiB: a buffer reused while its write was still queued
+      // would leave another frame's bytes in the file
+      const big = Buffer.alloc(48 << 20);
+      for (let at = 0; at < big.length; at += 4) big.writeUInt32LE((at * 2654435761) >>> 0, at);
+      fs.writeFileSync(path.join(src, 'big.bin'), big);
+      const state = new SqliteSyncState(path.join(dir, 'state.db'));
+      const first = await pass(src, dst, state);
+      expect(compareTrees(src, dst)).toEqual([]);
+      expect(fs.readFileSync(path.join(dst, 'big.bin')).equals(big)).toBe(true);
+      expect(first.pool.reused + first.pool.allocated).toBeGreaterThanOrEqual(48);
+      expect(first.pool.allocated).toBeLessThanOrEqual(24);
       state.close();
     },
   );

@@ -102,7 +102,7 @@ export async function receivePass(
           break;
         }
         case 'data':
-          await writer.data(msg.offset, msg.data);
+          await writer.data(msg.offset, msg.data, msg.release);
           bytes += msg.data.length;
           onBytes(msg.data.length);
           break;
@@ -113,7 +113,7 @@ export async function receivePass(
           bytes += msg.data.length;
           onBytes(msg.data.length);
           const { hash, ...entry } = msg.body;
-          await finishFile(seq, () => writer.queueFile(entry, msg.data, hash));
+          await finishFile(seq, () => writer.queueFile(entry, msg.data, hash, msg.release));
           break;
         }
         case 'file-end':

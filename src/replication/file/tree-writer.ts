@@ -29,6 +29,7 @@ import path from 'node:path';
 import { getSystemErrorName, promisify } from 'node:util';
 import { FerryError } from '../../errors/index.js';
 import { type BatchWriteItem, errnoError, ferryFs, splitNs, WriteStep } from '../../native/index.js';
+import { noop } from '../../protocol/frame-pool.js';
 import {
   type EntryMessage,
   type ResumableFile,
@@ -451,7 +452,30 @@ export class TreeWriter {
    * settles when the file is in place (in queue order), or rejects with why it is not.
    * Every other operation first waits for the queued files (drain()), so order holds.
    */
-  async queueFile(e: EntryMessage, data: Buffer, hash: string): Promise<{ placed: Promise<void> }> {
+  async queueFile(
+    e: EntryMessage,
+    data: Buffer,
+    hash: string,
+    release: () => void = noop,
+  ): Promise<{ placed: Promise<void> }> {
+    let queued = false;
+    try {
+      const r = await this.#queueFile(e, data, hash, () => {
+        queued = true;
+      });
+      void r.placed.then(release, release); // the batch job has finished with data
+      return r;
+    } finally {
+      if (!queued) release();
+    }
+  }
+
+  async #queueFile(
+    e: EntryMessage,
+    data: Buffer,
+    hash: string,
+    onQueued: () => void,
+  ): Promise<{ placed: Promise<void> }> {
     if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE before the previous file ended');
     if (wholeFileHash(data) !== hash) throw checksumMismatch(e.path);
     if (this.#partial?.path === e.path) this.#dropPartial();
@@ -478,6 +502,7 @@ export class TreeWriter {
     const placed = new Promise<void>((resolve, reject) => b.settle.push({ resolve, reject }));
     placed.catch(() => {}); // the caller observes it; a pass that stops early may not
     b.items.push(item);
+    onQueued();
     b.rels.push(e.path);
     b.bytes += data.length;
     if (b.items.length >= BATCH_FILES || b.bytes >= BATCH_BYTES) await this.#dispatch();
@@ -800,7 +825,23 @@ export class TreeWriter {
     this.#setTimes(tmp, BigInt(e.mtimeNs));
   }
 
-  async data(offset: number, data: Buffer): Promise<void> {
+  /**
+   * Writes one DATA chunk. `release` is called once nothing reads `data` any more: at once
+   * for a small file or a refused chunk, when its write completes for a large one.
+   */
+  async data(offset: number, data: Buffer, release: () => void = noop): Promise<void> {
+    let writing: { done: Promise<void> } | null = null;
+    try {
+      writing = await this.#data(offset, data);
+    } finally {
+      if (writing) void writing.done.then(release, release);
+      else release();
+    }
+  }
+
+  /** Returns the write still running in the thread pool (wrapped: an async function would
+   * wait for a returned promise), or null when data is no longer read. */
+  async #data(offset: number, data: Buffer): Promise<{ done: Promise<void> } | null> {
     const f = this.#file;
     if (!f) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'DATA outside a file');
     const size = f.entry.size ?? 0;
@@ -820,7 +861,7 @@ export class TreeWriter {
     if ((f.entry.size ?? 0) <= WRITE_BEHIND_FROM) {
       let done = 0;
       while (done < data.length) done += writeSync(f.fd, data, done, data.length - done, offset + done);
-      return;
+      return null;
     }
     // Large file: the write goes to the thread pool while the next frame is decoded and
     // hashed; at most WRITE_BEHIND_BYTES are queued.
@@ -829,6 +870,7 @@ export class TreeWriter {
     f.writes.push({ done, bytes: data.length });
     f.queuedBytes += data.length;
     while (f.queuedBytes > WRITE_BEHIND_BYTES) await this.#settleOldest(f);
+    return { done };
   }
 
   async #settleOldest(f: OpenFile): Promise<void> {
