@@ -21,6 +21,35 @@ describe('Session', () => {
     expect(paced).toEqual([1013, 64]);
   });
 
+  it('stops reading while 4 MiB of decoded frames wait for the consumer, and goes on when they are taken', async () => {
+    const [a, b] = duplexPair({ pieceBytes: 16 * 1024 });
+    const sender = new Session(a);
+    const receiver = new Session(b);
+    const total = 24;
+    for (let i = 0; i < total; i++)
+      await sender.send({ type: 'data', offset: i << 20, data: Buffer.alloc(1 << 20, i) });
+    sender.close();
+    // the first message starts the reading; the consumer then takes nothing for a while
+    const first = await receiver.next();
+    expect(first).toMatchObject({ type: 'data', offset: 0 });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(b.isPaused()).toBe(true);
+    // what the stream still holds is what the session has not decoded: most of the 24 MiB
+    expect(b.readableLength).toBeGreaterThan(16 << 20);
+    const offsets = [0];
+    for (;;) {
+      const m = await receiver.next();
+      if (!m) break;
+      if (m.type === 'data') {
+        expect(m.data.every((x) => x === m.offset >> 20)).toBe(true);
+        offsets.push(m.offset);
+        m.release?.();
+      }
+    }
+    expect(offsets).toEqual(Array.from({ length: total }, (_, i) => i << 20));
+    expect(receiver.framePool.stats.outstanding).toBe(1); // the first one was never released
+  });
+
   it('answers a malformed frame with an ERROR frame before closing', async () => {
     const [a, b] = duplexPair();
     const receiver = new Session(b);
