@@ -50,6 +50,15 @@ describe('Session', () => {
     expect(receiver.framePool.stats.outstanding).toBe(1); // the first one was never released
   });
 
+  it('reports a connection that closed before the first read instead of waiting for it', async () => {
+    const [a, b] = duplexPair();
+    const receiver = new Session(b);
+    new Session(a);
+    b.destroy();
+    await new Promise((r) => setImmediate(r));
+    await expect(receiver.next()).rejects.toMatchObject({ code: 'FERRY_CONNECTION_LOST' });
+  });
+
   it('answers a malformed frame with an ERROR frame before closing', async () => {
     const [a, b] = duplexPair();
     const receiver = new Session(b);

@@ -213,6 +213,10 @@ export class Session {
     stream.once('end', onEnd);
     stream.once('close', onClose);
     stream.once('error', onError);
+    // a stream that closed before the first read emits nothing more
+    if (stream.readableEnded) ended = true;
+    else if (stream.destroyed || stream.errored)
+      stop(stream.errored ?? new FerryError('FERRY_CONNECTION_LOST', 'the data connection closed'));
     try {
       for (;;) {
         const next = queue.shift();
