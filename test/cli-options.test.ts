@@ -46,6 +46,19 @@ describe('--hash-threads', () => {
 });
 
 describe('the ferry executable', () => {
+  it('stops quietly when the reader of its output goes away (`ferry … | head`)', async () => {
+    const r = spawnSync(
+      'sh',
+      ['-c', `"${FERRY}" agent --help | head -c 10 >/dev/null; "${FERRY}" --help | true`],
+      {
+        encoding: 'utf8',
+        timeout: 30_000,
+      },
+    );
+    expect(r.status).toBe(0);
+    expect(r.stderr).not.toMatch(/EPIPE|Unhandled/);
+  });
+
   it('runs by itself through its first line, with the heap flags every spawner passes too', () => {
     const r = spawnSync(FERRY, ['--version'], { encoding: 'utf8', timeout: 30_000 });
     expect(r.status).toBe(0);

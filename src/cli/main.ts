@@ -22,6 +22,13 @@ const setExit = (n: number) => {
   if (exitCode === 0 || n > exitCode) exitCode = n;
 };
 const out = { write: (s: string) => void process.stdout.write(s) };
+// A reader that stops early (`ferry agent --help | head -3`) closes the pipe: stop quietly
+// with the exit code so far, as other command-line tools do, instead of a stack trace.
+for (const stream of [process.stdout, process.stderr])
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+    process.exit(exitCode);
+  });
 
 function logger(opts: { logLevel: string; logFile?: string }): Logger {
   const dest = opts.logFile ? createWriteStream(opts.logFile, { flags: 'a', mode: 0o600 }) : process.stdout;
