@@ -27,6 +27,22 @@ const HASHING = [
   [1, 'large files hashed in a worker thread'],
 ] as const;
 
+/** Empty source and target directories for one test. */
+function emptyTrees(): { src: string; dst: string } {
+  const src = path.join(dir, 'src');
+  const dst = path.join(dir, 'dst');
+  fs.mkdirSync(src);
+  fs.mkdirSync(dst);
+  return { src, dst };
+}
+
+/** `n` bytes (a multiple of 4) in which no 4-byte word repeats within 4 GiB. */
+function distinctBytes(n: number): Buffer {
+  const b = Buffer.alloc(n);
+  for (let at = 0; at < n; at += 4) b.writeUInt32LE(Math.imul(at, 2654435761) >>> 0, at);
+  return b;
+}
+
 async function pass(
   src: string,
   dst: string,
@@ -103,14 +119,10 @@ describe('file-level pass over an in-memory connection', () => {
     'reuses frame buffers only once their writes are done: a 48 MiB file arrives intact (%i: %s)',
     async (threads) => {
       configureHashing(threads);
-      const src = path.join(dir, 'src');
-      const dst = path.join(dir, 'dst');
-      fs.mkdirSync(src);
-      fs.mkdirSync(dst);
+      const { src, dst } = emptyTrees();
       // distinct bytes in every MiB: a buffer reused while its write was still queued
       // would leave another frame's bytes in the file
-      const big = Buffer.alloc(48 << 20);
-      for (let at = 0; at < big.length; at += 4) big.writeUInt32LE((at * 2654435761) >>> 0, at);
+      const big = distinctBytes(48 << 20);
       fs.writeFileSync(path.join(src, 'big.bin'), big);
       const state = new SqliteSyncState(path.join(dir, 'state.db'));
       const first = await pass(src, dst, state);
@@ -240,13 +252,9 @@ describe('file-level pass over an in-memory connection', () => {
     'sends only the changed blocks of a large file, against the copy the target holds (%i: %s)',
     async (threads) => {
       configureHashing(threads);
-      const src = path.join(dir, 'src');
-      const dst = path.join(dir, 'dst');
-      fs.mkdirSync(src);
-      fs.mkdirSync(dst);
+      const { src, dst } = emptyTrees();
       const MiB = 1024 * 1024;
-      const data = Buffer.alloc(8 * MiB);
-      for (let i = 0; i < data.length; i += 4) data.writeUInt32LE((i * 2654435761) >>> 0, i);
+      const data = distinctBytes(8 * MiB);
       const file = path.join(src, 'db.bin');
       fs.writeFileSync(file, data);
       const state = new SqliteSyncState(path.join(dir, 'state.db'));
