@@ -50,6 +50,27 @@ describe('Session', () => {
     expect(receiver.framePool.stats.outstanding).toBe(1); // the first one was never released
   });
 
+  it('bounds a flood of tiny frames by number too, and delivers them all in order', async () => {
+    const [a, b] = duplexPair();
+    const sender = new Session(a);
+    const receiver = new Session(b);
+    const total = 100_000;
+    for (let i = 1; i <= total; i++) await sender.send({ type: 'ack', body: { seq: i } });
+    sender.close();
+    expect(await receiver.next()).toMatchObject({ type: 'ack', body: { seq: 1 } });
+    await new Promise((r) => setTimeout(r, 50));
+    // each waiting message counts at least 64 bytes: 4 MiB hold 65,536 of them, not 100,000
+    expect(b.isPaused()).toBe(true);
+    let expected = 2;
+    for (;;) {
+      const m = await receiver.next();
+      if (!m) break;
+      expect(m).toMatchObject({ type: 'ack', body: { seq: expected } });
+      expected++;
+    }
+    expect(expected).toBe(total + 1);
+  });
+
   it('reports a connection that closed before the first read instead of waiting for it', async () => {
     const [a, b] = duplexPair();
     const receiver = new Session(b);

@@ -155,7 +155,10 @@ export class Session {
   async *#read(): AsyncGenerator<Message> {
     const stream = this.#stream;
     const decoder = new FrameDecoder({ pool: this.framePool });
-    const queue: { msg: Message; bytes: number }[] = [];
+    // decoded messages not yet taken: queue[head..]; each counts at least 64 bytes, so a
+    // flood of tiny frames is bounded in number too
+    let queue: ({ msg: Message; bytes: number } | undefined)[] = [];
+    let head = 0;
     let queued = 0;
     let prefaceSeen = false;
     let ended = false;
@@ -191,8 +194,9 @@ export class Session {
           if ((msg.type === 'data' && item.type === FrameType.DATA) || msg.type === 'file')
             msg.release = item.release;
           else item.release();
-          queue.push({ msg, bytes: item.payload.length });
-          queued += item.payload.length;
+          const bytes = Math.max(64, item.payload.length);
+          queue.push({ msg, bytes });
+          queued += bytes;
         }
       } catch (e) {
         stop(e);
@@ -219,8 +223,16 @@ export class Session {
       stop(stream.errored ?? new FerryError('FERRY_CONNECTION_LOST', 'the data connection closed'));
     try {
       for (;;) {
-        const next = queue.shift();
+        const next = queue[head];
         if (next) {
+          queue[head++] = undefined; // taken: not kept alive by the queue
+          if (head === queue.length) {
+            queue = [];
+            head = 0;
+          } else if (head >= 1024 && head * 2 >= queue.length) {
+            queue = queue.slice(head);
+            head = 0;
+          }
           queued -= next.bytes;
           if (queued <= QUEUE_BYTES / 2 && stream.isPaused() && failure === null) stream.resume();
           yield next.msg;
