@@ -60,7 +60,7 @@ export class FrameDecoder {
   /** The frame being assembled: its buffer (length prefix included) and the bytes it holds. */
   #partial: { frame: Buffer; have: number; release: () => void } | null = null;
 
-  /** With a pool, frames of at least `pool.from` bytes that span chunks are assembled in its buffers. */
+  /** With a pool, frames that span chunks are assembled in buffers it gives (and reuses). */
   constructor(opts: { pool?: FramePool } = {}) {
     this.#pool = opts.pool;
   }
@@ -123,10 +123,10 @@ export class FrameDecoder {
       }
       // The frame is still arriving: from now on its bytes are copied into its own buffer
       // as they come, so that no received chunk is held until the frame is whole.
-      const { buf, release } =
-        this.#pool && 4 + len >= this.#pool.from
-          ? this.#pool.take(4 + len)
-          : { buf: Buffer.allocUnsafe(4 + len), release: noop };
+      const { buf, release } = this.#pool?.take(4 + len) ?? {
+        buf: Buffer.allocUnsafe(4 + len),
+        release: noop,
+      };
       let have = 0;
       for (const c of this.#chunks) have += c.copy(buf, have);
       this.#chunks = [];

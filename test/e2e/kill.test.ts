@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ServerView } from '../../src/control/index.js';
-import { freePort, spawnFerry, stopProcess, waitFor } from '../../src/demo/processes.js';
+import { FERRY_NODE_FLAGS, freePort, spawnFerry, stopProcess, waitFor } from '../../src/demo/processes.js';
 import { ConsoleClient } from '../../src/transport/index.js';
 import { CountingRelay } from '../support/relay.js';
 import { addSmallFiles, compareTrees, contentBytes } from '../support/trees.js';
@@ -166,7 +166,7 @@ describe('killed mid-transfer, resumed without the user recreating anything', ()
     for (const log of ['agent.log', 'target.log']) {
       const text = fs.readFileSync(p(log), 'utf8');
       expect(text).toMatch(/"hashThreads":1\b/);
-      expect(text).toContain('"nodeFlags":["--max-semi-space-size=4","--initial-old-space-size=64"]');
+      expect(text).toContain(`"nodeFlags":${JSON.stringify(FERRY_NODE_FLAGS)}`);
     }
   }, 180_000);
 });

@@ -29,7 +29,6 @@ import path from 'node:path';
 import { getSystemErrorName, promisify } from 'node:util';
 import { FerryError } from '../../errors/index.js';
 import { type BatchWriteItem, errnoError, ferryFs, splitNs, WriteStep } from '../../native/index.js';
-import { noop } from '../../protocol/frame-pool.js';
 import {
   type EntryMessage,
   type ResumableFile,
@@ -456,65 +455,53 @@ export class TreeWriter {
     e: EntryMessage,
     data: Buffer,
     hash: string,
-    release: () => void = noop,
+    release: () => void = () => {},
   ): Promise<{ placed: Promise<void> }> {
-    let queued = false;
+    let handedOff = false;
     try {
-      const r = await this.#queueFile(e, data, hash, () => {
-        queued = true;
-      });
-      void r.placed.then(release, release); // the batch job has finished with data
-      return r;
+      if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE before the previous file ended');
+      if (wholeFileHash(data) !== hash) throw checksumMismatch(e.path);
+      if (this.#partial?.path === e.path) this.#dropPartial();
+      const parentAbs = (await this.#parent(e.path, true))!;
+      this.#touch(parentOf(e.path));
+      this.#countWritten(data.length);
+      const [mtimeSec, mtimeNsec] = splitNs(BigInt(e.mtimeNs));
+      const item: BatchWriteItem = {
+        tmp: tmpPath(parentAbs, e.seq), // noted as in flight when its batch starts
+        dst: this.#abs(e.path),
+        data,
+        uid: e.uid,
+        gid: e.gid,
+        mode: e.mode,
+        mtimeSec,
+        mtimeNsec,
+      };
+      if (e.xattrs?.length) {
+        item.xattrNames = e.xattrs.map((x) => x.name);
+        item.xattrValues = e.xattrs.map((x) => Buffer.from(x.value, 'base64'));
+      }
+      this.#batch ??= { items: [], rels: [], settle: [], bytes: 0 };
+      const b = this.#batch;
+      const placed = new Promise<void>((resolve, reject) => b.settle.push({ resolve, reject }));
+      placed.catch(() => {}); // the caller observes it; a pass that stops early may not
+      b.items.push(item);
+      void placed.then(release, release);
+      handedOff = true; // the batch releases data once its job has finished
+      b.rels.push(e.path);
+      b.bytes += data.length;
+      if (b.items.length >= BATCH_FILES || b.bytes >= BATCH_BYTES) await this.#dispatch();
+      else if (this.#running.size === 0 && !this.#dispatchScheduled) {
+        // nothing is being written: start this batch once the frames already received are queued
+        this.#dispatchScheduled = true;
+        setImmediate(() => {
+          this.#dispatchScheduled = false;
+          if (this.#running.size < BATCHES_IN_FLIGHT) void this.#dispatch();
+        });
+      }
+      return { placed };
     } finally {
-      if (!queued) release();
+      if (!handedOff) release();
     }
-  }
-
-  async #queueFile(
-    e: EntryMessage,
-    data: Buffer,
-    hash: string,
-    onQueued: () => void,
-  ): Promise<{ placed: Promise<void> }> {
-    if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE before the previous file ended');
-    if (wholeFileHash(data) !== hash) throw checksumMismatch(e.path);
-    if (this.#partial?.path === e.path) this.#dropPartial();
-    const parentAbs = (await this.#parent(e.path, true))!;
-    this.#touch(parentOf(e.path));
-    this.#countWritten(data.length);
-    const [mtimeSec, mtimeNsec] = splitNs(BigInt(e.mtimeNs));
-    const item: BatchWriteItem = {
-      tmp: tmpPath(parentAbs, e.seq), // noted as in flight when its batch starts
-      dst: this.#abs(e.path),
-      data,
-      uid: e.uid,
-      gid: e.gid,
-      mode: e.mode,
-      mtimeSec,
-      mtimeNsec,
-    };
-    if (e.xattrs?.length) {
-      item.xattrNames = e.xattrs.map((x) => x.name);
-      item.xattrValues = e.xattrs.map((x) => Buffer.from(x.value, 'base64'));
-    }
-    this.#batch ??= { items: [], rels: [], settle: [], bytes: 0 };
-    const b = this.#batch;
-    const placed = new Promise<void>((resolve, reject) => b.settle.push({ resolve, reject }));
-    placed.catch(() => {}); // the caller observes it; a pass that stops early may not
-    b.items.push(item);
-    onQueued();
-    b.rels.push(e.path);
-    b.bytes += data.length;
-    if (b.items.length >= BATCH_FILES || b.bytes >= BATCH_BYTES) await this.#dispatch();
-    else if (this.#running.size === 0 && !this.#dispatchScheduled) {
-      // nothing is being written: start this batch once the frames already received are queued
-      this.#dispatchScheduled = true;
-      setImmediate(() => {
-        this.#dispatchScheduled = false;
-        if (this.#running.size < BATCHES_IN_FLIGHT) void this.#dispatch();
-      });
-    }
-    return { placed };
   }
 
   /** Starts the batch being filled (waiting for room first). */
@@ -829,53 +816,45 @@ export class TreeWriter {
    * Writes one DATA chunk. `release` is called once nothing reads `data` any more: at once
    * for a small file or a refused chunk, when its write completes for a large one.
    */
-  async data(offset: number, data: Buffer, release: () => void = noop): Promise<void> {
-    let writing: { done: Promise<void> } | null = null;
+  async data(offset: number, data: Buffer, release: () => void = () => {}): Promise<void> {
+    let handedOff = false;
     try {
-      writing = await this.#data(offset, data);
+      const f = this.#file;
+      if (!f) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'DATA outside a file');
+      const size = f.entry.size ?? 0;
+      this.#checkpoint(f);
+      if (f.old && offset >= f.hashedTo) await this.#fillFromOld(f, offset);
+      if (offset < f.hashedTo || offset + data.length > size) {
+        throw new FerryError(
+          'FERRY_PROTOCOL_VIOLATION',
+          `DATA at ${offset}+${data.length} outside ${f.rel} (size ${size})`,
+        );
+      }
+      await this.#hashZeros(f, offset);
+      await f.hasher.update(data);
+      f.hashedTo = offset + data.length;
+      f.written = f.hashedTo;
+      this.#countWritten(data.length);
+      if ((f.entry.size ?? 0) <= WRITE_BEHIND_FROM) {
+        let done = 0;
+        while (done < data.length) done += writeSync(f.fd, data, done, data.length - done, offset + done);
+        return;
+      }
+      // Large file: the write goes to the thread pool while the next frame is decoded and
+      // hashed; at most WRITE_BEHIND_BYTES stay queued. One write per file at a time:
+      // several would only queue on the inode's lock in the kernel, spinning (2.6% of the
+      // target's CPU on large files), and hold thread-pool threads.
+      const prev = f.writes.at(-1)?.done;
+      const done = prev ? prev.then(() => writeAll(f.fd, data, offset)) : writeAll(f.fd, data, offset);
+      f.writes.push({ done, bytes: data.length });
+      f.queuedBytes += data.length;
+      // data is released when its own write has completed (a failure surfaces in #settleOldest)
+      void done.then(release, release);
+      handedOff = true;
+      while (f.queuedBytes > WRITE_BEHIND_BYTES) await this.#settleOldest(f);
     } finally {
-      if (writing) void writing.done.then(release, release);
-      else release();
+      if (!handedOff) release();
     }
-    // at most WRITE_BEHIND_BYTES stay queued (an earlier write's failure surfaces here)
-    const f = this.#file;
-    if (writing && f) while (f.queuedBytes > WRITE_BEHIND_BYTES) await this.#settleOldest(f);
-  }
-
-  /** Returns the write still running in the thread pool (wrapped: an async function would
-   * wait for a returned promise), or null when data is no longer read. */
-  async #data(offset: number, data: Buffer): Promise<{ done: Promise<void> } | null> {
-    const f = this.#file;
-    if (!f) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'DATA outside a file');
-    const size = f.entry.size ?? 0;
-    this.#checkpoint(f);
-    if (f.old && offset >= f.hashedTo) await this.#fillFromOld(f, offset);
-    if (offset < f.hashedTo || offset + data.length > size) {
-      throw new FerryError(
-        'FERRY_PROTOCOL_VIOLATION',
-        `DATA at ${offset}+${data.length} outside ${f.rel} (size ${size})`,
-      );
-    }
-    await this.#hashZeros(f, offset);
-    await f.hasher.update(data);
-    f.hashedTo = offset + data.length;
-    f.written = f.hashedTo;
-    this.#countWritten(data.length);
-    if ((f.entry.size ?? 0) <= WRITE_BEHIND_FROM) {
-      let done = 0;
-      while (done < data.length) done += writeSync(f.fd, data, done, data.length - done, offset + done);
-      return null;
-    }
-    // Large file: the write goes to the thread pool while the next frame is decoded and
-    // hashed (data() then waits while more than WRITE_BEHIND_BYTES are queued). One write
-    // per file at a time: several would only queue on the inode's lock in the kernel,
-    // spinning (2.6% of the target's CPU on large files), and hold thread-pool threads.
-    const prev = f.writes.at(-1)?.done;
-    const done = prev ? prev.then(() => writeAll(f.fd, data, offset)) : writeAll(f.fd, data, offset);
-    done.catch(() => {});
-    f.writes.push({ done, bytes: data.length });
-    f.queuedBytes += data.length;
-    return { done };
   }
 
   async #settleOldest(f: OpenFile): Promise<void> {
