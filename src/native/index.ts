@@ -41,7 +41,17 @@ export interface FerryFs {
    * [step, errno, xattrIndex, xattrErrno] (step: see WriteStep).
    */
   writeFiles(items: BatchWriteItem[]): Promise<Int32Array>;
+  /**
+   * Writes, in the thread pool, the longest prefix of `data` whose length is a multiple of
+   * DIRECT_ALIGN at `position` (a multiple of DIRECT_ALIGN) through `fd`, which was opened
+   * with O_DIRECT (native/direct_io.c). Resolves to the bytes written (the caller writes the
+   * rest), or to -errno when nothing was written.
+   */
+  writeDirect(fd: number, data: Buffer, position: number): Promise<number>;
 }
+
+/** The alignment writeDirect keeps: address, offset and length, for every block size Linux uses. */
+export const DIRECT_ALIGN = 4096;
 
 /** The fields readDir returns per name, in order (native/batch_io.c). */
 export const LstatField = {

@@ -25,10 +25,18 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { getSystemErrorName, promisify } from 'node:util';
 import { FerryError } from '../../errors/index.js';
-import { type BatchWriteItem, errnoError, ferryFs, splitNs, WriteStep } from '../../native/index.js';
+import {
+  type BatchWriteItem,
+  DIRECT_ALIGN,
+  errnoError,
+  ferryFs,
+  splitNs,
+  WriteStep,
+} from '../../native/index.js';
 import {
   type EntryMessage,
   type ResumableFile,
@@ -47,6 +55,9 @@ const WRITE_BEHIND_BYTES = 8 << 20;
 /** Files from this size are checkpointed (fsync'd and journaled) as they arrive, every CHECKPOINT_BYTES. */
 const CHECKPOINT_FROM = 8 << 20;
 const CHECKPOINT_BYTES = 4 << 20;
+/** Files from this size are written with O_DIRECT where the file system takes it (see writeChunk). */
+const DIRECT_FROM = 8 << 20;
+const { EINVAL } = osConstants.errno;
 const JOURNAL_BLOCK = 8192;
 const fdatasyncAsync = promisify(fdatasync);
 
@@ -75,6 +86,53 @@ function writeAll(fd: number, data: Buffer, offset: number): Promise<void> {
   });
 }
 
+/**
+ * A second descriptor of the same open file with O_DIRECT, through /proc/self/fd (no path
+ * lookup, so nothing can be swapped in between); undefined where the file system refuses
+ * direct I/O (tmpfs, for one) or /proc is not mounted.
+ */
+function openDirect(fd: number): number | undefined {
+  try {
+    return openSync(`/proc/self/fd/${fd}`, C.O_WRONLY | C.O_DIRECT);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Writes one chunk of a large file. With a direct descriptor and an aligned offset, the
+ * aligned part goes past the page cache (native/direct_io.c: the file system's writeback
+ * no longer copies and walks every page, and nothing on the target reads the bytes back);
+ * the rest, the file's last partial block, is written buffered. A file system that refuses
+ * the direct write (EINVAL) gets buffered writes from then on.
+ */
+async function writeChunk(f: OpenFile, data: Buffer, offset: number): Promise<void> {
+  let done = 0;
+  if (f.direct !== undefined && offset % DIRECT_ALIGN === 0 && data.length >= DIRECT_ALIGN) {
+    const n = await ferryFs.writeDirect(f.direct, data, offset);
+    if (n === -EINVAL) closeDirect(f);
+    else if (n < 0) throw errnoError(-n, `write ${f.rel}`);
+    else done = n;
+  }
+  if (done < data.length) await writeAll(f.fd, data.subarray(done), offset + done);
+}
+
+function closeDirect(f: OpenFile): void {
+  if (f.direct === undefined) return;
+  try {
+    closeSync(f.direct);
+  } catch {
+    /* closed */
+  }
+  f.direct = undefined;
+}
+
+/** Closes both descriptors of a file being written. */
+function closeFile(f: OpenFile): void {
+  closeDirect(f);
+  closeSync(f.fd);
+}
+
 export interface WriterLog {
   warn(obj: object, msg: string): void;
 }
@@ -84,6 +142,8 @@ interface OpenFile {
   rel: string;
   tmp: string;
   fd: number;
+  /** The same file opened with O_DIRECT (large files, where the file system allows it). */
+  direct?: number;
   /** Writes queued in the thread pool (large files only), oldest first. */
   writes: { done: Promise<void>; bytes: number }[];
   queuedBytes: number;
@@ -194,34 +254,39 @@ export class TreeWriter {
   readonly #running = new Map<Promise<void>, Batch>();
   #dispatchScheduled = false;
   #inflightLength = 0;
+  readonly #directIo: boolean;
 
   private constructor(
     root: string,
     log: WriterLog,
     inflightFile: string | undefined,
     journalFile: string | undefined,
+    directIo: boolean,
   ) {
     this.root = root;
     this.#log = log;
     this.#inflightFile = inflightFile;
     this.#journalFile = journalFile;
+    this.#directIo = directIo;
   }
 
   /**
    * `inflightFile` (in the target's state directory) names the temporary entry being
    * written, so that one left behind by a crash or kill is removed when the next writer
-   * opens: the migrated tree never keeps a `.ferry-tmp-*` file.
+   * opens: the migrated tree never keeps a `.ferry-tmp-*` file. `directIo` (default on):
+   * files of DIRECT_FROM bytes and more are written past the page cache where the file
+   * system allows it (see writeChunk).
    */
   static async open(
     root: string,
     log: WriterLog,
-    opts: { inflightFile?: string; journalFile?: string } = {},
+    opts: { inflightFile?: string; journalFile?: string; directIo?: boolean } = {},
   ): Promise<TreeWriter> {
     const real = realpathSync(root);
     if (!lstatSync(real).isDirectory()) {
       throw new FerryError('FERRY_CONFIG', `target root ${root} is not a directory`);
     }
-    const w = new TreeWriter(real, log, opts.inflightFile, opts.journalFile);
+    const w = new TreeWriter(real, log, opts.inflightFile, opts.journalFile, opts.directIo ?? true);
     w.#loadJournal();
     w.#removeLeftover();
     return w;
@@ -610,11 +675,13 @@ export class TreeWriter {
         const old = delta?.old;
         const tmp = this.#tmpName(parentAbs, e.seq);
         const fd = openSync(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+        const direct = this.#directIo && (e.size ?? 0) >= DIRECT_FROM ? openDirect(fd) : undefined;
         this.#file = {
           entry: e,
           rel: e.path,
           tmp,
           fd,
+          ...(direct !== undefined ? { direct } : {}),
           hasher: contentHash(e.size ?? 0),
           hashedTo: 0,
           writes: [],
@@ -758,11 +825,13 @@ export class TreeWriter {
         at += n;
       }
       this.#log.warn({ path: e.path, offset: p.offset }, 'continuing a partly received file');
+      const direct = this.#directIo && (e.size ?? 0) >= DIRECT_FROM ? openDirect(fd) : undefined;
       return {
         entry: e,
         rel: e.path,
         tmp: p.tmp,
         fd,
+        ...(direct !== undefined ? { direct } : {}),
         hasher,
         hashedTo: p.offset,
         writes: [],
@@ -845,7 +914,7 @@ export class TreeWriter {
       // several would only queue on the inode's lock in the kernel, spinning (2.6% of the
       // target's CPU on large files), and hold thread-pool threads.
       const prev = f.writes.at(-1)?.done;
-      const done = prev ? prev.then(() => writeAll(f.fd, data, offset)) : writeAll(f.fd, data, offset);
+      const done = prev ? prev.then(() => writeChunk(f, data, offset)) : writeChunk(f, data, offset);
       f.writes.push({ done, bytes: data.length });
       f.queuedBytes += data.length;
       // data is released when its own write has completed (a failure surfaces in #settleOldest)
@@ -894,7 +963,7 @@ export class TreeWriter {
       if (f.resumed || f.written < (e.size ?? 0)) ftruncateSync(f.fd, e.size ?? 0);
       fchownSync(f.fd, e.uid, e.gid);
       fchmodSync(f.fd, e.mode);
-      closeSync(f.fd);
+      closeFile(f);
     } catch (err) {
       await Promise.allSettled(f.writes.map((w) => w.done));
       this.#discard(f);
@@ -968,7 +1037,7 @@ export class TreeWriter {
     await this.#checkpointing;
     this.#closeOld(f);
     if (f.checkpointed > 0) {
-      closeSync(f.fd);
+      closeFile(f);
       const e = f.entry;
       this.#partial = {
         path: f.rel,
@@ -996,7 +1065,7 @@ export class TreeWriter {
     f.hasher.discard();
     this.#closeOld(f);
     try {
-      closeSync(f.fd);
+      closeFile(f);
     } catch {
       /* already closed */
     }

@@ -1,0 +1,138 @@
+/*
+ * direct_io: large-file writes that bypass the page cache (O_DIRECT), in the thread pool.
+ *
+ * A buffered write copies every byte into the page cache, and the file system's writeback
+ * later walks those pages again to build its disk requests; on the target of a migration
+ * nothing reads the pages back. Written with O_DIRECT, the bytes go from one buffer to the
+ * device request. The kernel wants the memory address, the file offset and the length
+ * aligned to the device's block size; DIO_ALIGN (4096) covers every block size Linux uses.
+ *
+ * writeDirect(fd: number, data: Buffer, position: number) -> Promise<number>
+ *   fd was opened with O_DIRECT; position is a multiple of DIO_ALIGN. Writes the longest
+ *   prefix of data whose length is a multiple of DIO_ALIGN at position -- from data itself
+ *   when its address is aligned, otherwise through an aligned buffer of the thread's own --
+ *   and resolves to the bytes written (less than that prefix when the kernel wrote a part
+ *   that is not a whole block: the caller writes the rest buffered), or to -errno when the
+ *   first write failed (EINVAL: the file system does not take direct writes of this
+ *   alignment). The caller keeps data unchanged until the promise settles.
+ */
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DIO_ALIGN 4096
+/* one pwrite at most this long, and the largest aligned buffer a thread keeps */
+#define DIO_PIECE (4u << 20)
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref keep;
+  int fd;
+  const uint8_t *data;
+  size_t len;
+  int64_t position;
+  int64_t result;
+} direct_job;
+
+static __thread uint8_t *bounce;
+static __thread size_t bounce_cap;
+
+static int ensure_bounce(size_t n) {
+  if (bounce_cap >= n) return 0;
+  void *p = NULL;
+  if (posix_memalign(&p, DIO_ALIGN, n)) return -1;
+  free(bounce);
+  bounce = p;
+  bounce_cap = n;
+  return 0;
+}
+
+static void direct_execute(napi_env env, void *data) {
+  direct_job *j = data;
+  size_t len = j->len & ~(size_t)(DIO_ALIGN - 1);
+  size_t done = 0;
+  while (done < len) {
+    size_t n = len - done < DIO_PIECE ? len - done : DIO_PIECE;
+    const uint8_t *p = j->data + done;
+    if ((uintptr_t)p & (DIO_ALIGN - 1)) {
+      if (ensure_bounce(DIO_PIECE)) {
+        j->result = done ? (int64_t)done : -ENOMEM;
+        return;
+      }
+      memcpy(bounce, p, n);
+      p = bounce;
+    }
+    ssize_t w = pwrite(j->fd, p, n, j->position + (int64_t)done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      j->result = done ? (int64_t)done : (w < 0 ? -errno : -EIO);
+      return;
+    }
+    done += (size_t)w;
+    if ((size_t)w % DIO_ALIGN) break; /* the next offset is not aligned: the caller goes on buffered */
+  }
+  j->result = (int64_t)done;
+}
+
+static void direct_complete(napi_env env, napi_status status, void *data) {
+  direct_job *j = data;
+  napi_value v;
+  if (status == napi_ok && napi_create_int64(env, j->result, &v) == napi_ok) {
+    napi_resolve_deferred(env, j->deferred, v);
+  } else {
+    napi_value msg, err;
+    napi_create_string_utf8(env, "direct write cancelled", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, j->deferred, err);
+  }
+  napi_delete_reference(env, j->keep);
+  napi_delete_async_work(env, j->work);
+  free(j);
+}
+
+static napi_value write_direct(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], promise, name;
+  int32_t fd = -1;
+  int64_t position = -1;
+  bool is_buffer = false;
+  void *buf = NULL;
+  size_t len = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, argv[1], &buf, &len) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &position) != napi_ok || position < 0 ||
+      position % DIO_ALIGN != 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE",
+                          "expected (fd: number, data: Buffer, position: a non-negative multiple of 4096)");
+    return NULL;
+  }
+  direct_job *j = calloc(1, sizeof *j);
+  if (!j) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  j->fd = fd;
+  j->data = buf;
+  j->len = len;
+  j->position = position;
+  napi_create_reference(env, argv[1], 1, &j->keep);
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_string_utf8(env, "ferry.writeDirect", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, direct_execute, direct_complete, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
+}
+
+void ferry_direct_init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"writeDirect", NULL, write_direct, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}
