@@ -53,6 +53,8 @@ interface Args {
   loss: number;
   /** Which peers run beside ferry (default all; `--peers none` while working on ferry alone). */
   peers: Set<string>;
+  /** `--variant KEY=VALUE`: ferry once more per run with this environment (e.g. FERRY_DIRECT_IO=off), as a peer. */
+  variant?: { key: string; value: string };
 }
 
 function parseArgs(argv: string[]): Args {
@@ -93,6 +95,10 @@ function parseArgs(argv: string[]): Args {
       a.peers = new Set(list === 'none' ? [] : list.split(','));
       for (const p of a.peers)
         if (p !== 'rsync' && p !== 'tar') throw new Error(`unknown peer ${p}; known: rsync, tar (or none)`);
+    } else if (v === '--variant') {
+      const m = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(next());
+      if (!m) throw new Error('--variant takes NAME=VALUE, e.g. FERRY_DIRECT_IO=off');
+      a.variant = { key: m[1]!, value: m[2]! };
     } else if (v === '--scenario') {
       const s = next();
       if (!(s in SCENARIOS))
@@ -100,7 +106,7 @@ function parseArgs(argv: string[]): Args {
       a.scenarios.push(s as Scenario);
     } else if (v === '--help' || v === '-h') {
       console.log(
-        `npm run bench -- [--scenario NAME]… [--quick] [--runs N] [--json FILE] [--link RATE] [--shaped-rate RATE] [--delay MS] [--loss PCT%] [--peers rsync,tar|none]\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`,
+        `npm run bench -- [--scenario NAME]… [--quick] [--runs N] [--json FILE] [--link RATE] [--shaped-rate RATE] [--delay MS] [--loss PCT%] [--peers rsync,tar|none] [--variant NAME=VALUE]\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`,
       );
       process.exit(0);
     } else throw new Error(`unknown option ${v}`);
@@ -225,16 +231,19 @@ async function main(): Promise<void> {
       // generating `large` took 26 s, the next ones 15-16 s, whichever tool it was).
       for (let run = 0; run < args.runs; run++) {
         const check = run === 0;
-        const ferryStep = async () => {
+        const ferryStep = async (variant?: { key: string; value: string }) => {
+          const tool = variant ? `ferry ${variant.key}=${variant.value}` : 'ferry';
+          const env = variant ? { [variant.key]: variant.value } : {};
           freshTarget();
           if (sc.kind === 'full' || sc.kind === 'shaped' || sc.kind === 'ratelimit') {
             const r = await ferry.run(root, dstRoot, {
               continuous: false,
+              env,
               beforeMeasure: dropCaches,
               ...(sc.kind === 'ratelimit' ? { rateLimitMbit: args.rateLimitMbit } : {}),
               ...('compression' in sc && sc.compression ? { compression: 'zstd' as const } : {}),
             });
-            add('ferry', r.full);
+            add(tool, r.full);
             if (sc.kind === 'ratelimit') {
               const achieved = (bytes * 8) / r.full.seconds / 1e6;
               console.log(
@@ -244,14 +253,15 @@ async function main(): Promise<void> {
           } else {
             const r = await ferry.run(root, dstRoot, {
               continuous: true,
+              env,
               between: () => {
                 if (sc.kind === 'incremental') changeOnePercent(files, 100 + run);
                 dropCaches();
               },
             });
-            add('ferry', r.sync!);
+            add(tool, r.sync!);
           }
-          if (check) verify(root, dstRoot, 'ferry');
+          if (check) verify(root, dstRoot, tool);
         };
         // rsync over its daemon
         const rsyncStep = async () => {
@@ -279,7 +289,9 @@ async function main(): Promise<void> {
           add('tar|nc', await tarNc(root, dstRoot));
           if (check) verify(root, dstRoot, 'tar|nc');
         };
-        const steps = [ferryStep];
+        const steps = [() => ferryStep()];
+        const variant = args.variant;
+        if (variant) steps.push(() => ferryStep(variant));
         if (sc.kind !== 'ratelimit' && args.peers.has('rsync')) steps.push(rsyncStep);
         if ((sc.kind === 'full' || sc.kind === 'shaped') && args.peers.has('tar')) steps.push(tarStep);
         for (let i = 0; i < steps.length; i++) await steps[(i + run) % steps.length]!();

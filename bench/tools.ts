@@ -55,11 +55,14 @@ function peakRss(pid: number): number {
   }
 }
 
-function spawnIn(ns: string, args: string[], log: string): ChildProcess {
+function spawnIn(ns: string, args: string[], log: string, env: Record<string, string> = {}): ChildProcess {
   const fd = fs.openSync(log, 'a');
   // nsenter --net switches only the network namespace (`ip netns exec` would also give the
   // process its own mount namespace, pinning the loop-device mounts the benchmark reformats).
-  const p = spawn('nsenter', [`--net=/run/netns/${ns}`, ...args], { stdio: ['ignore', fd, fd] });
+  const p = spawn('nsenter', [`--net=/run/netns/${ns}`, ...args], {
+    stdio: ['ignore', fd, fd],
+    env: { ...process.env, ...env },
+  });
   onCleanup(() => {
     if (p.exitCode === null) p.kill('SIGKILL');
   });
@@ -156,6 +159,8 @@ export class FerryBench {
       compression?: 'zstd';
       beforeMeasure?: () => void;
       between?: () => void;
+      /** Extra environment for agent and target (a variant compared with plain ferry). */
+      env?: Record<string, string>;
     },
   ): Promise<{ full: Measure; sync?: Measure }> {
     const n = ++this.#n;
@@ -189,6 +194,7 @@ export class FerryBench {
         path.join(WORK, `target-state-${n}`),
       ],
       path.join(WORK, `target-${n}.out`),
+      opts.env,
     );
     const agent = spawnIn(
       SRC_NS,
@@ -206,6 +212,7 @@ export class FerryBench {
         path.join(WORK, `agent-state-${n}`),
       ],
       path.join(WORK, `agent-${n}.out`),
+      opts.env,
     );
     const c = this.client;
     const show = () => c.request<ServerView>('GET', `/api/v1/servers/${names.src}`);

@@ -261,6 +261,14 @@ program
       .default('/var/lib/ferry/target'),
   )
   .addOption(hashThreadsOption())
+  .addOption(
+    new Option(
+      '--direct-io <on|off>',
+      'write files of 8 MiB and more past the page cache (O_DIRECT) where the file system allows it',
+    )
+      .env('FERRY_DIRECT_IO')
+      .default('on'),
+  )
   .action(
     async (
       o: {
@@ -273,6 +281,7 @@ program
         staging?: string;
         stateDir: string;
         hashThreads: string;
+        directIo: string;
       },
       cmd: Command,
     ) => {
@@ -291,6 +300,7 @@ program
         stateDir: o.stateDir,
         logger: g.logger,
         hashThreads: o.hashThreads,
+        directIo: o.directIo,
       });
       await Promise.race([untilSignal(() => t.stop()), t.done]);
     },

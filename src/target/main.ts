@@ -50,6 +50,8 @@ export interface TargetOptions {
   readonly heartbeatMs?: number;
   /** Where large files are hashed: a worker thread (1), the event loop (0), or auto (1 from 4 cores); a string as given on the command line is checked here (FERRY_CONFIG). */
   readonly hashThreads?: string | HashThreads;
+  /** Large files written past the page cache (O_DIRECT) where the file system allows it: 'on' (default) or 'off'. */
+  readonly directIo?: string;
 }
 
 export interface RunningTarget {
@@ -62,6 +64,9 @@ export interface RunningTarget {
 /** Starts `ferry target`. */
 export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
   const hashThreads = configureHashing(o.hashThreads ?? 'auto');
+  const directIo = o.directIo ?? 'on';
+  if (directIo !== 'on' && directIo !== 'off')
+    throw new FerryError('FERRY_CONFIG', `--direct-io must be on or off, not ${JSON.stringify(directIo)}`);
   const caPem = await readFile(o.caFile, 'utf8').catch((e: Error) => {
     throw new FerryError('FERRY_CONFIG', `--ca-file ${o.caFile}: ${e.message}`);
   });
@@ -122,6 +127,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
       root: o.root ?? null,
       disks: disks.map((d) => d.path),
       hashThreads,
+      directIo,
       nodeFlags: process.execArgv,
     },
     'target registered',
@@ -230,6 +236,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
       const writer = await TreeWriter.open(root, log, {
         inflightFile: path.join(taskDir(a.taskId), 'inflight'),
         journalFile: path.join(taskDir(a.taskId), 'partial'),
+        directIo: directIo === 'on',
       });
       const resume = writer.resumable();
       await session.send({ type: 'welcome', body: { ok: true, ...(resume ? { resume } : {}) } });
