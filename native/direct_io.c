@@ -7,6 +7,16 @@
  * device request. The kernel wants the memory address, the file offset and the length
  * aligned to the device's block size; DIO_ALIGN (4096) covers every block size Linux uses.
  *
+ * The same holds for reading the source: a buffered read of a cold file fills the page
+ * cache first (evicting what the server itself is using) and copies out of it; a direct
+ * read lands in the thread's aligned buffer and is copied once into the caller's.
+ *
+ * readDirect(fd: number, buf: Buffer, position: number) -> Promise<number>
+ *   fd was opened with O_DIRECT; position is a multiple of DIO_ALIGN. Reads up to buf.length
+ *   bytes at position (the device is asked for whole blocks; what lies beyond buf is
+ *   dropped) and resolves to the bytes placed in buf (fewer at the end of the file), or to
+ *   -errno when the first read failed (EINVAL: no direct reads on this file system).
+ *
  * writeDirect(fd: number, data: Buffer, position: number) -> Promise<number>
  *   fd was opened with O_DIRECT; position is a multiple of DIO_ALIGN. Writes the longest
  *   prefix of data whose length is a multiple of DIO_ALIGN at position -- from data itself
@@ -33,10 +43,11 @@ typedef struct {
   napi_deferred deferred;
   napi_ref keep;
   int fd;
-  const uint8_t *data;
+  uint8_t *data;
   size_t len;
   int64_t position;
   int64_t result;
+  int reading;
 } direct_job;
 
 static __thread uint8_t *bounce;
@@ -52,8 +63,35 @@ static int ensure_bounce(size_t n) {
   return 0;
 }
 
+static void read_execute(direct_job *j) {
+  size_t done = 0;
+  if (ensure_bounce(DIO_PIECE)) {
+    j->result = -ENOMEM;
+    return;
+  }
+  while (done < j->len) {
+    size_t want = j->len - done < DIO_PIECE ? j->len - done : DIO_PIECE;
+    size_t ask = (want + DIO_ALIGN - 1) & ~(size_t)(DIO_ALIGN - 1);
+    ssize_t r = pread(j->fd, bounce, ask, j->position + (int64_t)done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      j->result = done ? (int64_t)done : -errno;
+      return;
+    }
+    size_t got = (size_t)r < want ? (size_t)r : want;
+    memcpy((uint8_t *)j->data + done, bounce, got);
+    done += got;
+    if ((size_t)r < ask) break; /* end of file */
+  }
+  j->result = (int64_t)done;
+}
+
 static void direct_execute(napi_env env, void *data) {
   direct_job *j = data;
+  if (j->reading) {
+    read_execute(j);
+    return;
+  }
   size_t len = j->len & ~(size_t)(DIO_ALIGN - 1);
   size_t done = 0;
   while (done < len) {
@@ -95,7 +133,7 @@ static void direct_complete(napi_env env, napi_status status, void *data) {
   free(j);
 }
 
-static napi_value write_direct(napi_env env, napi_callback_info info) {
+static napi_value start_job(napi_env env, napi_callback_info info, int reading) {
   size_t argc = 3;
   napi_value argv[3], promise, name;
   int32_t fd = -1;
@@ -110,7 +148,7 @@ static napi_value write_direct(napi_env env, napi_callback_info info) {
       napi_get_value_int64(env, argv[2], &position) != napi_ok || position < 0 ||
       position % DIO_ALIGN != 0) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE",
-                          "expected (fd: number, data: Buffer, position: a non-negative multiple of 4096)");
+                          "expected (fd: number, buffer: Buffer, position: a non-negative multiple of 4096)");
     return NULL;
   }
   direct_job *j = calloc(1, sizeof *j);
@@ -122,16 +160,21 @@ static napi_value write_direct(napi_env env, napi_callback_info info) {
   j->data = buf;
   j->len = len;
   j->position = position;
+  j->reading = reading;
   napi_create_reference(env, argv[1], 1, &j->keep);
   napi_create_promise(env, &j->deferred, &promise);
-  napi_create_string_utf8(env, "ferry.writeDirect", NAPI_AUTO_LENGTH, &name);
+  napi_create_string_utf8(env, reading ? "ferry.readDirect" : "ferry.writeDirect", NAPI_AUTO_LENGTH, &name);
   napi_create_async_work(env, NULL, name, direct_execute, direct_complete, j, &j->work);
   napi_queue_async_work(env, j->work);
   return promise;
 }
 
+static napi_value read_direct(napi_env env, napi_callback_info info) { return start_job(env, info, 1); }
+static napi_value write_direct(napi_env env, napi_callback_info info) { return start_job(env, info, 0); }
+
 void ferry_direct_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
+    {"readDirect", NULL, read_direct, NULL, NULL, NULL, napi_default, NULL},
     {"writeDirect", NULL, write_direct, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

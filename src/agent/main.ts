@@ -8,6 +8,7 @@ import {
   jobKey,
 } from '../control/index.js';
 import { FerryError, toFerryError } from '../errors/index.js';
+import { parseDirectIo } from '../native/index.js';
 import { configureHashing, type HashThreads } from '../replication/file/index.js';
 import { ConsoleClient, enroll, forgetCredential, Heartbeat, pollUntilStopped } from '../transport/index.js';
 import { collectInventory, emptyDirsFor, listMounts, runChecks } from './inventory.js';
@@ -26,6 +27,8 @@ export interface AgentOptions {
   readonly retryDeadlineMs?: number;
   /** Where large files are hashed: a worker thread (1), the event loop (0), or auto (1 from 4 cores); a string as given on the command line is checked here (FERRY_CONFIG). */
   readonly hashThreads?: string | HashThreads;
+  /** Files of 8 MiB and more read past the page cache (O_DIRECT) where the file system allows it: 'on' (default) or 'off'. */
+  readonly directIo?: string | boolean;
 }
 
 export interface RunningAgent {
@@ -38,6 +41,7 @@ export interface RunningAgent {
 /** Starts `ferry agent`. */
 export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const hashThreads = configureHashing(o.hashThreads ?? 'auto');
+  const directIo = parseDirectIo(o.directIo);
   const caPem = await readFile(o.caFile, 'utf8').catch((e: Error) => {
     throw new FerryError('FERRY_CONFIG', `--ca-file ${o.caFile}: ${e.message}`);
   });
@@ -51,7 +55,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   });
   const log = o.logger.child({ agent: cred.name });
   log.info(
-    { id: cred.id, console: o.consoleUrl, root: o.root, hashThreads, nodeFlags: process.execArgv },
+    { id: cred.id, console: o.consoleUrl, root: o.root, hashThreads, directIo, nodeFlags: process.execArgv },
     'agent registered',
   );
   const client = new ConsoleClient({
@@ -69,6 +73,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     logger: log,
     emptyDirs: () => emptyDirs,
     retryDeadlineMs: o.retryDeadlineMs ?? 3_600_000,
+    directIo,
   });
 
   let inventory: Record<string, unknown> | undefined;

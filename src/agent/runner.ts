@@ -36,6 +36,8 @@ export interface RunnerOptions {
   readonly emptyDirs: () => readonly string[];
   /** How long to keep retrying a retryable failure before reporting the task failed. */
   readonly retryDeadlineMs: number;
+  /** Large files read past the page cache where the file system allows it (`--direct-io`). */
+  readonly directIo: boolean;
   /** Called when an event is waiting to be reported (so it goes out at once). */
   readonly onEvent?: () => void;
 }
@@ -392,6 +394,7 @@ export class JobRunner {
         signal,
         keep: pass === 'full' ? [] : job.syncExcludes,
         detectRenames: pass !== 'full',
+        directIo: this.#o.directIo,
         onUnsupportedName: (rel) =>
           this.#o.logger.warn(
             { path: rel },

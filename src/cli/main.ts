@@ -98,6 +98,16 @@ function hashThreadsOption(): Option {
     .default('auto');
 }
 
+/** `--direct-io on|off`, shared by agent (reads) and target (writes). */
+function directIoOption(what: 'read' | 'write'): Option {
+  return new Option(
+    '--direct-io <on|off>',
+    `${what} files of 8 MiB and more past the page cache (O_DIRECT) where the file system allows it`,
+  )
+    .env('FERRY_DIRECT_IO')
+    .default('on');
+}
+
 function daemonFlags(cmd: Command): { console: { consoleUrl: string; caFile: string }; logger: Logger } {
   const g = cmd.optsWithGlobals() as { console: string; caFile: string; logLevel: string; logFile?: string };
   return { console: { consoleUrl: g.console, caFile: g.caFile }, logger: logger(g) };
@@ -183,6 +193,7 @@ program
     3600,
   )
   .addOption(hashThreadsOption())
+  .addOption(directIoOption('read'))
   .action(
     async (
       o: {
@@ -192,6 +203,7 @@ program
         stateDir: string;
         retryDeadline: number;
         hashThreads: string;
+        directIo: string;
       },
       cmd: Command,
     ) => {
@@ -206,6 +218,7 @@ program
         logger: g.logger,
         retryDeadlineMs: o.retryDeadline * 1000,
         hashThreads: o.hashThreads,
+        directIo: o.directIo,
       });
       await Promise.race([untilSignal(() => a.stop()), a.done]);
     },
@@ -261,14 +274,7 @@ program
       .default('/var/lib/ferry/target'),
   )
   .addOption(hashThreadsOption())
-  .addOption(
-    new Option(
-      '--direct-io <on|off>',
-      'write files of 8 MiB and more past the page cache (O_DIRECT) where the file system allows it',
-    )
-      .env('FERRY_DIRECT_IO')
-      .default('on'),
-  )
+  .addOption(directIoOption('write'))
   .action(
     async (
       o: {

@@ -2,9 +2,11 @@
  * native: typed access to ferry's own N-API addon (native/ferry_fs.c): xattrs, sparse-file
  * data regions, mknod and nanosecond link times. The one place that loads it.
  */
+import { constants as C, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { getSystemErrorName } from 'node:util';
+import { FerryError } from '../errors/index.js';
 
 export interface FerryFs {
   /** Offset of the next data at or after `offset`, or -1 when only a hole follows. */
@@ -48,6 +50,12 @@ export interface FerryFs {
    * rest), or to -errno when nothing was written.
    */
   writeDirect(fd: number, data: Buffer, position: number): Promise<number>;
+  /**
+   * Reads up to buf.length bytes at `position` (a multiple of DIRECT_ALIGN) through `fd`,
+   * opened with O_DIRECT, in the thread pool: resolves to the bytes placed in buf (fewer at
+   * the end of the file), or to -errno when nothing was read.
+   */
+  readDirect(fd: number, buf: Buffer, position: number): Promise<number>;
 }
 
 /** The alignment writeDirect keeps: address, offset and length, for every block size Linux uses. */
@@ -103,6 +111,27 @@ const require = createRequire(import.meta.url);
 const addonPath = fileURLToPath(new URL('../../native/build/Release/ferry_fs.node', import.meta.url));
 
 export const ferryFs: FerryFs = require(addonPath) as FerryFs;
+
+/**
+ * A second descriptor of an open file with O_DIRECT, for readDirect / writeDirect, opened
+ * through /proc/self/fd (no path lookup: nothing can be swapped in between). undefined where
+ * the file system refuses direct I/O (ramfs; tmpfs before Linux 6.6) or /proc is not mounted: the caller
+ * stays with the buffered descriptor.
+ */
+export function reopenDirect(fd: number, mode: 'read' | 'write'): number | undefined {
+  try {
+    return openSync(`/proc/self/fd/${fd}`, (mode === 'read' ? C.O_RDONLY : C.O_WRONLY) | C.O_DIRECT);
+  } catch {
+    return undefined;
+  }
+}
+
+/** `--direct-io on|off` (agent and target), checked when the program starts. */
+export function parseDirectIo(value: string | boolean | undefined): boolean {
+  if (value === undefined || value === true || value === 'on') return true;
+  if (value === false || value === 'off') return false;
+  throw new FerryError('FERRY_CONFIG', `--direct-io must be on or off, not ${JSON.stringify(value)}`);
+}
 
 /** An errno a native call reported, as the error Node's fs would throw (code "ENOENT", …). */
 export function errnoError(errno: number, what: string): NodeJS.ErrnoException {

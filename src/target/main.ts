@@ -14,6 +14,7 @@ import {
 } from '../control/index.js';
 import { blockCopies, describeTargetDisk, prepareDisks, unmountStaging } from '../disks/index.js';
 import { FerryError, toFerryError } from '../errors/index.js';
+import { parseDirectIo } from '../native/index.js';
 import { Session } from '../protocol/index.js';
 import {
   configureHashing,
@@ -50,8 +51,8 @@ export interface TargetOptions {
   readonly heartbeatMs?: number;
   /** Where large files are hashed: a worker thread (1), the event loop (0), or auto (1 from 4 cores); a string as given on the command line is checked here (FERRY_CONFIG). */
   readonly hashThreads?: string | HashThreads;
-  /** Large files written past the page cache (O_DIRECT) where the file system allows it: 'on' (default) or 'off'. */
-  readonly directIo?: string;
+  /** Files of 8 MiB and more written past the page cache (O_DIRECT) where the file system allows it: 'on' (default) or 'off'. */
+  readonly directIo?: string | boolean;
 }
 
 export interface RunningTarget {
@@ -64,9 +65,7 @@ export interface RunningTarget {
 /** Starts `ferry target`. */
 export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
   const hashThreads = configureHashing(o.hashThreads ?? 'auto');
-  const directIo = o.directIo ?? 'on';
-  if (directIo !== 'on' && directIo !== 'off')
-    throw new FerryError('FERRY_CONFIG', `--direct-io must be on or off, not ${JSON.stringify(directIo)}`);
+  const directIo = parseDirectIo(o.directIo);
   const caPem = await readFile(o.caFile, 'utf8').catch((e: Error) => {
     throw new FerryError('FERRY_CONFIG', `--ca-file ${o.caFile}: ${e.message}`);
   });
@@ -236,7 +235,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
       const writer = await TreeWriter.open(root, log, {
         inflightFile: path.join(taskDir(a.taskId), 'inflight'),
         journalFile: path.join(taskDir(a.taskId), 'partial'),
-        directIo: directIo === 'on',
+        directIo,
       });
       const resume = writer.resumable();
       await session.send({ type: 'welcome', body: { ok: true, ...(resume ? { resume } : {}) } });

@@ -206,6 +206,8 @@ export async function runSendPass(opts: {
   detectRenames?: boolean;
   /** Entries sent and not yet acknowledged, at most (default MAX_UNACKED). */
   maxUnacked?: number;
+  /** Read files of 8 MiB and more past the page cache where the file system allows it (default on; see readFileRegions). */
+  directIo?: boolean;
 }): Promise<PassResult> {
   const { session, state, progress } = opts;
   const gen = state.beginPass();
@@ -424,7 +426,7 @@ export async function runSendPass(opts: {
         await send({ type: 'file-end', body: { seq, hash } });
         continue;
       }
-      const { regions, done } = await readFileRegions(e.abs, isSparse(e));
+      const { regions, done } = await readFileRegions(e.abs, isSparse(e), { direct: opts.directIo ?? true });
       await send({ type: 'entry', body: entry });
       let dataBytes = 0;
       for await (const r of regions) {

@@ -1,11 +1,15 @@
 import { closeSync, fstatSync, openSync, read, readSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { FerryError } from '../../errors/index.js';
-import { ferryFs } from '../../native/index.js';
+import { DIRECT_ALIGN, errnoError, ferryFs, reopenDirect } from '../../native/index.js';
 import { contentHash, feedZeros } from './content-hash.js';
 
 const CHUNK = 1 << 20;
 /** Chunks read ahead in the thread pool while the current one is hashed and sent. */
 const AHEAD = 4;
+/** Files from this size are read with O_DIRECT where the file system allows it (see readFileRegions). */
+export const DIRECT_READ_FROM = 8 << 20;
+const { EINVAL } = osConstants.errno;
 
 /**
  * Yields the data regions of a file in order, `{offset, data}` of at most 1 MiB each,
@@ -14,10 +18,16 @@ const AHEAD = 4;
  * content (holes read as zeros) and the file's size. Hashing runs where content-hash.ts is
  * configured (a worker thread or the event loop); the generator waits when the hashing
  * thread falls behind.
+ *
+ * With `direct` (the default), a file of DIRECT_READ_FROM bytes and more is read past the
+ * page cache (O_DIRECT, native/direct_io.c): a migration does not push the source server's
+ * own working set out of its cache, and a cold file costs one copy instead of readahead
+ * into the cache and a copy out of it. A file system that refuses it is read buffered.
  */
 export async function readFileRegions(
   abs: string,
   sparse: boolean,
+  opts: { direct?: boolean } = {},
 ): Promise<{
   regions: AsyncGenerator<{ offset: number; data: Buffer }>;
   done: () => Promise<{ hash: string; size: number }>;
@@ -31,6 +41,9 @@ export async function readFileRegions(
     if (fd >= 0) closeSync(fd);
     throw new FerryError('FERRY_SOURCE_READ', `cannot open ${abs}: ${(e as Error).message}`, { cause: e });
   }
+  // closed only once no read is in flight (a refused read leaves it open, unused)
+  const directFd = (opts.direct ?? true) && end >= DIRECT_READ_FROM ? reopenDirect(fd, 'read') : undefined;
+  let direct = directFd;
   const hasher = contentHash(end);
   let hashedTo = 0;
   let complete = false;
@@ -57,8 +70,14 @@ export async function readFileRegions(
         const ahead = dataEnd - dataStart > CHUNK;
         pending = [];
         let nextRead = dataStart;
-        const readAt = (at: number) => {
+        const readAt = async (at: number) => {
           const b = Buffer.allocUnsafe(Math.min(CHUNK, dataEnd - at));
+          if (direct !== undefined && at % DIRECT_ALIGN === 0) {
+            const n = await ferryFs.readDirect(direct, b, at);
+            if (n >= 0) return { buf: b, n };
+            if (n !== -EINVAL) throw errnoError(-n, `read ${abs}`);
+            direct = undefined; // this file system takes no direct reads: buffered from now on
+          }
           return new Promise<{ buf: Buffer; n: number }>((resolve, reject) =>
             read(fd, b, 0, b.length, at, (err, n) => (err ? reject(err) : resolve({ buf: b, n }))),
           );
@@ -105,6 +124,7 @@ export async function readFileRegions(
     } finally {
       if (!complete) hasher.discard(); // stopped early: no digest will be asked for
       await Promise.allSettled(pending);
+      if (directFd !== undefined) closeSync(directFd);
       closeSync(fd);
     }
   }

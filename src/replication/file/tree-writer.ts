@@ -34,6 +34,7 @@ import {
   DIRECT_ALIGN,
   errnoError,
   ferryFs,
+  reopenDirect,
   splitNs,
   WriteStep,
 } from '../../native/index.js';
@@ -84,19 +85,6 @@ function writeAll(fd: number, data: Buffer, offset: number): Promise<void> {
     };
     step(0);
   });
-}
-
-/**
- * A second descriptor of the same open file with O_DIRECT, through /proc/self/fd (no path
- * lookup, so nothing can be swapped in between); undefined where the file system refuses
- * direct I/O (tmpfs, for one) or /proc is not mounted.
- */
-function openDirect(fd: number): number | undefined {
-  try {
-    return openSync(`/proc/self/fd/${fd}`, C.O_WRONLY | C.O_DIRECT);
-  } catch {
-    return undefined;
-  }
 }
 
 /**
@@ -675,7 +663,7 @@ export class TreeWriter {
         const old = delta?.old;
         const tmp = this.#tmpName(parentAbs, e.seq);
         const fd = openSync(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
-        const direct = this.#directIo && (e.size ?? 0) >= DIRECT_FROM ? openDirect(fd) : undefined;
+        const direct = this.#directIo && (e.size ?? 0) >= DIRECT_FROM ? reopenDirect(fd, 'write') : undefined;
         this.#file = {
           entry: e,
           rel: e.path,
@@ -825,7 +813,7 @@ export class TreeWriter {
         at += n;
       }
       this.#log.warn({ path: e.path, offset: p.offset }, 'continuing a partly received file');
-      const direct = this.#directIo && (e.size ?? 0) >= DIRECT_FROM ? openDirect(fd) : undefined;
+      const direct = this.#directIo && (e.size ?? 0) >= DIRECT_FROM ? reopenDirect(fd, 'write') : undefined;
       return {
         entry: e,
         rel: e.path,

@@ -1,0 +1,202 @@
+/**
+ * Direct I/O (O_DIRECT) for large files: the native calls, the agent's reader and the
+ * target's writer, on a real ext4 file system (a loop device) and on ramfs, which refuses
+ * direct I/O. Whether bytes went past the page cache is read from the cache itself
+ * (fincore: bytes of the file resident in memory).
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LoopDisks, sh } from '../../../test/support/disks.js';
+import { DIRECT_ALIGN, ferryFs, parseDirectIo, reopenDirect } from '../../native/index.js';
+import { readFileRegions } from './read-file.js';
+import { TreeWriter } from './tree-writer.js';
+
+const MiB = 1 << 20;
+let dir: string;
+let ext4: string;
+let ramfs: string;
+const disks = () => new LoopDisks(dir);
+let loop: LoopDisks;
+
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-direct-'));
+  loop = disks();
+  ext4 = path.join(dir, 'ext4');
+  ramfs = path.join(dir, 'ramfs');
+  fs.mkdirSync(ext4);
+  fs.mkdirSync(ramfs);
+  try {
+    const dev = loop.create('fs', 160);
+    sh('mkfs.ext4', ['-q', '-F', dev]);
+    sh('mount', [dev, ext4]);
+    sh('mount', ['-t', 'ramfs', 'ramfs', ramfs]);
+  } catch (e) {
+    loop.cleanup();
+    throw e;
+  }
+});
+afterAll(() => {
+  loop.cleanup();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** Bytes of `file` in the page cache. */
+function resident(file: string): number {
+  return Number(
+    execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file], {
+      encoding: 'utf8',
+    }).trim(),
+  );
+}
+
+const blake3 = (b: Buffer) => {
+  const h = new Blake3Hasher();
+  h.update(b);
+  return h.digest('hex');
+};
+
+describe('native writeDirect / readDirect', () => {
+  it('write the aligned part of an unaligned buffer past the cache, and read it back exactly', async () => {
+    const file = path.join(ext4, 'native.bin');
+    const fd = fs.openSync(file, 'w+');
+    const direct = reopenDirect(fd, 'write');
+    expect(direct).toBeDefined();
+    const content = randomBytes(3 * MiB + 100);
+    const src = Buffer.concat([Buffer.alloc(3), content]).subarray(3); // not aligned in memory
+    const n = await ferryFs.writeDirect(direct!, src, 0);
+    expect(n).toBe(3 * MiB); // the aligned prefix; the last 100 bytes are the caller's
+    fs.writeSync(fd, src, n, src.length - n, n);
+    fs.closeSync(direct!);
+    fs.closeSync(fd);
+    expect(resident(file)).toBeLessThanOrEqual(DIRECT_ALIGN); // only the buffered tail
+    expect(blake3(fs.readFileSync(file))).toBe(blake3(content));
+    sh('sh', ['-c', `echo 1 > /proc/sys/vm/drop_caches`]);
+
+    const rfd = fs.openSync(file, 'r');
+    const rdirect = reopenDirect(rfd, 'read')!;
+    const back = Buffer.alloc(content.length);
+    let at = 0;
+    for (;;) {
+      const piece = back.subarray(at, Math.min(at + MiB, back.length));
+      if (!piece.length) break;
+      const got = await ferryFs.readDirect(rdirect, piece, at);
+      expect(got).toBe(piece.length);
+      at += got;
+    }
+    // at the end of the file a read is short, and a read past it is empty
+    expect(await ferryFs.readDirect(rdirect, Buffer.alloc(MiB), 3 * MiB)).toBe(100);
+    expect(await ferryFs.readDirect(rdirect, Buffer.alloc(MiB), 4 * MiB)).toBe(0);
+    expect(back.equals(content)).toBe(true);
+    expect(resident(file)).toBe(0);
+    fs.closeSync(rdirect);
+    fs.closeSync(rfd);
+  });
+
+  it('refuse an unaligned position before any I/O, and report a failed write as -errno', async () => {
+    const fd = fs.openSync(path.join(ext4, 'args.bin'), 'w');
+    const direct = reopenDirect(fd, 'write')!;
+    expect(() => ferryFs.writeDirect(direct, Buffer.alloc(8192), 100)).toThrow(/multiple of 4096/);
+    expect(() => ferryFs.readDirect(direct, Buffer.alloc(8192), -4096)).toThrow(/multiple of 4096/);
+    // reading through a write-only descriptor fails in the kernel: EBADF comes back as -errno
+    expect(await ferryFs.readDirect(direct, Buffer.alloc(8192), 0)).toBe(-os.constants.errno.EBADF);
+    fs.closeSync(direct);
+    fs.closeSync(fd);
+  });
+
+  it('are not offered on a file system without direct I/O (ramfs)', () => {
+    const fd = fs.openSync(path.join(ramfs, 'f'), 'w');
+    expect(reopenDirect(fd, 'write')).toBeUndefined();
+    expect(reopenDirect(fd, 'read')).toBeUndefined();
+    fs.closeSync(fd);
+  });
+
+  it('--direct-io takes on or off only', () => {
+    expect(parseDirectIo(undefined)).toBe(true);
+    expect(parseDirectIo('on')).toBe(true);
+    expect(parseDirectIo('off')).toBe(false);
+    expect(() => parseDirectIo('yes')).toThrow(expect.objectContaining({ code: 'FERRY_CONFIG' }));
+  });
+});
+
+async function readAll(file: string, direct: boolean): Promise<{ data: Buffer; hash: string }> {
+  const { regions, done } = await readFileRegions(file, false, { direct });
+  const parts: Buffer[] = [];
+  for await (const r of regions) parts.push(Buffer.from(r.data));
+  return { data: Buffer.concat(parts), hash: (await done()).hash };
+}
+
+describe('the source reads large files past its page cache', () => {
+  it('reads every byte and hashes it, leaving nothing cached; buffered with --direct-io off', async () => {
+    const file = path.join(ext4, 'source.bin');
+    const content = randomBytes(12 * MiB + 4097);
+    fs.writeFileSync(file, content);
+    sh('sh', ['-c', 'sync && echo 1 > /proc/sys/vm/drop_caches']);
+    const d = await readAll(file, true);
+    expect(d.data.equals(content)).toBe(true);
+    expect(resident(file)).toBe(0);
+    const b = await readAll(file, false);
+    expect(b.hash).toBe(d.hash);
+    expect(resident(file)).toBeGreaterThanOrEqual(12 * MiB);
+  });
+
+  it('reads a file on ramfs (no direct I/O) the buffered way', async () => {
+    const file = path.join(ramfs, 'source.bin');
+    const content = randomBytes(9 * MiB + 1);
+    fs.writeFileSync(file, content);
+    const d = await readAll(file, true);
+    expect(d.data.equals(content)).toBe(true);
+  });
+});
+
+const entry = (seq: number, p: string, size: number) => ({
+  seq,
+  path: p,
+  kind: 'file' as const,
+  size,
+  mode: 0o640,
+  uid: 0,
+  gid: 0,
+  mtimeNs: '1000000000000000000',
+});
+const log = { warn: () => {}, error: () => {} };
+
+async function writeLarge(root: string, name: string, content: Buffer, directIo: boolean): Promise<void> {
+  const w = await TreeWriter.open(root, log, { directIo });
+  await w.entry(entry(1, name, content.length));
+  for (let at = 0; at < content.length; at += MiB) {
+    // each chunk a copy at an odd address, as frames arrive: the writer must not rely on alignment
+    const chunk = Buffer.concat([Buffer.alloc(5), content.subarray(at, at + MiB)]).subarray(5);
+    await w.data(at, chunk);
+  }
+  await w.fileEnd(blake3(content));
+  await w.commit();
+}
+
+describe('the target writes large files past its page cache', () => {
+  it('writes every byte, the last partial block buffered, and with --direct-io off through the cache', async () => {
+    const root = path.join(ext4, 'root');
+    fs.mkdirSync(root, { recursive: true });
+    const content = randomBytes(10 * MiB + 777);
+    await writeLarge(root, 'direct.bin', content, true);
+    const got = path.join(root, 'direct.bin');
+    expect(resident(got)).toBeLessThanOrEqual(DIRECT_ALIGN);
+    expect(fs.readFileSync(got).equals(content)).toBe(true);
+    expect(fs.statSync(got).mode & 0o7777).toBe(0o640);
+
+    await writeLarge(root, 'buffered.bin', content, false);
+    expect(resident(path.join(root, 'buffered.bin'))).toBeGreaterThanOrEqual(10 * MiB);
+  });
+
+  it('writes through the cache on a file system without direct I/O (ramfs)', async () => {
+    const root = path.join(ramfs, 'root');
+    fs.mkdirSync(root, { recursive: true });
+    const content = randomBytes(9 * MiB + 3);
+    await writeLarge(root, 'big.bin', content, true);
+    expect(fs.readFileSync(path.join(root, 'big.bin')).equals(content)).toBe(true);
+  });
+});
