@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
+  ADDON_FUNCTIONS,
   type BatchWriteItem,
   ferryFs,
   LSTAT_FIELDS,
@@ -202,5 +203,14 @@ describe('readDir', () => {
     const got = await ferryFs.readDir(path.join(dir, 'etc-link'));
     expect(got.errno).toBe(os.constants.errno.ENOTDIR); // O_NOFOLLOW|O_DIRECTORY on a symlink
     expect(got.names).toEqual([]);
+  });
+});
+
+describe('the addon', () => {
+  it('offers exactly the functions the sources check for when loading it (a stale build is refused)', () => {
+    const functions = Object.getOwnPropertyNames(ferryFs)
+      .filter((k) => typeof (ferryFs as unknown as Record<string, unknown>)[k] === 'function')
+      .sort();
+    expect(functions).toEqual([...ADDON_FUNCTIONS].sort());
   });
 });

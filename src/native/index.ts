@@ -110,7 +110,36 @@ export const WriteStep = {
 const require = createRequire(import.meta.url);
 const addonPath = fileURLToPath(new URL('../../native/build/Release/ferry_fs.node', import.meta.url));
 
-export const ferryFs: FerryFs = require(addonPath) as FerryFs;
+/** Everything FerryFs names: an addon built from older sources lacks some (see loadAddon). */
+export const ADDON_FUNCTIONS = [
+  'seekData',
+  'seekHole',
+  'listXattr',
+  'getXattr',
+  'setXattr',
+  'removeXattr',
+  'mknod',
+  'lutimes',
+  'readDir',
+  'readFiles',
+  'writeFiles',
+  'writeDirect',
+  'readDirect',
+] as const satisfies readonly (keyof FerryFs)[];
+
+/** Loads the addon and checks it is the one these sources expect, not a stale build. */
+function loadAddon(): FerryFs {
+  const addon = require(addonPath) as Partial<FerryFs>;
+  const missing = ADDON_FUNCTIONS.filter((f) => typeof addon[f] !== 'function');
+  if (missing.length)
+    throw new FerryError(
+      'FERRY_CONFIG',
+      `the native addon ${addonPath} is older than ferry's sources (no ${missing.join(', ')}): run npm run build:native`,
+    );
+  return addon as FerryFs;
+}
+
+export const ferryFs: FerryFs = loadAddon();
 
 /**
  * A second descriptor of an open file with O_DIRECT, for readDirect / writeDirect, opened
