@@ -45,6 +45,36 @@ describe('--hash-threads', () => {
   });
 });
 
+describe('--direct-io', () => {
+  it('is listed by agent --help (reads) and target --help (writes), with its environment variable', () => {
+    for (const [program, verb] of [
+      ['agent', 'read'],
+      ['target', 'write'],
+    ] as const) {
+      const r = ferry([program, '--help']);
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(
+        new RegExp(`--direct-io <on\\|off>[\\s\\S]*${verb} files of 8 MiB[\\s\\S]*FERRY_DIRECT_IO`),
+      );
+    }
+  });
+
+  it('refuses anything but on and off (flag or environment) with FERRY_CONFIG and exit code 2', () => {
+    const common = ['--registration-token-file', '/nonexistent/token'];
+    const bad = [
+      ferry(['agent', ...common, '--direct-io', 'yes']),
+      ferry(['target', ...common, '--listen', '127.0.0.1:1', '--root', '/nonexistent', '--direct-io', '1']),
+      ferry(['target', ...common, '--listen', '127.0.0.1:1', '--root', '/nonexistent'], {
+        FERRY_DIRECT_IO: 'auto',
+      }),
+    ];
+    for (const r of bad) {
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(/FERRY_CONFIG: --direct-io must be on or off/);
+    }
+  });
+});
+
 describe('the ferry executable', () => {
   it('stops quietly when the reader of its output goes away (`ferry … | head`)', async () => {
     const r = spawnSync(
