@@ -63,33 +63,27 @@ static int ensure_bounce(size_t n) {
   return 0;
 }
 
-static void read_execute(direct_job *j) {
+int64_t ferry_read_direct(int fd, uint8_t *dst, size_t len, int64_t position) {
   size_t done = 0;
-  if (ensure_bounce(DIO_PIECE)) {
-    j->result = -ENOMEM;
-    return;
-  }
-  while (done < j->len) {
-    size_t want = j->len - done < DIO_PIECE ? j->len - done : DIO_PIECE;
+  if (ensure_bounce(DIO_PIECE)) return -ENOMEM;
+  while (done < len) {
+    size_t want = len - done < DIO_PIECE ? len - done : DIO_PIECE;
     size_t ask = (want + DIO_ALIGN - 1) & ~(size_t)(DIO_ALIGN - 1);
-    ssize_t r = pread(j->fd, bounce, ask, j->position + (int64_t)done);
+    ssize_t r = pread(fd, bounce, ask, position + (int64_t)done);
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      j->result = done ? (int64_t)done : -errno;
-      return;
-    }
+    if (r < 0) return done ? (int64_t)done : -errno;
     size_t got = (size_t)r < want ? (size_t)r : want;
-    memcpy((uint8_t *)j->data + done, bounce, got);
+    memcpy(dst + done, bounce, got);
     done += got;
     if ((size_t)r < ask) break; /* end of file */
   }
-  j->result = (int64_t)done;
+  return (int64_t)done;
 }
 
 static void direct_execute(napi_env env, void *data) {
   direct_job *j = data;
   if (j->reading) {
-    read_execute(j);
+    j->result = ferry_read_direct(j->fd, j->data, j->len, j->position);
     return;
   }
   size_t len = j->len & ~(size_t)(DIO_ALIGN - 1);

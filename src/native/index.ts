@@ -30,13 +30,15 @@ export interface FerryFs {
    * Reads whole files in one thread-pool job (native/batch_io.c): file i into `slab` at the
    * running sum of `caps`, at most caps[i] bytes. sizes[i]: bytes read, or -errno. With
    * `xattrs`, every file's extended attributes too, read from the same descriptor (the blob
-   * is parsed by parseXattrBlob).
+   * is parsed by parseXattrBlob). With `direct`, the files are read with O_DIRECT, the rest
+   * of the batch buffered once the file system refuses it.
    */
   readFiles(
     paths: string[],
     caps: number[],
     slab: Buffer,
     xattrs: boolean,
+    direct?: boolean,
   ): Promise<{ sizes: Int32Array; xattrs: Buffer | null }>;
   /**
    * Writes, owns, times and renames whole files in one thread-pool job; 4 ints per item:

@@ -13,6 +13,7 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoopDisks, sh } from '../../../test/support/disks.js';
 import { DIRECT_ALIGN, ferryFs, parseDirectIo, reopenDirect } from '../../native/index.js';
+import { BatchReader } from './batch-read.js';
 import { readFileRegions } from './read-file.js';
 import { TreeWriter } from './tree-writer.js';
 
@@ -120,6 +121,61 @@ describe('native writeDirect / readDirect', () => {
     expect(parseDirectIo('on')).toBe(true);
     expect(parseDirectIo('off')).toBe(false);
     expect(() => parseDirectIo('yes')).toThrow(expect.objectContaining({ code: 'FERRY_CONFIG' }));
+  });
+});
+
+describe('whole small files are read past the page cache in batches', () => {
+  const sizes = [0, 1, 4095, 4096, 4097, 70_000, 1 << 20];
+  const make = (root: string) => {
+    fs.mkdirSync(root, { recursive: true });
+    return sizes.map((n, i) => {
+      const file = path.join(root, `f${i}`);
+      fs.writeFileSync(file, randomBytes(n));
+      return file;
+    });
+  };
+
+  it('reads each file exactly, cut at its cap, and leaves none of it cached', async () => {
+    const files = make(path.join(ext4, 'small'));
+    sh('sh', ['-c', 'sync && echo 1 > /proc/sys/vm/drop_caches']);
+    const caps = [...sizes];
+    caps[5] = 5000; // a file that grew since the scan is read up to its scanned size
+    const slab = Buffer.alloc(caps.reduce((a, b) => a + b, 0));
+    const got = await ferryFs.readFiles(files, caps, slab, false, true);
+    expect(Array.from(got.sizes)).toEqual(caps);
+    let at = 0;
+    files.forEach((f, i) => {
+      expect(slab.subarray(at, at + caps[i]!).equals(fs.readFileSync(f).subarray(0, caps[i]!))).toBe(true);
+      at += caps[i]!;
+    });
+    sh('sh', ['-c', 'sync && echo 1 > /proc/sys/vm/drop_caches']);
+    const reader = new BatchReader(); // direct by default
+    const whole = files.map((f, i) => reader.read(f, sizes[i]!));
+    reader.flush();
+    const datas = await Promise.all(whole);
+    for (const [i, f] of files.entries()) {
+      expect(datas[i]!.data.equals(fs.readFileSync(f))).toBe(true);
+    }
+    // fs.readFileSync above cached them: drop, read through the batch again, nothing cached
+    sh('sh', ['-c', 'sync && echo 1 > /proc/sys/vm/drop_caches']);
+    const again = new BatchReader();
+    const p = files.map((f, i) => again.read(f, sizes[i]!));
+    again.flush();
+    await Promise.all(p);
+    for (const f of files) expect(resident(f)).toBe(0);
+    const buffered = new BatchReader({ direct: false });
+    const q = files.map((f, i) => buffered.read(f, sizes[i]!));
+    buffered.flush();
+    await Promise.all(q);
+    expect(resident(files[6]!)).toBe(1 << 20);
+  });
+
+  it('reads them buffered where the file system refuses direct I/O (ramfs)', async () => {
+    const files = make(path.join(ramfs, 'small'));
+    const slab = Buffer.alloc(sizes.reduce((a, b) => a + b, 0));
+    const got = await ferryFs.readFiles(files, sizes, slab, false, true);
+    expect(Array.from(got.sizes)).toEqual(sizes);
+    expect(slab.subarray(slab.length - (1 << 20)).equals(fs.readFileSync(files[6]!))).toBe(true);
   });
 });
 

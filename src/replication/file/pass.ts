@@ -206,7 +206,7 @@ export async function runSendPass(opts: {
   detectRenames?: boolean;
   /** Entries sent and not yet acknowledged, at most (default MAX_UNACKED). */
   maxUnacked?: number;
-  /** Read files of 8 MiB and more past the page cache where the file system allows it (default on; see readFileRegions). */
+  /** Read files past the page cache where the file system allows it: small ones in batches, 8 MiB and more chunk by chunk (default on; see BatchReader, readFileRegions). */
   directIo?: boolean;
 }): Promise<PassResult> {
   const { session, state, progress } = opts;
@@ -293,7 +293,7 @@ export async function runSendPass(opts: {
   reader.catch(fail);
 
   const firstPathOfInode = new Map<string, string>();
-  const smallFiles = new BatchReader();
+  const smallFiles = new BatchReader({ direct: opts.directIo ?? true });
   /**
    * The path the target holds a renamed file's content at: a recorded file with the same
    * inode, size, mtime, mode and owner whose path no longer exists on the source (so
