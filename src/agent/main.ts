@@ -27,7 +27,7 @@ export interface AgentOptions {
   readonly retryDeadlineMs?: number;
   /** Where large files are hashed: a worker thread (1), the event loop (0), or auto (1 from 4 cores); a string as given on the command line is checked here (FERRY_CONFIG). */
   readonly hashThreads?: string | HashThreads;
-  /** Files of 8 MiB and more read past the page cache (O_DIRECT) where the file system allows it: 'on' (default) or 'off'. */
+  /** Files read past the page cache (O_DIRECT) where the file system allows it: 'on' (default) or 'off'. */
   readonly directIo?: string | boolean;
 }
 

@@ -102,7 +102,7 @@ function hashThreadsOption(): Option {
 function directIoOption(what: 'read' | 'write'): Option {
   return new Option(
     '--direct-io <on|off>',
-    `${what} files of 8 MiB and more past the page cache (O_DIRECT) where the file system allows it`,
+    `${what === 'read' ? 'read files' : 'write files of 8 MiB and more'} past the page cache (O_DIRECT) where the file system allows it`,
   )
     .env('FERRY_DIRECT_IO')
     .default('on');

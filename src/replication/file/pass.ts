@@ -206,7 +206,7 @@ export async function runSendPass(opts: {
   detectRenames?: boolean;
   /** Entries sent and not yet acknowledged, at most (default MAX_UNACKED). */
   maxUnacked?: number;
-  /** Read files past the page cache where the file system allows it: small ones in batches, 8 MiB and more chunk by chunk (default on; see BatchReader, readFileRegions). */
+  /** Read files past the page cache where the file system allows it: small ones in batches, larger ones chunk by chunk (default on; see BatchReader, readFileRegions). */
   directIo?: boolean;
 }): Promise<PassResult> {
   const { session, state, progress } = opts;
