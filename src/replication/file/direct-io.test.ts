@@ -248,6 +248,26 @@ describe('the target writes large files past its page cache', () => {
     expect(resident(path.join(root, 'buffered.bin'))).toBeGreaterThanOrEqual(10 * MiB);
   });
 
+  it('reports a full disk on a direct write as ENOSPC with the file, as a buffered one', async () => {
+    const small = path.join(dir, 'full');
+    fs.mkdirSync(small);
+    const dev = loop.create('full', 24);
+    sh('mkfs.ext4', ['-q', '-F', dev]);
+    sh('mount', [dev, small]);
+    const content = randomBytes(40 * MiB);
+    for (const directIo of [true, false]) {
+      const w = await TreeWriter.open(small, log, { directIo });
+      const attempt = (async () => {
+        await w.entry(entry(1, `big-${directIo}.bin`, content.length));
+        for (let at = 0; at < content.length; at += MiB) await w.data(at, content.subarray(at, at + MiB));
+        await w.fileEnd(blake3(content));
+      })();
+      await expect(attempt).rejects.toMatchObject({ code: 'ENOSPC' });
+      await w.abort();
+      expect(fs.readdirSync(small).filter((n) => n !== 'lost+found')).toEqual([]); // nothing left behind
+    }
+  });
+
   it('writes through the cache on a file system without direct I/O (ramfs)', async () => {
     const root = path.join(ramfs, 'root');
     fs.mkdirSync(root, { recursive: true });
