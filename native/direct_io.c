@@ -163,12 +163,39 @@ static napi_value start_job(napi_env env, napi_callback_info info, int reading) 
   return promise;
 }
 
+/*
+ * alignedOffset(buf: Buffer, headerBytes: number) -> number: the smallest k >= 0 such that
+ * bytes placed at buf[k + headerBytes] start at an address aligned to DIO_ALIGN -- where a
+ * frame must begin in buf for its payload, after a header of headerBytes, to be written
+ * directly without the aligned buffer.
+ */
+static napi_value aligned_offset(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], out;
+  bool is_buffer = false;
+  void *buf = NULL;
+  size_t len = 0;
+  int32_t header = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 ||
+      napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, argv[0], &buf, &len) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &header) != napi_ok || header < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "expected (buf: Buffer, headerBytes: a non-negative number)");
+    return NULL;
+  }
+  uintptr_t payload = (uintptr_t)buf + (uintptr_t)header;
+  uint32_t k = (uint32_t)((DIO_ALIGN - (payload & (DIO_ALIGN - 1))) & (DIO_ALIGN - 1));
+  napi_create_uint32(env, k, &out);
+  return out;
+}
+
 static napi_value read_direct(napi_env env, napi_callback_info info) { return start_job(env, info, 1); }
 static napi_value write_direct(napi_env env, napi_callback_info info) { return start_job(env, info, 0); }
 
 void ferry_direct_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"readDirect", NULL, read_direct, NULL, NULL, NULL, napi_default, NULL},
+    {"alignedOffset", NULL, aligned_offset, NULL, NULL, NULL, napi_default, NULL},
     {"writeDirect", NULL, write_direct, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -58,6 +58,12 @@ export interface FerryFs {
    * the end of the file), or to -errno when nothing was read.
    */
   readDirect(fd: number, buf: Buffer, position: number): Promise<number>;
+  /**
+   * Where in `buf` a frame must start for its payload, after `headerBytes`, to sit at an
+   * address aligned to DIRECT_ALIGN (0 to DIRECT_ALIGN - 1): writeDirect then writes it
+   * without its aligned buffer.
+   */
+  alignedOffset(buf: Buffer, headerBytes: number): number;
 }
 
 /** The alignment writeDirect keeps: address, offset and length, for every block size Linux uses. */
@@ -127,6 +133,7 @@ export const ADDON_FUNCTIONS = [
   'writeFiles',
   'writeDirect',
   'readDirect',
+  'alignedOffset',
 ] as const satisfies readonly (keyof FerryFs)[];
 
 /** Loads the addon and checks it is the one these sources expect, not a stale build. */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { FerryError } from '../errors/index.js';
+import { ferryFs } from '../native/index.js';
 import { encodeFrame, encodePreface, FrameDecoder, MAX_FRAME_BYTES } from './frame-codec.js';
 import { FramePool } from './frame-pool.js';
 import { decodeMessage, encodeMessage, type Message } from './messages.js';
@@ -170,6 +171,27 @@ describe('frame decoder with a frame pool', () => {
     // the held frame's bytes were not overwritten by the ones decoded after it
     const second = got[1]!.msg;
     expect(second.type === 'data' && second.data.every((b) => b === 2)).toBe(true);
+  });
+
+  it('places pooled DATA payloads at aligned addresses when asked to (direct writes need no copy)', () => {
+    const pool = new FramePool({ size: MAX_FRAME_BYTES + 4, from: 256 * 1024, keep: 2, alignAfter: 13 });
+    const d = new FrameDecoder({ pool });
+    const bytes = streamOf([big(0, 1), big(1, 2), big(2, 3)]);
+    let seen = 0;
+    for (const c of chunked(bytes, 16 * 1024 + 7)) {
+      for (const item of d.push(c)) {
+        if (item.kind !== 'frame') continue;
+        const msg = decodeMessage(item.type, item.payload);
+        expect(msg.type === 'data' && msg.data.every((b) => b === msg.offset + 1)).toBe(true);
+        if (msg.type === 'data') expect(ferryFs.alignedOffset(msg.data, 0)).toBe(0);
+        item.release();
+        seen++;
+      }
+    }
+    expect(seen).toBe(3);
+    expect(pool.stats.outstanding).toBe(0);
+    expect(pool.stats.reused + pool.stats.allocated).toBe(3); // reused buffers keep their alignment too
+    expect(pool.stats.reused).toBeGreaterThan(0);
   });
 
   it('leaves small frames and frames inside one chunk out of the pool', () => {

@@ -1,3 +1,5 @@
+import { DIRECT_ALIGN, ferryFs } from '../native/index.js';
+
 /**
  * Reusable buffers for large received frames.
  *
@@ -10,19 +12,25 @@
  *
  * A buffer never released is simply not reused (the pool allocates another: it never
  * blocks); releasing twice is harmless. The pool keeps at most `keep` buffers.
+ *
+ * With `alignAfter`, each pooled frame starts where its payload, after that many header
+ * bytes, lies at an address aligned to DIRECT_ALIGN: a DATA chunk written past the page
+ * cache (writeDirect) then goes from the frame itself, without a copy.
  */
 export class FramePool {
   readonly #size: number;
   readonly #from: number;
   readonly #keep: number;
-  readonly #free: Buffer[] = [];
+  readonly #alignAfter: number | undefined;
+  readonly #free: { whole: Buffer; at: number }[] = [];
   /** Frames served from a kept buffer, frames that needed a new one, and buffers not yet given back. */
   readonly stats = { reused: 0, allocated: 0, outstanding: 0 };
 
-  constructor(opts: { size: number; from: number; keep: number }) {
+  constructor(opts: { size: number; from: number; keep: number; alignAfter?: number }) {
     this.#size = opts.size;
     this.#from = opts.from;
     this.#keep = opts.keep;
+    this.#alignAfter = opts.alignAfter;
   }
 
   /**
@@ -31,17 +39,21 @@ export class FramePool {
    */
   take(n: number): { buf: Buffer; release: () => void } {
     if (n < this.#from || n > this.#size) return { buf: Buffer.allocUnsafe(n), release: noop };
-    let whole = this.#free.pop();
-    if (whole) this.stats.reused++;
+    let kept = this.#free.pop();
+    if (kept) this.stats.reused++;
     else {
-      whole = Buffer.allocUnsafe(this.#size);
+      if (this.#alignAfter === undefined) kept = { whole: Buffer.allocUnsafe(this.#size), at: 0 };
+      else {
+        const whole = Buffer.allocUnsafeSlow(this.#size + DIRECT_ALIGN);
+        kept = { whole, at: ferryFs.alignedOffset(whole, this.#alignAfter) };
+      }
       this.stats.allocated++;
     }
     this.stats.outstanding++;
     let given = false;
-    const back = whole;
+    const back = kept;
     return {
-      buf: whole.subarray(0, n),
+      buf: kept.whole.subarray(kept.at, kept.at + n),
       release: () => {
         if (given) return;
         given = true;

@@ -22,7 +22,13 @@ export class Session {
    * Where received DATA and FILE frames of 256 KiB and more are assembled: 16 buffers of the
    * largest frame are kept for reuse (see FramePool; received messages carry `release`).
    */
-  readonly framePool = new FramePool({ size: MAX_FRAME_BYTES + 4, from: 256 * 1024, keep: 16 });
+  /** DATA payloads (after the 4-byte length, type and 8-byte offset) land aligned for direct writes. */
+  readonly framePool = new FramePool({
+    size: MAX_FRAME_BYTES + 4,
+    from: 256 * 1024,
+    keep: 16,
+    alignAfter: 13,
+  });
   #closed = false;
   #batching = false;
   #source: AsyncGenerator<Message> | null = null;

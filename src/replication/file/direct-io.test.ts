@@ -98,6 +98,26 @@ describe('native writeDirect / readDirect', () => {
     fs.closeSync(rfd);
   });
 
+  it('write an aligned buffer from itself (alignedOffset finds where it starts)', async () => {
+    const file = path.join(ext4, 'aligned.bin');
+    const fd = fs.openSync(file, 'w+');
+    const direct = reopenDirect(fd, 'write')!;
+    const room = Buffer.allocUnsafeSlow(2 * MiB + DIRECT_ALIGN);
+    const k = ferryFs.alignedOffset(room, 0);
+    expect(k).toBeLessThan(DIRECT_ALIGN);
+    expect(ferryFs.alignedOffset(room, k)).toBe(0);
+    expect(ferryFs.alignedOffset(room.subarray(k + 1), 0)).toBe(DIRECT_ALIGN - 1);
+    const src = room.subarray(k, k + 2 * MiB);
+    randomBytes(2 * MiB).copy(src);
+    expect(await ferryFs.writeDirect(direct, src, 4096)).toBe(2 * MiB);
+    fs.closeSync(direct);
+    fs.closeSync(fd);
+    const back = fs.readFileSync(file);
+    expect(back.length).toBe(4096 + 2 * MiB);
+    expect(back.subarray(4096).equals(src)).toBe(true);
+    expect(back.subarray(0, 4096).every((b) => b === 0)).toBe(true); // never written: a hole
+  });
+
   it('refuse an unaligned position before any I/O, and report a failed write as -errno', async () => {
     const fd = fs.openSync(path.join(ext4, 'args.bin'), 'w');
     const direct = reopenDirect(fd, 'write')!;
