@@ -174,7 +174,12 @@ describe('frame decoder with a frame pool', () => {
   });
 
   it('places pooled DATA payloads at aligned addresses when asked to (direct writes need no copy)', () => {
-    const pool = new FramePool({ size: MAX_FRAME_BYTES + 4, from: 256 * 1024, keep: 2, alignAfter: 13 });
+    const pool = new FramePool({
+      size: MAX_FRAME_BYTES + 4,
+      from: 256 * 1024,
+      keep: 2,
+      align: { after: 13, offsetOf: ferryFs.alignedOffset },
+    });
     const d = new FrameDecoder({ pool });
     const bytes = streamOf([big(0, 1), big(1, 2), big(2, 3)]);
     let seen = 0;

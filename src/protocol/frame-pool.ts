@@ -1,5 +1,3 @@
-import { DIRECT_ALIGN, ferryFs } from '../native/index.js';
-
 /**
  * Reusable buffers for large received frames.
  *
@@ -13,24 +11,30 @@ import { DIRECT_ALIGN, ferryFs } from '../native/index.js';
  * A buffer never released is simply not reused (the pool allocates another: it never
  * blocks); releasing twice is harmless. The pool keeps at most `keep` buffers.
  *
- * With `alignAfter`, each pooled frame starts where its payload, after that many header
- * bytes, lies at an address aligned to DIRECT_ALIGN: a DATA chunk written past the page
- * cache (writeDirect) then goes from the frame itself, without a copy.
+ * With `align`, each pooled frame starts where its payload, `after` header bytes in, lies
+ * at an address aligned to ALIGN_BYTES (`offsetOf` tells where that is in a buffer: the
+ * native alignedOffset, passed in because the codec does no I/O): a DATA chunk written past
+ * the page cache (writeDirect) then goes from the frame itself, without a copy.
  */
 export class FramePool {
   readonly #size: number;
   readonly #from: number;
   readonly #keep: number;
-  readonly #alignAfter: number | undefined;
+  readonly #align: { after: number; offsetOf: (buf: Buffer, headerBytes: number) => number } | undefined;
   readonly #free: { whole: Buffer; at: number }[] = [];
   /** Frames served from a kept buffer, frames that needed a new one, and buffers not yet given back. */
   readonly stats = { reused: 0, allocated: 0, outstanding: 0 };
 
-  constructor(opts: { size: number; from: number; keep: number; alignAfter?: number }) {
+  constructor(opts: {
+    size: number;
+    from: number;
+    keep: number;
+    align?: { after: number; offsetOf: (buf: Buffer, headerBytes: number) => number };
+  }) {
     this.#size = opts.size;
     this.#from = opts.from;
     this.#keep = opts.keep;
-    this.#alignAfter = opts.alignAfter;
+    this.#align = opts.align;
   }
 
   /**
@@ -42,10 +46,13 @@ export class FramePool {
     let kept = this.#free.pop();
     if (kept) this.stats.reused++;
     else {
-      if (this.#alignAfter === undefined) kept = { whole: Buffer.allocUnsafe(this.#size), at: 0 };
+      const a = this.#align;
+      if (!a) kept = { whole: Buffer.allocUnsafe(this.#size), at: 0 };
       else {
-        const whole = Buffer.allocUnsafeSlow(this.#size + DIRECT_ALIGN);
-        kept = { whole, at: ferryFs.alignedOffset(whole, this.#alignAfter) };
+        const whole = Buffer.allocUnsafeSlow(this.#size + ALIGN_BYTES);
+        const at = a.offsetOf(whole, a.after);
+        if (!(at >= 0 && at < ALIGN_BYTES)) throw new RangeError(`alignment offset ${at} out of range`);
+        kept = { whole, at };
       }
       this.stats.allocated++;
     }
@@ -65,3 +72,6 @@ export class FramePool {
 }
 
 export function noop(): void {}
+
+/** The alignment a pool with `align` keeps (the same as native DIRECT_ALIGN). */
+export const ALIGN_BYTES = 4096;

@@ -22,20 +22,32 @@ export class Session {
    * Where received DATA and FILE frames of 256 KiB and more are assembled: 16 buffers of the
    * largest frame are kept for reuse (see FramePool; received messages carry `release`).
    */
-  /** DATA payloads (after the 4-byte length, type and 8-byte offset) land aligned for direct writes. */
-  readonly framePool = new FramePool({
-    size: MAX_FRAME_BYTES + 4,
-    from: 256 * 1024,
-    keep: 16,
-    alignAfter: 13,
-  });
+  readonly framePool: FramePool;
   #closed = false;
   #batching = false;
   #source: AsyncGenerator<Message> | null = null;
 
-  /** `pace`, when given, is awaited before each frame is written (a rate limiter). */
-  /** `compress`: send DATA as zstd (DATA_Z) chunk by chunk where that makes it smaller. */
-  constructor(stream: Duplex, opts: { pace?: (bytes: number) => Promise<void>; compress?: boolean } = {}) {
+  /**
+   * `pace`, when given, is awaited before each frame is written (a rate limiter).
+   * `compress`: send DATA as zstd (DATA_Z) chunk by chunk where that makes it smaller.
+   * `alignedOffset` (the target passes the native one): received DATA payloads are placed
+   * at addresses aligned for direct writes (see FramePool); the codec itself does no I/O.
+   */
+  constructor(
+    stream: Duplex,
+    opts: {
+      pace?: (bytes: number) => Promise<void>;
+      compress?: boolean;
+      alignedOffset?: (buf: Buffer, headerBytes: number) => number;
+    } = {},
+  ) {
+    this.framePool = new FramePool({
+      size: MAX_FRAME_BYTES + 4,
+      from: 256 * 1024,
+      keep: 16,
+      // a DATA payload follows the 4-byte length, the type and the 8-byte offset
+      ...(opts.alignedOffset ? { align: { after: 13, offsetOf: opts.alignedOffset } } : {}),
+    });
     this.#stream = stream;
     this.#pace = opts.pace;
     this.#compress = opts.compress ?? false;
