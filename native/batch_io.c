@@ -33,7 +33,7 @@
  *   the caller to place, and the batch goes on.
  */
 #define _GNU_SOURCE
-#include <node_api.h>
+#include "jobs.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -85,15 +85,6 @@ static int named_i64(napi_env env, napi_value obj, const char *name, int64_t *ou
   return named(env, obj, name, &v) || napi_get_value_int64(env, v, out) != napi_ok ? -1 : 0;
 }
 
-/* Keeps the JS values whose memory the thread reads alive until the job completes. */
-typedef struct {
-  napi_async_work work;
-  napi_deferred deferred;
-  napi_ref keep;
-  size_t n;
-  int32_t *out;
-  size_t out_len;
-} job_base;
 
 /* The job's results (out) as an Int32Array; 0 when it cannot be made. */
 static int out_array(napi_env env, job_base *j, napi_value *arr) {
@@ -106,9 +97,7 @@ static int out_array(napi_env env, job_base *j, napi_value *arr) {
   return 1;
 }
 
-/* Resolves the job's promise with `value`, or rejects it with `why` when value is NULL; then
- * lets go of what the job kept alive. */
-static void finish(napi_env env, job_base *j, napi_value value, const char *why) {
+void ferry_job_finish(napi_env env, job_base *j, napi_value value, const char *why) {
   if (value) {
     napi_resolve_deferred(env, j->deferred, value);
   } else {
@@ -123,7 +112,7 @@ static void finish(napi_env env, job_base *j, napi_value value, const char *why)
 
 static void settle(napi_env env, job_base *j, napi_status status) {
   napi_value arr;
-  finish(env, j, status == napi_ok && out_array(env, j, &arr) ? arr : NULL, "batch job cancelled");
+  ferry_job_finish(env, j, status == napi_ok && out_array(env, j, &arr) ? arr : NULL, "batch job cancelled");
 }
 
 /* ---------------------------------------------------------------- readFiles */
@@ -234,9 +223,8 @@ static void read_execute(napi_env env, void *data) {
   for (size_t i = 0; i < j->base.n; i++) {
     size_t cap = j->caps[i];
     int32_t result;
-    int direct = j->direct;
     int fd = open_for_batch(j, j->paths[i]);
-    direct = direct && j->direct;
+    int direct = j->direct; /* after the open: whether fd itself is direct */
     if (fd < 0) {
       result = -errno;
     } else {
@@ -274,7 +262,7 @@ static void read_complete(napi_env env, napi_status status, void *data) {
                            : napi_get_null(env, &xattrs)) == napi_ok &&
            napi_set_named_property(env, result, "sizes", sizes) == napi_ok &&
            napi_set_named_property(env, result, "xattrs", xattrs) == napi_ok;
-  finish(env, &j->base, ok ? result : NULL,
+  ferry_job_finish(env, &j->base, ok ? result : NULL,
          j->xfailed ? "out of memory reading extended attributes" : "batch job cancelled");
   free(j->xbuf);
   for (size_t i = 0; i < j->base.n; i++) free(j->paths[i]);
@@ -646,7 +634,7 @@ static void dir_complete(napi_env env, napi_status status, void *data) {
   ok = ok && napi_set_named_property(env, result, "errno", errv) == napi_ok &&
        napi_set_named_property(env, result, "names", names) == napi_ok &&
        napi_set_named_property(env, result, "fields", fields) == napi_ok;
-  finish(env, &j->base, ok ? result : NULL, "readDir failed");
+  ferry_job_finish(env, &j->base, ok ? result : NULL, "readDir failed");
   for (size_t i = 0; i < j->count; i++) free(j->names[i]);
   free(j->names);
   free(j->fields);

@@ -27,7 +27,7 @@
  *   alignment). The caller keeps data unchanged until the promise settles.
  */
 #define _GNU_SOURCE
-#include <node_api.h>
+#include "jobs.h"
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,9 +39,7 @@
 #define DIO_PIECE (4u << 20)
 
 typedef struct {
-  napi_async_work work;
-  napi_deferred deferred;
-  napi_ref keep;
+  job_base base;
   int fd;
   uint8_t *data;
   size_t len;
@@ -114,16 +112,8 @@ static void direct_execute(napi_env env, void *data) {
 static void direct_complete(napi_env env, napi_status status, void *data) {
   direct_job *j = data;
   napi_value v;
-  if (status == napi_ok && napi_create_int64(env, j->result, &v) == napi_ok) {
-    napi_resolve_deferred(env, j->deferred, v);
-  } else {
-    napi_value msg, err;
-    napi_create_string_utf8(env, "direct write cancelled", NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &err);
-    napi_reject_deferred(env, j->deferred, err);
-  }
-  napi_delete_reference(env, j->keep);
-  napi_delete_async_work(env, j->work);
+  int ok = status == napi_ok && napi_create_int64(env, j->result, &v) == napi_ok;
+  ferry_job_finish(env, &j->base, ok ? v : NULL, "direct I/O job cancelled");
   free(j);
 }
 
@@ -155,11 +145,11 @@ static napi_value start_job(napi_env env, napi_callback_info info, int reading) 
   j->len = len;
   j->position = position;
   j->reading = reading;
-  napi_create_reference(env, argv[1], 1, &j->keep);
-  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_reference(env, argv[1], 1, &j->base.keep);
+  napi_create_promise(env, &j->base.deferred, &promise);
   napi_create_string_utf8(env, reading ? "ferry.readDirect" : "ferry.writeDirect", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, direct_execute, direct_complete, j, &j->work);
-  napi_queue_async_work(env, j->work);
+  napi_create_async_work(env, NULL, name, direct_execute, direct_complete, j, &j->base.work);
+  napi_queue_async_work(env, j->base.work);
   return promise;
 }
 
