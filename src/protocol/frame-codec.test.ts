@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { FerryError } from '../errors/index.js';
-import { ferryFs } from '../native/index.js';
+import { DIRECT_ALIGN, ferryFs } from '../native/index.js';
 import { encodeFrame, encodePreface, FrameDecoder, MAX_FRAME_BYTES } from './frame-codec.js';
 import { FramePool } from './frame-pool.js';
 import { decodeMessage, encodeMessage, type Message } from './messages.js';
@@ -178,7 +178,7 @@ describe('frame decoder with a frame pool', () => {
       size: MAX_FRAME_BYTES + 4,
       from: 256 * 1024,
       keep: 2,
-      align: { after: 13, offsetOf: ferryFs.alignedOffset },
+      align: { after: 13, bytes: DIRECT_ALIGN, offsetOf: ferryFs.alignedOffset },
     });
     const d = new FrameDecoder({ pool });
     const bytes = streamOf([big(0, 1), big(1, 2), big(2, 3)]);

@@ -12,15 +12,15 @@
  * blocks); releasing twice is harmless. The pool keeps at most `keep` buffers.
  *
  * With `align`, each pooled frame starts where its payload, `after` header bytes in, lies
- * at an address aligned to ALIGN_BYTES (`offsetOf` tells where that is in a buffer: the
- * native alignedOffset, passed in because the codec does no I/O): a DATA chunk written past
- * the page cache (writeDirect) then goes from the frame itself, without a copy.
+ * at an address that is a multiple of `bytes` (`offsetOf` tells where that is in a buffer,
+ * below `bytes`: the native alignedOffset, passed in because the codec does no I/O): a DATA
+ * chunk written past the page cache (writeDirect) then goes from the frame itself.
  */
 export class FramePool {
   readonly #size: number;
   readonly #from: number;
   readonly #keep: number;
-  readonly #align: { after: number; offsetOf: (buf: Buffer, headerBytes: number) => number } | undefined;
+  readonly #align: FrameAlignment | undefined;
   readonly #free: { whole: Buffer; at: number }[] = [];
   /** Frames served from a kept buffer, frames that needed a new one, and buffers not yet given back. */
   readonly stats = { reused: 0, allocated: 0, outstanding: 0 };
@@ -29,7 +29,7 @@ export class FramePool {
     size: number;
     from: number;
     keep: number;
-    align?: { after: number; offsetOf: (buf: Buffer, headerBytes: number) => number };
+    align?: FrameAlignment;
   }) {
     this.#size = opts.size;
     this.#from = opts.from;
@@ -49,9 +49,9 @@ export class FramePool {
       const a = this.#align;
       if (!a) kept = { whole: Buffer.allocUnsafe(this.#size), at: 0 };
       else {
-        const whole = Buffer.allocUnsafeSlow(this.#size + ALIGN_BYTES);
+        const whole = Buffer.allocUnsafeSlow(this.#size + a.bytes);
         const at = a.offsetOf(whole, a.after);
-        if (!(at >= 0 && at < ALIGN_BYTES)) throw new RangeError(`alignment offset ${at} out of range`);
+        if (!(at >= 0 && at < a.bytes)) throw new RangeError(`alignment offset ${at} out of range`);
         kept = { whole, at };
       }
       this.stats.allocated++;
@@ -73,5 +73,9 @@ export class FramePool {
 
 export function noop(): void {}
 
-/** The alignment a pool with `align` keeps (the same as native DIRECT_ALIGN). */
-export const ALIGN_BYTES = 4096;
+/** Where pooled frames are placed: their payload, `after` bytes in, on a multiple of `bytes`. */
+export interface FrameAlignment {
+  after: number;
+  bytes: number;
+  offsetOf: (buf: Buffer, headerBytes: number) => number;
+}

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { duplexPair } from '../../test/support/duplex-pair.js';
+import { DIRECT_ALIGN, ferryFs } from '../native/index.js';
 import { compressChunk } from './compression.js';
 import { encodeFrame } from './frame-codec.js';
 import { FrameType } from './messages.js';
@@ -69,6 +70,26 @@ describe('Session', () => {
       expected++;
     }
     expect(expected).toBe(total + 1);
+  });
+
+  it('places received DATA payloads at aligned addresses when given the alignment (as the target does)', async () => {
+    const [a, b] = duplexPair({ pieceBytes: 16 * 1024 });
+    const sender = new Session(a);
+    const receiver = new Session(b, {
+      alignPayloads: { bytes: DIRECT_ALIGN, offsetOf: ferryFs.alignedOffset },
+    });
+    for (let i = 0; i < 3; i++)
+      await sender.send({ type: 'data', offset: i << 20, data: Buffer.alloc(1 << 20, i + 1) });
+    sender.close();
+    let n = 0;
+    for await (const m of receiver.messages()) {
+      if (m.type !== 'data') continue;
+      expect(m.data.every((x) => x === (m.offset >> 20) + 1)).toBe(true);
+      expect(ferryFs.alignedOffset(m.data, 0)).toBe(0);
+      m.release?.();
+      n++;
+    }
+    expect(n).toBe(3);
   });
 
   it('reports a connection that closed before the first read instead of waiting for it', async () => {

@@ -2,7 +2,7 @@ import type { Duplex } from 'node:stream';
 import { FerryError, toFerryError } from '../errors/index.js';
 import { compressChunk } from './compression.js';
 import { encodeFrame, encodePreface, FrameDecoder, MAX_DATA_BYTES, MAX_FRAME_BYTES } from './frame-codec.js';
-import { FramePool } from './frame-pool.js';
+import { type FrameAlignment, FramePool } from './frame-pool.js';
 import { decodeMessage, encodeMessage, FrameType, type Message } from './messages.js';
 
 const QUEUE_BYTES = 4 * 1024 * 1024;
@@ -30,15 +30,15 @@ export class Session {
   /**
    * `pace`, when given, is awaited before each frame is written (a rate limiter).
    * `compress`: send DATA as zstd (DATA_Z) chunk by chunk where that makes it smaller.
-   * `alignedOffset` (the target passes the native one): received DATA payloads are placed
-   * at addresses aligned for direct writes (see FramePool); the codec itself does no I/O.
+   * `alignPayloads` (the target passes the native alignment): received DATA payloads are
+   * placed at addresses aligned for direct writes (see FramePool); the codec does no I/O.
    */
   constructor(
     stream: Duplex,
     opts: {
       pace?: (bytes: number) => Promise<void>;
       compress?: boolean;
-      alignedOffset?: (buf: Buffer, headerBytes: number) => number;
+      alignPayloads?: Omit<FrameAlignment, 'after'>;
     } = {},
   ) {
     this.framePool = new FramePool({
@@ -46,7 +46,7 @@ export class Session {
       from: 256 * 1024,
       keep: 16,
       // a DATA payload follows the 4-byte length, the type and the 8-byte offset
-      ...(opts.alignedOffset ? { align: { after: 13, offsetOf: opts.alignedOffset } } : {}),
+      ...(opts.alignPayloads ? { align: { after: 13, ...opts.alignPayloads } } : {}),
     });
     this.#stream = stream;
     this.#pace = opts.pace;

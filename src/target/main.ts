@@ -14,7 +14,7 @@ import {
 } from '../control/index.js';
 import { blockCopies, describeTargetDisk, prepareDisks, unmountStaging } from '../disks/index.js';
 import { FerryError, toFerryError } from '../errors/index.js';
-import { ferryFs, parseDirectIo } from '../native/index.js';
+import { DIRECT_ALIGN, ferryFs, parseDirectIo } from '../native/index.js';
 import { Session } from '../protocol/index.js';
 import {
   configureHashing,
@@ -183,7 +183,9 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
   }
 
   async function accept(socket: TLSSocket, peer: { fingerprint: string; id: string | null }) {
-    const session = new Session(socket, { alignedOffset: ferryFs.alignedOffset });
+    const session = new Session(socket, {
+      alignPayloads: { bytes: DIRECT_ALIGN, offsetOf: ferryFs.alignedOffset },
+    });
     const refuse = (why: string) => {
       log.warn({ peer: peer.id, remote: socket.remoteAddress }, `refused a data connection: ${why}`);
       session.fail(new FerryError('FERRY_PEER_REFUSED', why));

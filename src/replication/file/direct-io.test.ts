@@ -13,7 +13,6 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoopDisks, sh } from '../../../test/support/disks.js';
 import { DIRECT_ALIGN, ferryFs, parseDirectIo, reopenDirect } from '../../native/index.js';
-import { ALIGN_BYTES } from '../../protocol/frame-pool.js';
 import { BatchReader } from './batch-read.js';
 import { readFileRegions } from './read-file.js';
 import { TreeWriter } from './tree-writer.js';
@@ -128,10 +127,6 @@ describe('native writeDirect / readDirect', () => {
     expect(await ferryFs.readDirect(direct, Buffer.alloc(8192), 0)).toBe(-os.constants.errno.EBADF);
     fs.closeSync(direct);
     fs.closeSync(fd);
-  });
-
-  it("keep the same alignment as the frame pool's aligned payloads", () => {
-    expect(ALIGN_BYTES).toBe(DIRECT_ALIGN);
   });
 
   it('are not offered on a file system without direct I/O (ramfs)', () => {
