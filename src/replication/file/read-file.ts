@@ -8,7 +8,7 @@ const CHUNK = 1 << 20;
 /** Chunks read ahead in the thread pool while the current one is hashed and sent. */
 const AHEAD = 4;
 /** Files from this size are read with O_DIRECT where the file system allows it (see readFileRegions; smaller ones are read in batches, also directly). */
-export const DIRECT_READ_FROM = 1 << 20;
+const DIRECT_READ_FROM = 1 << 20;
 const { EINVAL } = osConstants.errno;
 
 /**

@@ -663,13 +663,12 @@ export class TreeWriter {
         const old = delta?.old;
         const tmp = this.#tmpName(parentAbs, e.seq);
         const fd = openSync(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
-        const direct = this.#directIo && (e.size ?? 0) >= DIRECT_FROM ? reopenDirect(fd, 'write') : undefined;
         this.#file = {
           entry: e,
           rel: e.path,
           tmp,
           fd,
-          ...(direct !== undefined ? { direct } : {}),
+          ...this.#directFor(fd, e),
           hasher: contentHash(e.size ?? 0),
           hashedTo: 0,
           writes: [],
@@ -765,6 +764,13 @@ export class TreeWriter {
     };
   }
 
+  /** The O_DIRECT descriptor a large file is written through, when direct I/O is on and the file system takes it. */
+  #directFor(fd: number, e: EntryMessage): { direct?: number } {
+    if (!this.#directIo || (e.size ?? 0) < DIRECT_FROM) return {};
+    const direct = reopenDirect(fd, 'write');
+    return direct === undefined ? {} : { direct };
+  }
+
   /** Changed-block transfer: copies the previous copy's bytes [f.hashedTo, to) into the new file. */
   async #fillFromOld(f: OpenFile, to: number): Promise<void> {
     const old = f.old;
@@ -813,13 +819,12 @@ export class TreeWriter {
         at += n;
       }
       this.#log.warn({ path: e.path, offset: p.offset }, 'continuing a partly received file');
-      const direct = this.#directIo && (e.size ?? 0) >= DIRECT_FROM ? reopenDirect(fd, 'write') : undefined;
       return {
         entry: e,
         rel: e.path,
         tmp: p.tmp,
         fd,
-        ...(direct !== undefined ? { direct } : {}),
+        ...this.#directFor(fd, e),
         hasher,
         hashedTo: p.offset,
         writes: [],
