@@ -39,6 +39,8 @@ const SCENARIOS = {
   'block-sync': { dataset: 'mixed', kind: 'block-sync' },
 } as const satisfies Record<string, { dataset: Dataset; kind: string; compression?: boolean }>;
 type Scenario = keyof typeof SCENARIOS;
+/** An environment variable for one more ferry column: both programs, or only the one named. */
+type Variant = { key: string; value: string; only?: 'agent' | 'target' };
 
 interface Args {
   scenarios: Scenario[];
@@ -53,8 +55,11 @@ interface Args {
   loss: number;
   /** Which peers run beside ferry (default all; `--peers none` while working on ferry alone). */
   peers: Set<string>;
-  /** `--variant KEY=VALUE`: ferry once more per run with this environment (e.g. FERRY_DIRECT_IO=off), as a peer. */
-  variant?: { key: string; value: string };
+  /**
+   * `--variant [agent:|target:]KEY=VALUE`: ferry once more per run with this environment
+   * (e.g. FERRY_DIRECT_IO=off) for both programs or only the one named, as a peer.
+   */
+  variant?: Variant;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -96,9 +101,12 @@ function parseArgs(argv: string[]): Args {
       for (const p of a.peers)
         if (p !== 'rsync' && p !== 'tar') throw new Error(`unknown peer ${p}; known: rsync, tar (or none)`);
     } else if (v === '--variant') {
-      const m = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(next());
-      if (!m) throw new Error('--variant takes NAME=VALUE, e.g. FERRY_DIRECT_IO=off');
-      a.variant = { key: m[1]!, value: m[2]! };
+      const m = /^(?:(agent|target):)?([A-Z][A-Z0-9_]*)=(.*)$/.exec(next());
+      if (!m)
+        throw new Error(
+          '--variant takes [agent:|target:]NAME=VALUE, e.g. FERRY_DIRECT_IO=off or agent:NODE_OPTIONS=--max-semi-space-size=16',
+        );
+      a.variant = { key: m[2]!, value: m[3]!, ...(m[1] ? { only: m[1] as 'agent' | 'target' } : {}) };
     } else if (v === '--scenario') {
       const s = next();
       if (!(s in SCENARIOS))
@@ -106,7 +114,7 @@ function parseArgs(argv: string[]): Args {
       a.scenarios.push(s as Scenario);
     } else if (v === '--help' || v === '-h') {
       console.log(
-        `npm run bench -- [--scenario NAME]… [--quick] [--runs N] [--json FILE] [--link RATE] [--shaped-rate RATE] [--delay MS] [--loss PCT%] [--peers rsync,tar|none] [--variant NAME=VALUE]\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`,
+        `npm run bench -- [--scenario NAME]… [--quick] [--runs N] [--json FILE] [--link RATE] [--shaped-rate RATE] [--delay MS] [--loss PCT%] [--peers rsync,tar|none] [--variant [agent:|target:]NAME=VALUE]\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`,
       );
       process.exit(0);
     } else throw new Error(`unknown option ${v}`);
@@ -231,14 +239,18 @@ async function main(): Promise<void> {
       // generating `large` took 26 s, the next ones 15-16 s, whichever tool it was).
       for (let run = 0; run < args.runs; run++) {
         const check = run === 0;
-        const ferryStep = async (variant?: { key: string; value: string }) => {
-          const tool = variant ? `ferry ${variant.key}=${variant.value}` : 'ferry';
+        const ferryStep = async (variant?: Variant) => {
+          const tool = variant
+            ? `ferry ${variant.only ? `${variant.only}:` : ''}${variant.key}=${variant.value}`
+            : 'ferry';
           const env = variant ? { [variant.key]: variant.value } : {};
+          const only = variant?.only;
           freshTarget();
           if (sc.kind === 'full' || sc.kind === 'shaped' || sc.kind === 'ratelimit') {
             const r = await ferry.run(root, dstRoot, {
               continuous: false,
               env,
+              ...(only ? { envOnly: only } : {}),
               beforeMeasure: dropCaches,
               ...(sc.kind === 'ratelimit' ? { rateLimitMbit: args.rateLimitMbit } : {}),
               ...('compression' in sc && sc.compression ? { compression: 'zstd' as const } : {}),
@@ -254,6 +266,7 @@ async function main(): Promise<void> {
             const r = await ferry.run(root, dstRoot, {
               continuous: true,
               env,
+              ...(only ? { envOnly: only } : {}),
               between: () => {
                 if (sc.kind === 'incremental') changeOnePercent(files, 100 + run);
                 dropCaches();

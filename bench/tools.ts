@@ -159,8 +159,10 @@ export class FerryBench {
       compression?: 'zstd';
       beforeMeasure?: () => void;
       between?: () => void;
-      /** Extra environment for agent and target (a variant compared with plain ferry). */
+      /** Extra environment for agent and target (a variant compared with plain ferry)… */
       env?: Record<string, string>;
+      /** …or for this one only. */
+      envOnly?: 'agent' | 'target';
     },
   ): Promise<{ full: Measure; sync?: Measure }> {
     const n = ++this.#n;
@@ -174,11 +176,19 @@ export class FerryBench {
       path.join(this.dataDir, 'registration.token'),
       '--log-file',
     ];
+    const targetEnv = opts.envOnly === 'agent' ? {} : (opts.env ?? {});
+    const agentEnv = opts.envOnly === 'target' ? {} : (opts.env ?? {});
+    // FERRY_BENCH_NODE_ARGS in a variant's environment: Node flags for that run (after
+    // ferry's own, so that they win), e.g. a heap size for one program only
+    const nodeArgs = (env: Record<string, string>) => [
+      ...NODE_ARGS,
+      ...(env.FERRY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
+    ];
     const target = spawnIn(
       DST_NS,
       [
         process.execPath,
-        ...ferryArgv([], NODE_ARGS),
+        ...ferryArgv([], nodeArgs(targetEnv)),
         'target',
         ...common,
         path.join(WORK, `target-${n}.log`),
@@ -194,13 +204,13 @@ export class FerryBench {
         path.join(WORK, `target-state-${n}`),
       ],
       path.join(WORK, `target-${n}.out`),
-      opts.env,
+      targetEnv,
     );
     const agent = spawnIn(
       SRC_NS,
       [
         process.execPath,
-        ...ferryArgv([], NODE_ARGS),
+        ...ferryArgv([], nodeArgs(agentEnv)),
         'agent',
         ...common,
         path.join(WORK, `agent-${n}.log`),
@@ -212,7 +222,7 @@ export class FerryBench {
         path.join(WORK, `agent-state-${n}`),
       ],
       path.join(WORK, `agent-${n}.out`),
-      opts.env,
+      agentEnv,
     );
     const c = this.client;
     const show = () => c.request<ServerView>('GET', `/api/v1/servers/${names.src}`);
