@@ -26,8 +26,10 @@ const rec: SyncRecord = {
 describe('SqliteSyncState', () => {
   it('stamps an entry seen in one step only when every field is as recorded', () => {
     const state = new SqliteSyncState(path.join(dir, 'sync.db'));
+    expect(state.isEmpty()).toBe(true);
     const g1 = state.beginPass();
     state.record(rec, g1);
+    expect(state.isEmpty()).toBe(false); // within the pass's open transaction too
     state.record({ ...rec, path: 'etc/other' }, g1);
     expect(state.lookup('etc/hosts')).toEqual(rec);
     const g2 = state.beginPass();
@@ -51,6 +53,7 @@ describe('SqliteSyncState', () => {
     state.close();
     // recorded for good: a new process sees the same
     const again = new SqliteSyncState(path.join(dir, 'sync.db'));
+    expect(again.isEmpty()).toBe(false);
     expect(again.lookup('etc/hosts')).toEqual(rec);
     again.close();
   });

@@ -76,6 +76,11 @@ export class SqliteSyncState implements SyncStateStore {
     return gen;
   }
 
+  isEmpty(): boolean {
+    this.flush();
+    return this.#db.prepare('SELECT 1 FROM entries LIMIT 1').get() === undefined;
+  }
+
   lookup(path: string): SyncRecord | undefined {
     return this.#get.get(path) as SyncRecord | undefined;
   }

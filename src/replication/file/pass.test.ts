@@ -7,7 +7,7 @@ import { buildSampleTree, compareTrees } from '../../../test/support/trees.js';
 import { SqliteSyncState } from '../../agent/sync-state.js';
 import { Session } from '../../protocol/index.js';
 import { configureHashing, hashingStats } from './content-hash.js';
-import { type PassProgress, runSendPass } from './pass.js';
+import { type PassProgress, runSendPass, type SyncRecord } from './pass.js';
 import { receivePass } from './receive.js';
 import { TreeWriter } from './tree-writer.js';
 
@@ -169,6 +169,35 @@ describe('file-level pass over an in-memory connection', () => {
     const sync = await pass(src, dst, state, [], [], 50);
     expect(sync.sent.deleted).toBeGreaterThan(50);
     expect(sync.sent.peakUnacked).toBeLessThanOrEqual(50);
+    expect(compareTrees(src, dst)).toEqual([]);
+    state.close();
+  });
+
+  it('looks nothing up in a store that starts empty, and recognises everything on the next pass', async () => {
+    const { src, dst } = emptyTrees();
+    for (let f = 0; f < 50; f++) fs.writeFileSync(path.join(src, `f${f}`), `content ${f}`);
+    const lookups = { n: 0 };
+    class Counting extends SqliteSyncState {
+      override lookup(p: string) {
+        lookups.n++;
+        return super.lookup(p);
+      }
+      override markSeenIfUnchanged(r: SyncRecord, gen: number) {
+        lookups.n++;
+        return super.markSeenIfUnchanged(r, gen);
+      }
+    }
+    const state = new Counting(path.join(dir, 'state.db'));
+    expect(state.isEmpty()).toBe(true);
+    const first = await pass(src, dst, state);
+    expect(first.sent.entriesSent).toBe(50);
+    expect(lookups.n).toBe(0);
+    expect(state.isEmpty()).toBe(false);
+    fs.writeFileSync(path.join(src, 'f7'), 'changed content');
+    const again = await pass(src, dst, state);
+    expect(again.sent.entriesSent).toBe(1); // the changed file
+    expect(again.sent.unchanged).toBe(49);
+    expect(lookups.n).toBeGreaterThanOrEqual(50);
     expect(compareTrees(src, dst)).toEqual([]);
     state.close();
   });
