@@ -60,6 +60,12 @@ interface Args {
    * (e.g. FERRY_DIRECT_IO=off) for both programs or only the one named, as a peer.
    */
   variant?: Variant;
+  /**
+   * Loop devices read and write their image file with O_DIRECT (`--loop-cache off`, the
+   * default), as a real disk has no page cache beneath it; `--loop-cache on` is the older
+   * model, where the image's writes are cached and written back a second time by the host.
+   */
+  loopCache: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -72,6 +78,7 @@ function parseArgs(argv: string[]): Args {
     delayMs: 0,
     loss: 0,
     peers: new Set(['rsync', 'tar']),
+    loopCache: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i]!;
@@ -107,6 +114,10 @@ function parseArgs(argv: string[]): Args {
           '--variant takes [agent:|target:]NAME=VALUE, e.g. FERRY_DIRECT_IO=off or agent:NODE_OPTIONS=--max-semi-space-size=16',
         );
       a.variant = { key: m[2]!, value: m[3]!, ...(m[1] ? { only: m[1] as 'agent' | 'target' } : {}) };
+    } else if (v === '--loop-cache') {
+      const c = next();
+      if (c !== 'on' && c !== 'off') throw new Error('--loop-cache takes on or off');
+      a.loopCache = c === 'on';
     } else if (v === '--scenario') {
       const s = next();
       if (!(s in SCENARIOS))
@@ -114,7 +125,7 @@ function parseArgs(argv: string[]): Args {
       a.scenarios.push(s as Scenario);
     } else if (v === '--help' || v === '-h') {
       console.log(
-        `npm run bench -- [--scenario NAME]… [--quick] [--runs N] [--json FILE] [--link RATE] [--shaped-rate RATE] [--delay MS] [--loss PCT%] [--peers rsync,tar|none] [--variant [agent:|target:]NAME=VALUE]\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`,
+        `npm run bench -- [--scenario NAME]… [--quick] [--runs N] [--json FILE] [--link RATE] [--shaped-rate RATE] [--delay MS] [--loss PCT%] [--peers rsync,tar|none] [--variant [agent:|target:]NAME=VALUE] [--loop-cache on|off]\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`,
       );
       process.exit(0);
     } else throw new Error(`unknown option ${v}`);
@@ -166,8 +177,9 @@ async function main(): Promise<void> {
   makeLink(args.link);
   if (args.delayMs > 0 || args.loss > 0) impairLink(args.delayMs, args.loss);
   const diskGiB = args.quick ? 8 : 24;
-  const src = makeDisk('src', diskGiB);
-  const dst = makeDisk('dst', diskGiB);
+  const src = makeDisk('src', diskGiB, { cache: args.loopCache });
+  const dst = makeDisk('dst', diskGiB, { cache: args.loopCache });
+  args.loopCache = src.cached || dst.cached; // as made: a refused direct-I/O falls back
   const dstRoot = path.join(dst.mnt, 'root');
   const freshTarget = () => {
     dst.reformat();
@@ -209,7 +221,7 @@ async function main(): Promise<void> {
   };
 
   console.log(
-    `ferry benchmark: ${args.quick ? 'quick' : 'full'} scale, ${args.runs} run(s) each, link ${args.link ?? 'unshaped veth'}${args.delayMs || args.loss ? `, +${args.delayMs} ms each way, ${(args.loss * 100).toFixed(2)}% loss (relay)` : ''}`,
+    `ferry benchmark: ${args.quick ? 'quick' : 'full'} scale, ${args.runs} run(s) each, loop disks ${src.cached ? 'on the host page cache' : 'direct'}, link ${args.link ?? 'unshaped veth'}${args.delayMs || args.loss ? `, +${args.delayMs} ms each way, ${(args.loss * 100).toFixed(2)}% loss (relay)` : ''}`,
   );
   const ferry = await FerryBench.start();
   try {
@@ -453,6 +465,7 @@ function report(rows: Row[], args: Args): void {
     shapedRate: args.shapedRate,
     delayMs: args.delayMs,
     loss: args.loss,
+    loopCache: args.loopCache,
     machine: sh('uname -srm').trim(),
     cpus: sh('nproc').trim(),
     results: json,
