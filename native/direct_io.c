@@ -17,7 +17,7 @@
  *   dropped) and resolves to the bytes placed in buf (fewer at the end of the file), or to
  *   -errno when the first read failed (EINVAL: no direct reads on this file system).
  *
- * writeDirect(fd: number, data: Buffer, position: number) -> Promise<number>
+ * writeDirect(fd: number, data: Buffer | Buffer[], position: number) -> Promise<number>
  *   fd was opened with O_DIRECT; position is a multiple of DIO_ALIGN. Writes the longest
  *   prefix of data whose length is a multiple of DIO_ALIGN at position -- from data itself
  *   when its address is aligned, otherwise through an aligned buffer of the thread's own --
@@ -25,6 +25,10 @@
  *   that is not a whole block: the caller writes the rest buffered), or to -errno when the
  *   first write failed (EINVAL: the file system does not take direct writes of this
  *   alignment). The caller keeps data unchanged until the promise settles.
+ *   An array (at most DIO_MAX_IOV buffers) is written as their concatenation: in one
+ *   pwritev when every buffer is aligned and all but the last are whole blocks long -- one
+ *   device request of several MiB instead of several of 1 MiB (on a virtual disk, 1 MiB
+ *   direct writes ran at 0.94 GB/s, 4 MiB ones at 1.6) -- otherwise buffer by buffer.
  */
 #define _GNU_SOURCE
 #include "jobs.h"
@@ -32,17 +36,23 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define DIO_ALIGN 4096
 /* one pwrite at most this long, and the largest aligned buffer a thread keeps */
 #define DIO_PIECE (4u << 20)
+/* buffers in one writeDirect of an array */
+#define DIO_MAX_IOV 64
 
 typedef struct {
   job_base base;
   int fd;
+  /* one buffer: data, len; an array: iov, niov (iov[0] is data, len then unused) */
   uint8_t *data;
   size_t len;
+  struct iovec *iov;
+  size_t niov;
   int64_t position;
   int64_t result;
   int reading;
@@ -78,35 +88,94 @@ int64_t ferry_read_direct(int fd, uint8_t *dst, size_t len, int64_t position) {
   return (int64_t)done;
 }
 
-static void direct_execute(napi_env env, void *data) {
-  direct_job *j = data;
-  if (j->reading) {
-    j->result = ferry_read_direct(j->fd, j->data, j->len, j->position);
-    return;
-  }
-  size_t len = j->len & ~(size_t)(DIO_ALIGN - 1);
+/*
+ * Writes the aligned prefix of [data, data+len) at position, piece by piece; returns the
+ * bytes written and sets *whole when every one of them was (so the next offset is
+ * aligned), or -errno when nothing was written.
+ */
+static int64_t write_one(int fd, const uint8_t *data, size_t len, int64_t position, int *whole) {
+  len &= ~(size_t)(DIO_ALIGN - 1);
   size_t done = 0;
+  *whole = 1;
   while (done < len) {
     size_t n = len - done < DIO_PIECE ? len - done : DIO_PIECE;
-    const uint8_t *p = j->data + done;
+    const uint8_t *p = data + done;
     if ((uintptr_t)p & (DIO_ALIGN - 1)) {
       if (ensure_bounce(DIO_PIECE)) {
-        j->result = done ? (int64_t)done : -ENOMEM;
-        return;
+        *whole = 0;
+        return done ? (int64_t)done : -ENOMEM;
       }
       memcpy(bounce, p, n);
       p = bounce;
     }
-    ssize_t w = pwrite(j->fd, p, n, j->position + (int64_t)done);
+    ssize_t w = pwrite(fd, p, n, position + (int64_t)done);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
-      j->result = done ? (int64_t)done : (w < 0 ? -errno : -EIO);
-      return;
+      *whole = 0;
+      return done ? (int64_t)done : (w < 0 ? -errno : -EIO);
     }
     done += (size_t)w;
-    if ((size_t)w % DIO_ALIGN) break; /* the next offset is not aligned: the caller goes on buffered */
+    if ((size_t)w % DIO_ALIGN) {
+      *whole = 0; /* the next offset is not aligned: the caller goes on buffered */
+      break;
+    }
   }
-  j->result = (int64_t)done;
+  return (int64_t)done;
+}
+
+/* Several buffers, all aligned and all but the last whole blocks long: pwritev until done. */
+static int64_t write_vector(int fd, struct iovec *iov, size_t niov, int64_t position) {
+  iov[niov - 1].iov_len &= ~(size_t)(DIO_ALIGN - 1);
+  while (niov > 0 && iov[niov - 1].iov_len == 0) niov--;
+  size_t done = 0;
+  while (niov > 0) {
+    ssize_t w = pwritev(fd, iov, (int)niov, position + (int64_t)done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return done ? (int64_t)done : (w < 0 ? -errno : -EIO);
+    done += (size_t)w;
+    if ((size_t)w % DIO_ALIGN) break;
+    /* a short write of whole blocks: step past what was written */
+    size_t left = (size_t)w;
+    while (niov > 0 && left >= iov[0].iov_len) {
+      left -= iov[0].iov_len;
+      iov++;
+      niov--;
+    }
+    if (niov > 0) {
+      iov[0].iov_base = (uint8_t *)iov[0].iov_base + left;
+      iov[0].iov_len -= left;
+    }
+  }
+  return (int64_t)done;
+}
+
+static int64_t write_array(int fd, struct iovec *iov, size_t niov, int64_t position) {
+  int vector = 1;
+  for (size_t i = 0; i < niov; i++) {
+    if ((uintptr_t)iov[i].iov_base & (DIO_ALIGN - 1)) vector = 0;
+    if (i + 1 < niov && iov[i].iov_len % DIO_ALIGN) vector = 0;
+  }
+  if (vector) return write_vector(fd, iov, niov, position);
+  size_t done = 0;
+  for (size_t i = 0; i < niov; i++) {
+    int whole = 0;
+    int64_t r = write_one(fd, iov[i].iov_base, iov[i].iov_len, position + (int64_t)done, &whole);
+    if (r < 0) return done ? (int64_t)done : r;
+    done += (size_t)r;
+    if (!whole || (size_t)r != iov[i].iov_len) break;
+  }
+  return (int64_t)done;
+}
+
+static void direct_execute(napi_env env, void *data) {
+  direct_job *j = data;
+  int whole;
+  if (j->reading)
+    j->result = ferry_read_direct(j->fd, j->data, j->len, j->position);
+  else if (j->iov)
+    j->result = write_array(j->fd, j->iov, j->niov, j->position);
+  else
+    j->result = write_one(j->fd, j->data, j->len, j->position, &whole);
 }
 
 static void direct_complete(napi_env env, napi_status status, void *data) {
@@ -114,6 +183,7 @@ static void direct_complete(napi_env env, napi_status status, void *data) {
   napi_value v;
   int ok = status == napi_ok && napi_create_int64(env, j->result, &v) == napi_ok;
   ferry_job_finish(env, &j->base, ok ? v : NULL, "direct I/O job cancelled");
+  free(j->iov);
   free(j);
 }
 
@@ -122,27 +192,53 @@ static napi_value start_job(napi_env env, napi_callback_info info, int reading) 
   napi_value argv[3], promise, name;
   int32_t fd = -1;
   int64_t position = -1;
-  bool is_buffer = false;
+  bool is_buffer = false, is_array = false;
   void *buf = NULL;
   size_t len = 0;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
-      napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer ||
-      napi_get_buffer_info(env, argv[1], &buf, &len) != napi_ok ||
+  uint32_t count = 0;
+  struct iovec *iov = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 3 && !reading &&
+      napi_is_array(env, argv[1], &is_array) == napi_ok && is_array &&
+      napi_get_array_length(env, argv[1], &count) == napi_ok && count > 0 && count <= DIO_MAX_IOV &&
+      (iov = calloc(count, sizeof *iov)) != NULL) {
+    for (uint32_t i = 0; i < count && iov; i++) {
+      napi_value item;
+      bool item_is_buffer = false;
+      if (napi_get_element(env, argv[1], i, &item) != napi_ok ||
+          napi_is_buffer(env, item, &item_is_buffer) != napi_ok || !item_is_buffer ||
+          napi_get_buffer_info(env, item, &iov[i].iov_base, &iov[i].iov_len) != napi_ok) {
+        free(iov);
+        iov = NULL;
+      }
+    }
+    if (iov) {
+      is_buffer = true;
+      buf = iov[0].iov_base;
+    }
+  } else if (argc == 3 && napi_is_buffer(env, argv[1], &is_buffer) == napi_ok && is_buffer) {
+    napi_get_buffer_info(env, argv[1], &buf, &len);
+  }
+  if (argc != 3 || !is_buffer || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
       napi_get_value_int64(env, argv[2], &position) != napi_ok || position < 0 ||
       position % DIO_ALIGN != 0) {
+    free(iov);
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE",
-                          "expected (fd: number, buffer: Buffer, position: a non-negative multiple of 4096)");
+                          reading ? "expected (fd: number, buffer: Buffer, position: a non-negative multiple of 4096)"
+                                  : "expected (fd: number, data: Buffer or an array of 1 to 64 Buffers, position: a "
+                                    "non-negative multiple of 4096)");
     return NULL;
   }
   direct_job *j = calloc(1, sizeof *j);
   if (!j) {
+    free(iov);
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
   j->fd = fd;
   j->data = buf;
   j->len = len;
+  j->iov = iov;
+  j->niov = iov ? count : 0;
   j->position = position;
   j->reading = reading;
   napi_create_reference(env, argv[1], 1, &j->base.keep);

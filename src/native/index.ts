@@ -49,9 +49,12 @@ export interface FerryFs {
    * Writes, in the thread pool, the longest prefix of `data` whose length is a multiple of
    * DIRECT_ALIGN at `position` (a multiple of DIRECT_ALIGN) through `fd`, which was opened
    * with O_DIRECT (native/direct_io.c). Resolves to the bytes written (the caller writes the
-   * rest), or to -errno when nothing was written.
+   * rest), or to -errno when nothing was written. An array of up to DIRECT_MAX_BUFFERS
+   * buffers is written as their concatenation, in one request when each is aligned and all
+   * but the last are whole blocks long. `data` (and the array) must not change until the
+   * promise settles.
    */
-  writeDirect(fd: number, data: Buffer, position: number): Promise<number>;
+  writeDirect(fd: number, data: Buffer | readonly Buffer[], position: number): Promise<number>;
   /**
    * Reads up to buf.length bytes at `position` (a multiple of DIRECT_ALIGN) through `fd`,
    * opened with O_DIRECT, in the thread pool: resolves to the bytes placed in buf (fewer at
@@ -68,6 +71,8 @@ export interface FerryFs {
 
 /** The alignment writeDirect keeps: address, offset and length, for every block size Linux uses. */
 export const DIRECT_ALIGN = 4096;
+/** Buffers one writeDirect takes at most. */
+export const DIRECT_MAX_BUFFERS = 64;
 
 /** The fields readDir returns per name, in order (native/batch_io.c). */
 export const LstatField = {

@@ -118,6 +118,44 @@ describe('native writeDirect / readDirect', () => {
     expect(back.subarray(0, 4096).every((b) => b === 0)).toBe(true); // never written: a hole
   });
 
+  it('write an array of buffers as one: in one request when aligned, buffer by buffer when not', async () => {
+    const file = path.join(ext4, 'vector.bin');
+    const fd = fs.openSync(file, 'w+');
+    const direct = reopenDirect(fd, 'write')!;
+    const alignedPiece = (n: number) => {
+      const room = Buffer.allocUnsafeSlow(n + DIRECT_ALIGN);
+      const k = ferryFs.alignedOffset(room, 0);
+      const piece = room.subarray(k, k + n);
+      randomBytes(n).copy(piece);
+      return piece;
+    };
+    // aligned, whole blocks, then a last one with a tail: the aligned prefix in one pwritev
+    const pieces = [alignedPiece(MiB), alignedPiece(MiB), alignedPiece(MiB + 4096 + 100)];
+    const all = Buffer.concat(pieces);
+    const n = await ferryFs.writeDirect(direct, pieces, 0);
+    expect(n).toBe(3 * MiB + 4096);
+    fs.writeSync(fd, all, n, all.length - n, n);
+    expect(resident(file)).toBeLessThanOrEqual(DIRECT_ALIGN);
+    expect(fs.readFileSync(file).equals(all)).toBe(true);
+    // one buffer at an odd address in the middle: written through the aligned buffer, in order
+    const odd = Buffer.concat([Buffer.alloc(1), randomBytes(MiB)]).subarray(1);
+    const mixed = [alignedPiece(MiB), odd, alignedPiece(MiB)];
+    expect(await ferryFs.writeDirect(direct, mixed, 8 * MiB)).toBe(3 * MiB);
+    const back = Buffer.alloc(3 * MiB);
+    fs.readSync(fd, back, 0, back.length, 8 * MiB);
+    expect(back.equals(Buffer.concat(mixed))).toBe(true);
+    // what is not an array of 1 to 64 buffers is refused before any I/O
+    expect(() => ferryFs.writeDirect(direct, [], 0)).toThrow(/array of 1 to 64/);
+    expect(() => ferryFs.writeDirect(direct, Array(65).fill(Buffer.alloc(4096)), 0)).toThrow(
+      /array of 1 to 64/,
+    );
+    expect(() => ferryFs.writeDirect(direct, [Buffer.alloc(4096), 'x' as never], 0)).toThrow(
+      /array of 1 to 64/,
+    );
+    fs.closeSync(direct);
+    fs.closeSync(fd);
+  });
+
   it('refuse an unaligned position before any I/O, and report a failed write as -errno', async () => {
     const fd = fs.openSync(path.join(ext4, 'args.bin'), 'w');
     const direct = reopenDirect(fd, 'write')!;
@@ -241,7 +279,12 @@ const entry = (seq: number, p: string, size: number) => ({
 });
 const log = { warn: () => {}, error: () => {} };
 
-async function writeLarge(root: string, name: string, content: Buffer, directIo: boolean): Promise<void> {
+async function writeLarge(
+  root: string,
+  name: string,
+  content: Buffer,
+  directIo: boolean,
+): Promise<TreeWriter> {
   const w = await TreeWriter.open(root, log, { directIo });
   await w.entry(entry(1, name, content.length));
   for (let at = 0; at < content.length; at += MiB) {
@@ -251,6 +294,7 @@ async function writeLarge(root: string, name: string, content: Buffer, directIo:
   }
   await w.fileEnd(blake3(content));
   await w.commit();
+  return w;
 }
 
 describe('the target writes large files past its page cache', () => {
@@ -266,6 +310,18 @@ describe('the target writes large files past its page cache', () => {
 
     await writeLarge(root, 'buffered.bin', content, false);
     expect(resident(path.join(root, 'buffered.bin'))).toBeGreaterThanOrEqual(10 * MiB);
+  });
+
+  it('writes the chunks that arrive while a write is in flight together, in one request', async () => {
+    const root = path.join(ext4, 'together');
+    fs.mkdirSync(root, { recursive: true });
+    const content = randomBytes(24 * MiB);
+    const w = await writeLarge(root, 'together.bin', content, true);
+    expect(fs.readFileSync(path.join(root, 'together.bin')).equals(content)).toBe(true);
+    expect(w.largeWrites.chunks).toBe(24); // every chunk once
+    expect(w.largeWrites.requests).toBeLessThan(24);
+    expect(w.largeWrites.mostChunks).toBeGreaterThan(1);
+    expect(w.largeWrites.mostChunks).toBeLessThanOrEqual(4); // 4 MiB per request at most
   });
 
   it('reports a full disk on a direct write as ENOSPC with the file, as a buffered one', async () => {
