@@ -214,8 +214,6 @@ export type Message =
    * `release`, on a received message, gives `data`'s buffer back to the session's frame pool:
    * call it once nothing reads `data` any more (after its write has completed). Not calling
    * it only costs an allocation; calling it early lets the next frame overwrite `data`.
-   * On a sent message, the session calls it once the connection no longer reads `data`
-   * (written to the socket, or the write failed); it may never be called when send throws.
    */
   | { type: 'data'; offset: number; data: Buffer; release?: () => void }
   | { type: 'file'; body: WholeFileMessage; data: Buffer; release?: () => void }

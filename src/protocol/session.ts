@@ -12,11 +12,6 @@ const QUEUE_BYTES = 4 * 1024 * 1024;
  * `messages()` yields validated messages and ends when the peer closes. A malformed
  * frame makes it send an ERROR frame, destroy the stream and throw the FerryError.
  */
-/** A write callback that calls `release` (once the stream is done with the chunk, or failed). */
-function written(release: (() => void) | undefined): ((err?: Error | null) => void) | undefined {
-  return release ? () => release() : undefined;
-}
-
 export class Session {
   readonly #stream: Duplex;
   readonly #pace: ((bytes: number) => Promise<void>) | undefined;
@@ -102,14 +97,7 @@ export class Session {
         // DATA (compressed where it pays), FILE_END
         const { hash, ...entry } = msg.body;
         await this.send({ type: 'entry', body: entry });
-        if (msg.data.length > 0)
-          await this.send({
-            type: 'data',
-            offset: 0,
-            data: msg.data,
-            ...(msg.release ? { release: msg.release } : {}),
-          });
-        else msg.release?.();
+        if (msg.data.length > 0) await this.send({ type: 'data', offset: 0, data: msg.data });
         await this.send({ type: 'file-end', body: { seq: entry.seq, hash } });
         return;
       }
@@ -121,8 +109,7 @@ export class Session {
       this.dataStats.raw += msg.data.length;
       this.dataStats.sent += msg.data.length;
       this.#stream.write(head);
-      if (msg.data.length > 0) this.#stream.write(msg.data, written(msg.release));
-      else msg.release?.();
+      if (msg.data.length > 0) this.#stream.write(msg.data);
     } else if (msg.type === 'data') {
       if (msg.data.length > MAX_DATA_BYTES)
         throw new FerryError('FERRY_INTERNAL', 'DATA chunk larger than allowed');
@@ -134,10 +121,9 @@ export class Session {
       if (packed) head.writeUInt32BE(msg.data.length, 13);
       this.dataStats.raw += msg.data.length;
       this.dataStats.sent += body.length;
-      if (packed) msg.release?.(); // compressed: the stream holds a copy
       this.#stream.cork();
       this.#stream.write(head);
-      this.#stream.write(body, packed ? undefined : written(msg.release));
+      this.#stream.write(body);
       this.#stream.uncork();
     } else {
       const { type, payload } = encodeMessage(msg);

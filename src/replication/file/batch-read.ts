@@ -3,28 +3,11 @@ import { ferryFs, parseXattrBlob, type XattrList } from '../../native/index.js';
 /** Files per thread-pool job, and bytes per job: small enough that several jobs overlap. */
 const BATCH_FILES = 16;
 const BATCH_BYTES = 2 << 20;
-/**
- * A batch's buffer when it is reused: BATCH_BYTES plus the largest file read this way
- * (the batch that reaches BATCH_BYTES may overshoot it by one file), and how many such
- * buffers are kept. Without reuse the source allocated 3 GiB of buffers for the 100,000
- * files of the benchmark's `small` tree, and V8 ran a full mark-compact for every ~64
- * MiB of that memory (60 per copy, `--trace-gc`).
- */
-const SLAB_BYTES = BATCH_BYTES + (1 << 20);
-const SLABS_KEPT = 24;
-/** Batches smaller than this get a buffer of their own (a tree of empty or tiny files). */
-const SLAB_FROM = 64 * 1024;
 
-/**
- * A small file read whole, with the extended attributes read from the same descriptor.
- * Call `release()` once nothing reads `data` any more (Session.send does it for a FILE
- * message): the batch's buffer is reused when every file of it has been released. Not
- * calling it only costs an allocation; calling it early lets a later batch overwrite `data`.
- */
+/** A small file read whole, with the extended attributes read from the same descriptor. */
 export interface WholeFile {
   data: Buffer;
   xattrs: XattrList | undefined;
-  release: () => void;
 }
 
 /**
@@ -42,9 +25,6 @@ export class BatchReader {
   #caps: number[] = [];
   #waiters: ((b: WholeFile | null) => void)[] = [];
   #bytes = 0;
-  readonly #free: Buffer[] = [];
-  /** Batch buffers: allocated, and taken again from the free list. */
-  readonly stats = { allocated: 0, reused: 0 };
 
   constructor(opts: { direct?: boolean } = {}) {
     this.#direct = opts.direct ?? true;
@@ -65,12 +45,7 @@ export class BatchReader {
     const paths = this.#paths;
     const caps = this.#caps;
     const waiters = this.#waiters;
-    const pooled = this.#bytes >= SLAB_FROM && this.#bytes <= SLAB_BYTES;
-    const slab = pooled ? this.#takeSlab() : Buffer.allocUnsafeSlow(this.#bytes);
-    let holders = waiters.length;
-    const release = () => {
-      if (--holders === 0 && pooled && this.#free.length < SLABS_KEPT) this.#free.push(slab);
-    };
+    const slab = Buffer.allocUnsafeSlow(this.#bytes);
     this.#paths = [];
     this.#caps = [];
     this.#waiters = [];
@@ -81,10 +56,7 @@ export class BatchReader {
         let at = 0;
         for (let i = 0; i < waiters.length; i++) {
           const n = sizes[i]!;
-          if (n < 0) release(); // read the ordinary way: nothing of the buffer is handed out
-          waiters[i]!(
-            n >= 0 ? { data: slab.subarray(at, at + n), xattrs: lists[i], release: once(release) } : null,
-          );
+          waiters[i]!(n >= 0 ? { data: slab.subarray(at, at + n), xattrs: lists[i] } : null);
           at += caps[i]!;
         }
       },
@@ -93,25 +65,4 @@ export class BatchReader {
       },
     );
   }
-
-  #takeSlab(): Buffer {
-    const b = this.#free.pop();
-    if (b) {
-      this.stats.reused++;
-      return b;
-    }
-    this.stats.allocated++;
-    return Buffer.allocUnsafeSlow(SLAB_BYTES);
-  }
-}
-
-/** `fn` the first time only: a file released twice must not free its batch early. */
-function once(fn: () => void): () => void {
-  let done = false;
-  return () => {
-    if (!done) {
-      done = true;
-      fn();
-    }
-  };
 }

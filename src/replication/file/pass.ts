@@ -395,8 +395,7 @@ export async function runSendPass(opts: {
     sent++;
     if (entry.kind === 'file' && data) {
       const hash = wholeFileHash(data); // small: on the event loop, no hand-off
-      // the session releases the batch's buffer once the connection no longer reads data
-      await send({ type: 'file', body: { ...entry, hash }, data, release: whole!.release });
+      await send({ type: 'file', body: { ...entry, hash }, data });
       progress.bytes += data.length;
       progress.bytesSent += data.length;
       progress.files++;
