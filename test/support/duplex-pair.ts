@@ -15,7 +15,9 @@ export function duplexPair(opts: { pieceBytes?: number } = {}): [Duplex, Duplex]
       write(chunk, _enc, cb) {
         const p = peer();
         if (!p.destroyed)
-          for (let at = 0; at < chunk.length; at += piece) p.push(chunk.subarray(at, at + piece));
+          // copied, as a socket does: the writer may reuse its buffer once cb() has run
+          for (let at = 0; at < chunk.length; at += piece)
+            p.push(Buffer.from(chunk.subarray(at, at + piece)));
         cb();
       },
       final(cb) {
