@@ -25,10 +25,11 @@
  *   that is not a whole block: the caller writes the rest buffered), or to -errno when the
  *   first write failed (EINVAL: the file system does not take direct writes of this
  *   alignment). The caller keeps data unchanged until the promise settles.
- *   An array (at most DIO_MAX_IOV buffers) is written as their concatenation: in one
- *   pwritev when every buffer is aligned and all but the last are whole blocks long -- one
- *   device request of several MiB instead of several of 1 MiB (on a virtual disk, 1 MiB
- *   direct writes ran at 0.94 GB/s, 4 MiB ones at 1.6) -- otherwise buffer by buffer.
+ *   An array (at most DIO_MAX_IOV buffers; one Buffer is an array of one) is written as
+ *   their concatenation: in one pwritev when every buffer is aligned and all but the last
+ *   are whole blocks long -- one device request of several MiB instead of several of 1 MiB
+ *   (on a virtual disk, 1 MiB direct writes ran at 0.94 GB/s, 4 MiB ones at 1.6) --
+ *   otherwise buffer by buffer.
  */
 #define _GNU_SOURCE
 #include "jobs.h"
@@ -48,9 +49,7 @@
 typedef struct {
   job_base base;
   int fd;
-  /* one buffer: data, len; an array: iov, niov (iov[0] is data, len then unused) */
-  uint8_t *data;
-  size_t len;
+  /* the caller's buffers: one for a read, one or more for a write */
   struct iovec *iov;
   size_t niov;
   int64_t position;
@@ -169,13 +168,8 @@ static int64_t write_array(int fd, struct iovec *iov, size_t niov, int64_t posit
 
 static void direct_execute(napi_env env, void *data) {
   direct_job *j = data;
-  int whole;
-  if (j->reading)
-    j->result = ferry_read_direct(j->fd, j->data, j->len, j->position);
-  else if (j->iov)
-    j->result = write_array(j->fd, j->iov, j->niov, j->position);
-  else
-    j->result = write_one(j->fd, j->data, j->len, j->position, &whole);
+  j->result = j->reading ? ferry_read_direct(j->fd, j->iov[0].iov_base, j->iov[0].iov_len, j->position)
+                         : write_array(j->fd, j->iov, j->niov, j->position);
 }
 
 static void direct_complete(napi_env env, napi_status status, void *data) {
@@ -187,58 +181,61 @@ static void direct_complete(napi_env env, napi_status status, void *data) {
   free(j);
 }
 
+/*
+ * The memory of `v` as iovecs: a Buffer is one; with `many`, an array of 1 to DIO_MAX_IOV
+ * Buffers is one each. 0, -EINVAL when `v` is neither, -ENOMEM.
+ */
+static int buffers_of(napi_env env, napi_value v, int many, struct iovec **out, size_t *n) {
+  bool is = false;
+  uint32_t count = 1;
+  int single = napi_is_buffer(env, v, &is) == napi_ok && is;
+  if (!single && (!many || napi_is_array(env, v, &is) != napi_ok || !is ||
+                  napi_get_array_length(env, v, &count) != napi_ok || count == 0 || count > DIO_MAX_IOV))
+    return -EINVAL;
+  struct iovec *iov = calloc(count, sizeof *iov);
+  if (!iov) return -ENOMEM;
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value item = v;
+    if ((!single && (napi_get_element(env, v, i, &item) != napi_ok ||
+                     napi_is_buffer(env, item, &is) != napi_ok || !is)) ||
+        napi_get_buffer_info(env, item, &iov[i].iov_base, &iov[i].iov_len) != napi_ok) {
+      free(iov);
+      return -EINVAL;
+    }
+  }
+  *out = iov;
+  *n = count;
+  return 0;
+}
+
 static napi_value start_job(napi_env env, napi_callback_info info, int reading) {
   size_t argc = 3;
   napi_value argv[3], promise, name;
   int32_t fd = -1;
   int64_t position = -1;
-  bool is_buffer = false, is_array = false;
-  void *buf = NULL;
-  size_t len = 0;
-  uint32_t count = 0;
   struct iovec *iov = NULL;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 3 && !reading &&
-      napi_is_array(env, argv[1], &is_array) == napi_ok && is_array &&
-      napi_get_array_length(env, argv[1], &count) == napi_ok && count > 0 && count <= DIO_MAX_IOV &&
-      (iov = calloc(count, sizeof *iov)) != NULL) {
-    for (uint32_t i = 0; i < count && iov; i++) {
-      napi_value item;
-      bool item_is_buffer = false;
-      if (napi_get_element(env, argv[1], i, &item) != napi_ok ||
-          napi_is_buffer(env, item, &item_is_buffer) != napi_ok || !item_is_buffer ||
-          napi_get_buffer_info(env, item, &iov[i].iov_base, &iov[i].iov_len) != napi_ok) {
-        free(iov);
-        iov = NULL;
-      }
-    }
-    if (iov) {
-      is_buffer = true;
-      buf = iov[0].iov_base;
-    }
-  } else if (argc == 3 && napi_is_buffer(env, argv[1], &is_buffer) == napi_ok && is_buffer) {
-    napi_get_buffer_info(env, argv[1], &buf, &len);
-  }
-  if (argc != 3 || !is_buffer || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
-      napi_get_value_int64(env, argv[2], &position) != napi_ok || position < 0 ||
-      position % DIO_ALIGN != 0) {
-    free(iov);
+  size_t niov = 0;
+  int got = -EINVAL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 3 &&
+      napi_get_value_int32(env, argv[0], &fd) == napi_ok && fd >= 0 &&
+      napi_get_value_int64(env, argv[2], &position) == napi_ok && position >= 0 && position % DIO_ALIGN == 0)
+    got = buffers_of(env, argv[1], !reading, &iov, &niov);
+  if (got == -EINVAL) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE",
                           reading ? "expected (fd: number, buffer: Buffer, position: a non-negative multiple of 4096)"
                                   : "expected (fd: number, data: Buffer or an array of 1 to 64 Buffers, position: a "
                                     "non-negative multiple of 4096)");
     return NULL;
   }
-  direct_job *j = calloc(1, sizeof *j);
+  direct_job *j = got == 0 ? calloc(1, sizeof *j) : NULL;
   if (!j) {
     free(iov);
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
   j->fd = fd;
-  j->data = buf;
-  j->len = len;
   j->iov = iov;
-  j->niov = iov ? count : 0;
+  j->niov = niov;
   j->position = position;
   j->reading = reading;
   napi_create_reference(env, argv[1], 1, &j->base.keep);

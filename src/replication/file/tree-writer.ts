@@ -99,7 +99,7 @@ async function writeChunks(f: OpenFile, chunks: readonly Buffer[], offset: numbe
   let done = 0;
   const total = chunks.reduce((n, c) => n + c.length, 0);
   if (f.direct !== undefined && offset % DIRECT_ALIGN === 0 && total >= DIRECT_ALIGN) {
-    const n = await ferryFs.writeDirect(f.direct, chunks.length === 1 ? chunks[0]! : chunks, offset);
+    const n = await ferryFs.writeDirect(f.direct, chunks, offset);
     if (n === -EINVAL) closeDirect(f);
     else if (n < 0) throw errnoError(-n, `write ${f.rel}`);
     else done = n;
@@ -980,23 +980,22 @@ export class TreeWriter {
     this.largeWrites.requests++;
     this.largeWrites.chunks += group.length;
     this.largeWrites.mostChunks = Math.max(this.largeWrites.mostChunks, group.length);
-    writeChunks(
-      f,
-      group.map((c) => c.data),
-      group[0]!.offset,
-    ).then(
-      () => {
-        f.writing = false;
-        for (const c of group) c.settle.resolve();
-        this.#pump(f);
-      },
-      (e: unknown) => {
-        f.writing = false;
-        f.writeFailed = e;
-        for (const c of group) c.settle.reject(e);
-        this.#pump(f);
-      },
+    const chunks = group.map((c) => c.data);
+    void writeChunks(f, chunks, group[0]!.offset).then(
+      () => this.#wrote(f, group, undefined),
+      (e: unknown) => this.#wrote(f, group, e),
     );
+  }
+
+  /** A write of `group` has ended (`failure` when it failed): settles its chunks, starts the next. */
+  #wrote(f: OpenFile, group: QueuedChunk[], failure: unknown): void {
+    f.writing = false;
+    if (failure !== undefined) f.writeFailed = failure;
+    for (const c of group) {
+      if (failure === undefined) c.settle.resolve();
+      else c.settle.reject(failure);
+    }
+    this.#pump(f);
   }
 
   async #settleOldest(f: OpenFile): Promise<void> {
