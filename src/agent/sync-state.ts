@@ -77,7 +77,6 @@ export class SqliteSyncState implements SyncStateStore {
   }
 
   isEmpty(): boolean {
-    this.flush();
     return this.#db.prepare('SELECT 1 FROM entries LIMIT 1').get() === undefined;
   }
 
