@@ -221,7 +221,7 @@ async function main(): Promise<void> {
   };
 
   console.log(
-    `ferry benchmark: ${args.quick ? 'quick' : 'full'} scale, ${args.runs} run(s) each, loop disks ${src.cached ? 'on the host page cache' : 'direct'}, link ${args.link ?? 'unshaped veth'}${args.delayMs || args.loss ? `, +${args.delayMs} ms each way, ${(args.loss * 100).toFixed(2)}% loss (relay)` : ''}`,
+    `ferry benchmark: ${args.quick ? 'quick' : 'full'} scale, ${args.runs} run(s) each, loop disks ${args.loopCache ? 'on the host page cache' : 'direct'}, link ${args.link ?? 'unshaped veth'}${args.delayMs || args.loss ? `, +${args.delayMs} ms each way, ${(args.loss * 100).toFixed(2)}% loss (relay)` : ''}`,
   );
   const ferry = await FerryBench.start();
   try {
@@ -255,14 +255,16 @@ async function main(): Promise<void> {
           const tool = variant
             ? `ferry ${variant.only ? `${variant.only}:` : ''}${variant.key}=${variant.value}`
             : 'ferry';
-          const env = variant ? { [variant.key]: variant.value } : {};
-          const only = variant?.only;
+          const set = variant ? { [variant.key]: variant.value } : {};
+          const env = {
+            ...(variant?.only !== 'target' ? { agent: set } : {}),
+            ...(variant?.only !== 'agent' ? { target: set } : {}),
+          };
           freshTarget();
           if (sc.kind === 'full' || sc.kind === 'shaped' || sc.kind === 'ratelimit') {
             const r = await ferry.run(root, dstRoot, {
               continuous: false,
               env,
-              ...(only ? { envOnly: only } : {}),
               beforeMeasure: dropCaches,
               ...(sc.kind === 'ratelimit' ? { rateLimitMbit: args.rateLimitMbit } : {}),
               ...('compression' in sc && sc.compression ? { compression: 'zstd' as const } : {}),
@@ -278,7 +280,6 @@ async function main(): Promise<void> {
             const r = await ferry.run(root, dstRoot, {
               continuous: true,
               env,
-              ...(only ? { envOnly: only } : {}),
               between: () => {
                 if (sc.kind === 'incremental') changeOnePercent(files, 100 + run);
                 dropCaches();

@@ -176,10 +176,8 @@ export class FerryBench {
       compression?: 'zstd';
       beforeMeasure?: () => void;
       between?: () => void;
-      /** Extra environment for agent and target (a variant compared with plain ferry)… */
-      env?: Record<string, string>;
-      /** …or for this one only. */
-      envOnly?: 'agent' | 'target';
+      /** Extra environment per program (a variant compared with plain ferry). */
+      env?: { agent?: Record<string, string>; target?: Record<string, string> };
     },
   ): Promise<{ full: Measure; sync?: Measure }> {
     const n = ++this.#n;
@@ -193,8 +191,8 @@ export class FerryBench {
       path.join(this.dataDir, 'registration.token'),
       '--log-file',
     ];
-    const targetEnv = opts.envOnly === 'agent' ? {} : (opts.env ?? {});
-    const agentEnv = opts.envOnly === 'target' ? {} : (opts.env ?? {});
+    const targetEnv = opts.env?.target ?? {};
+    const agentEnv = opts.env?.agent ?? {};
     // FERRY_BENCH_NODE_ARGS in a variant's environment: Node flags for that run (after
     // ferry's own, so that they win), e.g. a heap size for one program only
     const nodeArgs = (env: Record<string, string>) => [
@@ -259,20 +257,25 @@ export class FerryBench {
         ...(opts.compression ? { compression: opts.compression } : {}),
       });
       opts.beforeMeasure?.();
-      const full = await this.#measure([agent, target], async () => {
-        await c.request('POST', `/api/v1/servers/${names.src}/start`);
+      // Asks the console until `done`, a quarter of ferry's ETA apart (see pollPause).
+      const waitFor = async (what: string, done: (v: ServerView) => boolean) => {
         let last: ServerView | undefined;
         await until(
-          'full replication',
+          what,
           async () => {
-            const s = await show();
-            last = s;
-            if (s.status === 'failed') throw new Error(`ferry failed: ${s.error?.code} ${s.error?.message}`);
-            const done = opts.continuous ? s.stage === 'continuous-sync' : s.status === 'completed';
-            return done ? true : undefined;
+            last = await show();
+            if (last.status === 'failed')
+              throw new Error(`ferry failed: ${last.error?.code} ${last.error?.message}`);
+            return done(last) ? true : undefined;
           },
           3_600_000,
           () => pollPause(last),
+        );
+      };
+      const full = await this.#measure([agent, target], async () => {
+        await c.request('POST', `/api/v1/servers/${names.src}/start`);
+        await waitFor('full replication', (s) =>
+          opts.continuous ? s.stage === 'continuous-sync' : s.status === 'completed',
         );
       });
       let sync: Measure | undefined;
@@ -280,16 +283,7 @@ export class FerryBench {
         opts.between();
         sync = await this.#measure([agent, target], async () => {
           await c.request('POST', `/api/v1/servers/${names.src}/sync`);
-          let last: ServerView | undefined;
-          await until(
-            'sync',
-            async () => {
-              last = await show();
-              return (last.lastSync as { syncRequest?: number } | null)?.syncRequest === 1 ? true : undefined;
-            },
-            3_600_000,
-            () => pollPause(last),
-          );
+          await waitFor('sync', (s) => (s.lastSync as { syncRequest?: number } | null)?.syncRequest === 1);
         });
       }
       await c.request('DELETE', `/api/v1/servers/${names.src}`).catch(() => {});
