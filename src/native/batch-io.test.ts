@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,6 +10,7 @@ import {
   LSTAT_FIELDS,
   LstatField,
   parseXattrBlob,
+  WRITE_RESULT_INTS,
   WriteStep,
 } from './index.js';
 
@@ -106,7 +108,9 @@ describe('writeFiles', () => {
     mtimeNsec: 123_456_789,
     ...extra,
   });
-  const steps = (r: Int32Array) => Array.from({ length: r.length / 4 }, (_, i) => r[i * 4]);
+  const N = WRITE_RESULT_INTS;
+  const steps = (r: Int32Array) => Array.from({ length: r.length / N }, (_, i) => r[i * N]);
+  const inPlace = (r: Int32Array) => Array.from({ length: r.length / N }, (_, i) => r[i * N + 4]);
 
   it('writes, owns, modes, times and renames every file, xattrs included', async () => {
     fs.writeFileSync(path.join(dir, 'old'), 'previous content');
@@ -133,7 +137,7 @@ describe('writeFiles', () => {
       item('c', 'never'),
     ]);
     expect(steps(r)).toEqual([WriteStep.ok, WriteStep.open, WriteStep.skipped]);
-    expect(r[5]).toBe(ENOENT);
+    expect(r[N + 1]).toBe(ENOENT);
     expect(fs.existsSync(path.join(dir, 'c'))).toBe(false);
     expect(fs.readdirSync(dir).sort()).toEqual(['a']);
   });
@@ -158,11 +162,64 @@ describe('writeFiles', () => {
     const r = await ferryFs.writeFiles([
       item('y', 'data', { xattrNames: ['bogus.name'], xattrValues: [Buffer.from('v')] }),
     ]);
-    expect(Array.from(r)).toEqual([WriteStep.ok, 0, 0, os.constants.errno.EOPNOTSUPP]);
+    expect(Array.from(r)).toEqual([WriteStep.ok, 0, 0, os.constants.errno.EOPNOTSUPP, 0]);
     expect(fs.readFileSync(path.join(dir, 'y'), 'utf8')).toBe('data');
   });
 
+  it('writes a new file in place (no temporary file, no rename) and takes the temporary file where something is there', async () => {
+    fs.writeFileSync(path.join(dir, 'old'), 'previous content');
+    fs.symlinkSync('/etc/hostname', path.join(dir, 'link'));
+    const before = fs.readFileSync('/etc/hostname');
+    const r = await ferryFs.writeFiles([
+      item('fresh', 'new', { inPlace: true, xattrNames: ['user.k'], xattrValues: [Buffer.from('v')] }),
+      item('old', 'replaced', { inPlace: true }),
+      item('link', 'not through the link', { inPlace: true }),
+      item('mine', 'as root', { inPlace: true, uid: 0, gid: 0, mode: 0o644 }),
+    ]);
+    expect(steps(r)).toEqual([WriteStep.ok, WriteStep.ok, WriteStep.ok, WriteStep.ok]);
+    expect(inPlace(r)).toEqual([1, 0, 0, 1]);
+    const st = fs.statSync(path.join(dir, 'fresh'), { bigint: true });
+    expect([st.uid, st.gid, st.mode & 0o7777n, st.mtimeNs]).toEqual([
+      1234n,
+      5678n,
+      0o4750n,
+      1_600_000_000_123_456_789n,
+    ]);
+    expect(ferryFs.getXattr(path.join(dir, 'fresh'), 'user.k').toString()).toBe('v');
+    expect(fs.readFileSync(path.join(dir, 'old'), 'utf8')).toBe('replaced');
+    expect(fs.lstatSync(path.join(dir, 'link')).isFile()).toBe(true); // the link replaced, not followed
+    expect(fs.readFileSync('/etc/hostname')).toEqual(before);
+    const mine = fs.statSync(path.join(dir, 'mine'));
+    expect([mine.uid, mine.gid, mine.mode & 0o7777]).toEqual([0, 0, 0o644]);
+    expect(fs.readdirSync(dir).filter((n) => n.startsWith('.ferry-tmp-'))).toEqual([]);
+  });
+
+  it('removes an in-place file it could not finish (ENOSPC on a full file system)', async () => {
+    const small = path.join(dir, 'small');
+    fs.mkdirSync(small);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'ferry-test', small]);
+    try {
+      const big = { tmp: path.join(small, '.ferry-tmp-big'), dst: path.join(small, 'big') };
+      const r = await ferryFs.writeFiles([
+        item('ok', 'fits', {
+          inPlace: true,
+          tmp: path.join(small, '.ferry-tmp-ok'),
+          dst: path.join(small, 'ok'),
+        }),
+        item('big', '', { inPlace: true, ...big, data: Buffer.alloc(1 << 20, 1) }),
+      ]);
+      expect(steps(r)).toEqual([WriteStep.ok, WriteStep.write]);
+      expect(r[N + 1]).toBe(os.constants.errno.ENOSPC);
+      expect(fs.readdirSync(small)).toEqual(['ok']);
+    } finally {
+      execFileSync('umount', [small]);
+    }
+  });
+
   it('refuses malformed items before touching the disk', () => {
+    expect(() => ferryFs.writeFiles([{ ...item('z', 'd'), mode: 0, inPlace: true }])).toThrow(
+      /mode other than 0/,
+    );
     expect(() => ferryFs.writeFiles([{ ...item('z', 'd'), mode: 0o170000 }])).toThrow(/out of range/);
     expect(() => ferryFs.writeFiles([{ ...item('z', 'd'), tmp: 'a\0b' }])).toThrow(/tmp/);
     expect(fs.existsSync(path.join(dir, 'z'))).toBe(false);

@@ -41,8 +41,9 @@ export interface FerryFs {
     direct?: boolean,
   ): Promise<{ sizes: Int32Array; xattrs: Buffer | null }>;
   /**
-   * Writes, owns, times and renames whole files in one thread-pool job; 4 ints per item:
-   * [step, errno, xattrIndex, xattrErrno] (step: see WriteStep).
+   * Writes, owns, times and renames whole files in one thread-pool job; WRITE_RESULT_INTS
+   * ints per item: [step, errno, xattrIndex, xattrErrno, inPlace] (step: see WriteStep;
+   * inPlace 1: written at dst directly, see BatchWriteItem.inPlace).
    */
   writeFiles(items: BatchWriteItem[]): Promise<Int32Array>;
   /**
@@ -100,9 +101,18 @@ export interface BatchWriteItem {
   mode: number;
   mtimeSec: number;
   mtimeNsec: number;
+  /**
+   * Try dst itself first (O_CREAT|O_EXCL|O_NOFOLLOW, permission bits 0000 until the end):
+   * where nothing is there the file is written in place and not renamed; otherwise tmp as
+   * usual. Not with mode 0, which is how an unfinished in-place file is recognised.
+   */
+  inPlace?: boolean;
   xattrNames?: string[];
   xattrValues?: Buffer[];
 }
+
+/** Ints per item in what writeFiles resolves to. */
+export const WRITE_RESULT_INTS = 5;
 
 /** What writeFiles reports per item (native/batch_io.c). */
 export const WriteStep = {

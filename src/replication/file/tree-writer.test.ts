@@ -271,41 +271,61 @@ describe('whole small files written in batches (FILE frames)', () => {
     expect([...tmps(root), ...tmps(path.join(root, 'd'))]).toEqual([]);
   });
 
-  it('names every temporary file of the running batches, so that a crash leaves none behind', async () => {
+  it('names every file of the running batches, so that a crash leaves no temporary or unfinished file behind', async () => {
     const inflight = path.join(dir, 'inflight');
     const w = await TreeWriter.open(root, log, { inflightFile: inflight });
     const placed: Promise<void>[] = [];
-    const namedNow = () =>
-      fs
+    const namedNow = () => {
+      const lines = fs
         .readFileSync(inflight, 'utf8')
         .split('\n')
         .map((l) => l.trim())
         .filter(Boolean);
+      return {
+        tmps: lines.filter((l) => !l.startsWith('+')).map((l) => JSON.parse(l) as string),
+        inPlace: lines.filter((l) => l.startsWith('+')).map((l) => JSON.parse(l.slice(1)) as string),
+      };
+    };
+    fs.writeFileSync(path.join(root, 'f3'), 'an older copy');
     for (let i = 0; i < 40; i++) {
       const m = whole(i + 1, `f${i}`, `x${i}`);
       placed.push((await w.queueFile(m.body, m.data, m.body.hash)).placed);
       if (i === 31) {
         // the 32nd file filled the first batch, which started: all 32 are named before any is written
-        const seqs = namedNow().map((n) => Number(/\.ferry-tmp-(\d+)-/.exec(path.basename(n))?.[1]));
+        const { tmps, inPlace } = namedNow();
+        const seqs = tmps.map((n) => Number(/\.ferry-tmp-(\d+)-/.exec(path.basename(n))?.[1]));
         expect(seqs.sort((x, y) => x - y)).toEqual(Array.from({ length: 32 }, (_, k) => k + 1));
+        expect(inPlace.sort()).toEqual(
+          Array.from({ length: 32 }, (_, k) => path.join(w.root, `f${k}`)).sort(),
+        );
       }
     }
     await Promise.all(placed);
-    const named = fs
-      .readFileSync(inflight, 'utf8')
-      .split('\n')
-      .map((l) => l.trim())
-      .filter(Boolean);
-    expect(named.length).toBeGreaterThanOrEqual(8);
-    expect(named.every((n) => path.dirname(n) === w.root && path.basename(n).startsWith('.ferry-tmp-'))).toBe(
+    // f3 was there: through a temporary file; every other one written in place
+    expect(w.smallWrites).toEqual({ inPlace: 39, renamed: 1 });
+    expect(fs.readFileSync(path.join(root, 'f3'), 'utf8')).toBe('x3');
+    const { tmps, inPlace } = namedNow();
+    expect(tmps.length).toBeGreaterThanOrEqual(8);
+    expect(tmps.every((n) => path.dirname(n) === w.root && path.basename(n).startsWith('.ferry-tmp-'))).toBe(
       true,
     );
-    // as if the process died before those renames: the next writer removes them all
-    for (const n of named) fs.writeFileSync(n, 'left behind');
-    fs.appendFileSync(inflight, `\n${path.join(outside, 'secret')}\n${w.root}/../outside/secret\n`);
+    // as if the process died before those renames, and in the middle of writing one file in
+    // place (its permission bits still 0000): the next writer removes those, keeps the rest
+    for (const n of tmps) fs.writeFileSync(n, 'left behind');
+    const unfinished = inPlace[0]!;
+    fs.chmodSync(unfinished, 0);
+    fs.writeFileSync(path.join(outside, 'unfinished-looking'), 'not ours');
+    fs.chmodSync(path.join(outside, 'unfinished-looking'), 0);
+    fs.appendFileSync(
+      inflight,
+      `\n${path.join(outside, 'secret')}\n${w.root}/../outside/secret\n+${JSON.stringify(path.join(outside, 'unfinished-looking'))}\n+${JSON.stringify(`${w.root}/../outside/unfinished-looking`)}\n`,
+    );
     await TreeWriter.open(root, log, { inflightFile: inflight });
     expect(fs.readdirSync(root).filter((n) => n.startsWith('.ferry-tmp-'))).toEqual([]);
-    expect(fs.readdirSync(root)).toHaveLength(40);
+    expect(fs.existsSync(unfinished)).toBe(false);
+    expect(fs.readdirSync(root)).toHaveLength(39);
+    expect(fs.readFileSync(path.join(outside, 'unfinished-looking'), 'utf8')).toBe('not ours');
+    fs.rmSync(path.join(outside, 'unfinished-looking'));
     outsideUntouched();
   });
 

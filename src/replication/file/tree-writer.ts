@@ -37,6 +37,7 @@ import {
   ferryFs,
   reopenDirect,
   splitNs,
+  WRITE_RESULT_INTS,
   WriteStep,
 } from '../../native/index.js';
 import {
@@ -193,6 +194,29 @@ function tmpPath(parentAbs: string, seq: number): string {
   return path.join(parentAbs, `.ferry-tmp-${seq}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
 }
 
+/**
+ * One line of the in-flight record: a temporary file to remove after a crash, or (`+`) a
+ * file being written in place, removed only if still unfinished (permission bits 0000).
+ * JSON-quoted, as names may hold newlines.
+ */
+function inflightLine(abs: string, inPlace: boolean): string {
+  return `${inPlace ? '+' : ''}${JSON.stringify(abs)}`;
+}
+
+function parseInflightLine(line: string): { path: string; inPlace: boolean } | null {
+  const text = line.trim();
+  if (!text) return null;
+  const inPlace = text.startsWith('+');
+  const quoted = inPlace ? text.slice(1) : text;
+  if (!quoted.startsWith('"')) return inPlace ? null : { path: text, inPlace: false }; // an older writer's raw line
+  try {
+    const p: unknown = JSON.parse(quoted);
+    return typeof p === 'string' ? { path: p, inPlace } : null;
+  } catch {
+    return null; // torn
+  }
+}
+
 /** The refusal of content whose hash differs from the one the source sent. */
 function checksumMismatch(rel: string): FerryError {
   return new FerryError(
@@ -264,6 +288,8 @@ export class TreeWriter {
   #batch: Batch | null = null;
   /** The batches being written, by the promise that settles when each is done. */
   readonly #running = new Map<Promise<void>, Batch>();
+  /** Whole small files written: in place (nothing was at their path) or through a temporary file renamed over what was. */
+  readonly smallWrites = { inPlace: 0, renamed: 0 };
   /** Large files' writes: requests made, DATA chunks they wrote, the most chunks in one. */
   readonly largeWrites = { requests: 0, chunks: 0, mostChunks: 0 };
   #dispatchScheduled = false;
@@ -369,16 +395,20 @@ export class TreeWriter {
     } catch {
       /* first writer for this task */
     }
-    for (const raw of lines) {
-      const left = raw.trim();
-      const inside =
-        left.startsWith(`${this.root}/`) &&
-        path.basename(left).startsWith('.ferry-tmp-') &&
-        path.normalize(left) === left;
-      if (!left || !inside || left === this.#partial?.tmp) continue;
+    for (const line of lines) {
+      const named = parseInflightLine(line);
+      if (!named) continue;
+      const left = named.path;
+      const inside = left.startsWith(`${this.root}/`) && path.normalize(left) === left;
+      if (!inside || left === this.#partial?.tmp) continue;
+      if (named.inPlace) {
+        // written in place: unfinished only while its permission bits are still 0000
+        const st = lstatSync(left, { throwIfNoEntry: false });
+        if (!st?.isFile() || (st.mode & 0o7777) !== 0) continue;
+      } else if (!path.basename(left).startsWith('.ferry-tmp-')) continue;
       try {
         unlinkSync(left);
-        this.#log.warn({ path: left }, 'removed a temporary file left by an interrupted transfer');
+        this.#log.warn({ path: left }, 'removed a file left unfinished by an interrupted transfer');
       } catch {
         /* it was renamed into place or never created */
       }
@@ -393,9 +423,9 @@ export class TreeWriter {
    * list and padded to its length: truncating and rewriting a file per entry makes ext4
    * flush it each time (auto_da_alloc), which cost ~160 µs per file.
    */
-  #noteInflight(tmps: readonly string[]): void {
+  #noteInflight(lines: readonly string[]): void {
     if (this.#inflightFd === null) return;
-    const text = Buffer.from(`${tmps.join('\n')}\n`, 'utf8');
+    const text = Buffer.from(`${lines.join('\n')}\n`, 'utf8');
     const len = Math.max(text.length, this.#inflightLength, INFLIGHT_MIN_BYTES);
     const block = Buffer.alloc(len, 0x20);
     text.copy(block);
@@ -467,7 +497,7 @@ export class TreeWriter {
   /** A fresh temporary name in the entry's directory, noted as in flight. */
   #tmpName(parentAbs: string, seq: number): string {
     const tmp = tmpPath(parentAbs, seq);
-    this.#noteInflight([tmp]);
+    this.#noteInflight([inflightLine(tmp, false)]);
     return tmp;
   }
 
@@ -554,6 +584,8 @@ export class TreeWriter {
         mode: e.mode,
         mtimeSec,
         mtimeNsec,
+        // where nothing is at its path yet (a first copy), written there directly: no rename
+        inPlace: e.mode !== 0,
       };
       if (e.xattrs?.length) {
         item.xattrNames = e.xattrs.map((x) => x.name);
@@ -590,7 +622,13 @@ export class TreeWriter {
     if (!b) return;
     this.#batch = null;
     // named before the job can create any of them
-    this.#noteInflight([...this.#running.values(), b].flatMap((r) => r.items.map((i) => i.tmp)));
+    this.#noteInflight(
+      [...this.#running.values(), b].flatMap((r) =>
+        r.items.flatMap((i) =>
+          i.inPlace ? [inflightLine(i.tmp, false), inflightLine(i.dst, true)] : [inflightLine(i.tmp, false)],
+        ),
+      ),
+    );
     const job: Promise<void> = ferryFs
       .writeFiles(b.items)
       .then(
@@ -609,12 +647,12 @@ export class TreeWriter {
 
   #settleBatch(b: Batch, res: Int32Array): void {
     for (let i = 0; i < b.items.length; i++) {
-      const [step, errno, xattrIndex, xattrErrno] = [
-        res[i * 4]!,
-        res[i * 4 + 1]!,
-        res[i * 4 + 2]!,
-        res[i * 4 + 3]!,
-      ];
+      const at = i * WRITE_RESULT_INTS;
+      const [step, errno, xattrIndex, xattrErrno] = [res[at]!, res[at + 1]!, res[at + 2]!, res[at + 3]!];
+      if (step === WriteStep.ok) {
+        if (res[at + 4] === 1) this.smallWrites.inPlace++;
+        else this.smallWrites.renamed++;
+      }
       const it = b.items[i]!;
       const rel = b.rels[i]!;
       if (xattrIndex >= 0)
