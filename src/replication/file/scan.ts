@@ -166,17 +166,74 @@ export async function* scanTree(
   const excludes = normalizeExcludes(opts.excludes ?? []);
   const emptyDirs = new Set(normalizeExcludes(opts.emptyDirs ?? []));
   const ctx = {
-    n: 0,
+    // names from readDir hold no '/' and are never . or ..: a relative path joins as is
+    prefix: path.join(root, '/'),
     loader: new DirLoader(),
     excludes,
     emptyDirs,
     onUnsupportedName: opts.onUnsupportedName,
   };
-  yield* walk(root, '', ctx);
+  // One generator for the whole walk, with an explicit stack of the directories being
+  // walked: a generator per level (yield*) passed every entry up through each level.
+  const stack: Walking[] = [];
+  const absOf = (rel: string) => ctx.prefix + rel;
+  const enter = async (relDir: string) => {
+    const listing = await list(root, relDir, ctx);
+    if (!listing) return;
+    const subdirs: string[] = [];
+    for (const { name, index } of listing.entries) {
+      const mode = Number(listing.fields[index * LSTAT_FIELDS + F.mode]!);
+      const rel = relDir === '' ? name : `${relDir}/${name}`;
+      if (mode > 0 && (mode & C.S_IFMT) === C.S_IFDIR && !emptyDirs.has(rel)) subdirs.push(absOf(rel));
+    }
+    // the next AHEAD_PER_DIR subdirectories are always being listed: a window that slides as
+    // the walk enters each one (on a cold disk, listing only the first few left the walk
+    // waiting for every later sibling)
+    ctx.loader.prefetch(subdirs.slice(0, AHEAD_PER_DIR));
+    stack.push({ relDir, listing, subdirs, next: 0, nextSub: 0 });
+  };
+  await enter('');
+  let n = 0;
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    const { entries, fields } = top.listing;
+    if (top.next >= entries.length) {
+      stack.pop();
+      continue;
+    }
+    const { name, index } = entries[top.next++]!;
+    const rel = top.relDir === '' ? name : `${top.relDir}/${name}`;
+    const abs = absOf(rel);
+    const mode = fields[index * LSTAT_FIELDS + F.mode]!;
+    if (mode < 0n) {
+      if (-mode === BigInt(osErrno.ENOENT)) continue; // vanished while scanning
+      throw errnoError(Number(-mode), `lstat ${abs}`);
+    }
+    const st = dirStat(fields, index);
+    const kind = kindOf(st);
+    if (!kind) continue;
+    if (++n % 1000 === 0) await yieldToLoop();
+    yield { path: rel, abs, kind, stat: st };
+    if (kind === 'dir' && !emptyDirs.has(rel)) {
+      top.nextSub++;
+      ctx.loader.prefetch(top.subdirs.slice(top.nextSub, top.nextSub + AHEAD_PER_DIR));
+      await enter(rel);
+    }
+  }
+}
+
+/** A directory of the walk: its listing, the next entry to yield, its subdirectories. */
+interface Walking {
+  relDir: string;
+  listing: Listing;
+  subdirs: string[];
+  next: number;
+  nextSub: number;
 }
 
 interface WalkContext {
-  n: number;
+  /** The root with one trailing '/'. */
+  prefix: string;
   loader: DirLoader;
   excludes: readonly string[];
   emptyDirs: ReadonlySet<string>;
@@ -185,7 +242,7 @@ interface WalkContext {
 
 /** The listing of one directory, or null when it vanished while scanning. */
 async function list(root: string, relDir: string, ctx: WalkContext): Promise<Listing | null> {
-  const absDir = relDir === '' ? root : path.join(root, relDir);
+  const absDir = relDir === '' ? root : ctx.prefix + relDir; // as the walk names them (the prefetch keys)
   const got = await ctx.loader.load(absDir);
   if (got.errno) {
     if (relDir !== '' && got.errno === osErrno.ENOENT) return null; // vanished while scanning
@@ -206,41 +263,4 @@ async function list(root: string, relDir: string, ctx: WalkContext): Promise<Lis
   }
   entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return { entries, fields: got.fields };
-}
-
-async function* walk(root: string, relDir: string, ctx: WalkContext): AsyncGenerator<ScannedEntry> {
-  const listing = await list(root, relDir, ctx);
-  if (!listing) return;
-  const { entries, fields } = listing;
-  const subdirs: string[] = [];
-  for (const { name, index } of entries) {
-    const mode = Number(fields[index * LSTAT_FIELDS + F.mode]!);
-    const rel = relDir === '' ? name : `${relDir}/${name}`;
-    if (mode > 0 && (mode & C.S_IFMT) === C.S_IFDIR && !ctx.emptyDirs.has(rel))
-      subdirs.push(path.join(root, rel));
-  }
-  // the next AHEAD_PER_DIR subdirectories are always being listed: a window that slides as
-  // the walk enters each one (on a cold disk, listing only the first few left the walk
-  // waiting for every later sibling)
-  let nextSub = 0;
-  ctx.loader.prefetch(subdirs.slice(0, AHEAD_PER_DIR));
-  for (const { name, index } of entries) {
-    const rel = relDir === '' ? name : `${relDir}/${name}`;
-    const abs = path.join(root, rel);
-    const mode = fields[index * LSTAT_FIELDS + F.mode]!;
-    if (mode < 0n) {
-      if (-mode === BigInt(osErrno.ENOENT)) continue; // vanished while scanning
-      throw errnoError(Number(-mode), `lstat ${abs}`);
-    }
-    const st = dirStat(fields, index);
-    const kind = kindOf(st);
-    if (!kind) continue;
-    if (++ctx.n % 1000 === 0) await yieldToLoop();
-    yield { path: rel, abs, kind, stat: st };
-    if (kind === 'dir' && !ctx.emptyDirs.has(rel)) {
-      nextSub++;
-      ctx.loader.prefetch(subdirs.slice(nextSub, nextSub + AHEAD_PER_DIR));
-      yield* walk(root, rel, ctx);
-    }
-  }
 }

@@ -191,7 +191,8 @@ interface Batch {
 
 /** Where an entry is prepared before it is renamed into place (`.ferry-tmp-*` in its directory). */
 function tmpPath(parentAbs: string, seq: number): string {
-  return path.join(parentAbs, `.ferry-tmp-${seq}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
+  const name = `.ferry-tmp-${seq}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  return parentAbs.endsWith('/') ? parentAbs + name : `${parentAbs}/${name}`;
 }
 
 /**
@@ -441,8 +442,10 @@ export class TreeWriter {
     this.#journalFd = null;
   }
 
+  /** `rel` is canonical (checked by validatePath, or a parent of such a path): joined as is. */
   #abs(rel: string): string {
-    return path.join(this.root, rel);
+    if (rel === '') return this.root;
+    return this.root === '/' ? `/${rel}` : `${this.root}/${rel}`;
   }
 
   #unsafe(rel: string, why: string): FerryError {
