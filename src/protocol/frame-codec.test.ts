@@ -3,7 +3,7 @@ import { FerryError } from '../errors/index.js';
 import { DIRECT_ALIGN, ferryFs } from '../native/index.js';
 import { encodeFrame, encodePreface, FrameDecoder, MAX_FRAME_BYTES } from './frame-codec.js';
 import { FramePool } from './frame-pool.js';
-import { decodeMessage, encodeMessage, type Message } from './messages.js';
+import { decodeMessage, encodeMessage, FrameType, MAX_FILES_PER_FRAME, type Message } from './messages.js';
 
 const sample: Message[] = [
   { type: 'hello', body: { taskId: 't1', runId: 3, pass: 'full' } },
@@ -123,6 +123,60 @@ describe('message validation', () => {
     expect(() => decodeMessage(0x10, Buffer.from('{not json'))).toThrow(/JSON/);
     expect(() => decodeMessage(0x55, Buffer.from('{}'))).toThrow(/unknown frame type/);
     expect(() => decodeMessage(0x11, Buffer.from([1, 2, 3]))).toThrow(/DATA/);
+  });
+
+  it('decodes a FILES frame into its files and refuses one whose entries or sizes do not hold', () => {
+    const file = (seq: number, path: string, size: number, extra: object = {}) => ({
+      seq,
+      path,
+      kind: 'file',
+      mode: 0o644,
+      uid: 0,
+      gid: 0,
+      mtimeNs: '1',
+      size,
+      hash: 'c'.repeat(64),
+      ...extra,
+    });
+    const frame = (entries: unknown, content: Buffer) => {
+      const json = Buffer.from(JSON.stringify(entries));
+      const head = Buffer.alloc(4);
+      head.writeUInt32BE(json.length, 0);
+      return Buffer.concat([head, json, content]);
+    };
+    const ok = decodeMessage(
+      FrameType.FILES,
+      frame([file(1, 'a', 2), file(2, 'b/c', 3)], Buffer.from('xxyyy')),
+    );
+    if (ok.type !== 'files') throw new Error('expected files');
+    expect(ok.files.map((f) => [f.body.path, f.data.toString()])).toEqual([
+      ['a', 'xx'],
+      ['b/c', 'yyy'],
+    ]);
+    const violation = expect.objectContaining({ code: 'FERRY_PROTOCOL_VIOLATION' });
+    const two = [file(1, 'a', 2), file(2, 'b', 3)];
+    expect(() => decodeMessage(FrameType.FILES, frame(two, Buffer.from('xxyy')))).toThrow(/shorter/);
+    expect(() => decodeMessage(FrameType.FILES, frame(two, Buffer.from('xxyyyz')))).toThrow(/longer/);
+    expect(() => decodeMessage(FrameType.FILES, frame([], Buffer.alloc(0)))).toThrow(violation);
+    expect(() => decodeMessage(FrameType.FILES, frame(file(1, 'a', 0), Buffer.alloc(0)))).toThrow(violation);
+    expect(() =>
+      decodeMessage(FrameType.FILES, frame([file(2, 'a', 0), file(1, 'b', 0)], Buffer.alloc(0))),
+    ).toThrow(/order/);
+    expect(() =>
+      decodeMessage(
+        FrameType.FILES,
+        frame([file(1, 'a', 0), { ...file(2, 'd', 0), kind: 'dir' }], Buffer.alloc(0)),
+      ),
+    ).toThrow(violation);
+    expect(() =>
+      decodeMessage(FrameType.FILES, frame([file(1, 'a', 0, { resumeFrom: 0 })], Buffer.alloc(0))),
+    ).toThrow(violation);
+    expect(() =>
+      decodeMessage(FrameType.FILES, frame([file(1, 'ok', 0), file(2, '../escape', 0)], Buffer.alloc(0))),
+    ).toThrow(expect.objectContaining({ code: 'FERRY_UNSAFE_PATH' }));
+    const many = Array.from({ length: MAX_FILES_PER_FRAME + 1 }, (_, i) => file(i + 1, `f${i}`, 0));
+    expect(() => decodeMessage(FrameType.FILES, frame(many, Buffer.alloc(0)))).toThrow(violation);
+    expect(() => decodeMessage(FrameType.FILES, Buffer.from([0, 0, 0]))).toThrow(/header/);
   });
 
   it('accepts a 200-byte non-ASCII name', () => {

@@ -24,6 +24,11 @@ export const FrameType = {
   RAW: 0x17,
   /** A whole small file in one frame: u32 length of the JSON entry (with its hash), the JSON, the content. */
   FILE: 0x18,
+  /**
+   * Whole small files in one frame: u32 length of a JSON array of entries (each as in FILE,
+   * with its size and hash), the array, then each file's content in the array's order.
+   */
+  FILES: 0x19,
   ERROR: 0x7f,
 } as const;
 
@@ -217,6 +222,8 @@ export type Message =
    */
   | { type: 'data'; offset: number; data: Buffer; release?: () => void }
   | { type: 'file'; body: WholeFileMessage; data: Buffer; release?: () => void }
+  /** Several whole files (FILES): the same as that many FILE messages, in order; `release` as for FILE, once for all. */
+  | { type: 'files'; files: { body: WholeFileMessage; data: Buffer }[]; release?: () => void }
   | { type: 'file-end'; body: FileEndMessage }
   | { type: 'delete'; body: DeleteMessage }
   | { type: 'check'; body: CheckMessage }
@@ -229,7 +236,10 @@ export type Message =
   | { type: 'reject'; body: RejectMessage }
   | { type: 'error'; body: ErrorMessage };
 
-type JsonType = Exclude<Message['type'], 'data' | 'file'>;
+type JsonType = Exclude<Message['type'], 'data' | 'file' | 'files'>;
+
+/** The most files one FILES frame may carry. */
+export const MAX_FILES_PER_FRAME = 1024;
 
 const JSON_TYPES: Record<JsonType, { code: number; schema: TSchema }> = {
   hello: { code: FrameType.HELLO, schema: Hello },
@@ -259,34 +269,62 @@ function violation(message: string): FerryError {
   return new FerryError('FERRY_PROTOCOL_VIOLATION', message);
 }
 
+/** One whole file's entry from a FILE or FILES frame, checked completely. */
+function wholeFileEntry(body: unknown, frame: string): WholeFileMessage {
+  if (!checkWholeFile.Check(body)) {
+    const first = [...checkWholeFile.Errors(body)][0];
+    throw violation(
+      `${frame} frame invalid at "${first?.instancePath ?? ''}": ${first?.message ?? 'invalid'}`,
+    );
+  }
+  const e = body as WholeFileMessage;
+  checkEntry(e);
+  if (e.kind !== 'file' || e.resumeFrom !== undefined || e.deltaBlockSize !== undefined)
+    throw violation(`${frame} frame holds something other than whole regular files`);
+  return e;
+}
+
+/** The JSON after a FILE or FILES frame's u32 length, and where the content starts. */
+function framedJson(payload: Buffer, frame: string, maxJson: number): { json: unknown; contentAt: number } {
+  if (payload.length < 4) throw violation(`${frame} frame shorter than its 4-byte header`);
+  const jsonLen = payload.readUInt32BE(0);
+  if (jsonLen > maxJson || 4 + jsonLen > payload.length)
+    throw violation(`${frame} frame entry length out of range`);
+  try {
+    return { json: JSON.parse(payload.toString('utf8', 4, 4 + jsonLen)), contentAt: 4 + jsonLen };
+  } catch {
+    throw violation(`${frame} frame entry is not valid JSON`);
+  }
+}
+
 /** Validates a frame completely (schema, then paths) before anything acts on it. */
 export function decodeMessage(type: number, payload: Buffer): Message {
   if (type === FrameType.FILE) {
-    if (payload.length < 4) throw violation('FILE frame shorter than its 4-byte header');
-    const jsonLen = payload.readUInt32BE(0);
-    if (jsonLen > 96 * 1024 || 4 + jsonLen > payload.length)
-      throw violation('FILE frame entry length out of range');
-    let body: unknown;
-    try {
-      body = JSON.parse(payload.toString('utf8', 4, 4 + jsonLen));
-    } catch {
-      throw violation('FILE frame entry is not valid JSON');
-    }
-    if (!checkWholeFile.Check(body)) {
-      const first = [...checkWholeFile.Errors(body)][0];
-      throw violation(`FILE frame invalid at "${first?.instancePath ?? ''}": ${first?.message ?? 'invalid'}`);
-    }
-    const e = body as WholeFileMessage;
-    checkEntry(e);
-    const data = payload.subarray(4 + jsonLen);
-    if (
-      e.kind !== 'file' ||
-      e.size !== data.length ||
-      e.resumeFrom !== undefined ||
-      e.deltaBlockSize !== undefined
-    )
+    const { json, contentAt } = framedJson(payload, 'FILE', 96 * 1024);
+    const e = wholeFileEntry(json, 'FILE');
+    const data = payload.subarray(contentAt);
+    if (e.size !== data.length)
       throw violation('FILE frame is not one whole regular file of its stated size');
     return { type: 'file', body: e, data };
+  }
+  if (type === FrameType.FILES) {
+    const { json, contentAt } = framedJson(payload, 'FILES', payload.length);
+    if (!Array.isArray(json) || json.length === 0 || json.length > MAX_FILES_PER_FRAME)
+      throw violation(`FILES frame must list 1 to ${MAX_FILES_PER_FRAME} files`);
+    const files: { body: WholeFileMessage; data: Buffer }[] = [];
+    let at = contentAt;
+    let lastSeq = -1;
+    for (const body of json) {
+      const e = wholeFileEntry(body, 'FILES');
+      if (e.seq <= lastSeq) throw violation('FILES frame entries out of order');
+      lastSeq = e.seq;
+      const size = e.size ?? 0;
+      if (size > payload.length - at) throw violation('FILES frame is shorter than its files add up to');
+      files.push({ body: e, data: payload.subarray(at, at + size) });
+      at += size;
+    }
+    if (at !== payload.length) throw violation('FILES frame is longer than its files add up to');
+    return { type: 'files', files };
   }
   if (type === FrameType.DATA_Z) {
     if (payload.length < 12) throw violation('DATA_Z frame shorter than its 12-byte header');
@@ -349,6 +387,12 @@ function checkEntry(e: EntryMessage): void {
 }
 
 export function encodeMessage(msg: Message): { type: number; payload: Buffer } {
+  if (msg.type === 'files') {
+    const json = Buffer.from(JSON.stringify(msg.files.map((f) => f.body)));
+    const head = Buffer.allocUnsafe(4);
+    head.writeUInt32BE(json.length, 0);
+    return { type: FrameType.FILES, payload: Buffer.concat([head, json, ...msg.files.map((f) => f.data)]) };
+  }
   if (msg.type === 'file') {
     const json = Buffer.from(JSON.stringify(msg.body));
     const payload = Buffer.allocUnsafe(4 + json.length + msg.data.length);

@@ -4,7 +4,7 @@ import { duplexPair } from '../../test/support/duplex-pair.js';
 import { DIRECT_ALIGN, ferryFs } from '../native/index.js';
 import { compressChunk } from './compression.js';
 import { encodeFrame } from './frame-codec.js';
-import { FrameType } from './messages.js';
+import { FrameType, type Message } from './messages.js';
 import { Session } from './session.js';
 
 describe('Session', () => {
@@ -184,5 +184,48 @@ describe('Session', () => {
     head.writeUInt32BE(json.length, 0);
     c.write(encodeFrame(FrameType.FILE, Buffer.concat([head, json, Buffer.from('hello')])));
     await expect(liar.next()).rejects.toMatchObject({ code: 'FERRY_PROTOCOL_VIOLATION' });
+  });
+
+  it('carries whole files together in one FILES frame, file by file where they do not fit or are compressed', async () => {
+    const entry = (seq: number, size: number) => ({
+      seq,
+      path: `d/f${seq}`,
+      kind: 'file' as const,
+      mode: 0o644,
+      uid: 0,
+      gid: 0,
+      mtimeNs: '1',
+      size,
+      hash: 'b'.repeat(64),
+    });
+    const files = [0, 5, 3000].map((n, i) => ({ body: entry(i + 1, n), data: Buffer.alloc(n, i + 1) }));
+    const received = async (opts: { compress?: boolean }, batch: typeof files) => {
+      const [a, b] = duplexPair({ pieceBytes: 1000 });
+      const sender = new Session(a, opts);
+      const receiver = new Session(b);
+      await sender.send({ type: 'files', files: batch });
+      sender.close();
+      const got: Message[] = [];
+      for await (const m of receiver.messages()) got.push(m);
+      return got;
+    };
+    const [one, ...none] = await received({}, files);
+    expect(none).toEqual([]);
+    if (one?.type !== 'files') throw new Error(`expected FILES, got ${one?.type}`);
+    expect(one.files.map((f) => f.body)).toEqual(files.map((f) => f.body));
+    expect(one.files.map((f) => f.data)).toEqual(files.map((f) => f.data));
+    expect(typeof one.release).toBe('function');
+    // two files of 600 KiB: more than one frame holds, so each goes as its own FILE frame
+    const big = [1, 2].map((i) => ({ body: entry(i, 600 << 10), data: Buffer.alloc(600 << 10, i) }));
+    expect((await received({}, big)).map((m) => m.type)).toEqual(['file', 'file']);
+    // compressed: ENTRY, DATA, FILE_END per file, as for FILE
+    expect((await received({ compress: true }, files.slice(1))).map((m) => m.type)).toEqual([
+      'entry',
+      'data',
+      'file-end',
+      'entry',
+      'data',
+      'file-end',
+    ]);
   });
 });

@@ -3,7 +3,7 @@ import { FerryError, toFerryError } from '../errors/index.js';
 import { compressChunk } from './compression.js';
 import { encodeFrame, encodePreface, FrameDecoder, MAX_DATA_BYTES, MAX_FRAME_BYTES } from './frame-codec.js';
 import { type FrameAlignment, FramePool } from './frame-pool.js';
-import { decodeMessage, encodeMessage, FrameType, type Message } from './messages.js';
+import { decodeMessage, encodeMessage, FrameType, MAX_FILES_PER_FRAME, type Message } from './messages.js';
 
 const QUEUE_BYTES = 4 * 1024 * 1024;
 
@@ -78,6 +78,22 @@ export class Session {
         this.#stream.uncork();
       });
     }
+    let filesJson: Buffer | null = null;
+    let filesContent = 0;
+    if (msg.type === 'files') {
+      if (msg.files.length === 0) return;
+      filesJson = this.#compress ? null : Buffer.from(JSON.stringify(msg.files.map((f) => f.body)));
+      for (const f of msg.files) filesContent += f.data.length;
+      if (
+        !filesJson ||
+        9 + filesJson.length + filesContent > MAX_FRAME_BYTES + 4 ||
+        msg.files.length > MAX_FILES_PER_FRAME
+      ) {
+        // compressed DATA, or more than one frame holds: file by file
+        for (const f of msg.files) await this.send({ type: 'file', body: f.body, data: f.data });
+        return;
+      }
+    }
     const packed = msg.type === 'data' && this.#compress ? compressChunk(msg.data) : null;
     if (this.#pace)
       await this.#pace(
@@ -87,9 +103,24 @@ export class Session {
             : msg.data.length + 13
           : msg.type === 'file'
             ? msg.data.length + 300
-            : 64,
+            : msg.type === 'files'
+              ? msg.files.reduce((n, f) => n + f.data.length + 300, 0)
+              : 64,
       );
-    if (msg.type === 'file') {
+    if (msg.type === 'files' && filesJson) {
+      // the entries in one JSON array, then the contents without copying them
+      const json = filesJson;
+      const content = filesContent;
+      const head = Buffer.allocUnsafe(9 + json.length);
+      head.writeUInt32BE(1 + 4 + json.length + content, 0);
+      head.writeUInt8(FrameType.FILES, 4);
+      head.writeUInt32BE(json.length, 5);
+      json.copy(head, 9);
+      this.dataStats.raw += content;
+      this.dataStats.sent += content;
+      this.#stream.write(head);
+      for (const f of msg.files) if (f.data.length > 0) this.#stream.write(f.data);
+    } else if (msg.type === 'file') {
       // header and entry in one buffer, the content without copying it
       const json = Buffer.from(JSON.stringify(msg.body));
       if (this.#compress || 9 + json.length + msg.data.length > MAX_FRAME_BYTES || json.length > 96 * 1024) {
@@ -209,7 +240,11 @@ export class Session {
           }
           // DATA and FILE hand out views of the frame: their consumer releases it. Everything
           // else (DATA_Z included: its data is the decompressed copy) is done with it now.
-          if ((msg.type === 'data' && item.type === FrameType.DATA) || msg.type === 'file')
+          if (
+            (msg.type === 'data' && item.type === FrameType.DATA) ||
+            msg.type === 'file' ||
+            msg.type === 'files'
+          )
             msg.release = item.release;
           else item.release();
           const bytes = Math.max(64, item.payload.length);

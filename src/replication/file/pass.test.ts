@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { duplexPair } from '../../../test/support/duplex-pair.js';
 import { buildSampleTree, compareTrees } from '../../../test/support/trees.js';
 import { SqliteSyncState } from '../../agent/sync-state.js';
-import { Session } from '../../protocol/index.js';
+import { FrameDecoder, FrameType, Session } from '../../protocol/index.js';
 import { configureHashing, hashingStats } from './content-hash.js';
 import { type PassProgress, runSendPass, type SyncRecord } from './pass.js';
 import { receivePass } from './receive.js';
@@ -56,6 +56,13 @@ async function pass(
   const writer = await TreeWriter.open(dst, log);
   const progress: PassProgress = { bytes: 0, files: 0, bytesSent: 0 };
   const receiver = new Session(b);
+  // what crossed the connection, frame type by frame type
+  const frames = new Map<number, number>();
+  const tap = new FrameDecoder();
+  b.on('data', (chunk: Buffer) => {
+    for (const item of tap.push(chunk))
+      if (item.kind === 'frame') frames.set(item.type, (frames.get(item.type) ?? 0) + 1);
+  });
   const [sent, received] = await Promise.all([
     runSendPass({
       session: new Session(a),
@@ -72,7 +79,7 @@ async function pass(
   expect(received.committed).toBe(true);
   // every pooled frame buffer was given back once its write had completed
   expect(receiver.framePool.stats.outstanding).toBe(0);
-  return { sent, progress, pool: receiver.framePool.stats };
+  return { sent, progress, pool: receiver.framePool.stats, frames, writer };
 }
 
 describe('file-level pass over an in-memory connection', () => {
@@ -134,6 +141,24 @@ describe('file-level pass over an in-memory connection', () => {
     },
   );
 
+  it('sends a tree of small files in FILES frames of up to 1 MiB, and a file too big to share one in its own frame', async () => {
+    const { src, dst } = emptyTrees();
+    for (let i = 0; i < 300; i++)
+      fs.writeFileSync(path.join(src, `s${String(i).padStart(3, '0')}`), distinctBytes(8 << 10));
+    fs.writeFileSync(path.join(src, 't-alone'), distinctBytes(1 << 20)); // a whole MiB: no room for its entry
+    fs.writeFileSync(path.join(src, 'u-after'), 'after the big one');
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    const first = await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    // 300 × 8 KiB in frames of at most 1 MiB, entries included, and of at least 256 KiB
+    // when the reads are behind: 3 to 10 frames
+    expect(first.frames.get(FrameType.FILES)).toBeGreaterThanOrEqual(3);
+    expect(first.frames.get(FrameType.FILES)).toBeLessThanOrEqual(10);
+    expect(first.frames.get(FrameType.FILE)).toBe(1); // the big one, alone
+    expect(first.frames.get(FrameType.ENTRY) ?? 0).toBe(0);
+    state.close();
+  });
+
   it('reuses the frame buffers of whole files only once their batch is written: 40 files of 300-900 KiB arrive intact', async () => {
     const { src, dst } = emptyTrees();
     const words = distinctBytes(40 * 900 * 1024);
@@ -161,6 +186,12 @@ describe('file-level pass over an in-memory connection', () => {
     const first = await pass(src, dst, state, [], [], 50);
     expect(compareTrees(src, dst)).toEqual([]);
     expect(first.sent.entriesSent).toBe(2020);
+    // the files went in FILES frames of several each (ACKs come back for every 64 entries, so
+    // with 50 unacknowledged at most, a frame is sent before the pass waits for room)
+    expect(first.frames.get(FrameType.FILE) ?? 0).toBe(0);
+    expect(first.frames.get(FrameType.FILES)).toBeGreaterThanOrEqual(2000 / 50);
+    expect(first.frames.get(FrameType.FILES)).toBeLessThan(2000 / 5);
+    expect(first.writer.smallWrites).toEqual({ inPlace: 2000, renamed: 0 });
     expect(first.sent.peakUnacked).toBeGreaterThan(0);
     expect(first.sent.peakUnacked).toBeLessThanOrEqual(50);
     // deletions wait for room the same way

@@ -8,6 +8,7 @@ import {
   type ResumableFile,
   type Session,
   type SumsMessage,
+  type WholeFileMessage,
 } from '../../protocol/index.js';
 import { BatchReader, type WholeFile } from './batch-read.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
@@ -103,6 +104,8 @@ interface Planned {
   /** What the target holds at this path, when a previous pass sent it. */
   prev?: SyncRecord;
   content?: Promise<WholeFile | null>;
+  /** The content has been read (or could not be): awaiting it will not wait for the disk. */
+  ready?: boolean;
 }
 
 const DELTA_FROM = 1 << 20;
@@ -177,6 +180,19 @@ const PREFETCH_FILES = 256;
  */
 const MAX_UNACKED = 8192;
 const PREFETCH_BYTES = 32 << 20;
+/** Content and entries of one FILES frame, at most (the frame limit is a little more). */
+const FILES_FRAME_BYTES = MAX_DATA_BYTES;
+const FILES_PER_FRAME = 256;
+
+/**
+ * At least the bytes of a whole file's entry as JSON: a character takes at most 6 (\u00XX),
+ * and the fields other than path and xattrs fit in 512.
+ */
+function entryJsonBound(e: WholeFileMessage): number {
+  let n = 512 + 6 * e.path.length;
+  for (const x of e.xattrs ?? []) n += 32 + 6 * x.name.length + x.value.length;
+  return n;
+}
 
 /**
  * Sends one replication pass over an established session: every entry that differs
@@ -349,13 +365,14 @@ export async function runSendPass(opts: {
         continue;
       }
       const small = e.kind === 'file' && !firstPath && cur.size <= PREFETCH_FILE_BYTES && !isSparse(e);
-      yield {
-        e,
-        cur,
-        ...(prev ? { prev } : {}),
-        ...(firstPath ? { firstPath } : {}),
-        ...(small ? { content: smallFiles.read(e.abs, cur.size) } : {}),
-      };
+      const item: Planned = { e, cur, ...(prev ? { prev } : {}), ...(firstPath ? { firstPath } : {}) };
+      if (small) {
+        item.content = smallFiles.read(e.abs, cur.size);
+        void item.content.then(() => {
+          item.ready = true;
+        });
+      }
+      yield item;
     }
   }
   const source = planned();
@@ -373,6 +390,22 @@ export async function runSendPass(opts: {
     }
   };
 
+  // Whole small files leave together, in FILES frames of up to FILES_FRAME_BYTES; anything
+  // else sent goes after them (sendAfterFiles), so the target sees every entry in order.
+  let files: { body: WholeFileMessage; data: Buffer }[] = [];
+  let filesBytes = 0;
+  const sendFiles = async () => {
+    if (files.length === 0) return;
+    const out = files;
+    files = [];
+    filesBytes = 0;
+    await send({ type: 'files', files: out });
+  };
+  const sendAfterFiles = async (m: Parameters<Session['send']>[0]) => {
+    await sendFiles();
+    await send(m);
+  };
+
   for (;;) {
     await refill();
     const p = window.shift();
@@ -381,6 +414,8 @@ export async function runSendPass(opts: {
     const { e, cur } = p;
     seq++;
     if (p.content) smallFiles.flush(); // a no-op unless this file's batch is still being filled
+    // the disk is behind: what is ready goes meanwhile, once it is worth a frame
+    if (p.content && !p.ready && filesBytes >= FILES_FRAME_BYTES / 4) await sendFiles();
     const whole = p.content ? await p.content : null;
     const entry: EntryMessage = p.renamedFrom
       ? { ...(await entryFromScan(e, seq)), kind: 'hardlink', linkTo: p.renamedFrom, renamed: true }
@@ -388,14 +423,22 @@ export async function runSendPass(opts: {
     if (p.renamedFrom) delete entry.size;
     const data = whole?.data ?? null;
     if (data) entry.size = data.length; // what was read is what is sent and hashed
+    if (pending.size >= maxUnacked) await sendFiles(); // their ACKs are what expectAck waits for
     await expectAck(seq, { kind: 'put', rec: cur, dir: entry.kind === 'dir' });
-    // a small file travels as one FILE message (the session frames it); a large file's ENTRY
+    // a small file travels in a FILES frame with the ones around it; a large file's ENTRY
     // is sent below, as it may carry resumeFrom or deltaBlockSize
-    if (entry.kind !== 'file') await send({ type: 'entry', body: entry });
+    if (entry.kind !== 'file') await sendAfterFiles({ type: 'entry', body: entry });
     sent++;
     if (entry.kind === 'file' && data) {
       const hash = wholeFileHash(data); // small: on the event loop, no hand-off
-      await send({ type: 'file', body: { ...entry, hash }, data });
+      const body = { ...entry, hash };
+      const room = data.length + entryJsonBound(body);
+      if (room > FILES_FRAME_BYTES) await sendAfterFiles({ type: 'file', body, data });
+      else {
+        if (filesBytes + room > FILES_FRAME_BYTES || files.length >= FILES_PER_FRAME) await sendFiles();
+        files.push({ body, data });
+        filesBytes += room;
+      }
       progress.bytes += data.length;
       progress.bytesSent += data.length;
       progress.files++;
@@ -416,7 +459,7 @@ export async function runSendPass(opts: {
           sumsWaiters.set(seq, resolve);
           committed.catch(reject);
         });
-        await send({ type: 'entry', body: entry });
+        await sendAfterFiles({ type: 'entry', body: entry });
         const s = await sums;
         sumsWaiters.delete(seq);
         const { hash, sent } = await sendChangedBlocks(
@@ -432,7 +475,7 @@ export async function runSendPass(opts: {
         continue;
       }
       const { regions, done } = await readFileRegions(e.abs, isSparse(e), { direct: opts.directIo ?? true });
-      await send({ type: 'entry', body: entry });
+      await sendAfterFiles({ type: 'entry', body: entry });
       let dataBytes = 0;
       for await (const r of regions) {
         const end = r.offset + r.data.length;
@@ -455,6 +498,7 @@ export async function runSendPass(opts: {
       progress.bytes += cur.size;
     }
   }
+  await sendFiles();
   state.flush();
   for (const path of state.unseen(gen)) {
     abortIfAsked();

@@ -116,6 +116,22 @@ export async function receivePass(
           await finishFile(seq, () => writer.queueFile(entry, msg.data, hash, msg.release));
           break;
         }
+        case 'files': {
+          // whole small files, each as a FILE; the frame is released once all are written
+          let left = msg.files.length;
+          const releaseOne = () => {
+            if (--left === 0) msg.release?.();
+          };
+          for (const { body, data } of msg.files) {
+            const seq = body.seq;
+            current = seq;
+            bytes += data.length;
+            onBytes(data.length);
+            const { hash, ...entry } = body;
+            await finishFile(seq, () => writer.queueFile(entry, data, hash, releaseOne));
+          }
+          break;
+        }
         case 'file-end':
           if (msg.body.seq !== current)
             throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE_END for another entry');

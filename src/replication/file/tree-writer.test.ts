@@ -229,47 +229,60 @@ describe('whole small files written in batches (FILE frames)', () => {
     };
   };
 
-  it('places every file, acknowledges in order only what is in place, and rejects a corrupt one alone', async () => {
-    const [a, b] = duplexPair();
-    const w = await TreeWriter.open(root, log, { inflightFile: path.join(dir, 'inflight') });
-    fs.mkdirSync(path.join(root, 'was-a-dir', 'child'), { recursive: true });
-    const receiving = receivePass(new Session(b), w, log);
-    const source = new Session(a);
-    await source.send({ type: 'entry', body: { seq: 1, path: 'd', kind: 'dir', ...base, mode: 0o755 } });
-    for (let i = 0; i < 100; i++) await source.send(whole(2 + i, `d/f${i}`, `content ${i}`));
-    const bad = whole(102, 'd/corrupt', 'what was read');
-    await source.send({ ...bad, body: { ...bad.body, hash: hash(Buffer.from('something else')) } });
-    await source.send(whole(103, 'was-a-dir', 'a file replaces a directory'));
-    // a hard link to a file that may still be queued: the writer finishes the batch first
-    await source.send({
-      type: 'entry',
-      body: { seq: 104, path: 'd/link', kind: 'hardlink', linkTo: 'd/f99', ...base },
-    });
-    await source.send({ type: 'commit', body: { seq: 105 } });
-    const replies: { type: string; seq: number }[] = [];
-    for await (const m of source.messages()) {
-      if (m.type === 'ack' || m.type === 'reject' || m.type === 'committed')
-        replies.push({ type: m.type, seq: m.body.seq });
-      if (m.type === 'committed') break;
-    }
-    source.close(); // as the agent does once the pass committed
-    await receiving;
-    expect(replies.filter((r) => r.type === 'reject')).toEqual([{ type: 'reject', seq: 102 }]);
-    const acks = replies.filter((r) => r.type === 'ack').map((r) => r.seq);
-    expect(acks).toEqual([...acks].sort((x, y) => x - y));
-    // the rejection left before any acknowledgement that covers it
-    const rejectAt = replies.findIndex((r) => r.type === 'reject');
-    expect(replies.slice(0, rejectAt).every((r) => r.type !== 'ack' || r.seq < 102)).toBe(true);
-    expect(replies.at(-1)).toEqual({ type: 'committed', seq: 105 });
-    for (let i = 0; i < 100; i++)
-      expect(fs.readFileSync(path.join(root, `d/f${i}`), 'utf8')).toBe(`content ${i}`);
-    expect(fs.existsSync(path.join(root, 'd/corrupt'))).toBe(false);
-    expect(fs.readFileSync(path.join(root, 'was-a-dir'), 'utf8')).toBe('a file replaces a directory');
-    expect(fs.statSync(path.join(root, 'd/link')).ino).toBe(fs.statSync(path.join(root, 'd/f99')).ino);
-    expect(fs.statSync(path.join(root, 'd')).mode & 0o7777).toBe(0o755);
-    const tmps = (d: string) => fs.readdirSync(d).filter((n) => n.startsWith('.ferry-tmp-'));
-    expect([...tmps(root), ...tmps(path.join(root, 'd'))]).toEqual([]);
-  });
+  it.each([
+    ['FILE', 1],
+    ['FILES', 7],
+  ])(
+    'places every file, acknowledges in order only what is in place, and rejects a corrupt one alone (%s frames)',
+    async (_, perFrame) => {
+      const [a, b] = duplexPair();
+      const w = await TreeWriter.open(root, log, { inflightFile: path.join(dir, 'inflight') });
+      fs.mkdirSync(path.join(root, 'was-a-dir', 'child'), { recursive: true });
+      const receiving = receivePass(new Session(b), w, log);
+      const source = new Session(a);
+      await source.send({ type: 'entry', body: { seq: 1, path: 'd', kind: 'dir', ...base, mode: 0o755 } });
+      const bad = whole(102, 'd/corrupt', 'what was read');
+      const all = [
+        ...Array.from({ length: 100 }, (_, i) => whole(2 + i, `d/f${i}`, `content ${i}`)),
+        { ...bad, body: { ...bad.body, hash: hash(Buffer.from('something else')) } },
+        whole(103, 'was-a-dir', 'a file replaces a directory'),
+      ];
+      for (let i = 0; i < all.length; i += perFrame) {
+        const group = all.slice(i, i + perFrame);
+        if (perFrame === 1) await source.send(group[0]!);
+        else await source.send({ type: 'files', files: group.map(({ body, data }) => ({ body, data })) });
+      }
+      // a hard link to a file that may still be queued: the writer finishes the batch first
+      await source.send({
+        type: 'entry',
+        body: { seq: 104, path: 'd/link', kind: 'hardlink', linkTo: 'd/f99', ...base },
+      });
+      await source.send({ type: 'commit', body: { seq: 105 } });
+      const replies: { type: string; seq: number }[] = [];
+      for await (const m of source.messages()) {
+        if (m.type === 'ack' || m.type === 'reject' || m.type === 'committed')
+          replies.push({ type: m.type, seq: m.body.seq });
+        if (m.type === 'committed') break;
+      }
+      source.close(); // as the agent does once the pass committed
+      await receiving;
+      expect(replies.filter((r) => r.type === 'reject')).toEqual([{ type: 'reject', seq: 102 }]);
+      const acks = replies.filter((r) => r.type === 'ack').map((r) => r.seq);
+      expect(acks).toEqual([...acks].sort((x, y) => x - y));
+      // the rejection left before any acknowledgement that covers it
+      const rejectAt = replies.findIndex((r) => r.type === 'reject');
+      expect(replies.slice(0, rejectAt).every((r) => r.type !== 'ack' || r.seq < 102)).toBe(true);
+      expect(replies.at(-1)).toEqual({ type: 'committed', seq: 105 });
+      for (let i = 0; i < 100; i++)
+        expect(fs.readFileSync(path.join(root, `d/f${i}`), 'utf8')).toBe(`content ${i}`);
+      expect(fs.existsSync(path.join(root, 'd/corrupt'))).toBe(false);
+      expect(fs.readFileSync(path.join(root, 'was-a-dir'), 'utf8')).toBe('a file replaces a directory');
+      expect(fs.statSync(path.join(root, 'd/link')).ino).toBe(fs.statSync(path.join(root, 'd/f99')).ino);
+      expect(fs.statSync(path.join(root, 'd')).mode & 0o7777).toBe(0o755);
+      const tmps = (d: string) => fs.readdirSync(d).filter((n) => n.startsWith('.ferry-tmp-'));
+      expect([...tmps(root), ...tmps(path.join(root, 'd'))]).toEqual([]);
+    },
+  );
 
   it('names every file of the running batches, so that a crash leaves no temporary or unfinished file behind', async () => {
     const inflight = path.join(dir, 'inflight');
