@@ -10,59 +10,80 @@ export interface WholeFile {
   xattrs: XattrList | undefined;
 }
 
+/** A file queued in a BatchReader: filled in when its batch has been read. */
+export interface SmallRead {
+  /** The batch has been read: `result` holds the content, or null. */
+  ready: boolean;
+  result: WholeFile | null;
+  /** Settles (never rejects) when the batch has been read; shared by the files of a batch. */
+  readonly done: Promise<void>;
+}
+
 /**
  * Reads whole small files many at a time (native readFiles: open, fstat, read, the
  * extended attributes and close of a batch in one thread-pool job, into one buffer).
- * `read()` queues a file and returns its content, or null when it cannot be read that way
- * (the caller then takes the ordinary path, which reports the error). A batch starts when
- * it is full or when `flush()` is called; call flush() before awaiting a file that may
- * still be queued. With `direct` (the default), the files are read with O_DIRECT where the
- * file system allows it: a cold tree costs the source server no page cache.
+ * `read()` queues a file and returns its slot, whose result is the content, or null when it
+ * cannot be read that way (the caller then takes the ordinary path, which reports the
+ * error). A batch starts when it is full or when `flush()` is called; call flush() before
+ * waiting for a file that may still be queued. One promise per batch, none per file. With
+ * `direct` (the default), the files are read with O_DIRECT where the file system allows it:
+ * a cold tree costs the source server no page cache.
  */
 export class BatchReader {
   readonly #direct: boolean;
   #paths: string[] = [];
   #caps: number[] = [];
-  #waiters: ((b: WholeFile | null) => void)[] = [];
+  #slots: SmallRead[] = [];
   #bytes = 0;
+  #done: Promise<void> | null = null;
+  #settle: () => void = () => {};
 
   constructor(opts: { direct?: boolean } = {}) {
     this.#direct = opts.direct ?? true;
   }
 
   /** `size` is the scanned size: a file that grew since is read up to it (the next pass sees the change). */
-  read(abs: string, size: number): Promise<WholeFile | null> {
-    const p = new Promise<WholeFile | null>((resolve) => this.#waiters.push(resolve));
+  read(abs: string, size: number): SmallRead {
+    this.#done ??= new Promise<void>((resolve) => {
+      this.#settle = resolve;
+    });
+    const slot: SmallRead = { ready: false, result: null, done: this.#done };
+    this.#slots.push(slot);
     this.#paths.push(abs);
     this.#caps.push(size);
     this.#bytes += size;
     if (this.#paths.length >= BATCH_FILES || this.#bytes >= BATCH_BYTES) this.flush();
-    return p;
+    return slot;
   }
 
   flush(): void {
     if (this.#paths.length === 0) return;
     const paths = this.#paths;
     const caps = this.#caps;
-    const waiters = this.#waiters;
+    const slots = this.#slots;
+    const settle = this.#settle;
     const slab = Buffer.allocUnsafeSlow(this.#bytes);
     this.#paths = [];
     this.#caps = [];
-    this.#waiters = [];
+    this.#slots = [];
     this.#bytes = 0;
+    this.#done = null;
+    const finish = () => {
+      for (const slot of slots) slot.ready = true;
+      settle();
+    };
     ferryFs.readFiles(paths, caps, slab, true, this.#direct).then(
       ({ sizes, xattrs }) => {
-        const lists = parseXattrBlob(xattrs!, waiters.length);
+        const lists = parseXattrBlob(xattrs!, slots.length);
         let at = 0;
-        for (let i = 0; i < waiters.length; i++) {
+        for (let i = 0; i < slots.length; i++) {
           const n = sizes[i]!;
-          waiters[i]!(n >= 0 ? { data: slab.subarray(at, at + n), xattrs: lists[i] } : null);
+          if (n >= 0) slots[i]!.result = { data: slab.subarray(at, at + n), xattrs: lists[i] };
           at += caps[i]!;
         }
+        finish();
       },
-      () => {
-        for (const w of waiters) w(null);
-      },
+      finish, // every result stays null: each file takes the ordinary path
     );
   }
 }

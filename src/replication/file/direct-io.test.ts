@@ -216,22 +216,25 @@ describe('whole small files are read past the page cache in batches', () => {
     sh('sh', ['-c', 'sync && echo 1 > /proc/sys/vm/drop_caches']);
     const reader = new BatchReader(); // direct by default
     const whole = files.map((f, i) => reader.read(f, sizes[i]!));
+    expect(whole.some((r) => r.ready)).toBe(false);
     reader.flush();
-    const datas = await Promise.all(whole);
+    await Promise.all(whole.map((r) => r.done));
+    expect(new Set(whole.map((r) => r.done)).size).toBe(1); // one batch, one promise
     for (const [i, f] of files.entries()) {
-      expect(datas[i]!.data.equals(fs.readFileSync(f))).toBe(true);
+      expect(whole[i]!.ready).toBe(true);
+      expect(whole[i]!.result!.data.equals(fs.readFileSync(f))).toBe(true);
     }
     // fs.readFileSync above cached them: drop, read through the batch again, nothing cached
     sh('sh', ['-c', 'sync && echo 1 > /proc/sys/vm/drop_caches']);
     const again = new BatchReader();
     const p = files.map((f, i) => again.read(f, sizes[i]!));
     again.flush();
-    await Promise.all(p);
+    await Promise.all(p.map((r) => r.done));
     for (const f of files) expect(resident(f)).toBe(0);
     const buffered = new BatchReader({ direct: false });
     const q = files.map((f, i) => buffered.read(f, sizes[i]!));
     buffered.flush();
-    await Promise.all(q);
+    await Promise.all(q.map((r) => r.done));
     expect(resident(files[6]!)).toBe(1 << 20);
   });
 

@@ -151,9 +151,9 @@ describe('file-level pass over an in-memory connection', () => {
     const first = await pass(src, dst, state);
     expect(compareTrees(src, dst)).toEqual([]);
     // 300 × 8 KiB in frames of at most 1 MiB, entries included, and of at least 256 KiB
-    // when the reads are behind: 3 to 10 frames
+    // when the reads are behind (~8.7 KiB counted per file): 3 to 12 frames
     expect(first.frames.get(FrameType.FILES)).toBeGreaterThanOrEqual(3);
-    expect(first.frames.get(FrameType.FILES)).toBeLessThanOrEqual(10);
+    expect(first.frames.get(FrameType.FILES)).toBeLessThanOrEqual(12);
     expect(first.frames.get(FrameType.FILE)).toBe(1); // the big one, alone
     expect(first.frames.get(FrameType.ENTRY) ?? 0).toBe(0);
     state.close();

@@ -10,7 +10,7 @@ import {
   type SumsMessage,
   type WholeFileMessage,
 } from '../../protocol/index.js';
-import { BatchReader, type WholeFile } from './batch-read.js';
+import { BatchReader, type SmallRead, type WholeFile } from './batch-read.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
 import { contentHash, wholeFileHash } from './content-hash.js';
 import { entryFromScan, isSparse } from './entry.js';
@@ -77,6 +77,22 @@ export interface PassResult {
   readonly peakUnacked: number;
 }
 
+/** The entry of a regular file read whole, from its record (what entryFromScan makes of it, without its stat). */
+function wholeFileEntry(cur: SyncRecord, seq: number, xattrs: WholeFile['xattrs']): EntryMessage {
+  const msg: EntryMessage = {
+    seq,
+    path: cur.path,
+    kind: 'file',
+    mode: cur.mode & 0o7777,
+    uid: cur.uid,
+    gid: cur.gid,
+    mtimeNs: cur.mtimeNs,
+    size: cur.size,
+  };
+  if (xattrs) msg.xattrs = xattrs;
+  return msg;
+}
+
 function toRecord(e: ScannedEntry): SyncRecord {
   const st = e.stat;
   return {
@@ -103,9 +119,8 @@ interface Planned {
   renamedFrom?: string;
   /** What the target holds at this path, when a previous pass sent it. */
   prev?: SyncRecord;
-  content?: Promise<WholeFile | null>;
-  /** The content has been read (or could not be): awaiting it will not wait for the disk. */
-  ready?: boolean;
+  /** A small file's content, being read in a batch. */
+  content?: SmallRead;
 }
 
 const DELTA_FROM = 1 << 20;
@@ -259,8 +274,8 @@ export async function runSendPass(opts: {
   };
   const maxUnacked = opts.maxUnacked ?? MAX_UNACKED;
   let peakUnacked = 0;
-  /** Notes an entry as awaiting its ACK, first waiting while maxUnacked do (throws when the pass fails). */
-  const expectAck = async (s: number, p: Pending) => {
+  /** Waits while maxUnacked entries await their ACK (throws when the pass fails). */
+  const roomForAck = async () => {
     while (pending.size >= maxUnacked)
       await Promise.race([
         new Promise<void>((resolve) => {
@@ -268,8 +283,11 @@ export async function runSendPass(opts: {
         }),
         committed,
       ]);
+  };
+  /** Notes an entry as awaiting its ACK; call roomForAck() first when pending.size >= maxUnacked. */
+  const expectAck = (s: number, p: Pending) => {
     pending.set(s, p);
-    peakUnacked = Math.max(peakUnacked, pending.size);
+    if (pending.size > peakUnacked) peakUnacked = pending.size;
   };
   const acknowledge = (upTo: number) => {
     for (const [s, p] of pending) {
@@ -366,12 +384,7 @@ export async function runSendPass(opts: {
       }
       const small = e.kind === 'file' && !firstPath && cur.size <= PREFETCH_FILE_BYTES && !isSparse(e);
       const item: Planned = { e, cur, ...(prev ? { prev } : {}), ...(firstPath ? { firstPath } : {}) };
-      if (small) {
-        item.content = smallFiles.read(e.abs, cur.size);
-        void item.content.then(() => {
-          item.ready = true;
-        });
-      }
+      if (small) item.content = smallFiles.read(e.abs, cur.size);
       yield item;
     }
   }
@@ -413,18 +426,26 @@ export async function runSendPass(opts: {
     if (p.content) windowBytes -= p.cur.size;
     const { e, cur } = p;
     seq++;
-    if (p.content) smallFiles.flush(); // a no-op unless this file's batch is still being filled
-    // the disk is behind: what is ready goes meanwhile, once it is worth a frame
-    if (p.content && !p.ready && filesBytes >= FILES_FRAME_BYTES / 4) await sendFiles();
-    const whole = p.content ? await p.content : null;
+    if (p.content && !p.content.ready) {
+      smallFiles.flush(); // a no-op unless this file's batch is still being filled
+      // the disk is behind: what is ready goes meanwhile, once it is worth a frame
+      if (filesBytes >= FILES_FRAME_BYTES / 4) await sendFiles();
+      await p.content.done;
+    }
+    const whole = p.content ? p.content.result : null;
     const entry: EntryMessage = p.renamedFrom
       ? { ...(await entryFromScan(e, seq)), kind: 'hardlink', linkTo: p.renamedFrom, renamed: true }
-      : await entryFromScan(e, seq, p.firstPath, whole ?? undefined);
+      : whole
+        ? wholeFileEntry(cur, seq, whole.xattrs)
+        : await entryFromScan(e, seq, p.firstPath);
     if (p.renamedFrom) delete entry.size;
     const data = whole?.data ?? null;
     if (data) entry.size = data.length; // what was read is what is sent and hashed
-    if (pending.size >= maxUnacked) await sendFiles(); // their ACKs are what expectAck waits for
-    await expectAck(seq, { kind: 'put', rec: cur, dir: entry.kind === 'dir' });
+    if (pending.size >= maxUnacked) {
+      await sendFiles(); // their ACKs are what the pass waits for
+      await roomForAck();
+    }
+    expectAck(seq, { kind: 'put', rec: cur, dir: entry.kind === 'dir' });
     // a small file travels in a FILES frame with the ones around it; a large file's ENTRY
     // is sent below, as it may carry resumeFrom or deltaBlockSize
     if (entry.kind !== 'file') await sendAfterFiles({ type: 'entry', body: entry });
@@ -503,7 +524,8 @@ export async function runSendPass(opts: {
   for (const path of state.unseen(gen)) {
     abortIfAsked();
     seq++;
-    await expectAck(seq, { kind: 'delete', path });
+    await roomForAck();
+    expectAck(seq, { kind: 'delete', path });
     await send({ type: 'delete', body: { seq, path } });
     deleted++;
   }
