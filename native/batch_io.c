@@ -59,6 +59,24 @@ enum { STEP_OK = 0, STEP_OPEN, STEP_WRITE, STEP_CHOWN, STEP_CHMOD, STEP_TIMES, S
 #define MAX_PATH_BYTES 4096
 #define MAX_XATTRS 256
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+
+void ferry_job_thread_setup(void) {
+  static __thread int done;
+  if (done) return;
+  done = 1;
+  const char *v = getenv("FERRY_POOL_NICE");
+  int nice = 5;
+  if (v && *v) {
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*end == '\0' && n >= 0 && n <= 19) nice = (int)n;
+  }
+  /* a thread's own nice value: raising it needs no privilege; failing changes nothing */
+  if (nice > 0) (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
+}
+
 static napi_value fail_type(napi_env env, const char *msg) {
   napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
   return NULL;
@@ -223,6 +241,7 @@ static int open_for_batch(read_job *j, const char *path) {
 }
 
 static void read_execute(napi_env env, void *data) {
+  ferry_job_thread_setup();
   read_job *j = data;
   size_t at = 0;
   char *names = j->want_xattrs ? malloc(XATTR_LIST_MAX) : NULL;
@@ -441,6 +460,7 @@ fail: {
 }
 
 static void write_execute(napi_env env, void *data) {
+  ferry_job_thread_setup();
   write_job *j = data;
   int stopped = 0;
   for (size_t i = 0; i < j->base.n; i++) {
@@ -586,6 +606,7 @@ typedef struct {
 } dir_job;
 
 static void dir_execute(napi_env env, void *data) {
+  ferry_job_thread_setup();
   dir_job *j = data;
   int dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
   if (dfd < 0 && errno == EPERM) dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

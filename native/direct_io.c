@@ -167,6 +167,7 @@ static int64_t write_array(int fd, struct iovec *iov, size_t niov, int64_t posit
 }
 
 static void direct_execute(napi_env env, void *data) {
+  ferry_job_thread_setup();
   direct_job *j = data;
   j->result = j->reading ? ferry_read_direct(j->fd, j->iov[0].iov_base, j->iov[0].iov_len, j->position)
                          : write_array(j->fd, j->iov, j->niov, j->position);

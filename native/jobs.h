@@ -22,4 +22,10 @@ typedef struct {
  * lets go of what the job kept alive (the caller frees the job itself). */
 void ferry_job_finish(napi_env env, job_base *j, napi_value value, const char *why);
 
+/* Called first by every job's execute, in the thread-pool thread: the first time in each
+ * thread, lowers that thread's scheduling priority (nice FERRY_POOL_NICE, default 5) below
+ * the event loop's, which every file passes through in turn while the pool's jobs run
+ * many at once and have work queued ahead. */
+void ferry_job_thread_setup(void);
+
 #endif

@@ -96,6 +96,19 @@ describe('readFiles', () => {
   });
 });
 
+describe('thread-pool jobs', () => {
+  it('run at a lower priority than the event loop (nice 5 in their threads, 0 in the main one)', async () => {
+    await ferryFs.readDir(dir);
+    const niceOf = (task: string) => {
+      const stat = fs.readFileSync(`/proc/self/task/${task}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]); // field 19: nice
+    };
+    const tasks = fs.readdirSync('/proc/self/task');
+    expect(niceOf(String(process.pid))).toBe(0);
+    expect(tasks.map(niceOf)).toContain(5);
+  });
+});
+
 describe('writeFiles', () => {
   const item = (name: string, data: string, extra: Partial<BatchWriteItem> = {}): BatchWriteItem => ({
     tmp: path.join(dir, `.ferry-tmp-${name}`),
