@@ -37,9 +37,10 @@ export async function receivePass(
       await session.send({ type: 'ack', body: { seq: lastDone } });
     }
   };
-  const done = async (seq: number) => {
+  /** Entries up to `seq` are done, `n` of them since the last call. */
+  const done = async (seq: number, n = 1) => {
     lastDone = seq;
-    entries++;
+    entries += n;
     if (seq - lastAcked >= ACK_EVERY) await flush();
     else if (!timer) timer = setTimeout(() => void flush().catch(() => {}), ACK_DELAY_MS);
   };
@@ -117,19 +118,41 @@ export async function receivePass(
           break;
         }
         case 'files': {
-          // whole small files, each as a FILE; the frame is released once all are written
+          // whole small files, each as a FILE; the frame is released once all are written.
+          // The files placed one after another are acknowledged together, in order with
+          // the REJECT of any whose hash does not match.
           let left = msg.files.length;
           const releaseOne = () => {
             if (--left === 0) msg.release?.();
+          };
+          let placed: Promise<void>[] = [];
+          let lastSeq = 0;
+          const acknowledgeGroup = () => {
+            if (placed.length === 0) return;
+            const group = placed;
+            const upTo = lastSeq;
+            placed = [];
+            inOrder(async () => {
+              for (const p of group) await p;
+              await done(upTo, group.length);
+            });
           };
           for (const { body, data } of msg.files) {
             const seq = body.seq;
             current = seq;
             bytes += data.length;
             onBytes(data.length);
-            const { hash, ...entry } = body;
-            await finishFile(seq, () => writer.queueFile(entry, data, hash, releaseOne));
+            try {
+              placed.push((await writer.queueFile(body, data, body.hash, releaseOne)).placed);
+              lastSeq = seq;
+            } catch (e) {
+              const err = toFerryError(e, 'FERRY_TARGET_WRITE');
+              if (err.code !== 'FERRY_CHECKSUM_MISMATCH') throw err;
+              acknowledgeGroup();
+              rejectInOrder(seq, err, 'rejected a file whose hash did not match');
+            }
           }
+          acknowledgeGroup();
           break;
         }
         case 'file-end':

@@ -185,8 +185,11 @@ const STEP_NAMES = Object.fromEntries(Object.entries(WriteStep).map(([k, v]) => 
 interface Batch {
   items: BatchWriteItem[];
   rels: string[];
-  settle: { resolve: () => void; reject: (e: unknown) => void }[];
+  /** Per file: its outcome, and what gives its content's buffer back (once written or failed). */
+  settle: { resolve: () => void; reject: (e: unknown) => void; release: () => void }[];
   bytes: number;
+  /** Its lines of the in-flight record (made once, when it starts). */
+  inflight: string;
 }
 
 /** Where an entry is prepared before it is renamed into place (`.ferry-tmp-*` in its directory). */
@@ -594,12 +597,11 @@ export class TreeWriter {
         item.xattrNames = e.xattrs.map((x) => x.name);
         item.xattrValues = e.xattrs.map((x) => Buffer.from(x.value, 'base64'));
       }
-      this.#batch ??= { items: [], rels: [], settle: [], bytes: 0 };
+      this.#batch ??= { items: [], rels: [], settle: [], bytes: 0, inflight: '' };
       const b = this.#batch;
-      const placed = new Promise<void>((resolve, reject) => b.settle.push({ resolve, reject }));
+      const placed = new Promise<void>((resolve, reject) => b.settle.push({ resolve, reject, release }));
       placed.catch(() => {}); // the caller observes it; a pass that stops early may not
       b.items.push(item);
-      void placed.then(release, release);
       handedOff = true; // the batch releases data once its job has finished
       b.rels.push(e.path);
       b.bytes += data.length;
@@ -625,19 +627,23 @@ export class TreeWriter {
     if (!b) return;
     this.#batch = null;
     // named before the job can create any of them
-    this.#noteInflight(
-      [...this.#running.values(), b].flatMap((r) =>
-        r.items.flatMap((i) =>
-          i.inPlace ? [inflightLine(i.tmp, false), inflightLine(i.dst, true)] : [inflightLine(i.tmp, false)],
-        ),
-      ),
-    );
+    b.inflight = b.items
+      .map((i) =>
+        i.inPlace
+          ? `${inflightLine(i.tmp, false)}\n${inflightLine(i.dst, true)}`
+          : inflightLine(i.tmp, false),
+      )
+      .join('\n');
+    this.#noteInflight([...[...this.#running.values()].map((r) => r.inflight), b.inflight]);
     const job: Promise<void> = ferryFs
       .writeFiles(b.items)
       .then(
         (res) => this.#settleBatch(b, res),
         (err) => {
-          for (const s of b.settle) s.reject(toWriteError(err, 'write', ''));
+          for (const s of b.settle) {
+            s.release();
+            s.reject(toWriteError(err, 'write', ''));
+          }
         },
       )
       .finally(() => {
@@ -650,8 +656,12 @@ export class TreeWriter {
 
   #settleBatch(b: Batch, res: Int32Array): void {
     for (let i = 0; i < b.items.length; i++) {
+      b.settle[i]!.release(); // the job is done with its content
       const at = i * WRITE_RESULT_INTS;
-      const [step, errno, xattrIndex, xattrErrno] = [res[at]!, res[at + 1]!, res[at + 2]!, res[at + 3]!];
+      const step = res[at]!;
+      const errno = res[at + 1]!;
+      const xattrIndex = res[at + 2]!;
+      const xattrErrno = res[at + 3]!;
       if (step === WriteStep.ok) {
         if (res[at + 4] === 1) this.smallWrites.inPlace++;
         else this.smallWrites.renamed++;
@@ -877,7 +887,7 @@ export class TreeWriter {
     const fd = openSync(p.tmp, C.O_RDWR | C.O_NOFOLLOW);
     try {
       if (!fstatSync(fd).isFile()) throw this.#unsafe(e.path, 'the kept partial file is not a regular file');
-      this.#noteInflight([p.tmp]);
+      this.#noteInflight([inflightLine(p.tmp, false)]);
       ftruncateSync(fd, p.offset);
       const hasher = contentHash(e.size ?? 0);
       const buf = Buffer.allocUnsafe(1 << 20);
