@@ -102,3 +102,27 @@ describe('the ferry executable', () => {
     expect(FERRY_BIN).toBe(FERRY);
   });
 });
+
+describe('--pool-nice', () => {
+  it('is listed by agent --help and target --help, with its environment variable and default', () => {
+    for (const program of ['agent', 'target']) {
+      const r = ferry([program, '--help']);
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(
+        /--pool-nice <0-19>[\s\S]*threads\s+doing\s+file\s+I\/O[\s\S]*default: 5[\s\S]*FERRY_POOL_NICE/,
+      );
+    }
+  });
+
+  it('refuses anything but a whole number from 0 to 19 (flag or environment) with FERRY_CONFIG and exit code 2', () => {
+    const common = ['--registration-token-file', '/nonexistent/token'];
+    for (const r of [
+      ferry(['agent', ...common, '--pool-nice', '20']),
+      ferry(['agent', ...common, '--pool-nice', '-1']),
+      ferry(['agent', ...common], { FERRY_POOL_NICE: 'low' }),
+    ]) {
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(/FERRY_CONFIG: --pool-nice takes a whole number from 0 to 19/);
+    }
+  });
+});

@@ -98,6 +98,26 @@ function hashThreadsOption(): Option {
     .default('auto');
 }
 
+/**
+ * `--pool-nice N`, shared by agent and target: the nice value of the thread-pool threads
+ * (batch reads and writes, listings, direct I/O), read by the native addon from
+ * FERRY_POOL_NICE when each thread runs its first job.
+ */
+function poolNiceOption(): Option {
+  return new Option(
+    '--pool-nice <0-19>',
+    'scheduling priority (nice) of the threads doing file I/O, below the event loop that every file passes through (0: the same)',
+  )
+    .env('FERRY_POOL_NICE')
+    .default(5)
+    .argParser((v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 19)
+        throw new FerryError('FERRY_CONFIG', `--pool-nice takes a whole number from 0 to 19 (got "${v}")`);
+      return n;
+    });
+}
+
 /** `--direct-io on|off`, shared by agent (reads) and target (writes). */
 function directIoOption(what: 'read' | 'write'): Option {
   return new Option(
@@ -194,6 +214,7 @@ program
   )
   .addOption(hashThreadsOption())
   .addOption(directIoOption('read'))
+  .addOption(poolNiceOption())
   .action(
     async (
       o: {
@@ -204,10 +225,12 @@ program
         retryDeadline: number;
         hashThreads: string;
         directIo: string;
+        poolNice: number;
       },
       cmd: Command,
     ) => {
       const g = daemonFlags(cmd);
+      process.env.FERRY_POOL_NICE = String(o.poolNice); // for the addon's threads
       const { startAgent } = await import('../agent/index.js');
       const a = await startAgent({
         ...g.console,
@@ -275,6 +298,7 @@ program
   )
   .addOption(hashThreadsOption())
   .addOption(directIoOption('write'))
+  .addOption(poolNiceOption())
   .action(
     async (
       o: {
@@ -288,10 +312,12 @@ program
         stateDir: string;
         hashThreads: string;
         directIo: string;
+        poolNice: number;
       },
       cmd: Command,
     ) => {
       const g = daemonFlags(cmd);
+      process.env.FERRY_POOL_NICE = String(o.poolNice); // for the addon's threads
       if (!o.root === !o.disk?.length)
         throw new FerryError('FERRY_CONFIG', 'give exactly one of --root DIR and --disk DEVICE…');
       const { startTarget } = await import('../target/index.js');
