@@ -67,7 +67,7 @@ void ferry_job_thread_setup(void) {
   if (done) return;
   done = 1;
   const char *v = getenv("FERRY_POOL_NICE");
-  int nice = 5;
+  int nice = 0;
   if (v && *v) {
     char *end;
     long n = strtol(v, &end, 10);

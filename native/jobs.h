@@ -23,9 +23,8 @@ typedef struct {
 void ferry_job_finish(napi_env env, job_base *j, napi_value value, const char *why);
 
 /* Called first by every job's execute, in the thread-pool thread: the first time in each
- * thread, lowers that thread's scheduling priority (nice FERRY_POOL_NICE, default 5) below
- * the event loop's, which every file passes through in turn while the pool's jobs run
- * many at once and have work queued ahead. */
+ * thread, sets that thread's nice value to FERRY_POOL_NICE (0-19; unset or 0: unchanged),
+ * to put the pool's batch I/O below the event loop and the server's own work. */
 void ferry_job_thread_setup(void);
 
 #endif

@@ -109,7 +109,7 @@ describe('--pool-nice', () => {
       const r = ferry([program, '--help']);
       expect(r.status).toBe(0);
       expect(r.stdout).toMatch(
-        /--pool-nice <0-19>[\s\S]*threads\s+doing\s+file\s+I\/O[\s\S]*default: 5[\s\S]*FERRY_POOL_NICE/,
+        /--pool-nice <0-19>[\s\S]*threads\s+doing\s+file\s+I\/O[\s\S]*default: 0[\s\S]*FERRY_POOL_NICE/,
       );
     }
   });

@@ -97,15 +97,26 @@ describe('readFiles', () => {
 });
 
 describe('thread-pool jobs', () => {
-  it('run at a lower priority than the event loop (nice 5 in their threads, 0 in the main one)', async () => {
-    await ferryFs.readDir(dir);
-    const niceOf = (task: string) => {
-      const stat = fs.readFileSync(`/proc/self/task/${task}/stat`, 'utf8');
-      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]); // field 19: nice
-    };
-    const tasks = fs.readdirSync('/proc/self/task');
-    expect(niceOf(String(process.pid))).toBe(0);
-    expect(tasks.map(niceOf)).toContain(5);
+  it('run at the nice value FERRY_POOL_NICE gives their threads, the event loop unchanged', () => {
+    // a process of its own: each pool thread reads the variable once, at its first job
+    const script = `
+      import fs from 'node:fs';
+      import { ferryFs } from ${JSON.stringify(new URL('./index.js', import.meta.url).href)};
+      await ferryFs.readDir('/');
+      const nice = (t) => { const s = fs.readFileSync('/proc/self/task/' + t + '/stat', 'utf8'); return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[16]); };
+      console.log(JSON.stringify({ main: nice(process.pid), all: fs.readdirSync('/proc/self/task').map(nice) }));`;
+    const run = (env: Record<string, string>) =>
+      JSON.parse(
+        execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+          env: { ...process.env, ...env },
+          encoding: 'utf8',
+        }),
+      ) as { main: number; all: number[] };
+    const seven = run({ FERRY_POOL_NICE: '7' });
+    expect(seven.main).toBe(0);
+    expect(seven.all).toContain(7);
+    expect(run({ FERRY_POOL_NICE: '0' }).all.every((n) => n === 0)).toBe(true);
+    expect(run({ FERRY_POOL_NICE: '99' }).all.every((n) => n === 0)).toBe(true); // out of range: unchanged
   });
 });
 
