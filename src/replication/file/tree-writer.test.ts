@@ -126,6 +126,27 @@ describe('TreeWriter after a crash', () => {
     await TreeWriter.open(root, log, { inflightFile: inflight });
     outsideUntouched();
   });
+
+  it('never follows a symlink in the tree to a file named in the in-flight record', async () => {
+    // a directory of the tree that became a symlink out of it after its file was listed
+    const realRoot = fs.realpathSync(root);
+    fs.symlinkSync(outside, path.join(root, 'was-a-dir'));
+    for (const name of ['unfinished', '.ferry-tmp-1-2-abc']) {
+      fs.writeFileSync(path.join(outside, name), 'not ours');
+      fs.chmodSync(path.join(outside, name), 0);
+    }
+    const inflight = path.join(dir, 'inflight');
+    fs.writeFileSync(
+      inflight,
+      `+${JSON.stringify(`${realRoot}/was-a-dir/unfinished`)}\n${JSON.stringify(`${realRoot}/was-a-dir/.ferry-tmp-1-2-abc`)}\n`,
+    );
+    await TreeWriter.open(root, log, { inflightFile: inflight });
+    for (const name of ['unfinished', '.ferry-tmp-1-2-abc']) {
+      expect(fs.readFileSync(path.join(outside, name), 'utf8')).toBe('not ours');
+      fs.rmSync(path.join(outside, name));
+    }
+    outsideUntouched();
+  });
 });
 
 describe('receivePass against a hostile source', () => {

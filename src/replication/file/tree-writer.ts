@@ -404,7 +404,7 @@ export class TreeWriter {
       if (!named) continue;
       const left = named.path;
       const inside = left.startsWith(`${this.root}/`) && path.normalize(left) === left;
-      if (!inside || left === this.#partial?.tmp) continue;
+      if (!inside || left === this.#partial?.tmp || !this.#reallyInside(path.dirname(left))) continue;
       if (named.inPlace) {
         // written in place: unfinished only while its permission bits are still 0000
         const st = lstatSync(left, { throwIfNoEntry: false });
@@ -443,6 +443,18 @@ export class TreeWriter {
     this.#inflightFd = null;
     if (this.#journalFd !== null) closeSync(this.#journalFd);
     this.#journalFd = null;
+  }
+
+  /** `dir` exists and is itself, not reached through a symlink, under the root (or is the root). */
+  #reallyInside(dir: string): boolean {
+    try {
+      const real = realpathSync(dir);
+      return (
+        real === dir && (real === this.root || real.startsWith(this.root === '/' ? '/' : `${this.root}/`))
+      );
+    } catch {
+      return false;
+    }
   }
 
   /** `rel` is canonical (checked by validatePath, or a parent of such a path): joined as is. */
