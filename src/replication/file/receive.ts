@@ -1,5 +1,5 @@
 import { FerryError, isFerryError, toFerryError } from '../../errors/index.js';
-import type { Session } from '../../protocol/index.js';
+import type { Session, WholeFileMessage } from '../../protocol/index.js';
 import type { TreeWriter, WriterLog } from './tree-writer.js';
 
 export interface ReceiveResult {
@@ -63,21 +63,52 @@ export async function receivePass(
     });
   let current = 0;
   /**
-   * Ends a file: acknowledged once it is in place (`placed`, for a file queued in a batch),
-   * REJECTed (sent again next pass) if its hash does not match.
+   * A file whose hash did not match is REJECTed (sent again next pass), after `before`
+   * (what must leave ahead of it); any other error stops the pass.
    */
-  const finishFile = async (seq: number, finish: () => Promise<{ placed?: Promise<void> }>) => {
-    try {
-      const { placed } = await finish();
+  const rejectMismatch = (seq: number, e: unknown, before?: () => void) => {
+    const err = toFerryError(e, 'FERRY_TARGET_WRITE');
+    if (err.code !== 'FERRY_CHECKSUM_MISMATCH') throw err;
+    before?.();
+    rejectInOrder(seq, err, 'rejected a file whose hash did not match');
+  };
+  /**
+   * Whole small files (FILE or FILES): queued in the writer's batches; `release` once all are
+   * written. The files placed one after another are acknowledged together once in place,
+   * in order with the REJECT of any whose hash does not match.
+   */
+  const receiveWholeFiles = async (
+    files: { body: WholeFileMessage; data: Buffer }[],
+    release?: () => void,
+  ) => {
+    let left = files.length;
+    const releaseOne = () => {
+      if (--left === 0) release?.();
+    };
+    let placed: Promise<void>[] = [];
+    let lastSeq = 0;
+    const acknowledgeGroup = () => {
+      if (placed.length === 0) return;
+      const group = placed;
+      const upTo = lastSeq;
+      placed = [];
       inOrder(async () => {
-        await placed;
-        await done(seq);
+        for (const p of group) await p;
+        await done(upTo, group.length);
       });
-    } catch (e) {
-      const err = toFerryError(e, 'FERRY_TARGET_WRITE');
-      if (err.code !== 'FERRY_CHECKSUM_MISMATCH') throw err;
-      rejectInOrder(seq, err, 'rejected a file whose hash did not match');
+    };
+    for (const { body, data } of files) {
+      current = body.seq;
+      bytes += data.length;
+      onBytes(data.length);
+      try {
+        placed.push((await writer.queueFile(body, data, body.hash, releaseOne)).placed);
+        lastSeq = body.seq;
+      } catch (e) {
+        rejectMismatch(body.seq, e, acknowledgeGroup);
+      }
     }
+    acknowledgeGroup();
   };
   let committed = false;
   let commitStarted = 0;
@@ -107,61 +138,23 @@ export async function receivePass(
           bytes += msg.data.length;
           onBytes(msg.data.length);
           break;
-        case 'file': {
+        case 'file':
           // a whole small file: the same steps as ENTRY, DATA and FILE_END
-          const seq = msg.body.seq;
-          current = seq;
-          bytes += msg.data.length;
-          onBytes(msg.data.length);
-          const { hash, ...entry } = msg.body;
-          await finishFile(seq, () => writer.queueFile(entry, msg.data, hash, msg.release));
+          await receiveWholeFiles([{ body: msg.body, data: msg.data }], msg.release);
           break;
-        }
-        case 'files': {
-          // whole small files, each as a FILE; the frame is released once all are written.
-          // The files placed one after another are acknowledged together, in order with
-          // the REJECT of any whose hash does not match.
-          let left = msg.files.length;
-          const releaseOne = () => {
-            if (--left === 0) msg.release?.();
-          };
-          let placed: Promise<void>[] = [];
-          let lastSeq = 0;
-          const acknowledgeGroup = () => {
-            if (placed.length === 0) return;
-            const group = placed;
-            const upTo = lastSeq;
-            placed = [];
-            inOrder(async () => {
-              for (const p of group) await p;
-              await done(upTo, group.length);
-            });
-          };
-          for (const { body, data } of msg.files) {
-            const seq = body.seq;
-            current = seq;
-            bytes += data.length;
-            onBytes(data.length);
-            try {
-              placed.push((await writer.queueFile(body, data, body.hash, releaseOne)).placed);
-              lastSeq = seq;
-            } catch (e) {
-              const err = toFerryError(e, 'FERRY_TARGET_WRITE');
-              if (err.code !== 'FERRY_CHECKSUM_MISMATCH') throw err;
-              acknowledgeGroup();
-              rejectInOrder(seq, err, 'rejected a file whose hash did not match');
-            }
-          }
-          acknowledgeGroup();
+        case 'files':
+          await receiveWholeFiles(msg.files, msg.release);
           break;
-        }
         case 'file-end':
           if (msg.body.seq !== current)
             throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE_END for another entry');
-          await finishFile(current, async () => {
+          try {
             await writer.fileEnd(msg.body.hash);
-            return {};
-          });
+            const seq = current;
+            inOrder(() => done(seq));
+          } catch (e) {
+            rejectMismatch(current, e);
+          }
           break;
         case 'delete': {
           const seq = msg.body.seq;
