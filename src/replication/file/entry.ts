@@ -65,3 +65,27 @@ export async function entryFromScan(
   if (xattrs) msg.xattrs = xattrs;
   return msg;
 }
+
+/**
+ * The ENTRY of a regular file from what the sync state records of it (SyncRecord): the
+ * same message entryFromScan makes (a test holds them equal), without converting its stat
+ * again; `xattrs` as read with the content.
+ */
+export function entryFromRecord(
+  rec: { path: string; mode: number; uid: number; gid: number; mtimeNs: string; size: number },
+  seq: number,
+  xattrs: XattrList | undefined,
+): EntryMessage {
+  const msg: EntryMessage = {
+    seq,
+    path: rec.path,
+    kind: 'file',
+    mode: rec.mode & 0o7777,
+    uid: rec.uid,
+    gid: rec.gid,
+    mtimeNs: rec.mtimeNs,
+    size: rec.size,
+  };
+  if (xattrs) msg.xattrs = xattrs;
+  return msg;
+}

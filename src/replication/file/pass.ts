@@ -10,10 +10,10 @@ import {
   type SumsMessage,
   type WholeFileMessage,
 } from '../../protocol/index.js';
-import { BatchReader, type SmallRead, type WholeFile } from './batch-read.js';
+import { BatchReader, type SmallRead } from './batch-read.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
 import { contentHash, wholeFileHash } from './content-hash.js';
-import { entryFromScan, isSparse } from './entry.js';
+import { entryFromRecord, entryFromScan, isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readFileRegions } from './read-file.js';
 import { normalizeExcludes, type ScannedEntry, scanTree } from './scan.js';
@@ -77,23 +77,8 @@ export interface PassResult {
   readonly peakUnacked: number;
 }
 
-/** The entry of a regular file read whole, from its record (what entryFromScan makes of it, without its stat). */
-function wholeFileEntry(cur: SyncRecord, seq: number, xattrs: WholeFile['xattrs']): EntryMessage {
-  const msg: EntryMessage = {
-    seq,
-    path: cur.path,
-    kind: 'file',
-    mode: cur.mode & 0o7777,
-    uid: cur.uid,
-    gid: cur.gid,
-    mtimeNs: cur.mtimeNs,
-    size: cur.size,
-  };
-  if (xattrs) msg.xattrs = xattrs;
-  return msg;
-}
-
-function toRecord(e: ScannedEntry): SyncRecord {
+/** What the sync state records of a scanned entry. */
+export function toRecord(e: ScannedEntry): SyncRecord {
   const st = e.stat;
   return {
     path: e.path,
@@ -436,7 +421,7 @@ export async function runSendPass(opts: {
     const entry: EntryMessage = p.renamedFrom
       ? { ...(await entryFromScan(e, seq)), kind: 'hardlink', linkTo: p.renamedFrom, renamed: true }
       : whole
-        ? wholeFileEntry(cur, seq, whole.xattrs)
+        ? entryFromRecord(cur, seq, whole.xattrs)
         : await entryFromScan(e, seq, p.firstPath);
     if (p.renamedFrom) delete entry.size;
     const data = whole?.data ?? null;

@@ -5,6 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ferryFs } from '../../native/index.js';
+import { entryFromRecord, entryFromScan, readXattrs } from './entry.js';
+import { toRecord } from './pass.js';
 import { type ScannedEntry, scanTree } from './scan.js';
 
 let dir: string;
@@ -56,5 +58,23 @@ describe('scanTree', () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe('entryFromRecord', () => {
+  it('makes the ENTRY that entryFromScan makes of the same regular file', async () => {
+    fs.writeFileSync(path.join(dir, 'f'), 'content');
+    fs.chmodSync(path.join(dir, 'f'), 0o4751);
+    fs.chownSync(path.join(dir, 'f'), 1234, 5678);
+    ferryFs.setXattr(path.join(dir, 'f'), 'user.note', Buffer.from('kept'));
+    let checked = 0;
+    for await (const e of scanTree(dir)) {
+      const xattrs = readXattrs(e.abs);
+      expect(entryFromRecord(toRecord(e), 7, xattrs)).toEqual(
+        await entryFromScan(e, 7, undefined, { xattrs }),
+      );
+      checked++;
+    }
+    expect(checked).toBe(1);
   });
 });
