@@ -240,6 +240,21 @@ type JsonType = Exclude<Message['type'], 'data' | 'file' | 'files'>;
 
 /** The most files one FILES frame may carry. */
 export const MAX_FILES_PER_FRAME = 1024;
+/** The longest entry a FILE frame may carry (its JSON, large extended attributes included). */
+export const MAX_FILE_JSON_BYTES = 96 * 1024;
+
+/**
+ * The first bytes of a FILE or FILES frame: the frame's length and type, then the u32
+ * length of the entries' JSON and the JSON; `contentBytes` of contents follow it.
+ */
+export function wholeFilesFrameHead(type: number, json: Buffer, contentBytes: number): Buffer {
+  const head = Buffer.allocUnsafe(9 + json.length);
+  head.writeUInt32BE(1 + 4 + json.length + contentBytes, 0);
+  head.writeUInt8(type, 4);
+  head.writeUInt32BE(json.length, 5);
+  json.copy(head, 9);
+  return head;
+}
 
 const JSON_TYPES: Record<JsonType, { code: number; schema: TSchema }> = {
   hello: { code: FrameType.HELLO, schema: Hello },
@@ -300,7 +315,7 @@ function framedJson(payload: Buffer, frame: string, maxJson: number): { json: un
 /** Validates a frame completely (schema, then paths) before anything acts on it. */
 export function decodeMessage(type: number, payload: Buffer): Message {
   if (type === FrameType.FILE) {
-    const { json, contentAt } = framedJson(payload, 'FILE', 96 * 1024);
+    const { json, contentAt } = framedJson(payload, 'FILE', MAX_FILE_JSON_BYTES);
     const e = wholeFileEntry(json, 'FILE');
     const data = payload.subarray(contentAt);
     if (e.size !== data.length)
@@ -387,19 +402,14 @@ function checkEntry(e: EntryMessage): void {
 }
 
 export function encodeMessage(msg: Message): { type: number; payload: Buffer } {
-  if (msg.type === 'files') {
-    const json = Buffer.from(JSON.stringify(msg.files.map((f) => f.body)));
-    const head = Buffer.allocUnsafe(4);
-    head.writeUInt32BE(json.length, 0);
-    return { type: FrameType.FILES, payload: Buffer.concat([head, json, ...msg.files.map((f) => f.data)]) };
-  }
-  if (msg.type === 'file') {
-    const json = Buffer.from(JSON.stringify(msg.body));
-    const payload = Buffer.allocUnsafe(4 + json.length + msg.data.length);
-    payload.writeUInt32BE(json.length, 0);
-    json.copy(payload, 4);
-    msg.data.copy(payload, 4 + json.length);
-    return { type: FrameType.FILE, payload };
+  if (msg.type === 'file' || msg.type === 'files') {
+    const [type, bodies, datas] =
+      msg.type === 'file'
+        ? [FrameType.FILE, msg.body, [msg.data]]
+        : [FrameType.FILES, msg.files.map((f) => f.body), msg.files.map((f) => f.data)];
+    const content = datas.reduce((n, d) => n + d.length, 0);
+    const head = wholeFilesFrameHead(type, Buffer.from(JSON.stringify(bodies)), content);
+    return { type, payload: Buffer.concat([head.subarray(5), ...datas]) }; // encodeFrame adds length and type
   }
   if (msg.type === 'data') {
     const payload = Buffer.allocUnsafe(8 + msg.data.length);

@@ -4,7 +4,7 @@ import { duplexPair } from '../../test/support/duplex-pair.js';
 import { DIRECT_ALIGN, ferryFs } from '../native/index.js';
 import { compressChunk } from './compression.js';
 import { encodeFrame } from './frame-codec.js';
-import { FrameType, type Message } from './messages.js';
+import { FrameType, MAX_FILE_JSON_BYTES, type Message } from './messages.js';
 import { Session } from './session.js';
 
 describe('Session', () => {
@@ -20,6 +20,37 @@ describe('Session', () => {
     for await (const m of receiver.messages()) got.push(m.type);
     expect(got).toEqual(['data', 'commit']);
     expect(paced).toEqual([1013, 64]);
+  });
+
+  it('paces a whole file once, by the frames it finally goes as', async () => {
+    const [a, b] = duplexPair();
+    const paced: number[] = [];
+    const sender = new Session(a, { pace: async (n) => void paced.push(n) });
+    const receiver = new Session(b);
+    const body = {
+      seq: 1,
+      path: 'f',
+      kind: 'file' as const,
+      mode: 0o644,
+      uid: 0,
+      gid: 0,
+      mtimeNs: '1',
+      size: 10,
+      hash: 'a'.repeat(64),
+    };
+    await sender.send({ type: 'file', body, data: Buffer.alloc(10) });
+    // an entry too large for a FILE frame: ENTRY, DATA, FILE_END, each paced once
+    const half = 'x'.repeat(MAX_FILE_JSON_BYTES / 2 + 1000);
+    const xattrs = [
+      { name: 'user.a', value: half },
+      { name: 'user.b', value: half },
+    ];
+    await sender.send({ type: 'file', body: { ...body, seq: 2, xattrs }, data: Buffer.alloc(10) });
+    sender.close();
+    const got = [];
+    for await (const m of receiver.messages()) got.push(m.type);
+    expect(got).toEqual(['file', 'entry', 'data', 'file-end']);
+    expect(paced).toEqual([310, 64, 23, 64]);
   });
 
   it('stops reading while 4 MiB of decoded frames wait for the consumer, and goes on when they are taken', async () => {

@@ -3,7 +3,15 @@ import { FerryError, toFerryError } from '../errors/index.js';
 import { compressChunk } from './compression.js';
 import { encodeFrame, encodePreface, FrameDecoder, MAX_DATA_BYTES, MAX_FRAME_BYTES } from './frame-codec.js';
 import { type FrameAlignment, FramePool } from './frame-pool.js';
-import { decodeMessage, encodeMessage, FrameType, MAX_FILES_PER_FRAME, type Message } from './messages.js';
+import {
+  decodeMessage,
+  encodeMessage,
+  FrameType,
+  MAX_FILE_JSON_BYTES,
+  MAX_FILES_PER_FRAME,
+  type Message,
+  wholeFilesFrameHead,
+} from './messages.js';
 
 const QUEUE_BYTES = 4 * 1024 * 1024;
 
@@ -57,7 +65,6 @@ export class Session {
     stream.write(encodePreface());
   }
 
-  /** Resolves when the frame is handed to the stream and the stream has room again. */
   /**
    * Queues a message. Resolves at once while less than QUEUE_BYTES wait in the stream,
    * otherwise when it has drained: deep enough to keep the link busy while the sender
@@ -78,87 +85,31 @@ export class Session {
         this.#stream.uncork();
       });
     }
-    let filesJson: Buffer | null = null;
-    let filesContent = 0;
-    if (msg.type === 'files') {
-      if (msg.files.length === 0) return;
-      filesJson = this.#compress ? null : Buffer.from(JSON.stringify(msg.files.map((f) => f.body)));
-      for (const f of msg.files) filesContent += f.data.length;
-      if (
-        !filesJson ||
-        9 + filesJson.length + filesContent > MAX_FRAME_BYTES + 4 ||
-        msg.files.length > MAX_FILES_PER_FRAME
-      ) {
-        // compressed DATA, or more than one frame holds: file by file
-        for (const f of msg.files) await this.send({ type: 'file', body: f.body, data: f.data });
-        return;
-      }
-    }
-    const packed = msg.type === 'data' && this.#compress ? compressChunk(msg.data) : null;
-    if (this.#pace)
-      await this.#pace(
-        msg.type === 'data'
-          ? packed
-            ? packed.length + 17
-            : msg.data.length + 13
-          : msg.type === 'file'
-            ? msg.data.length + 300
-            : msg.type === 'files'
-              ? msg.files.reduce((n, f) => n + f.data.length + 300, 0)
-              : 64,
-      );
-    if (msg.type === 'files' && filesJson) {
-      // the entries in one JSON array, then the contents without copying them
-      const json = filesJson;
-      const content = filesContent;
-      const head = Buffer.allocUnsafe(9 + json.length);
-      head.writeUInt32BE(1 + 4 + json.length + content, 0);
-      head.writeUInt8(FrameType.FILES, 4);
-      head.writeUInt32BE(json.length, 5);
-      json.copy(head, 9);
-      this.dataStats.raw += content;
-      this.dataStats.sent += content;
-      this.#stream.write(head);
-      for (const f of msg.files) if (f.data.length > 0) this.#stream.write(f.data);
-    } else if (msg.type === 'file') {
-      // header and entry in one buffer, the content without copying it
-      const json = Buffer.from(JSON.stringify(msg.body));
-      if (this.#compress || 9 + json.length + msg.data.length > MAX_FRAME_BYTES || json.length > 96 * 1024) {
-        // compressed DATA, or too big for one frame (large xattrs): the same file as ENTRY,
-        // DATA (compressed where it pays), FILE_END
-        const { hash, ...entry } = msg.body;
-        await this.send({ type: 'entry', body: entry });
-        if (msg.data.length > 0) await this.send({ type: 'data', offset: 0, data: msg.data });
-        await this.send({ type: 'file-end', body: { seq: entry.seq, hash } });
-        return;
-      }
-      const head = Buffer.allocUnsafe(9 + json.length);
-      head.writeUInt32BE(1 + 4 + json.length + msg.data.length, 0);
-      head.writeUInt8(FrameType.FILE, 4);
-      head.writeUInt32BE(json.length, 5);
-      json.copy(head, 9);
-      this.dataStats.raw += msg.data.length;
-      this.dataStats.sent += msg.data.length;
-      this.#stream.write(head);
-      if (msg.data.length > 0) this.#stream.write(msg.data);
-    } else if (msg.type === 'data') {
-      if (msg.data.length > MAX_DATA_BYTES)
-        throw new FerryError('FERRY_INTERNAL', 'DATA chunk larger than allowed');
-      const body = packed ?? msg.data;
-      const head = Buffer.allocUnsafe(packed ? 17 : 13);
-      head.writeUInt32BE(head.length - 4 + body.length, 0);
-      head.writeUInt8(packed ? FrameType.DATA_Z : FrameType.DATA, 4);
-      head.writeBigUInt64BE(BigInt(msg.offset), 5);
-      if (packed) head.writeUInt32BE(msg.data.length, 13);
-      this.dataStats.raw += msg.data.length;
-      this.dataStats.sent += body.length;
-      this.#stream.cork();
-      this.#stream.write(head);
-      this.#stream.write(body);
-      this.#stream.uncork();
+    if (msg.type === 'file' || msg.type === 'files') {
+      await this.#sendWholeFiles(msg);
     } else {
-      const { type, payload } = encodeMessage(msg);
-      this.#stream.write(encodeFrame(type, payload));
+      const packed = msg.type === 'data' && this.#compress ? compressChunk(msg.data) : null;
+      if (this.#pace)
+        await this.#pace(msg.type === 'data' ? (packed ? packed.length + 17 : msg.data.length + 13) : 64);
+      if (msg.type === 'data') {
+        if (msg.data.length > MAX_DATA_BYTES)
+          throw new FerryError('FERRY_INTERNAL', 'DATA chunk larger than allowed');
+        const body = packed ?? msg.data;
+        const head = Buffer.allocUnsafe(packed ? 17 : 13);
+        head.writeUInt32BE(head.length - 4 + body.length, 0);
+        head.writeUInt8(packed ? FrameType.DATA_Z : FrameType.DATA, 4);
+        head.writeBigUInt64BE(BigInt(msg.offset), 5);
+        if (packed) head.writeUInt32BE(msg.data.length, 13);
+        this.dataStats.raw += msg.data.length;
+        this.dataStats.sent += body.length;
+        this.#stream.cork();
+        this.#stream.write(head);
+        this.#stream.write(body);
+        this.#stream.uncork();
+      } else {
+        const { type, payload } = encodeMessage(msg);
+        this.#stream.write(encodeFrame(type, payload));
+      }
     }
     if (this.#stream.writableLength > QUEUE_BYTES) {
       await new Promise<void>((resolve, reject) => {
@@ -178,6 +129,44 @@ export class Session {
         this.#stream.on('close', onClose);
       });
     }
+  }
+
+  /**
+   * Whole files: one FILE or FILES frame (the entries as JSON, then the contents without
+   * copying them) when that frame holds them and DATA is not compressed; otherwise, decided
+   * before anything is paced or written, a FILE as ENTRY, DATA (compressed where it pays),
+   * FILE_END, and FILES as one FILE each.
+   */
+  async #sendWholeFiles(msg: Extract<Message, { type: 'file' | 'files' }>): Promise<void> {
+    const files = msg.type === 'file' ? [msg] : msg.files;
+    if (files.length === 0) return;
+    const json = this.#compress
+      ? null
+      : Buffer.from(JSON.stringify(msg.type === 'file' ? msg.body : files.map((f) => f.body)));
+    let content = 0;
+    for (const f of files) content += f.data.length;
+    const fits =
+      json !== null &&
+      5 + json.length + content <= MAX_FRAME_BYTES &&
+      (msg.type === 'file' ? json.length <= MAX_FILE_JSON_BYTES : files.length <= MAX_FILES_PER_FRAME);
+    if (!fits && msg.type === 'files') {
+      for (const f of files) await this.send({ type: 'file', body: f.body, data: f.data });
+      return;
+    }
+    if (!fits) {
+      const { hash, ...entry } = files[0]!.body;
+      await this.send({ type: 'entry', body: entry });
+      if (content > 0) await this.send({ type: 'data', offset: 0, data: files[0]!.data });
+      await this.send({ type: 'file-end', body: { seq: entry.seq, hash } });
+      return;
+    }
+    await this.#pace?.(content + 300 * files.length);
+    this.dataStats.raw += content;
+    this.dataStats.sent += content;
+    this.#stream.write(
+      wholeFilesFrameHead(msg.type === 'file' ? FrameType.FILE : FrameType.FILES, json!, content),
+    );
+    for (const f of files) if (f.data.length > 0) this.#stream.write(f.data);
   }
 
   /** The next validated message, or null when the peer has closed. One reader at a time. */

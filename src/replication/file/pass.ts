@@ -509,7 +509,7 @@ export async function runSendPass(opts: {
   for (const path of state.unseen(gen)) {
     abortIfAsked();
     seq++;
-    await roomForAck();
+    if (pending.size >= maxUnacked) await roomForAck();
     expectAck(seq, { kind: 'delete', path });
     await send({ type: 'delete', body: { seq, path } });
     deleted++;
