@@ -7,6 +7,11 @@ import { encodeFrame } from './frame-codec.js';
 import { FrameType, MAX_FILE_JSON_BYTES, type Message } from './messages.js';
 import { Session } from './session.js';
 
+/** A whole regular file's entry as FILE and FILES frames carry it. */
+function wholeFile(seq: number, path: string, size: number, hash = 'a'.repeat(64)) {
+  return { seq, path, kind: 'file' as const, mode: 0o644, uid: 0, gid: 0, mtimeNs: '1', size, hash };
+}
+
 describe('Session', () => {
   it('passes every frame through its pace function before writing it', async () => {
     const [a, b] = duplexPair();
@@ -27,17 +32,7 @@ describe('Session', () => {
     const paced: number[] = [];
     const sender = new Session(a, { pace: async (n) => void paced.push(n) });
     const receiver = new Session(b);
-    const body = {
-      seq: 1,
-      path: 'f',
-      kind: 'file' as const,
-      mode: 0o644,
-      uid: 0,
-      gid: 0,
-      mtimeNs: '1',
-      size: 10,
-      hash: 'a'.repeat(64),
-    };
+    const body = wholeFile(1, 'f', 10);
     await sender.send({ type: 'file', body, data: Buffer.alloc(10) });
     // an entry too large for a FILE frame: ENTRY, DATA, FILE_END, each paced once
     const half = 'x'.repeat(MAX_FILE_JSON_BYTES / 2 + 1000);
@@ -181,24 +176,14 @@ describe('Session', () => {
     const [a, b] = duplexPair();
     const sender = new Session(a);
     const receiver = new Session(b);
-    const entry = {
-      seq: 1,
-      path: 'etc/motd',
-      kind: 'file' as const,
-      mode: 0o644,
-      uid: 0,
-      gid: 0,
-      mtimeNs: '1',
-      size: 5,
-    };
-    const hash = 'a'.repeat(64);
-    await sender.send({ type: 'file', body: { ...entry, hash }, data: Buffer.from('hello') });
+    const entry = wholeFile(1, 'etc/motd', 5);
+    await sender.send({ type: 'file', body: entry, data: Buffer.from('hello') });
     // xattrs so large that entry and content do not fit in one frame: ENTRY, DATA, FILE_END
     const xattrs = [{ name: 'user.big', value: 'x'.repeat(80_000) }];
     const big = Buffer.alloc(1 << 20, 1);
     await sender.send({
       type: 'file',
-      body: { ...entry, seq: 2, size: big.length, xattrs, hash },
+      body: { ...entry, seq: 2, size: big.length, xattrs },
       data: big,
     });
     sender.close();
@@ -210,7 +195,7 @@ describe('Session', () => {
     const [c, d] = duplexPair();
     const liar = new Session(d);
     new Session(c);
-    const json = Buffer.from(JSON.stringify({ ...entry, size: 99, hash }));
+    const json = Buffer.from(JSON.stringify({ ...entry, size: 99 }));
     const head = Buffer.alloc(4);
     head.writeUInt32BE(json.length, 0);
     c.write(encodeFrame(FrameType.FILE, Buffer.concat([head, json, Buffer.from('hello')])));
@@ -218,17 +203,7 @@ describe('Session', () => {
   });
 
   it('carries whole files together in one FILES frame, file by file where they do not fit or are compressed', async () => {
-    const entry = (seq: number, size: number) => ({
-      seq,
-      path: `d/f${seq}`,
-      kind: 'file' as const,
-      mode: 0o644,
-      uid: 0,
-      gid: 0,
-      mtimeNs: '1',
-      size,
-      hash: 'b'.repeat(64),
-    });
+    const entry = (seq: number, size: number) => wholeFile(seq, `d/f${seq}`, size, 'b'.repeat(64));
     const files = [0, 5, 3000].map((n, i) => ({ body: entry(i + 1, n), data: Buffer.alloc(n, i + 1) }));
     const received = async (opts: { compress?: boolean }, batch: typeof files) => {
       const [a, b] = duplexPair({ pieceBytes: 1000 });
