@@ -35,15 +35,9 @@ export function isSparse(e: ScannedEntry): boolean {
 
 /**
  * The ENTRY message for a scanned entry; `linkTo` makes it a hard link to an earlier path.
- * `read.xattrs`, when given, are the attributes already read with the content (else they
- * are read here).
+ * (A small file read with its attributes takes entryFromRecord instead.)
  */
-export async function entryFromScan(
-  e: ScannedEntry,
-  seq: number,
-  linkTo?: string,
-  read?: { xattrs: XattrList | undefined },
-): Promise<EntryMessage> {
+export async function entryFromScan(e: ScannedEntry, seq: number, linkTo?: string): Promise<EntryMessage> {
   const st = e.stat;
   const msg: EntryMessage = {
     seq,
@@ -61,7 +55,7 @@ export async function entryFromScan(
   if (e.kind === 'file') msg.size = Number(st.size);
   if (e.kind === 'symlink') msg.linkTarget = await readlink(e.abs);
   if (e.kind === 'chardev' || e.kind === 'blockdev') Object.assign(msg, devParts(st.rdev));
-  const xattrs = e.kind === 'symlink' ? undefined : read ? read.xattrs : readXattrs(e.abs);
+  const xattrs = e.kind === 'symlink' ? undefined : readXattrs(e.abs);
   if (xattrs) msg.xattrs = xattrs;
   return msg;
 }
