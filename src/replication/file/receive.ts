@@ -93,7 +93,7 @@ export async function receivePass(
       const upTo = lastSeq;
       placed = [];
       inOrder(async () => {
-        for (const p of group) await p;
+        await Promise.all(group);
         await done(upTo, group.length);
       });
     };

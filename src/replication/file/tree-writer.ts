@@ -646,7 +646,7 @@ export class TreeWriter {
           : inflightLine(i.tmp, false),
       )
       .join('\n');
-    this.#noteInflight([...[...this.#running.values()].map((r) => r.inflight), b.inflight]);
+    this.#noteInflight([...this.#running.values()].map((r) => r.inflight).concat(b.inflight));
     const job: Promise<void> = ferryFs
       .writeFiles(b.items)
       .then(
