@@ -17,6 +17,15 @@ const p = (...x: string[]) => path.join(dir, ...x);
 const source = () => p('source');
 const targetRoot = () => p('target-root');
 
+/** The nice value of each thread of a process (field 19 of /proc/PID/task/TID/stat). */
+function threadNices(pid: number): { main: number; all: number[] } {
+  const nice = (tid: string) => {
+    const st = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    return Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[16]);
+  };
+  return { main: nice(String(pid)), all: fs.readdirSync(`/proc/${pid}/task`).map(nice) };
+}
+
 async function cli(...args: string[]) {
   const r = await ferry(args, env);
   if (r.code !== 0) throw new Error(`ferry ${args.join(' ')} exited ${r.code}: ${r.stderr}${r.stdout}`);
@@ -32,7 +41,16 @@ beforeAll(async () => {
   procs.push(c.proc);
   env = c.env;
   const dataPort = await freePort();
-  procs.push(c.daemon('target', 'tgt-1', ['--listen', `127.0.0.1:${dataPort}`, '--root', targetRoot()]));
+  procs.push(
+    c.daemon('target', 'tgt-1', [
+      '--listen',
+      `127.0.0.1:${dataPort}`,
+      '--root',
+      targetRoot(),
+      '--pool-nice',
+      '3',
+    ]),
+  );
   procs.push(c.daemon('agent', 'src-1', ['--root', source()]));
 }, 120_000);
 
@@ -105,6 +123,12 @@ describe('three programs, one migration, through the CLI', () => {
     const t1 = Date.now();
     expect(compareTrees(source(), targetRoot())).toEqual([]);
     timings.compare = Date.now() - t1;
+    // target --pool-nice 3: the threads that wrote the files run at nice 3, its event loop at 0;
+    // the agent (default 0) leaves every thread as it was
+    const target = threadNices(procs[1]!.pid!);
+    expect(target.main).toBe(0);
+    expect(target.all).toContain(3);
+    expect(threadNices(procs[2]!.pid!).all.every((n) => n === 0)).toBe(true);
   });
 
   it('syncs changes, appends, deletions and renames on demand', async () => {
