@@ -55,6 +55,23 @@ describe('frame decoder', () => {
     }
   });
 
+  it('keeps nothing of a transient chunk: frames stay whole when the read buffer is overwritten', () => {
+    const scratch = Buffer.alloc(bytes.length);
+    for (const step of [1, 3, 7, 40, bytes.length]) {
+      const d = new FrameDecoder();
+      const items = [];
+      for (let at = 0; at < bytes.length; at += step) {
+        const n = Math.min(step, bytes.length - at);
+        bytes.copy(scratch, 0, at, at + n);
+        items.push(...d.push(scratch.subarray(0, n), true));
+        scratch.fill(0xee); // the next read lands here
+      }
+      expect(d.pendingBytes).toBe(0);
+      const got = items.flatMap((i) => (i.kind === 'frame' ? [decodeMessage(i.type, i.payload)] : []));
+      expect(got).toEqual(sample);
+    }
+  });
+
   it('decodes a stream fed one byte at a time', () => {
     const chunks = [...bytes].map((b) => Buffer.from([b]));
     expect(decodeAll(chunks)).toEqual(sample);

@@ -65,7 +65,11 @@ export class FrameDecoder {
     this.#pool = opts.pool;
   }
 
-  push(chunk: Buffer): DecodedItem[] {
+  /**
+   * The items that `chunk` completes. With `transient`, the chunk's memory is reused once
+   * this returns (a reused read buffer): nothing handed out or kept refers to it.
+   */
+  push(chunk: Buffer, transient = false): DecodedItem[] {
     const out: DecodedItem[] = [];
     let rest = chunk;
     const p = this.#partial;
@@ -79,12 +83,13 @@ export class FrameDecoder {
       out.push(frameItem(p.frame, p.release));
     }
     if (rest.length > 0) {
+      // kept only until this call ends unless a frame header or preface is still incomplete
       this.#chunks.push(rest);
       this.#buffered += rest.length;
     }
     for (;;) {
       if (!this.#prefaceSeen) {
-        if (this.#buffered < PREFACE_BYTES) return out;
+        if (this.#buffered < PREFACE_BYTES) return this.#keepChunks(out, transient);
         const p = this.#take(PREFACE_BYTES);
         if (!p.subarray(0, MAGIC.length).equals(MAGIC)) {
           throw new FerryError(
@@ -109,7 +114,7 @@ export class FrameDecoder {
         out.push({ kind: 'preface', version });
         continue;
       }
-      if (this.#buffered < 5) return out;
+      if (this.#buffered < 5) return this.#keepChunks(out, transient);
       const len = this.#peekUInt32();
       if (len < 1 || len > MAX_FRAME_BYTES) {
         throw new FerryError(
@@ -118,7 +123,8 @@ export class FrameDecoder {
         );
       }
       if (this.#buffered >= 4 + len) {
-        out.push(frameItem(this.#take(4 + len), noop));
+        const whole = this.#take(4 + len);
+        out.push(frameItem(transient ? Buffer.from(whole) : whole, noop));
         continue;
       }
       // The frame is still arriving: from now on its bytes are copied into its own buffer
@@ -134,6 +140,12 @@ export class FrameDecoder {
       this.#partial = { frame: buf, have, release };
       return out;
     }
+  }
+
+  /** Copies the bytes still buffered when they are views of a transient chunk. */
+  #keepChunks(out: DecodedItem[], transient: boolean): DecodedItem[] {
+    if (transient) this.#chunks = this.#chunks.map((c) => Buffer.from(c));
+    return out;
   }
 
   /** Bytes received but not yet part of a whole frame. */

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { duplexPair } from '../../test/support/duplex-pair.js';
+import { tlsPair } from '../../test/support/tls-pair.js';
 import { DIRECT_ALIGN, ferryFs } from '../native/index.js';
 import { compressChunk } from './compression.js';
 import { encodeFrame } from './frame-codec.js';
@@ -200,6 +201,48 @@ describe('Session', () => {
     head.writeUInt32BE(json.length, 0);
     c.write(encodeFrame(FrameType.FILE, Buffer.concat([head, json, Buffer.from('hello')])));
     await expect(liar.next()).rejects.toMatchObject({ code: 'FERRY_PROTOCOL_VIOLATION' });
+  });
+
+  it('reads an accepted TLS socket into one reused buffer, and what it hands out stays intact after later reads', async () => {
+    const pair = await tlsPair();
+    try {
+      const sender = new Session(pair.client);
+      const receiver = new Session(pair.server);
+      const sizes = Array.from({ length: 400 }, (_, i) => (i * 7919) % 40_000);
+      const files = sizes.map((n, i) => ({
+        body: wholeFile(i + 1, `d/f${i}`, n),
+        data: randomBytes(n),
+      }));
+      const chunks = [100, 5000, 1 << 20].map((n) => randomBytes(n));
+      const sending = (async () => {
+        for (let i = 0; i < files.length; i += 50)
+          await sender.send({ type: 'files', files: files.slice(i, i + 50) });
+        for (const f of files.slice(0, 5)) await sender.send({ type: 'file', ...f });
+        for (const [i, data] of chunks.entries()) await sender.send({ type: 'data', offset: i, data });
+        await sender.send({ type: 'commit', body: { seq: 9999 } });
+      })();
+      // everything is received before anything is compared: a view of the read buffer would
+      // by then hold later bytes
+      const got: Message[] = [];
+      for (;;) {
+        const m = await receiver.next();
+        if (!m) break;
+        got.push(m);
+        if (m.type === 'commit') break;
+      }
+      await sending;
+      expect(receiver.readsIntoReusedBuffer).toBe(true);
+      const whole = got.flatMap((m) =>
+        m.type === 'files' ? m.files : m.type === 'file' ? [{ body: m.body, data: m.data }] : [],
+      );
+      expect(whole.map((f) => f.body)).toEqual([...files, ...files.slice(0, 5)].map((f) => f.body));
+      expect(whole.every((f, i) => f.data.equals(files[i % files.length]!.data))).toBe(true);
+      const data = got.flatMap((m) => (m.type === 'data' ? [m.data] : []));
+      expect(data.map((d, i) => d.equals(chunks[i]!))).toEqual([true, true, true]);
+      expect(got.at(-1)).toEqual({ type: 'commit', body: { seq: 9999 } });
+    } finally {
+      await pair.close();
+    }
   });
 
   it('carries whole files together in one FILES frame, file by file where they do not fit or are compressed', async () => {

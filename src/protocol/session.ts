@@ -12,6 +12,7 @@ import {
   type Message,
   wholeFilesFrameHead,
 } from './messages.js';
+import { readIntoReusedBuffer } from './read-buffer.js';
 
 const QUEUE_BYTES = 4 * 1024 * 1024;
 
@@ -31,6 +32,9 @@ export class Session {
    * largest frame are kept for reuse (see FramePool; received messages carry `release`).
    */
   readonly framePool: FramePool;
+  readonly #reuseReadBuffer: boolean;
+  /** Whether this session's reads go into one reused buffer (see readIntoReusedBuffer). */
+  readsIntoReusedBuffer = false;
   #closed = false;
   #batching = false;
   #source: AsyncGenerator<Message> | null = null;
@@ -40,6 +44,8 @@ export class Session {
    * `compress`: send DATA as zstd (DATA_Z) chunk by chunk where that makes it smaller.
    * `alignPayloads` (the target passes the native alignment): received DATA payloads are
    * placed at addresses aligned for direct writes (see FramePool); the codec does no I/O.
+   * `reuseReadBuffer` (default: on unless FERRY_READ_BUFFER=off): a socket's reads go into
+   * one reused 64 KiB buffer rather than a new Buffer each (see readIntoReusedBuffer).
    */
   constructor(
     stream: Duplex,
@@ -47,8 +53,10 @@ export class Session {
       pace?: (bytes: number) => Promise<void>;
       compress?: boolean;
       alignPayloads?: Omit<FrameAlignment, 'after'>;
+      reuseReadBuffer?: boolean;
     } = {},
   ) {
+    this.#reuseReadBuffer = opts.reuseReadBuffer ?? process.env.FERRY_READ_BUFFER !== 'off';
     this.framePool = new FramePool({
       size: MAX_FRAME_BYTES + 4,
       from: 256 * 1024,
@@ -213,9 +221,11 @@ export class Session {
       stream.pause();
       notify();
     };
-    const onData = (chunk: Buffer) => {
+    let detached = false; // the reader is done: later reads are dropped, as with 'data' off
+    const onData = (chunk: Buffer, transient = false) => {
+      if (failure !== null || detached) return;
       try {
-        for (const item of decoder.push(chunk)) {
+        for (const item of decoder.push(chunk, transient)) {
           if (item.kind === 'preface') {
             prefaceSeen = true;
             continue;
@@ -255,7 +265,10 @@ export class Session {
       if (!ended) stop(new FerryError('FERRY_CONNECTION_LOST', 'the data connection closed'));
     };
     const onError = (e: Error) => stop(e);
-    stream.on('data', onData);
+    this.readsIntoReusedBuffer =
+      this.#reuseReadBuffer &&
+      readIntoReusedBuffer(stream, Buffer.allocUnsafe(64 * 1024), (chunk) => onData(chunk, true));
+    if (!this.readsIntoReusedBuffer) stream.on('data', onData);
     stream.once('end', onEnd);
     stream.once('close', onClose);
     stream.once('error', onError);
@@ -299,6 +312,7 @@ export class Session {
       }
       throw err;
     } finally {
+      detached = true;
       stream.off('data', onData);
       stream.off('end', onEnd);
       stream.off('close', onClose);
