@@ -9,6 +9,7 @@ import {
   hashingThreads,
   resolveHashThreads,
   stopHashingThread,
+  wholeFileHash,
 } from './content-hash.js';
 
 const MiB = 1024 * 1024;
@@ -24,6 +25,15 @@ afterEach(() => {
 });
 
 describe('content hash', () => {
+  it('hashes whole small files one after another, each on its own (the shared hasher starts afresh)', () => {
+    // the published BLAKE3 of no input
+    const empty = 'af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262';
+    expect(wholeFileHash(Buffer.alloc(0))).toBe(empty);
+    const files = [pattern(5, 1), pattern(64 * 1024, 2), Buffer.alloc(0), pattern(1025, 3).subarray(1)];
+    for (const f of files) expect(wholeFileHash(f)).toBe(blake3(f).toString('hex'));
+    expect(wholeFileHash(Buffer.alloc(0))).toBe(empty);
+  });
+
   for (const threads of [0, 1] as const) {
     const where = threads ? 'in a worker thread' : 'on the event loop';
     it(`gives the BLAKE3 of everything fed, ${where}, whatever memory the chunks are in`, async () => {
