@@ -298,6 +298,14 @@ program
   )
   .addOption(hashThreadsOption())
   .addOption(directIoOption('write'))
+  .addOption(
+    new Option(
+      '--reuse-read-buffer <on|off>',
+      "read the data connection into one reused buffer (off: a new buffer per TLS record, Node's ordinary way; ~1 CPU s more per 3 GB received here)",
+    )
+      .env('FERRY_READ_BUFFER')
+      .default('on'),
+  )
   .addOption(poolNiceOption())
   .action(
     async (
@@ -312,6 +320,7 @@ program
         stateDir: string;
         hashThreads: string;
         directIo: string;
+        reuseReadBuffer: string;
         poolNice: number;
       },
       cmd: Command,
@@ -333,6 +342,7 @@ program
         logger: g.logger,
         hashThreads: o.hashThreads,
         directIo: o.directIo,
+        reuseReadBuffer: o.reuseReadBuffer,
       });
       await Promise.race([untilSignal(() => t.stop()), t.done]);
     },

@@ -181,9 +181,14 @@ export function reopenDirect(fd: number, mode: 'read' | 'write'): number | undef
 
 /** `--direct-io on|off` (agent and target), checked when the program starts. */
 export function parseDirectIo(value: string | boolean | undefined): boolean {
+  return parseOnOff('--direct-io', value);
+}
+
+/** A switch given as on or off (default on); anything else is FERRY_CONFIG naming the flag. */
+export function parseOnOff(flag: string, value: string | boolean | undefined): boolean {
   if (value === undefined || value === true || value === 'on') return true;
   if (value === false || value === 'off') return false;
-  throw new FerryError('FERRY_CONFIG', `--direct-io must be on or off, not ${JSON.stringify(value)}`);
+  throw new FerryError('FERRY_CONFIG', `${flag} must be on or off, not ${JSON.stringify(value)}`);
 }
 
 /** An errno a native call reported, as the error Node's fs would throw (code "ENOENT", …). */

@@ -41,4 +41,4 @@ export {
   type WelcomeMessage,
   type WholeFileMessage,
 } from './messages.js';
-export { Session } from './session.js';
+export { type ReadInto, Session } from './session.js';

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { duplexPair } from '../../test/support/duplex-pair.js';
 import { tlsPair } from '../../test/support/tls-pair.js';
 import { DIRECT_ALIGN, ferryFs } from '../native/index.js';
+import { reusedBufferReads } from '../transport/read-buffer.js';
 import { compressChunk } from './compression.js';
 import { encodeFrame } from './frame-codec.js';
 import { FrameType, MAX_FILE_JSON_BYTES, type Message } from './messages.js';
@@ -207,7 +208,7 @@ describe('Session', () => {
     const pair = await tlsPair();
     try {
       const sender = new Session(pair.client);
-      const receiver = new Session(pair.server);
+      const receiver = new Session(pair.server, { readInto: reusedBufferReads });
       const sizes = Array.from({ length: 400 }, (_, i) => (i * 7919) % 40_000);
       const files = sizes.map((n, i) => ({
         body: wholeFile(i + 1, `d/f${i}`, n),

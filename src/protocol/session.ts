@@ -12,9 +12,14 @@ import {
   type Message,
   wholeFilesFrameHead,
 } from './messages.js';
-import { readIntoReusedBuffer } from './read-buffer.js';
 
 const QUEUE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Takes over a stream's reads, or declines (false, and touches nothing): each read then goes
+ * to `onRead`, whose chunk may be reused once the call returns.
+ */
+export type ReadInto = (stream: Duplex, onRead: (chunk: Buffer) => void) => boolean;
 
 /**
  * One ferry protocol connection over any Duplex. Sends the preface at once, then frames;
@@ -32,8 +37,8 @@ export class Session {
    * largest frame are kept for reuse (see FramePool; received messages carry `release`).
    */
   readonly framePool: FramePool;
-  readonly #reuseReadBuffer: boolean;
-  /** Whether this session's reads go into one reused buffer (see readIntoReusedBuffer). */
+  readonly #readInto: ReadInto | undefined;
+  /** Whether `readInto` took over this session's reads (else they come as 'data' events). */
   readsIntoReusedBuffer = false;
   #closed = false;
   #batching = false;
@@ -44,8 +49,9 @@ export class Session {
    * `compress`: send DATA as zstd (DATA_Z) chunk by chunk where that makes it smaller.
    * `alignPayloads` (the target passes the native alignment): received DATA payloads are
    * placed at addresses aligned for direct writes (see FramePool); the codec does no I/O.
-   * `reuseReadBuffer` (default: on unless FERRY_READ_BUFFER=off): a socket's reads go into
-   * one reused 64 KiB buffer rather than a new Buffer each (see readIntoReusedBuffer).
+   * `readInto`, when given, is offered the stream before the first read: if it takes over
+   * the reads (returns true), each arrives through `onRead` as a view valid only during the
+   * call (transport's `reusedBufferReads`: one reused buffer instead of a Buffer per read).
    */
   constructor(
     stream: Duplex,
@@ -53,10 +59,10 @@ export class Session {
       pace?: (bytes: number) => Promise<void>;
       compress?: boolean;
       alignPayloads?: Omit<FrameAlignment, 'after'>;
-      reuseReadBuffer?: boolean;
+      readInto?: ReadInto;
     } = {},
   ) {
-    this.#reuseReadBuffer = opts.reuseReadBuffer ?? process.env.FERRY_READ_BUFFER !== 'off';
+    this.#readInto = opts.readInto;
     this.framePool = new FramePool({
       size: MAX_FRAME_BYTES + 4,
       from: 256 * 1024,
@@ -265,9 +271,7 @@ export class Session {
       if (!ended) stop(new FerryError('FERRY_CONNECTION_LOST', 'the data connection closed'));
     };
     const onError = (e: Error) => stop(e);
-    this.readsIntoReusedBuffer =
-      this.#reuseReadBuffer &&
-      readIntoReusedBuffer(stream, Buffer.allocUnsafe(64 * 1024), (chunk) => onData(chunk, true));
+    this.readsIntoReusedBuffer = this.#readInto?.(stream, (chunk) => onData(chunk, true)) ?? false;
     if (!this.readsIntoReusedBuffer) stream.on('data', onData);
     stream.once('end', onEnd);
     stream.once('close', onClose);

@@ -14,7 +14,7 @@ import {
 } from '../control/index.js';
 import { blockCopies, describeTargetDisk, prepareDisks, unmountStaging } from '../disks/index.js';
 import { FerryError, toFerryError } from '../errors/index.js';
-import { DIRECT_ALIGN, ferryFs, parseDirectIo } from '../native/index.js';
+import { DIRECT_ALIGN, ferryFs, parseDirectIo, parseOnOff } from '../native/index.js';
 import { Session } from '../protocol/index.js';
 import {
   configureHashing,
@@ -32,6 +32,7 @@ import {
   Heartbeat,
   parseHostPort,
   pollUntilStopped,
+  reusedBufferReads,
 } from '../transport/index.js';
 
 export interface TargetOptions {
@@ -53,6 +54,8 @@ export interface TargetOptions {
   readonly hashThreads?: string | HashThreads;
   /** Files of 8 MiB and more written past the page cache (O_DIRECT) where the file system allows it: 'on' (default) or 'off'. */
   readonly directIo?: string | boolean;
+  /** The data connection read into one reused buffer ('on', default) or as a new Buffer per read ('off'). */
+  readonly reuseReadBuffer?: string | boolean;
 }
 
 export interface RunningTarget {
@@ -66,6 +69,7 @@ export interface RunningTarget {
 export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
   const hashThreads = configureHashing(o.hashThreads ?? 'auto');
   const directIo = parseDirectIo(o.directIo);
+  const reuseReadBuffer = parseOnOff('--reuse-read-buffer', o.reuseReadBuffer);
   const caPem = await readFile(o.caFile, 'utf8').catch((e: Error) => {
     throw new FerryError('FERRY_CONFIG', `--ca-file ${o.caFile}: ${e.message}`);
   });
@@ -127,6 +131,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
       disks: disks.map((d) => d.path),
       hashThreads,
       directIo,
+      reuseReadBuffer,
       nodeFlags: process.execArgv,
     },
     'target registered',
@@ -185,6 +190,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
   async function accept(socket: TLSSocket, peer: { fingerprint: string; id: string | null }) {
     const session = new Session(socket, {
       alignPayloads: { bytes: DIRECT_ALIGN, offsetOf: ferryFs.alignedOffset },
+      ...(reuseReadBuffer ? { readInto: reusedBufferReads } : {}),
     });
     const refuse = (why: string) => {
       log.warn({ peer: peer.id, remote: socket.remoteAddress }, `refused a data connection: ${why}`);
@@ -251,6 +257,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
           ms: Date.now() - started,
           committed: r.committed,
           commitMs: r.commitMs,
+          readBuffer: session.readsIntoReusedBuffer ? 'reused' : 'per-read',
         },
         'pass received',
       );

@@ -9,3 +9,4 @@ export { connectData, createDataServer } from './data-tls.js';
 export { type Credential, enroll, forgetCredential, readSecretFile } from './enrollment.js';
 export { Heartbeat, pollUntilStopped } from './heartbeat.js';
 export { RateLimiter } from './rate-limit.js';
+export { READ_BUFFER_BYTES, readIntoReusedBuffer, reusedBufferReads } from './read-buffer.js';

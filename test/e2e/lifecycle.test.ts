@@ -129,6 +129,14 @@ describe('three programs, one migration, through the CLI', () => {
     expect(target.main).toBe(0);
     expect(target.all).toContain(3);
     expect(threadNices(procs[2]!.pid!).all.every((n) => n === 0)).toBe(true);
+    // the target read the data connection into its reused buffer (--reuse-read-buffer, default on)
+    const passes = fs
+      .readFileSync(p('target.log'), 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('"pass received"'))
+      .map((l) => JSON.parse(l) as { readBuffer?: string });
+    expect(passes.length).toBeGreaterThan(0);
+    expect(passes.map((x) => x.readBuffer)).toEqual(passes.map(() => 'reused'));
   });
 
   it('syncs changes, appends, deletions and renames on demand', async () => {

@@ -53,3 +53,11 @@ export function readIntoReusedBuffer(
   (handle.useUserBuffer as (b: Buffer) => void).call(handle, buffer);
   return true;
 }
+
+/** Bytes of the buffer `reusedBufferReads` gives each socket (TLS delivers at most 16 KiB a read). */
+export const READ_BUFFER_BYTES = 64 * 1024;
+
+/** `readIntoReusedBuffer` with a buffer of its own: what `Session`'s `readInto` option takes. */
+export function reusedBufferReads(stream: Duplex, onRead: (chunk: Buffer) => void): boolean {
+  return readIntoReusedBuffer(stream, Buffer.allocUnsafe(READ_BUFFER_BYTES), onRead);
+}
