@@ -6,10 +6,11 @@ import type { Duplex } from 'node:stream';
  * per read pushed through the stream's queue and 'data' event.
  *
  * Node's TLS delivers at most one 16 KiB record per read, so a receiver of 3.2 GB makes
- * some 200,000 reads; with 'data' each is an allocation (fresh memory: page faults), a
- * push through the Readable machinery and a garbage buffer. Measured on this machine
- * (2026-11-27, loopback TLS 1.3, 3.2 GB in 1 MiB writes, receiver `process.cpuUsage()`):
- * 3.05–3.50 CPU s with 'data', 2.59–2.65 with a reused buffer.
+ * some 200,000 reads; with 'data' each is a new Buffer, a push through the Readable
+ * machinery, and garbage for the collector. Measured on this machine (2026-11-27, loopback
+ * TLS 1.3, 3.2 GB in 1 MiB writes, receiver `process.cpuUsage()`): 3.05–3.50 CPU s with
+ * 'data', 2.59–2.65 with a reused buffer; in the benchmark the target used 3 CPU s fewer
+ * per 4 GiB of large files (docs/performance.md, session 10).
  *
  * Node offers this as the `onread` option, but only to sockets it connects itself
  * (`net.connect`, `tls.connect` without `socket`), never to one a server accepted: the
