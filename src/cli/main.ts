@@ -301,7 +301,7 @@ program
   .addOption(
     new Option(
       '--reuse-read-buffer <on|off>',
-      "read the data connection into one reused buffer (off: a new buffer per TLS record, Node's ordinary way; ~1 CPU s more per 3 GB received here)",
+      "read the data connection into one reused buffer (off: a new buffer per TLS record, Node's ordinary way; measured here: 1-3 CPU s more per 3-4 GB received)",
     )
       .env('FERRY_READ_BUFFER')
       .default('on'),
