@@ -74,6 +74,28 @@ describe('--direct-io', () => {
   });
 });
 
+describe('--reuse-read-buffer', () => {
+  it('is listed by target --help, with its environment variable and default', () => {
+    const r = ferry(['target', '--help']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(
+      /--reuse-read-buffer <on\|off>[\s\S]*one\s+reused\s+buffer[\s\S]*default: "on"[\s\S]*FERRY_READ_BUFFER/,
+    );
+  });
+
+  it('refuses anything but on and off (flag or environment) with FERRY_CONFIG and exit code 2', () => {
+    const common = ['--registration-token-file', '/nonexistent/token', '--listen', '127.0.0.1:1'];
+    const bad = [
+      ferry(['target', ...common, '--root', '/nonexistent', '--reuse-read-buffer', 'yes']),
+      ferry(['target', ...common, '--root', '/nonexistent'], { FERRY_READ_BUFFER: '0' }),
+    ];
+    for (const r of bad) {
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(/FERRY_CONFIG: --reuse-read-buffer must be on or off/);
+    }
+  });
+});
+
 describe('the ferry executable', () => {
   it('stops quietly when the reader of its output goes away (`ferry … | head`)', async () => {
     const r = spawnSync(
