@@ -100,11 +100,10 @@ describe('thread-pool jobs', () => {
   it('run at the nice value FERRY_POOL_NICE gives their threads, the event loop unchanged', () => {
     // a process of its own: each pool thread reads the variable once, at its first job
     const script = `
-      import fs from 'node:fs';
       import { ferryFs } from ${JSON.stringify(new URL('./index.js', import.meta.url).href)};
+      import { threadNices } from ${JSON.stringify(new URL('../../test/support/threads.js', import.meta.url).href)};
       await ferryFs.readDir('/');
-      const nice = (t) => { const s = fs.readFileSync('/proc/self/task/' + t + '/stat', 'utf8'); return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[16]); };
-      console.log(JSON.stringify({ main: nice(process.pid), all: fs.readdirSync('/proc/self/task').map(nice) }));`;
+      console.log(JSON.stringify(threadNices(process.pid)));`;
     const run = (env: Record<string, string>) =>
       JSON.parse(
         execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ServerView, TargetView } from '../../src/control/index.js';
 import { freePort, stopProcess, waitFor } from '../../src/demo/processes.js';
 import { ferryFs } from '../../src/native/index.js';
+import { threadNices } from '../support/threads.js';
 import { addSmallFiles, buildSampleTree, compareTrees, contentBytes } from '../support/trees.js';
 import { ferry, spawnTestConsole, tempDir } from './support.js';
 
@@ -16,15 +17,6 @@ const timings: Record<string, number> = {};
 const p = (...x: string[]) => path.join(dir, ...x);
 const source = () => p('source');
 const targetRoot = () => p('target-root');
-
-/** The nice value of each thread of a process (field 19 of /proc/PID/task/TID/stat). */
-function threadNices(pid: number): { main: number; all: number[] } {
-  const nice = (tid: string) => {
-    const st = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    return Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[16]);
-  };
-  return { main: nice(String(pid)), all: fs.readdirSync(`/proc/${pid}/task`).map(nice) };
-}
 
 async function cli(...args: string[]) {
   const r = await ferry(args, env);
