@@ -9,8 +9,10 @@
  *
  * readFiles(paths: string[], caps: number[], slab: Buffer, xattrs: boolean, direct?: boolean)
  *     -> Promise<{ sizes: Int32Array, xattrs: Buffer | null }>
- *   Reads file i into slab[offset_i, offset_i + caps[i]) (offsets are the running sum of
- *   caps). sizes[i] is the byte count read (at most caps[i]: a file that grew is cut at
+ *   Reads file i into slab[offset_i, offset_i + caps[i]). Without `direct`, the offsets are
+ *   the running sum of caps; with it, each file has a slot of caps[i] rounded up to a
+ *   multiple of 4096, the first at the slab's first 4096-aligned address (offset
+ *   alignedOffset(slab, 0)), so that a direct read lands in place. sizes[i] is the byte count read (at most caps[i]: a file that grew is cut at
  *   its scanned size) or -errno. Opens with O_NOFOLLOW and O_NOATIME (when permitted), so
  *   the source's access times are left alone; anything but a regular file is -EINVAL.
  *   With `xattrs`, each file's extended attributes are read from the same descriptor
@@ -18,9 +20,9 @@
  *   (u32 name length, name, u32 value length, value), little-endian. A file that could
  *   not be read, or whose file system has no xattrs, has count 0; an attribute that
  *   vanishes between list and get is left out. With `direct`, files are opened with O_DIRECT
- *   and read in whole blocks through the thread's aligned buffer (native/direct_io.c): a
- *   cold tree costs the source no page cache and one copy less; where the file system
- *   refuses it (EINVAL), the rest of the batch is read buffered.
+ *   and read in whole blocks straight into their slots (native/direct_io.c): a cold tree
+ *   costs the source no page cache and no copy; where the file system refuses it
+ *   (EINVAL), the rest of the batch is read buffered (into the same slots).
  *
  * writeFiles(items: Item[]) -> Promise<Int32Array>, 5 ints per item:
  *   [step, errno, xattrIndex, xattrErrno, inPlace]. Item = { tmp, dst, data: Buffer, uid,
@@ -150,6 +152,7 @@ typedef struct {
   uint8_t *slab;
   int want_xattrs;
   int direct; /* O_DIRECT (native/direct_io.c) until the file system refuses it */
+  int slots; /* asked for direct: files in aligned slots of whole blocks (see readFiles) */
   uint8_t *xbuf; /* the xattr blob (see readFiles), grown as needed */
   size_t xlen, xcap;
   int xfailed; /* out of memory while growing it */
@@ -211,11 +214,12 @@ static int open_source(const char *path, int direct) {
   return fd;
 }
 
-int64_t ferry_read_direct(int fd, uint8_t *dst, size_t len, int64_t position); /* direct_io.c */
+/* direct_io.c: straight into dst when it is aligned and `room` holds len in whole blocks */
+int64_t ferry_read_direct(int fd, uint8_t *dst, size_t len, size_t room, int64_t position);
 
 /* Reads the first `cap` bytes of fd into dst (fewer at its end): the byte count, or -errno. */
-static int64_t read_head(int fd, uint8_t *dst, size_t cap, int direct) {
-  if (direct) return ferry_read_direct(fd, dst, cap, 0);
+static int64_t read_head(int fd, uint8_t *dst, size_t cap, size_t room, int direct) {
+  if (direct) return ferry_read_direct(fd, dst, cap, room, 0);
   size_t got = 0;
   while (got < cap) {
     ssize_t r = pread(fd, dst + got, cap - got, (off_t)got);
@@ -240,10 +244,22 @@ static int open_for_batch(read_job *j, const char *path) {
   return fd;
 }
 
+#define SLOT_ALIGN 4096
+
+/* Where the first slot of an aligned layout starts in the slab. */
+static size_t first_slot(const uint8_t *slab) {
+  return (SLOT_ALIGN - ((uintptr_t)slab & (SLOT_ALIGN - 1))) & (SLOT_ALIGN - 1);
+}
+
+/* The room file i takes in the slab: its cap, rounded up to whole blocks in slots. */
+static size_t slot_bytes(const read_job *j, size_t cap) {
+  return j->slots ? (cap + SLOT_ALIGN - 1) & ~(size_t)(SLOT_ALIGN - 1) : cap;
+}
+
 static void read_execute(napi_env env, void *data) {
   ferry_job_thread_setup();
   read_job *j = data;
-  size_t at = 0;
+  size_t at = j->slots ? first_slot(j->slab) : 0;
   char *names = j->want_xattrs ? malloc(XATTR_LIST_MAX) : NULL;
   uint8_t *value = j->want_xattrs ? malloc(XATTR_SIZE_MAX) : NULL;
   if (j->want_xattrs && (!names || !value)) j->xfailed = 1;
@@ -259,13 +275,13 @@ static void read_execute(napi_env env, void *data) {
       if (fstat(fd, &st) < 0) result = -errno;
       else if (!S_ISREG(st.st_mode)) result = -EINVAL;
       else {
-        int64_t got = read_head(fd, j->slab + at, cap, direct);
+        int64_t got = read_head(fd, j->slab + at, cap, slot_bytes(j, cap), direct);
         if (got == -EINVAL && direct) {
           /* opened, but no direct reads here after all: this file and the rest buffered */
           j->direct = 0;
           close(fd);
           fd = open_source(j->paths[i], 0);
-          got = fd < 0 ? -errno : read_head(fd, j->slab + at, cap, 0);
+          got = fd < 0 ? -errno : read_head(fd, j->slab + at, cap, cap, 0);
         }
         result = (int32_t)got;
       }
@@ -274,7 +290,7 @@ static void read_execute(napi_env env, void *data) {
     if (j->want_xattrs && !j->xfailed) read_xattrs(j, result >= 0 ? fd : -1, names, value);
     if (fd >= 0) close(fd);
     j->base.out[i] = result;
-    at += cap;
+    at += slot_bytes(j, cap);
   }
   free(names);
   free(value);
@@ -328,7 +344,8 @@ static napi_value read_files(napi_env env, napi_callback_info info) {
   j->slab = slab;
   j->want_xattrs = want_xattrs;
   j->direct = direct;
-  size_t total = 0;
+  j->slots = direct;
+  size_t total = j->slots ? first_slot(slab) : 0;
   const char *bad = j->paths && j->caps && j->base.out ? NULL : "out of memory";
   for (uint32_t i = 0; i < n && !bad; i++) {
     napi_value p, c;
@@ -339,10 +356,10 @@ static napi_value read_files(napi_env env, napi_callback_info info) {
       bad = "caps must be byte counts";
     else {
       j->caps[i] = (size_t)cap;
-      total += (size_t)cap;
+      total += slot_bytes(j, (size_t)cap);
     }
   }
-  if (!bad && total > slab_len) bad = "the slab is smaller than the caps add up to";
+  if (!bad && total > slab_len) bad = "the slab is smaller than the files' slots add up to";
   if (bad) {
     for (uint32_t i = 0; i < n && j->paths; i++) free(j->paths[i]);
     free(j->paths);

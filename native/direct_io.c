@@ -9,12 +9,14 @@
  *
  * The same holds for reading the source: a buffered read of a cold file fills the page
  * cache first (evicting what the server itself is using) and copies out of it; a direct
- * read lands in the thread's aligned buffer and is copied once into the caller's.
+ * read lands in the caller's buffer when that is aligned and holds whole blocks (no copy at
+ * all), otherwise in the thread's aligned buffer, copied once into the caller's.
  *
  * readDirect(fd: number, buf: Buffer, position: number) -> Promise<number>
  *   fd was opened with O_DIRECT; position is a multiple of DIO_ALIGN. Reads up to buf.length
  *   bytes at position (the device is asked for whole blocks; what lies beyond buf is
- *   dropped) and resolves to the bytes placed in buf (fewer at the end of the file), or to
+ *   dropped; a buf at an aligned address whose length is a multiple of DIO_ALIGN is read
+ *   into directly, any other through the thread's aligned buffer) and resolves to the bytes placed in buf (fewer at the end of the file), or to
  *   -errno when the first read failed (EINVAL: no direct reads on this file system).
  *
  * writeDirect(fd: number, data: Buffer | Buffer[], position: number) -> Promise<number>
@@ -70,7 +72,23 @@ static int ensure_bounce(size_t n) {
   return 0;
 }
 
-int64_t ferry_read_direct(int fd, uint8_t *dst, size_t len, int64_t position) {
+int64_t ferry_read_direct(int fd, uint8_t *dst, size_t len, size_t room, int64_t position) {
+  size_t whole = (len + DIO_ALIGN - 1) & ~(size_t)(DIO_ALIGN - 1);
+  if (((uintptr_t)dst & (DIO_ALIGN - 1)) == 0 && room >= whole) {
+    /* straight into dst: the device's request lands where the caller wants it, no copy */
+    size_t done = 0;
+    while (done < whole) {
+      ssize_t r = pread(fd, dst + done, whole - done, position + (int64_t)done);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) {
+        if (!done) return -errno;
+        break;
+      }
+      done += (size_t)r;
+      if (r == 0 || (size_t)r % DIO_ALIGN) break; /* end of file */
+    }
+    return (int64_t)(done < len ? done : len);
+  }
   size_t done = 0;
   if (ensure_bounce(DIO_PIECE)) return -ENOMEM;
   while (done < len) {
@@ -169,7 +187,7 @@ static int64_t write_array(int fd, struct iovec *iov, size_t niov, int64_t posit
 static void direct_execute(napi_env env, void *data) {
   ferry_job_thread_setup();
   direct_job *j = data;
-  j->result = j->reading ? ferry_read_direct(j->fd, j->iov[0].iov_base, j->iov[0].iov_len, j->position)
+  j->result = j->reading ? ferry_read_direct(j->fd, j->iov[0].iov_base, j->iov[0].iov_len, j->iov[0].iov_len, j->position)
                          : write_array(j->fd, j->iov, j->niov, j->position);
 }
 

@@ -27,11 +27,12 @@ export interface FerryFs {
    */
   readDir(dir: string): Promise<{ errno: number; names: Buffer[]; fields: BigInt64Array }>;
   /**
-   * Reads whole files in one thread-pool job (native/batch_io.c): file i into `slab` at the
-   * running sum of `caps`, at most caps[i] bytes. sizes[i]: bytes read, or -errno. With
-   * `xattrs`, every file's extended attributes too, read from the same descriptor (the blob
-   * is parsed by parseXattrBlob). With `direct`, the files are read with O_DIRECT, the rest
-   * of the batch buffered once the file system refuses it.
+   * Reads whole files in one thread-pool job (native/batch_io.c): file i into `slab` at
+   * readFilesOffsets(slab, caps, direct)[i], at most caps[i] bytes (size the slab with
+   * readFilesSlabBytes). sizes[i]: bytes read, or -errno. With `xattrs`, every file's
+   * extended attributes too, read from the same descriptor (the blob is parsed by
+   * parseXattrBlob). With `direct`, the files are read with O_DIRECT straight into aligned
+   * slots, the rest of the batch buffered once the file system refuses it.
    */
   readFiles(
     paths: string[],
@@ -72,6 +73,39 @@ export interface FerryFs {
 
 /** The alignment writeDirect keeps: address, offset and length, for every block size Linux uses. */
 export const DIRECT_ALIGN = 4096;
+
+const wholeBlocks = (n: number) => Math.ceil(n / DIRECT_ALIGN) * DIRECT_ALIGN;
+
+/**
+ * The slab readFiles needs for these caps: their sum, or with `direct` a slot of whole
+ * blocks each from an aligned start (a direct read then lands in place, without a copy).
+ */
+export function readFilesSlabBytes(caps: readonly number[], direct: boolean): number {
+  let n = direct ? DIRECT_ALIGN - 1 : 0;
+  for (const c of caps) n += direct ? wholeBlocks(c) : c;
+  return n;
+}
+
+/** Where readFiles puts each file in `slab` (the layout native/batch_io.c follows). */
+export function readFilesOffsets(slab: Buffer, caps: readonly number[], direct: boolean): number[] {
+  let at = direct ? ferryFs.alignedOffset(slab, 0) : 0;
+  const out: number[] = [];
+  for (const c of caps) {
+    out.push(at);
+    at += direct ? wholeBlocks(c) : c;
+  }
+  return out;
+}
+
+/**
+ * `n` bytes at an address aligned to DIRECT_ALIGN (a view into a slightly larger buffer):
+ * readDirect reads into such a buffer in place when `n` is whole blocks.
+ */
+export function allocAligned(n: number): Buffer {
+  const b = Buffer.allocUnsafeSlow(n + DIRECT_ALIGN - 1);
+  const at = ferryFs.alignedOffset(b, 0);
+  return b.subarray(at, at + n);
+}
 /** Buffers one writeDirect takes at most. */
 export const DIRECT_MAX_BUFFERS = 64;
 

@@ -1,4 +1,10 @@
-import { ferryFs, parseXattrBlob, type XattrList } from '../../native/index.js';
+import {
+  ferryFs,
+  parseXattrBlob,
+  readFilesOffsets,
+  readFilesSlabBytes,
+  type XattrList,
+} from '../../native/index.js';
 
 /** Files per thread-pool job, and bytes per job: small enough that several jobs overlap. */
 const BATCH_FILES = 16;
@@ -21,7 +27,8 @@ export interface SmallRead {
 
 /**
  * Reads whole small files many at a time (native readFiles: open, fstat, read, the
- * extended attributes and close of a batch in one thread-pool job, into one buffer).
+ * extended attributes and close of a batch in one thread-pool job, into one buffer; with
+ * direct reads each file in an aligned slot of whole blocks, which the read fills in place).
  * `read()` queues a file and returns its slot, whose result is the content, or null when it
  * cannot be read that way (the caller then takes the ordinary path, which reports the
  * error). A batch starts when it is full or when `flush()` is called; call flush() before
@@ -62,7 +69,8 @@ export class BatchReader {
     const caps = this.#caps;
     const slots = this.#slots;
     const settle = this.#settle;
-    const slab = Buffer.allocUnsafeSlow(this.#bytes);
+    const direct = this.#direct;
+    const slab = Buffer.allocUnsafeSlow(readFilesSlabBytes(caps, direct));
     this.#paths = [];
     this.#caps = [];
     this.#slots = [];
@@ -72,14 +80,13 @@ export class BatchReader {
       for (const slot of slots) slot.ready = true;
       settle();
     };
-    ferryFs.readFiles(paths, caps, slab, true, this.#direct).then(
+    ferryFs.readFiles(paths, caps, slab, true, direct).then(
       ({ sizes, xattrs }) => {
         const lists = parseXattrBlob(xattrs!, slots.length);
-        let at = 0;
+        const at = readFilesOffsets(slab, caps, direct);
         for (let i = 0; i < slots.length; i++) {
           const n = sizes[i]!;
-          if (n >= 0) slots[i]!.result = { data: slab.subarray(at, at + n), xattrs: lists[i] };
-          at += caps[i]!;
+          if (n >= 0) slots[i]!.result = { data: slab.subarray(at[i]!, at[i]! + n), xattrs: lists[i] };
         }
         finish();
       },

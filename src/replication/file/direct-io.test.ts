@@ -17,6 +17,8 @@ import {
   DIRECT_MAX_BUFFERS,
   ferryFs,
   parseDirectIo,
+  readFilesOffsets,
+  readFilesSlabBytes,
   reopenDirect,
 } from '../../native/index.js';
 import { BatchReader } from './batch-read.js';
@@ -205,14 +207,20 @@ describe('whole small files are read past the page cache in batches', () => {
     sh('sh', ['-c', 'sync && echo 1 > /proc/sys/vm/drop_caches']);
     const caps = [...sizes];
     caps[5] = 5000; // a file that grew since the scan is read up to its scanned size
-    const slab = Buffer.alloc(caps.reduce((a, b) => a + b, 0));
+    const slab = Buffer.alloc(readFilesSlabBytes(caps, true), 0xaa);
     const got = await ferryFs.readFiles(files, caps, slab, false, true);
     expect(Array.from(got.sizes)).toEqual(caps);
-    let at = 0;
+    const at = readFilesOffsets(slab, caps, true);
     files.forEach((f, i) => {
-      expect(slab.subarray(at, at + caps[i]!).equals(fs.readFileSync(f).subarray(0, caps[i]!))).toBe(true);
-      at += caps[i]!;
+      expect(ferryFs.alignedOffset(slab.subarray(at[i]!), 0)).toBe(0); // each slot at an aligned address
+      expect(slab.subarray(at[i]!, at[i]! + caps[i]!).equals(fs.readFileSync(f).subarray(0, caps[i]!))).toBe(
+        true,
+      );
     });
+    // read in place, in whole blocks: the rest of the grown file's last block is in its slot
+    // too (through the thread's aligned buffer it would not be: the slot would keep 0xaa)
+    const grown = fs.readFileSync(files[5]!);
+    expect(slab.subarray(at[5]! + 5000, at[5]! + 8192).equals(grown.subarray(5000, 8192))).toBe(true);
     sh('sh', ['-c', 'sync && echo 1 > /proc/sys/vm/drop_caches']);
     const reader = new BatchReader(); // direct by default
     const whole = files.map((f, i) => reader.read(f, sizes[i]!));
@@ -240,10 +248,12 @@ describe('whole small files are read past the page cache in batches', () => {
 
   it('reads them buffered where the file system refuses direct I/O (ramfs)', async () => {
     const files = make(path.join(ramfs, 'small'));
-    const slab = Buffer.alloc(sizes.reduce((a, b) => a + b, 0));
+    const slab = Buffer.alloc(readFilesSlabBytes(sizes, true));
     const got = await ferryFs.readFiles(files, sizes, slab, false, true);
     expect(Array.from(got.sizes)).toEqual(sizes);
-    expect(slab.subarray(slab.length - (1 << 20)).equals(fs.readFileSync(files[6]!))).toBe(true);
+    const at = readFilesOffsets(slab, sizes, true);
+    for (const [i, f] of files.entries())
+      expect(slab.subarray(at[i]!, at[i]! + sizes[i]!).equals(fs.readFileSync(f))).toBe(true);
   });
 });
 

@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, openSync, read, readSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { FerryError } from '../../errors/index.js';
-import { DIRECT_ALIGN, errnoError, ferryFs, reopenDirect } from '../../native/index.js';
+import { allocAligned, DIRECT_ALIGN, errnoError, ferryFs, reopenDirect } from '../../native/index.js';
 import { contentHash, feedZeros } from './content-hash.js';
 
 const CHUNK = 1 << 20;
@@ -71,7 +71,9 @@ export async function readFileRegions(
         pending = [];
         let nextRead = dataStart;
         const readAt = async (at: number) => {
-          const b = Buffer.allocUnsafe(Math.min(CHUNK, dataEnd - at));
+          const want = Math.min(CHUNK, dataEnd - at);
+          // aligned, a whole chunk is read straight into it (see readDirect)
+          const b = direct !== undefined ? allocAligned(want) : Buffer.allocUnsafe(want);
           if (direct !== undefined && at % DIRECT_ALIGN === 0) {
             const n = await ferryFs.readDirect(direct, b, at);
             if (n >= 0) return { buf: b, n };
