@@ -258,6 +258,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
           committed: r.committed,
           commitMs: r.commitMs,
           readBuffer: session.readsIntoReusedBuffer ? 'reused' : 'per-read',
+          receivedInPlace: session.bytesReceivedInPlace,
         },
         'pass received',
       );
