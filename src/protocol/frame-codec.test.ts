@@ -72,36 +72,6 @@ describe('frame decoder', () => {
     }
   });
 
-  it('takes reads that land where readTarget() says without copying them, and the rest as before', () => {
-    const big: Message[] = [
-      ...sample,
-      { type: 'data', offset: 7, data: Buffer.alloc(300_000, 0x5a) },
-      { type: 'commit', body: { seq: 3 } },
-    ];
-    const all = streamOf(big);
-    const scratch = Buffer.alloc(16 * 1024);
-    for (const step of [1000, 16 * 1024]) {
-      const d = new FrameDecoder();
-      const items = [];
-      for (let at = 0; at < all.length; ) {
-        // the reader fills what the decoder names, up to one read's worth, like a socket
-        const into = d.readTarget() ?? scratch;
-        const n = Math.min(step, into.length, all.length - at);
-        all.copy(into, 0, at, at + n);
-        items.push(...d.push(into.subarray(0, n), true));
-        if (into === scratch) scratch.fill(0xee);
-        at += n;
-      }
-      expect(d.pendingBytes).toBe(0);
-      expect(d.readTarget()).toBeNull(); // no frame half-way
-      const got = items.flatMap((i) => (i.kind === 'frame' ? [decodeMessage(i.type, i.payload)] : []));
-      expect(got).toEqual(big);
-      // all of the large frame but its first read arrived in place; small frames never wait for a second read
-      expect(d.bytesInPlace).toBeGreaterThan(300_017 - step);
-      expect(d.bytesInPlace).toBeLessThan(300_017);
-    }
-  });
-
   it('decodes a stream fed one byte at a time', () => {
     const chunks = [...bytes].map((b) => Buffer.from([b]));
     expect(decodeAll(chunks)).toEqual(sample);

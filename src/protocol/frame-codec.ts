@@ -59,8 +59,6 @@ export class FrameDecoder {
   readonly #pool: FramePool | undefined;
   /** The frame being assembled: its buffer (length prefix included) and the bytes it holds. */
   #partial: { frame: Buffer; have: number; release: () => void } | null = null;
-  /** Bytes pushed as views of readTarget(): received in place, not copied. */
-  bytesInPlace = 0;
 
   /** With a pool, frames that span chunks are assembled in buffers it gives (and reuses). */
   constructor(opts: { pool?: FramePool } = {}) {
@@ -77,10 +75,7 @@ export class FrameDecoder {
     const p = this.#partial;
     if (p && rest.length > 0) {
       const n = Math.min(p.frame.length - p.have, rest.length);
-      // read straight into the frame (readTarget): the bytes are where they belong
-      const inPlace = rest.buffer === p.frame.buffer && rest.byteOffset === p.frame.byteOffset + p.have;
-      if (inPlace) this.bytesInPlace += n;
-      else rest.copy(p.frame, p.have, 0, n);
+      rest.copy(p.frame, p.have, 0, n);
       p.have += n;
       rest = rest.subarray(n);
       if (p.have < p.frame.length) return out;
@@ -145,16 +140,6 @@ export class FrameDecoder {
       this.#partial = { frame: buf, have, release };
       return out;
     }
-  }
-
-  /**
-   * Where the next bytes received belong when a frame is being assembled: the rest of its
-   * buffer (a reader that can choose where each read lands puts it there, and push() of
-   * that view then copies nothing); null otherwise.
-   */
-  readTarget(): Buffer | null {
-    const p = this.#partial;
-    return p ? p.frame.subarray(p.have) : null;
   }
 
   /** Copies the bytes still buffered when they are views of a transient chunk. */

@@ -233,11 +233,6 @@ describe('Session', () => {
       }
       await sending;
       expect(receiver.readsIntoReusedBuffer).toBe(true);
-      // frames that span reads took them straight into their buffers: all but the first
-      // record of each (the one holding its header) was not copied
-      const content = sizes.reduce((a, b) => a + b, 0) + chunks.reduce((a, c) => a + c.length, 0);
-      expect(receiver.bytesReceivedInPlace).toBeGreaterThan(content * 0.7);
-      expect(receiver.bytesReceivedInPlace).toBeLessThan(content * 1.1);
       const whole = got.flatMap((m) =>
         m.type === 'files' ? m.files : m.type === 'file' ? [{ body: m.body, data: m.data }] : [],
       );

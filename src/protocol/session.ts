@@ -17,14 +17,9 @@ const QUEUE_BYTES = 4 * 1024 * 1024;
 
 /**
  * Takes over a stream's reads, or declines (false, and touches nothing): each read then goes
- * to `onRead`, whose chunk may be reused once the call returns. `next`, asked before each
- * read, names a buffer for it to land in (null: the reader's own).
+ * to `onRead`, whose chunk may be reused once the call returns.
  */
-export type ReadInto = (
-  stream: Duplex,
-  onRead: (chunk: Buffer) => void,
-  next: () => Buffer | null,
-) => boolean;
+export type ReadInto = (stream: Duplex, onRead: (chunk: Buffer) => void) => boolean;
 
 /**
  * One ferry protocol connection over any Duplex. Sends the preface at once, then frames;
@@ -45,7 +40,6 @@ export class Session {
   readonly #readInto: ReadInto | undefined;
   /** Whether `readInto` took over this session's reads (else they come as 'data' events). */
   readsIntoReusedBuffer = false;
-  #decoder: FrameDecoder | null = null;
   #closed = false;
   #batching = false;
   #source: AsyncGenerator<Message> | null = null;
@@ -189,14 +183,6 @@ export class Session {
     for (const f of files) if (f.data.length > 0) this.#stream.write(f.data);
   }
 
-  /**
-   * Bytes received straight into the buffer of the frame they belong to (with `readInto`,
-   * a read lands in the frame being assembled), rather than copied there.
-   */
-  get bytesReceivedInPlace(): number {
-    return this.#decoder?.bytesInPlace ?? 0;
-  }
-
   /** The next validated message, or null when the peer has closed. One reader at a time. */
   async next(): Promise<Message | null> {
     this.#source ??= this.#read();
@@ -221,7 +207,6 @@ export class Session {
   async *#read(): AsyncGenerator<Message> {
     const stream = this.#stream;
     const decoder = new FrameDecoder({ pool: this.framePool });
-    this.#decoder = decoder;
     // decoded messages not yet taken: queue[head..]; each counts at least 64 bytes, so a
     // flood of tiny frames is bounded in number too
     let queue: ({ msg: Message; bytes: number } | undefined)[] = [];
@@ -286,13 +271,7 @@ export class Session {
       if (!ended) stop(new FerryError('FERRY_CONNECTION_LOST', 'the data connection closed'));
     };
     const onError = (e: Error) => stop(e);
-    // a frame being assembled takes the next read straight into its buffer
-    this.readsIntoReusedBuffer =
-      this.#readInto?.(
-        stream,
-        (chunk) => onData(chunk, true),
-        () => decoder.readTarget(),
-      ) ?? false;
+    this.readsIntoReusedBuffer = this.#readInto?.(stream, (chunk) => onData(chunk, true)) ?? false;
     if (!this.readsIntoReusedBuffer) stream.on('data', onData);
     stream.once('end', onEnd);
     stream.once('close', onClose);

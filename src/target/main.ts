@@ -258,7 +258,6 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
           committed: r.committed,
           commitMs: r.commitMs,
           readBuffer: session.readsIntoReusedBuffer ? 'reused' : 'per-read',
-          receivedInPlace: session.bytesReceivedInPlace,
         },
         'pass received',
       );

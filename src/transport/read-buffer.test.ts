@@ -12,44 +12,6 @@ afterEach(async () => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('readIntoReusedBuffer', () => {
-  it('puts each read where `next` names, and in the shared buffer when it names none', async () => {
-    const pair = await tlsPair();
-    cleanups.push(pair.close);
-    const sent = randomBytes(1 << 20);
-    const target = Buffer.alloc(600_000); // like a frame being assembled: the first 600,000 bytes go here
-    let filled = 0;
-    let got = 0;
-    let inTarget = 0;
-    const shared = Buffer.alloc(64 * 1024);
-    const rest = createHash('sha256');
-    const done = new Promise<void>((resolve) => {
-      const ok = readIntoReusedBuffer(
-        pair.server,
-        shared,
-        (chunk) => {
-          if (chunk.buffer === target.buffer) {
-            expect(chunk.byteOffset).toBe(target.byteOffset + filled); // where it was asked to go
-            filled += chunk.length;
-            inTarget++;
-          } else {
-            expect(chunk.buffer).toBe(shared.buffer);
-            rest.update(chunk);
-          }
-          got += chunk.length;
-          if (got === sent.length) resolve();
-        },
-        () => (filled < target.length ? target.subarray(filled) : null),
-      );
-      expect(ok).toBe(true);
-    });
-    pair.client.write(sent);
-    await done;
-    expect(filled).toBe(target.length); // never past the end of what it was given
-    expect(target.equals(sent.subarray(0, target.length))).toBe(true);
-    expect(rest.digest('hex')).toBe(createHash('sha256').update(sent.subarray(target.length)).digest('hex'));
-    expect(inTarget).toBeGreaterThan(30); // TLS records of at most 16 KiB
-  });
-
   it('reads an accepted TLS socket into the one buffer: every byte in order, what was queued first, and pause() stops the reads', async () => {
     const pair = await tlsPair();
     cleanups.push(pair.close);

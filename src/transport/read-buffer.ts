@@ -20,22 +20,15 @@ import type { Duplex } from 'node:stream';
  * Everything is checked first: if this Node stores them differently, nothing is touched
  * and the caller reads 'data' as before (`false`).
  *
- * `onRead(chunk)` gets a view of the buffer the read went into, valid only during the
- * call: the caller copies what it keeps. Its return value is ignored; pause() and resume()
- * work as on any socket (they stop and restart the reads). Data already queued in the
- * stream before the call is handed to `onRead` first.
- *
- * `next`, when given, is asked after each read where the next one should land: a buffer
- * of the caller's (a read then fills at most its length, and `onRead` gets a view of it),
- * or null for the shared buffer. The receiver of a large frame passes the rest of that
- * frame's buffer, so each TLS record is decrypted into its place instead of being copied
- * there from the shared buffer (Node's `onread` takes such a function as its buffer).
+ * `onRead(chunk)` gets a view of the shared buffer, valid only during the call: the
+ * caller copies what it keeps. Its return value is ignored; pause() and resume() work as
+ * on any socket (they stop and restart the reads). Data already queued in the stream
+ * before the call is handed to `onRead` first.
  */
 export function readIntoReusedBuffer(
   stream: Duplex,
   buffer: Buffer,
   onRead: (chunk: Buffer) => void,
-  next?: () => Buffer | null,
 ): boolean {
   if (!(stream instanceof net.Socket)) return false;
   const handle = (stream as unknown as { _handle?: { useUserBuffer?: unknown } })._handle;
@@ -54,13 +47,11 @@ export function readIntoReusedBuffer(
     if (queued === null) break;
     onRead(queued);
   }
-  const first = next?.() ?? buffer;
-  slots[kBuffer[0]!] = first;
+  slots[kBuffer[0]!] = buffer;
   slots[kBufferCb[0]!] = (n: number, buf: Buffer) => {
     onRead(buf.subarray(0, n));
   };
-  if (next) slots[kBufferGen[0]!] = () => next() ?? buffer;
-  (handle.useUserBuffer as (b: Buffer) => void).call(handle, first);
+  (handle.useUserBuffer as (b: Buffer) => void).call(handle, buffer);
   return true;
 }
 
@@ -68,10 +59,6 @@ export function readIntoReusedBuffer(
 export const READ_BUFFER_BYTES = 64 * 1024;
 
 /** `readIntoReusedBuffer` with a buffer of its own: what `Session`'s `readInto` option takes. */
-export function reusedBufferReads(
-  stream: Duplex,
-  onRead: (chunk: Buffer) => void,
-  next?: () => Buffer | null,
-): boolean {
-  return readIntoReusedBuffer(stream, Buffer.allocUnsafe(READ_BUFFER_BYTES), onRead, next);
+export function reusedBufferReads(stream: Duplex, onRead: (chunk: Buffer) => void): boolean {
+  return readIntoReusedBuffer(stream, Buffer.allocUnsafe(READ_BUFFER_BYTES), onRead);
 }

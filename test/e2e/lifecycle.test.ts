@@ -126,11 +126,9 @@ describe('three programs, one migration, through the CLI', () => {
       .readFileSync(p('target.log'), 'utf8')
       .split('\n')
       .filter((l) => l.includes('"pass received"'))
-      .map((l) => JSON.parse(l) as { pass?: string; readBuffer?: string; receivedInPlace?: number });
+      .map((l) => JSON.parse(l) as { readBuffer?: string });
     expect(passes.length).toBeGreaterThan(0);
     expect(passes.map((x) => x.readBuffer)).toEqual(passes.map(() => 'reused'));
-    // and took the reads of frames that span several straight into those frames' buffers
-    expect(passes.find((x) => x.pass === 'full')?.receivedInPlace).toBeGreaterThan(0);
   });
 
   it('syncs changes, appends, deletions and renames on demand', async () => {
