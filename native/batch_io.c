@@ -601,8 +601,9 @@ static napi_value write_files(napi_env env, napi_callback_info info) {
 /* ----------------------------------------------------------------- readDir */
 
 /*
- * readDir(dir: string) -> Promise<{ errno: number, names: Buffer[], fields: BigInt64Array }>:
- * lists a directory (raw name bytes, without . and ..) and fstatat()s every name without
+ * readDir(dir: string) -> Promise<{ errno: number, names: (string | Buffer)[], fields: BigInt64Array }>:
+ * lists a directory (without . and ..: each name a string when it is valid UTF-8, else its
+ * raw bytes as a Buffer) and fstatat()s every name without
  * following symlinks, in the thread pool, so that a scan keeps the next directories loading
  * while it works through the current one. fields: 12 per name (mode, uid, gid, size,
  * blocks, ino, dev, nlink, rdev, atimeNs, mtimeNs, ctimeNs);
@@ -686,6 +687,41 @@ static void dir_execute(napi_env env, void *data) {
   closedir(d);
 }
 
+/*
+ * Whether s[0..n) is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
+ * above U+10FFFF) -- exactly the names a decoder gives back unchanged, so that a string made
+ * from them is the name itself, never one with replacement characters.
+ */
+static int utf8_valid(const unsigned char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t more;
+    unsigned lo = 0x80, hi = 0xbf; /* the allowed range of the second byte */
+    if (c >= 0xc2 && c <= 0xdf) more = 1;
+    else if (c >= 0xe0 && c <= 0xef) {
+      more = 2;
+      if (c == 0xe0) lo = 0xa0; /* overlong below */
+      if (c == 0xed) hi = 0x9f; /* surrogates above */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      more = 3;
+      if (c == 0xf0) lo = 0x90; /* overlong below */
+      if (c == 0xf4) hi = 0x8f; /* beyond U+10FFFF above */
+    } else
+      return 0;
+    if (n - i <= more) return 0;
+    if (s[i + 1] < lo || s[i + 1] > hi) return 0;
+    for (size_t k = 2; k <= more; k++)
+      if ((s[i + k] & 0xc0) != 0x80) return 0;
+    i += more + 1;
+  }
+  return 1;
+}
+
 static void dir_complete(napi_env env, napi_status status, void *data) {
   dir_job *j = data;
   napi_value result, errv, names, ab, fields;
@@ -697,9 +733,13 @@ static void dir_complete(napi_env env, napi_status status, void *data) {
        napi_create_arraybuffer(env, n * DIR_FIELDS * sizeof(int64_t), &mem, &ab) == napi_ok &&
        napi_create_typedarray(env, napi_bigint64_array, n * DIR_FIELDS, ab, 0, &fields) == napi_ok;
   for (size_t i = 0; ok && i < n; i++) {
-    napi_value b;
-    ok = napi_create_buffer_copy(env, strlen(j->names[i]), j->names[i], NULL, &b) == napi_ok &&
-         napi_set_element(env, names, (uint32_t)i, b) == napi_ok;
+    napi_value v;
+    size_t len = strlen(j->names[i]);
+    /* a string for the scan to use as is: no Buffer, decode and re-encode per name */
+    ok = (utf8_valid((const unsigned char *)j->names[i], len)
+              ? napi_create_string_utf8(env, j->names[i], len, &v)
+              : napi_create_buffer_copy(env, len, j->names[i], NULL, &v)) == napi_ok &&
+         napi_set_element(env, names, (uint32_t)i, v) == napi_ok;
   }
   if (ok && n) memcpy(mem, j->fields, n * DIR_FIELDS * sizeof(int64_t));
   ok = ok && napi_set_named_property(env, result, "errno", errv) == napi_ok &&

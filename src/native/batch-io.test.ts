@@ -259,8 +259,10 @@ describe('readDir', () => {
     const got = await ferryFs.readDir(dir);
     expect(got.errno).toBe(0);
     expect(got.fields.length).toBe(got.names.length * LSTAT_FIELDS);
-    const names = got.names.map((b) => b.toString('latin1'));
+    const names = got.names.map((b) => (typeof b === 'string' ? b : b.toString('latin1')));
     expect([...names].sort()).toEqual(['file', 'link', 'n\u00ff', 'sub'].sort());
+    // valid UTF-8 names come as strings, the one that is not as its bytes
+    expect(got.names.map((b) => typeof b === 'string')).toEqual(names.map((n) => n !== 'n\u00ff'));
     for (const name of ['file', 'link', 'sub']) {
       const st = fs.lstatSync(path.join(dir, name), { bigint: true });
       const at = names.indexOf(name) * LSTAT_FIELDS;
@@ -275,6 +277,41 @@ describe('readDir', () => {
       expect([got.fields[at + LstatField.uid], got.fields[at + LstatField.gid]]).toEqual([st.uid, st.gid]);
     }
     expect(got.fields[names.indexOf('file') * LSTAT_FIELDS + LstatField.mtimeNs]).toBe(2_000_250_000_000n);
+  });
+
+  it('gives a name as a string exactly when it is well-formed UTF-8 (as a decoder round trip says)', async () => {
+    const sub = path.join(dir, 'utf8');
+    fs.mkdirSync(sub);
+    const names = [
+      [0x61], // a
+      [0xc3, 0xa9], // é
+      [0xe2, 0x82, 0xac], // €
+      [0xef, 0xbf, 0xbd], // U+FFFD itself, valid
+      [0xf0, 0x9f, 0x98, 0x80], // U+1F600
+      [0xf4, 0x8f, 0xbf, 0xbf], // U+10FFFF, the last
+      [0xc0, 0xaf], // overlong '/'
+      [0xc1, 0xbf], // overlong
+      [0xe0, 0x80, 0xaf], // overlong, three bytes
+      [0xf0, 0x80, 0x80, 0xaf], // overlong, four bytes
+      [0xed, 0xa0, 0x80], // a surrogate
+      [0xed, 0xbf, 0xbf], // the last surrogate
+      [0xf4, 0x90, 0x80, 0x80], // above U+10FFFF
+      [0xf5, 0x80, 0x80, 0x80], // no such lead byte
+      [0xe2, 0x82], // cut short
+      [0x61, 0xe2], // cut short at the end
+      [0x80], // a lone continuation byte
+      [0xc3, 0x28], // a lead byte without its continuation
+      [0xff],
+    ].map((b) => Buffer.from(b));
+    for (const n of names) fs.writeFileSync(Buffer.concat([Buffer.from(`${sub}/`), n]), '');
+    const got = await ferryFs.readDir(sub);
+    expect(got.names.length).toBe(names.length);
+    for (const n of got.names) {
+      const bytes = typeof n === 'string' ? Buffer.from(n) : n;
+      const roundTrips = Buffer.from(bytes.toString('utf8')).equals(bytes);
+      expect([bytes.toString('hex'), typeof n === 'string']).toEqual([bytes.toString('hex'), roundTrips]);
+    }
+    expect(got.names.filter((n) => typeof n === 'string').length).toBe(6);
   });
 
   it('reports a directory it cannot read instead of listing it, and never follows a symlink to one', async () => {

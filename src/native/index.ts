@@ -21,11 +21,12 @@ export interface FerryFs {
   /** Sets atime and mtime with nanoseconds, never following a final symlink. */
   lutimes(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   /**
-   * Lists a directory (raw names, no . and ..) and fstatat()s every name without following
-   * symlinks, in the thread pool: LSTAT_FIELDS values per name (see LstatField); a name
-   * that cannot be stated has mode -errno. `errno` is set when the directory cannot be read.
+   * Lists a directory (no . and ..; a name is a string when it is valid UTF-8, else its raw
+   * bytes) and fstatat()s every name without following symlinks, in the thread pool:
+   * LSTAT_FIELDS values per name (see LstatField); a name that cannot be stated has mode
+   * -errno. `errno` is set when the directory cannot be read.
    */
-  readDir(dir: string): Promise<{ errno: number; names: Buffer[]; fields: BigInt64Array }>;
+  readDir(dir: string): Promise<{ errno: number; names: (string | Buffer)[]; fields: BigInt64Array }>;
   /**
    * Reads whole files in one thread-pool job (native/batch_io.c): file i into `slab` at
    * readFilesOffsets(slab, caps, direct)[i], at most caps[i] bytes (size the slab with

@@ -125,7 +125,10 @@ interface Listing {
  * works through the current one (in a sync pass: one sync-state lookup per entry).
  */
 class DirLoader {
-  readonly #ahead = new Map<string, Promise<{ errno: number; names: Buffer[]; fields: BigInt64Array }>>();
+  readonly #ahead = new Map<
+    string,
+    Promise<{ errno: number; names: (string | Buffer)[]; fields: BigInt64Array }>
+  >();
   load(absDir: string) {
     const p = this.#ahead.get(absDir);
     if (p) {
@@ -250,12 +253,13 @@ async function list(root: string, relDir: string, ctx: WalkContext): Promise<Lis
   }
   const entries: Listing['entries'] = [];
   for (let index = 0; index < got.names.length; index++) {
+    // readDir gives a valid UTF-8 name as a string, any other as its bytes
     const raw = got.names[index]!;
-    const name = raw.toString('utf8');
+    const name = typeof raw === 'string' ? raw : raw.toString('utf8');
     const rel = relDir === '' ? name : `${relDir}/${name}`;
     // Paths travel as UTF-8 strings: a name that is not valid UTF-8 cannot be carried
     // faithfully, so it is reported, never silently dropped.
-    if (Buffer.byteLength(name) !== raw.length || !Buffer.from(name).equals(raw)) {
+    if (typeof raw !== 'string' && !Buffer.from(name).equals(raw)) {
       ctx.onUnsupportedName?.(rel);
       continue;
     }
