@@ -12,8 +12,8 @@
  *   Reads file i into slab[offset_i, offset_i + caps[i]). Without `direct`, the offsets are
  *   the running sum of caps; with it, each file has a slot of caps[i] rounded up to a
  *   multiple of 4096, the first at the slab's first 4096-aligned address (offset
- *   alignedOffset(slab, 0)), so that a direct read lands in place. sizes[i] is the byte count read (at most caps[i]: a file that grew is cut at
- *   its scanned size) or -errno. Opens with O_NOFOLLOW and O_NOATIME (when permitted), so
+ *   alignedOffset(slab, 0)), so that a direct read lands in place. sizes[i] is the byte
+ *   count read (at most caps[i]: a file that grew is cut at its scanned size) or -errno. Opens with O_NOFOLLOW and O_NOATIME (when permitted), so
  *   the source's access times are left alone; anything but a regular file is -EINVAL.
  *   With `xattrs`, each file's extended attributes are read from the same descriptor
  *   (flistxattr, fgetxattr) into one blob, file by file: u32 count, then count times
@@ -601,14 +601,14 @@ static napi_value write_files(napi_env env, napi_callback_info info) {
 /* ----------------------------------------------------------------- readDir */
 
 /*
- * readDir(dir: string) -> Promise<{ errno: number, names: (string | Buffer)[], fields: BigInt64Array }>:
+ * readDir(dir: string)
+ *     -> Promise<{ errno: number, names: (string | Buffer)[], fields: BigInt64Array }>:
  * lists a directory (without . and ..: each name a string when it is valid UTF-8, else its
- * raw bytes as a Buffer) and fstatat()s every name without
- * following symlinks, in the thread pool, so that a scan keeps the next directories loading
- * while it works through the current one. fields: 12 per name (mode, uid, gid, size,
- * blocks, ino, dev, nlink, rdev, atimeNs, mtimeNs, ctimeNs);
- * a name that cannot be stated has mode -errno. errno is set when the directory itself
- * cannot be opened or read.
+ * raw bytes as a Buffer) and fstatat()s every name without following symlinks, in the
+ * thread pool, so that a scan keeps the next directories loading while it works through
+ * the current one. fields: 12 per name (mode, uid, gid, size, blocks, ino, dev, nlink,
+ * rdev, atimeNs, mtimeNs, ctimeNs); a name that cannot be stated has mode -errno. errno is
+ * set when the directory itself cannot be opened or read.
  */
 #include <dirent.h>
 
