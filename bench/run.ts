@@ -426,8 +426,15 @@ function report(rows: Row[], args: Args): void {
     const peerText = peers
       .map((p) => `${p.tool} ${median(p.runs.map((m) => m.seconds)).toFixed(2)}${spread(p)}`)
       .join(', ');
+    // Run by run too: the tools of one run are measured minutes apart, while this machine's
+    // speed drifts by ±15% from hour to hour; the ratio of one run's pair drifts less.
+    const byRun = (p: Row) => p.runs.flatMap((m, i) => (f.runs[i] ? [f.runs[i]!.seconds / m.seconds] : []));
     const ratios = peers
-      .map((p) => `${p.tool} ${(fm / median(p.runs.map((m) => m.seconds))).toFixed(2)}`)
+      .map((p) => {
+        const pairs = byRun(p);
+        const each = pairs.length > 1 ? ` (by run ${pairs.map((x) => x.toFixed(2)).join(' ')})` : '';
+        return `${p.tool} ${(fm / median(p.runs.map((m) => m.seconds))).toFixed(2)}${each}`;
+      })
       .join(', ');
     const wire = [f, ...peers]
       .map((r) => (r.runs.length ? (median(r.runs.map((m) => m.wireBytes)) / 2 ** 20).toFixed(0) : '-'))
@@ -451,13 +458,16 @@ function report(rows: Row[], args: Args): void {
         tool: r.tool,
         note: r.note,
         medianSeconds: r.runs.length ? median(r.runs.map((m) => m.seconds)) : null,
+        ...(r.tool !== 'ferry' && f.runs.length ? { ferryRatioByRun: byRun(r) } : {}),
         runs: r.runs,
       })),
     });
   }
   const widths = lines[0]!.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)));
   console.log(`\n${lines.map((l) => l.map((c, i) => c.padEnd(widths[i]!)).join('  ')).join('\n')}`);
-  console.log('ferry/peer < 1 means ferry was faster. Times are medians; ± is half the spread.');
+  console.log(
+    'ferry/peer < 1 means ferry was faster: the ratio of the medians, then of each run (same round of the rotation). Times are medians; ± is half the spread.',
+  );
   const out = {
     when: new Date().toISOString(),
     quick: args.quick,
