@@ -10,9 +10,9 @@
  * readFiles(paths: string[], caps: number[], slab: Buffer, xattrs: boolean, direct?: boolean)
  *     -> Promise<{ sizes: Int32Array, xattrs: Buffer | null }>
  *   Reads file i into slab[offset_i, offset_i + caps[i]). Without `direct`, the offsets are
- *   the running sum of caps; with it, each file has a slot of caps[i] rounded up to a
- *   multiple of 4096, the first at the slab's first 4096-aligned address (offset
- *   alignedOffset(slab, 0)), so that a direct read lands in place. sizes[i] is the byte
+ *   the running sum of caps; with it, the slab must start at a 4096-aligned address and
+ *   each file has a slot of caps[i] rounded up to a multiple of 4096, so that a direct read
+ *   lands in place (see readFilesLayout in src/native/index.ts). sizes[i] is the byte
  *   count read (at most caps[i]: a file that grew is cut at its scanned size) or -errno. Opens with O_NOFOLLOW and O_NOATIME (when permitted), so
  *   the source's access times are left alone; anything but a regular file is -EINVAL.
  *   With `xattrs`, each file's extended attributes are read from the same descriptor
@@ -246,11 +246,6 @@ static int open_for_batch(read_job *j, const char *path) {
 
 #define SLOT_ALIGN 4096
 
-/* Where the first slot of an aligned layout starts in the slab. */
-static size_t first_slot(const uint8_t *slab) {
-  return (SLOT_ALIGN - ((uintptr_t)slab & (SLOT_ALIGN - 1))) & (SLOT_ALIGN - 1);
-}
-
 /* The room file i takes in the slab: its cap, rounded up to whole blocks in slots. */
 static size_t slot_bytes(const read_job *j, size_t cap) {
   return j->slots ? (cap + SLOT_ALIGN - 1) & ~(size_t)(SLOT_ALIGN - 1) : cap;
@@ -259,7 +254,7 @@ static size_t slot_bytes(const read_job *j, size_t cap) {
 static void read_execute(napi_env env, void *data) {
   ferry_job_thread_setup();
   read_job *j = data;
-  size_t at = j->slots ? first_slot(j->slab) : 0;
+  size_t at = 0;
   char *names = j->want_xattrs ? malloc(XATTR_LIST_MAX) : NULL;
   uint8_t *value = j->want_xattrs ? malloc(XATTR_SIZE_MAX) : NULL;
   if (j->want_xattrs && (!names || !value)) j->xfailed = 1;
@@ -345,8 +340,10 @@ static napi_value read_files(napi_env env, napi_callback_info info) {
   j->want_xattrs = want_xattrs;
   j->direct = direct;
   j->slots = direct;
-  size_t total = j->slots ? first_slot(slab) : 0;
+  size_t total = 0;
   const char *bad = j->paths && j->caps && j->base.out ? NULL : "out of memory";
+  if (!bad && direct && ((uintptr_t)slab & (SLOT_ALIGN - 1)))
+    bad = "with direct, the slab must start at a 4096-aligned address (allocAligned)";
   for (uint32_t i = 0; i < n && !bad; i++) {
     napi_value p, c;
     int64_t cap;

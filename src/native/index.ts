@@ -29,8 +29,8 @@ export interface FerryFs {
   readDir(dir: string): Promise<{ errno: number; names: (string | Buffer)[]; fields: BigInt64Array }>;
   /**
    * Reads whole files in one thread-pool job (native/batch_io.c): file i into `slab` at
-   * readFilesOffsets(slab, caps, direct)[i], at most caps[i] bytes (size the slab with
-   * readFilesSlabBytes). sizes[i]: bytes read, or -errno. With `xattrs`, every file's
+   * readFilesLayout(caps, direct).offsets[i], at most caps[i] bytes (a slab of its `bytes`;
+   * with `direct`, allocAligned). sizes[i]: bytes read, or -errno. With `xattrs`, every file's
    * extended attributes too, read from the same descriptor (the blob is parsed by
    * parseXattrBlob). With `direct`, the files are read with O_DIRECT straight into aligned
    * slots, the rest of the batch buffered once the file system refuses it.
@@ -78,24 +78,21 @@ export const DIRECT_ALIGN = 4096;
 const wholeBlocks = (n: number) => Math.ceil(n / DIRECT_ALIGN) * DIRECT_ALIGN;
 
 /**
- * The slab readFiles needs for these caps: their sum, or with `direct` a slot of whole
- * blocks each from an aligned start (a direct read then lands in place, without a copy).
+ * Where readFiles puts each file in its slab, and the slab's size (the layout
+ * native/batch_io.c follows): one after the other, or with `direct` in slots of whole
+ * blocks, so that in a slab from allocAligned each direct read lands in place, without a copy.
  */
-export function readFilesSlabBytes(caps: readonly number[], direct: boolean): number {
-  let n = direct ? DIRECT_ALIGN - 1 : 0;
-  for (const c of caps) n += direct ? wholeBlocks(c) : c;
-  return n;
-}
-
-/** Where readFiles puts each file in `slab` (the layout native/batch_io.c follows). */
-export function readFilesOffsets(slab: Buffer, caps: readonly number[], direct: boolean): number[] {
-  let at = direct ? ferryFs.alignedOffset(slab, 0) : 0;
-  const out: number[] = [];
+export function readFilesLayout(
+  caps: readonly number[],
+  direct: boolean,
+): { offsets: number[]; bytes: number } {
+  const offsets: number[] = [];
+  let bytes = 0;
   for (const c of caps) {
-    out.push(at);
-    at += direct ? wholeBlocks(c) : c;
+    offsets.push(bytes);
+    bytes += direct ? wholeBlocks(c) : c;
   }
-  return out;
+  return { offsets, bytes };
 }
 
 /**

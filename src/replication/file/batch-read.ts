@@ -1,8 +1,8 @@
 import {
+  allocAligned,
   ferryFs,
   parseXattrBlob,
-  readFilesOffsets,
-  readFilesSlabBytes,
+  readFilesLayout,
   type XattrList,
 } from '../../native/index.js';
 
@@ -70,7 +70,8 @@ export class BatchReader {
     const slots = this.#slots;
     const settle = this.#settle;
     const direct = this.#direct;
-    const slab = Buffer.allocUnsafeSlow(readFilesSlabBytes(caps, direct));
+    const { offsets: at, bytes } = readFilesLayout(caps, direct);
+    const slab = direct ? allocAligned(bytes) : Buffer.allocUnsafeSlow(bytes);
     this.#paths = [];
     this.#caps = [];
     this.#slots = [];
@@ -83,7 +84,6 @@ export class BatchReader {
     ferryFs.readFiles(paths, caps, slab, true, direct).then(
       ({ sizes, xattrs }) => {
         const lists = parseXattrBlob(xattrs!, slots.length);
-        const at = readFilesOffsets(slab, caps, direct);
         for (let i = 0; i < slots.length; i++) {
           const n = sizes[i]!;
           if (n >= 0) slots[i]!.result = { data: slab.subarray(at[i]!, at[i]! + n), xattrs: lists[i] };

@@ -13,12 +13,12 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoopDisks, sh } from '../../../test/support/disks.js';
 import {
+  allocAligned,
   DIRECT_ALIGN,
   DIRECT_MAX_BUFFERS,
   ferryFs,
   parseDirectIo,
-  readFilesOffsets,
-  readFilesSlabBytes,
+  readFilesLayout,
   reopenDirect,
 } from '../../native/index.js';
 import { BatchReader } from './batch-read.js';
@@ -207,10 +207,10 @@ describe('whole small files are read past the page cache in batches', () => {
     sh('sh', ['-c', 'sync && echo 1 > /proc/sys/vm/drop_caches']);
     const caps = [...sizes];
     caps[5] = 5000; // a file that grew since the scan is read up to its scanned size
-    const slab = Buffer.alloc(readFilesSlabBytes(caps, true), 0xaa);
+    const { offsets: at, bytes } = readFilesLayout(caps, true);
+    const slab = allocAligned(bytes).fill(0xaa);
     const got = await ferryFs.readFiles(files, caps, slab, false, true);
     expect(Array.from(got.sizes)).toEqual(caps);
-    const at = readFilesOffsets(slab, caps, true);
     files.forEach((f, i) => {
       expect(ferryFs.alignedOffset(slab.subarray(at[i]!), 0)).toBe(0); // each slot at an aligned address
       expect(slab.subarray(at[i]!, at[i]! + caps[i]!).equals(fs.readFileSync(f).subarray(0, caps[i]!))).toBe(
@@ -248,10 +248,14 @@ describe('whole small files are read past the page cache in batches', () => {
 
   it('reads them buffered where the file system refuses direct I/O (ramfs)', async () => {
     const files = make(path.join(ramfs, 'small'));
-    const slab = Buffer.alloc(readFilesSlabBytes(sizes, true));
+    const { offsets: at, bytes } = readFilesLayout(sizes, true);
+    const slab = allocAligned(bytes);
     const got = await ferryFs.readFiles(files, sizes, slab, false, true);
     expect(Array.from(got.sizes)).toEqual(sizes);
-    const at = readFilesOffsets(slab, sizes, true);
+    // direct reads need an aligned slab: one that is not is refused before any I/O
+    const off = Buffer.allocUnsafeSlow(bytes + DIRECT_ALIGN + 1);
+    const unaligned = off.subarray(ferryFs.alignedOffset(off, 0) + 1);
+    expect(() => ferryFs.readFiles(files, sizes, unaligned, false, true)).toThrow(/aligned/);
     for (const [i, f] of files.entries())
       expect(slab.subarray(at[i]!, at[i]! + sizes[i]!).equals(fs.readFileSync(f))).toBe(true);
   });

@@ -253,13 +253,13 @@ async function list(root: string, relDir: string, ctx: WalkContext): Promise<Lis
   }
   const entries: Listing['entries'] = [];
   for (let index = 0; index < got.names.length; index++) {
-    // readDir gives a valid UTF-8 name as a string, any other as its bytes
+    // readDir gives a valid UTF-8 name as a string, any other as its bytes. Paths travel as
+    // UTF-8 strings: a name that is not valid UTF-8 cannot be carried faithfully, so it is
+    // reported (as the decoder shows it), never silently dropped.
     const raw = got.names[index]!;
     const name = typeof raw === 'string' ? raw : raw.toString('utf8');
     const rel = relDir === '' ? name : `${relDir}/${name}`;
-    // Paths travel as UTF-8 strings: a name that is not valid UTF-8 cannot be carried
-    // faithfully, so it is reported, never silently dropped.
-    if (typeof raw !== 'string' && !Buffer.from(name).equals(raw)) {
+    if (typeof raw !== 'string') {
       ctx.onUnsupportedName?.(rel);
       continue;
     }
