@@ -27,6 +27,7 @@ import {
 import {
   ConsoleClient,
   createDataServer,
+  DATA_CIPHERS,
   enroll,
   forgetCredential,
   Heartbeat,
@@ -121,7 +122,13 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
     server.close();
     throw e;
   });
-  server.setSecureContext({ key: cred.keyPem, cert: cred.certPem, ca: cred.caPem });
+  server.setSecureContext({
+    key: cred.keyPem,
+    cert: cred.certPem,
+    ca: cred.caPem,
+    ciphers: DATA_CIPHERS,
+    honorCipherOrder: true,
+  });
   log.info(
     {
       id: cred.id,

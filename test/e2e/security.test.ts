@@ -285,6 +285,9 @@ describe('target data connections', () => {
   it('refuses a registered agent that is not the assigned source', async () => {
     await waitAssigned();
     const socket = await connectData({ address: target.address, cred: agentB, expectTargetId: target.id });
+    // TLS 1.3 with the suite ferry prefers (the cheapest per byte with AES-NI)
+    expect(socket.getProtocol()).toBe('TLSv1.3');
+    expect(socket.getCipher().name).toBe('TLS_AES_128_GCM_SHA256');
     const s = new Session(socket);
     await s.send({ type: 'hello', body: { taskId: 'x', runId: 1, pass: 'full' } });
     const m = await s.next();
