@@ -246,6 +246,78 @@ describe('Session', () => {
     }
   });
 
+  it("calls a sent message's release once its buffers are written, so that overwriting them then changes nothing received", async () => {
+    for (const compress of [false, true]) {
+      const pair = await tlsPair();
+      try {
+        const sender = new Session(pair.client, { compress });
+        const receiver = new Session(pair.server);
+        const expected: Buffer[] = [];
+        const releases: number[] = [];
+        /** Content that overwrites itself with 0xEE on release, as a reused read buffer would be. */
+        const content = (n: number, i: number) => {
+          const b = i % 2 ? randomBytes(n) : Buffer.alloc(n, i & 0x7f); // some compress, some do not
+          expected.push(Buffer.from(b));
+          return b;
+        };
+        const overwrite = (bufs: Buffer[], i: number) => () => {
+          releases.push(i);
+          for (const b of bufs) b.fill(0xee);
+        };
+        let seq = 0;
+        const sent = (async () => {
+          for (let i = 0; i < 60; i++) {
+            const d = content(256 << 10, i);
+            await sender.send({ type: 'data', offset: 0, data: d, release: overwrite([d], i) });
+            // three small files in one FILES frame, one of them empty
+            const fs = [content(5000, i), content(0, i), content(70_000, i)];
+            await sender.send({
+              type: 'files',
+              files: fs.map((data) => ({ body: wholeFile(++seq, `f${seq}`, data.length), data })),
+              release: overwrite(fs, 1000 + i),
+            });
+            // two files too large for one frame together: each goes as its own FILE frame
+            const big = [content(600 << 10, i), content(600 << 10, i)];
+            await sender.send({
+              type: 'files',
+              files: big.map((data) => ({ body: wholeFile(++seq, `b${seq}`, data.length), data })),
+              release: overwrite(big, 2000 + i),
+            });
+          }
+          sender.close();
+        })();
+        const got: Buffer[] = [];
+        for await (const m of receiver.messages()) {
+          if (m.type === 'data') got.push(Buffer.from(m.data));
+          else if (m.type === 'file') got.push(Buffer.from(m.data));
+          else if (m.type === 'files') for (const f of m.files) got.push(Buffer.from(f.data));
+          if ('release' in m) m.release?.();
+        }
+        await sent;
+        // compressed, whole files go as ENTRY, DATA, FILE_END: DATA per non-empty file
+        const want = compress ? expected.filter((b) => b.length > 0) : expected;
+        expect(got.length).toBe(want.length);
+        // the index of the first content that differs (Buffer.equals: toEqual walks 46 MB byte by byte)
+        expect(got.findIndex((b, i) => !b.equals(want[i]!))).toBe(-1);
+        expect(releases.length).toBe(180); // each message's release, once
+        expect(new Set(releases).size).toBe(180);
+      } finally {
+        await pair.close();
+      }
+    }
+  });
+
+  it('does not release the buffers of a message the connection could not take', async () => {
+    const [a] = duplexPair();
+    const sender = new Session(a);
+    sender.destroy();
+    let released = 0;
+    await expect(
+      sender.send({ type: 'data', offset: 0, data: Buffer.alloc(10), release: () => released++ }),
+    ).rejects.toMatchObject({ code: 'FERRY_CONNECTION_LOST' });
+    expect(released).toBe(0);
+  });
+
   it('carries whole files together in one FILES frame, file by file where they do not fit or are compressed', async () => {
     const entry = (seq: number, size: number) => wholeFile(seq, `d/f${seq}`, size, 'b'.repeat(64));
     const files = [0, 5, 3000].map((n, i) => ({ body: entry(i + 1, n), data: Buffer.alloc(n, i + 1) }));

@@ -15,6 +15,9 @@ import {
 
 const QUEUE_BYTES = 4 * 1024 * 1024;
 
+/** A stream write's callback: null once written, the error when the stream failed first. */
+type WriteDone = (err?: Error | null) => void;
+
 /**
  * Takes over a stream's reads, or declines (false, and touches nothing): each read then goes
  * to `onRead`, whose chunk may be reused once the call returns.
@@ -83,9 +86,17 @@ export class Session {
    * Queues a message. Resolves at once while less than QUEUE_BYTES wait in the stream,
    * otherwise when it has drained: deep enough to keep the link busy while the sender
    * reads the next chunk, bounded so memory stays small. DATA frames are written as a
-   * 13-byte header and the caller's buffer, without copying it.
+   * 13-byte header and the caller's buffer, without copying it. A DATA, FILE or FILES
+   * message's `release`, when given, is called once the stream has written every buffer
+   * of the message (never when the stream fails first): the caller may then reuse them.
    */
   async send(msg: Message): Promise<void> {
+    const release = 'release' in msg ? msg.release : undefined;
+    await this.#send(msg, release ? (err) => err || release() : undefined);
+  }
+
+  /** send(), with `written` given to the last write of the message. */
+  async #send(msg: Message, written: WriteDone | undefined): Promise<void> {
     if (this.#closed || this.#stream.destroyed) {
       throw new FerryError('FERRY_CONNECTION_LOST', 'the data connection is closed');
     }
@@ -100,7 +111,7 @@ export class Session {
       });
     }
     if (msg.type === 'file' || msg.type === 'files') {
-      await this.#sendWholeFiles(msg);
+      await this.#sendWholeFiles(msg, written);
     } else {
       const packed = msg.type === 'data' && this.#compress ? compressChunk(msg.data) : null;
       if (this.#pace)
@@ -118,11 +129,11 @@ export class Session {
         this.dataStats.sent += body.length;
         this.#stream.cork();
         this.#stream.write(head);
-        this.#stream.write(body);
+        this.#stream.write(body, written);
         this.#stream.uncork();
       } else {
         const { type, payload } = encodeMessage(msg);
-        this.#stream.write(encodeFrame(type, payload));
+        this.#stream.write(encodeFrame(type, payload), written);
       }
     }
     if (this.#stream.writableLength > QUEUE_BYTES) {
@@ -151,9 +162,15 @@ export class Session {
    * before anything is paced or written, a FILE as ENTRY, DATA (compressed where it pays),
    * FILE_END, and FILES as one FILE each.
    */
-  async #sendWholeFiles(msg: Extract<Message, { type: 'file' | 'files' }>): Promise<void> {
+  async #sendWholeFiles(
+    msg: Extract<Message, { type: 'file' | 'files' }>,
+    written: WriteDone | undefined,
+  ): Promise<void> {
     const files = msg.type === 'file' ? [msg] : msg.files;
-    if (files.length === 0) return;
+    if (files.length === 0) {
+      written?.(null);
+      return;
+    }
     const json = this.#compress
       ? null
       : Buffer.from(JSON.stringify(msg.type === 'file' ? msg.body : files.map((f) => f.body)));
@@ -164,23 +181,37 @@ export class Session {
       5 + json.length + content <= MAX_FRAME_BYTES &&
       (msg.type === 'file' ? json.length <= MAX_FILE_JSON_BYTES : files.length <= MAX_FILES_PER_FRAME);
     if (!fits && msg.type === 'files') {
-      for (const f of files) await this.send({ type: 'file', body: f.body, data: f.data });
+      for (let i = 0; i < files.length; i++) {
+        const f = files[i]!;
+        await this.#send(
+          { type: 'file', body: f.body, data: f.data },
+          i === files.length - 1 ? written : undefined,
+        );
+      }
       return;
     }
     if (!fits) {
       const { hash, ...entry } = files[0]!.body;
-      await this.send({ type: 'entry', body: entry });
-      if (content > 0) await this.send({ type: 'data', offset: 0, data: files[0]!.data });
-      await this.send({ type: 'file-end', body: { seq: entry.seq, hash } });
+      await this.#send({ type: 'entry', body: entry }, undefined);
+      if (content > 0) await this.#send({ type: 'data', offset: 0, data: files[0]!.data }, undefined);
+      await this.#send({ type: 'file-end', body: { seq: entry.seq, hash } }, written);
       return;
     }
     await this.#pace?.(content + 300 * files.length);
     this.dataStats.raw += content;
     this.dataStats.sent += content;
-    this.#stream.write(
-      wholeFilesFrameHead(msg.type === 'file' ? FrameType.FILE : FrameType.FILES, json!, content),
-    );
-    for (const f of files) if (f.data.length > 0) this.#stream.write(f.data);
+    const head = wholeFilesFrameHead(msg.type === 'file' ? FrameType.FILE : FrameType.FILES, json!, content);
+    if (content === 0) {
+      this.#stream.write(head, written);
+      return;
+    }
+    this.#stream.write(head);
+    let last = files.length - 1;
+    while (files[last]!.data.length === 0) last--;
+    for (let i = 0; i <= last; i++) {
+      const data = files[i]!.data;
+      if (data.length > 0) this.#stream.write(data, i === last ? written : undefined);
+    }
   }
 
   /** The next validated message, or null when the peer has closed. One reader at a time. */

@@ -1,10 +1,5 @@
-import {
-  allocAligned,
-  ferryFs,
-  parseXattrBlob,
-  readFilesLayout,
-  type XattrList,
-} from '../../native/index.js';
+import { ferryFs, parseXattrBlob, readFilesLayout, type XattrList } from '../../native/index.js';
+import { type ReadBuffers, readBuffers } from './read-buffers.js';
 
 /** Files per thread-pool job, and bytes per job: small enough that several jobs overlap. */
 const BATCH_FILES = 16;
@@ -16,13 +11,50 @@ export interface WholeFile {
   xattrs: XattrList | undefined;
 }
 
+/** The buffer a batch was read into, reused once every file read into it is released. */
+class Slab {
+  #users = 0;
+  #give: () => void = () => {};
+
+  /** Holds the buffer until `users` files have released it. */
+  hold(give: () => void, users: number): void {
+    this.#give = give;
+    this.#users = users;
+    if (users === 0) give();
+  }
+
+  releaseOne(): void {
+    if (--this.#users === 0) this.#give();
+  }
+}
+
 /** A file queued in a BatchReader: filled in when its batch has been read. */
-export interface SmallRead {
+export class SmallRead {
   /** The batch has been read: `result` holds the content, or null. */
-  ready: boolean;
-  result: WholeFile | null;
-  /** Settles (never rejects) when the batch has been read; shared by the files of a batch. */
-  readonly done: Promise<void>;
+  ready = false;
+  result: WholeFile | null = null;
+  readonly #slab: Slab;
+  #released = false;
+
+  /** `done` settles (never rejects) when the batch has been read; shared by the files of a batch. */
+  constructor(
+    readonly done: Promise<void>,
+    slab: Slab,
+  ) {
+    this.#slab = slab;
+  }
+
+  /**
+   * Nothing reads `result.data` any more (it has been written to the connection): its
+   * buffer may be read into again once the other files of its batch are released too.
+   * Call once `result` is no longer needed; a file never released only keeps the buffer
+   * from being reused. Once is what counts: later calls do nothing.
+   */
+  release(): void {
+    if (this.#released || !this.result) return;
+    this.#released = true;
+    this.#slab.releaseOne();
+  }
 }
 
 /**
@@ -38,15 +70,18 @@ export interface SmallRead {
  */
 export class BatchReader {
   readonly #direct: boolean;
+  readonly #buffers: ReadBuffers;
   #paths: string[] = [];
   #caps: number[] = [];
   #slots: SmallRead[] = [];
   #bytes = 0;
   #done: Promise<void> | null = null;
+  #slab = new Slab();
   #settle: () => void = () => {};
 
-  constructor(opts: { direct?: boolean } = {}) {
+  constructor(opts: { direct?: boolean; buffers?: ReadBuffers } = {}) {
     this.#direct = opts.direct ?? true;
+    this.#buffers = opts.buffers ?? readBuffers;
   }
 
   /** `size` is the scanned size: a file that grew since is read up to it (the next pass sees the change). */
@@ -54,7 +89,7 @@ export class BatchReader {
     this.#done ??= new Promise<void>((resolve) => {
       this.#settle = resolve;
     });
-    const slot: SmallRead = { ready: false, result: null, done: this.#done };
+    const slot = new SmallRead(this.#done, this.#slab);
     this.#slots.push(slot);
     this.#paths.push(abs);
     this.#caps.push(size);
@@ -71,26 +106,32 @@ export class BatchReader {
     const settle = this.#settle;
     const direct = this.#direct;
     const { offsets: at, bytes } = readFilesLayout(caps, direct);
-    const slab = direct ? allocAligned(bytes) : Buffer.allocUnsafeSlow(bytes);
+    const { buf: slab, give } = this.#buffers.take(bytes);
+    const held = this.#slab;
     this.#paths = [];
     this.#caps = [];
     this.#slots = [];
     this.#bytes = 0;
     this.#done = null;
-    const finish = () => {
+    this.#slab = new Slab();
+    const finish = (users: number) => {
+      held.hold(give, users);
       for (const slot of slots) slot.ready = true;
       settle();
     };
     ferryFs.readFiles(paths, caps, slab, true, direct).then(
       ({ sizes, xattrs }) => {
         const lists = parseXattrBlob(xattrs!, slots.length);
+        let users = 0;
         for (let i = 0; i < slots.length; i++) {
           const n = sizes[i]!;
-          if (n >= 0) slots[i]!.result = { data: slab.subarray(at[i]!, at[i]! + n), xattrs: lists[i] };
+          if (n < 0) continue;
+          slots[i]!.result = { data: slab.subarray(at[i]!, at[i]! + n), xattrs: lists[i] };
+          users++;
         }
-        finish();
+        finish(users);
       },
-      finish, // every result stays null: each file takes the ordinary path
+      () => finish(0), // every result stays null: each file takes the ordinary path
     );
   }
 }

@@ -391,13 +391,23 @@ export async function runSendPass(opts: {
   // Whole small files leave together, in FILES frames of up to FILES_FRAME_BYTES; anything
   // else sent goes after them (sendAfterFiles), so the target sees every entry in order.
   let files: { body: WholeFileMessage; data: Buffer }[] = [];
+  // what the files' contents were read into: reused once the frame has been written
+  let reads: SmallRead[] = [];
   let filesBytes = 0;
   const sendFiles = async () => {
     if (files.length === 0) return;
     const out = files;
+    const read = reads;
     files = [];
+    reads = [];
     filesBytes = 0;
-    await send({ type: 'files', files: out });
+    await send({
+      type: 'files',
+      files: out,
+      release: () => {
+        for (const r of read) r.release();
+      },
+    });
   };
   const sendAfterFiles = async (m: Parameters<Session['send']>[0]) => {
     await sendFiles();
@@ -439,10 +449,13 @@ export async function runSendPass(opts: {
       const hash = wholeFileHash(data); // small: on the event loop, no hand-off
       const body = { ...entry, hash };
       const room = data.length + entryJsonBound(body);
-      if (room > FILES_FRAME_BYTES) await sendAfterFiles({ type: 'file', body, data });
+      const read = p.content!;
+      if (room > FILES_FRAME_BYTES)
+        await sendAfterFiles({ type: 'file', body, data, release: () => read.release() });
       else {
         if (filesBytes + room > FILES_FRAME_BYTES || files.length >= FILES_PER_FRAME) await sendFiles();
         files.push({ body, data });
+        reads.push(read);
         filesBytes += room;
       }
       progress.bytes += data.length;
@@ -488,9 +501,9 @@ export async function runSendPass(opts: {
         if (end > from) {
           const skip = Math.max(0, from - r.offset);
           const part = skip > 0 ? r.data.subarray(skip) : r.data;
-          await send({ type: 'data', offset: r.offset + skip, data: part });
+          await send({ type: 'data', offset: r.offset + skip, data: part, release: r.release });
           progress.bytesSent += part.length;
-        }
+        } else r.release();
         dataBytes += r.data.length;
         progress.bytes += r.data.length;
         abortIfAsked();

@@ -1,8 +1,16 @@
 import { closeSync, fstatSync, openSync, read, readSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { FerryError } from '../../errors/index.js';
-import { allocAligned, DIRECT_ALIGN, errnoError, ferryFs, reopenDirect } from '../../native/index.js';
+import { DIRECT_ALIGN, errnoError, ferryFs, reopenDirect } from '../../native/index.js';
 import { contentHash, feedZeros } from './content-hash.js';
+import { type ReadBuffers, readBuffers } from './read-buffers.js';
+
+/** A data region of a file; `release()` once `data` has been sent lets its buffer be read into again. */
+export interface FileRegion {
+  offset: number;
+  data: Buffer;
+  release: () => void;
+}
 
 const CHUNK = 1 << 20;
 /** Chunks read ahead in the thread pool while the current one is hashed and sent. */
@@ -12,7 +20,8 @@ const DIRECT_READ_FROM = 1 << 20;
 const { EINVAL } = osConstants.errno;
 
 /**
- * Yields the data regions of a file in order, `{offset, data}` of at most 1 MiB each,
+ * Yields the data regions of a file in order, `{offset, data, release}` of at most 1 MiB each
+ * (in buffers of `readBuffers`, reused once released),
  * skipping holes when the file is sparse (found with SEEK_DATA/SEEK_HOLE, so a huge sparse
  * file costs only its data). `done()` then gives the BLAKE3 hash of the whole logical
  * content (holes read as zeros) and the file's size. Hashing runs where content-hash.ts is
@@ -27,9 +36,9 @@ const { EINVAL } = osConstants.errno;
 export async function readFileRegions(
   abs: string,
   sparse: boolean,
-  opts: { direct?: boolean } = {},
+  opts: { direct?: boolean; buffers?: ReadBuffers } = {},
 ): Promise<{
-  regions: AsyncGenerator<{ offset: number; data: Buffer }>;
+  regions: AsyncGenerator<FileRegion>;
   done: () => Promise<{ hash: string; size: number }>;
 }> {
   let fd = -1;
@@ -44,6 +53,7 @@ export async function readFileRegions(
   // closed only once no read is in flight (a refused read leaves it open, unused)
   const directFd = (opts.direct ?? true) && end >= DIRECT_READ_FROM ? reopenDirect(fd, 'read') : undefined;
   let direct = directFd;
+  const buffers = opts.buffers ?? readBuffers;
   const hasher = contentHash(end);
   let hashedTo = 0;
   let complete = false;
@@ -52,8 +62,8 @@ export async function readFileRegions(
     hashedTo = Math.max(hashedTo, to);
   };
   // The reads in flight, oldest first: awaited before the descriptor is closed.
-  let pending: Promise<{ buf: Buffer; n: number }>[] = [];
-  async function* regions(): AsyncGenerator<{ offset: number; data: Buffer }> {
+  let pending: Promise<{ buf: Buffer; n: number; give: () => void }>[] = [];
+  async function* regions(): AsyncGenerator<FileRegion> {
     try {
       let pos = 0;
       while (pos < end) {
@@ -73,20 +83,21 @@ export async function readFileRegions(
         const readAt = async (at: number) => {
           const want = Math.min(CHUNK, dataEnd - at);
           // aligned, a whole chunk is read straight into it (see readDirect)
-          const b = direct !== undefined ? allocAligned(want) : Buffer.allocUnsafe(want);
+          const { buf: b, give } = buffers.take(want);
           if (direct !== undefined && at % DIRECT_ALIGN === 0) {
             const n = await ferryFs.readDirect(direct, b, at);
-            if (n >= 0) return { buf: b, n };
+            if (n >= 0) return { buf: b, n, give };
             if (n !== -EINVAL) throw errnoError(-n, `read ${abs}`);
             direct = undefined; // this file system takes no direct reads: buffered from now on
           }
-          return new Promise<{ buf: Buffer; n: number }>((resolve, reject) =>
-            read(fd, b, 0, b.length, at, (err, n) => (err ? reject(err) : resolve({ buf: b, n }))),
+          return new Promise<{ buf: Buffer; n: number; give: () => void }>((resolve, reject) =>
+            read(fd, b, 0, b.length, at, (err, n) => (err ? reject(err) : resolve({ buf: b, n, give }))),
           );
         };
         for (let off = dataStart; off < dataEnd; ) {
           let buf: Buffer;
           let bytesRead: number;
+          let give: () => void;
           if (ahead) {
             while (pending.length < AHEAD && nextRead < dataEnd) {
               pending.push(readAt(nextRead));
@@ -95,6 +106,7 @@ export async function readFileRegions(
             const got = await pending.shift()!;
             buf = got.buf;
             bytesRead = got.n;
+            give = got.give;
             if (bytesRead < buf.length) {
               // short read (the file shrank): drop what was read beyond and go on from here
               await Promise.allSettled(pending);
@@ -102,10 +114,11 @@ export async function readFileRegions(
               nextRead = off + bytesRead;
             }
           } else {
-            buf = Buffer.allocUnsafe(Math.min(CHUNK, dataEnd - off));
+            ({ buf, give } = buffers.take(Math.min(CHUNK, dataEnd - off)));
             bytesRead = readSync(fd, buf, 0, buf.length, off);
           }
           if (bytesRead === 0) {
+            give();
             dataEnd = off; // truncated while reading
             break;
           }
@@ -113,7 +126,7 @@ export async function readFileRegions(
           await hashZerosTo(off);
           await hasher.update(data);
           hashedTo = off + bytesRead;
-          yield { offset: off, data };
+          yield { offset: off, data, release: give };
           off += bytesRead;
         }
         pos = dataEnd;
