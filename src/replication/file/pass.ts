@@ -15,6 +15,7 @@ import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
 import { contentHash, wholeFileHash } from './content-hash.js';
 import { entryFromRecord, entryFromScan, isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
+import { readBuffers } from './read-buffers.js';
 import { readFileRegions } from './read-file.js';
 import { normalizeExcludes, type ScannedEntry, scanTree } from './scan.js';
 
@@ -200,7 +201,12 @@ function entryJsonBound(e: WholeFileMessage): number {
  * when the target has COMMITTED. Entries the target rejects stay unrecorded, so the next
  * pass sends them again. Unchanged files are recognised from their stat alone.
  */
-export async function runSendPass(opts: {
+export function runSendPass(opts: SendPassOptions): Promise<PassResult> {
+  // the buffers kept for reuse go when the pass ends: none held between syncs
+  return sendPass(opts).finally(() => readBuffers.trim());
+}
+
+interface SendPassOptions {
   session: Session;
   root: string;
   excludes: readonly string[];
@@ -226,7 +232,9 @@ export async function runSendPass(opts: {
   maxUnacked?: number;
   /** Read files past the page cache where the file system allows it: small ones in batches, larger ones chunk by chunk (default on; see BatchReader, readFileRegions). */
   directIo?: boolean;
-}): Promise<PassResult> {
+}
+
+async function sendPass(opts: SendPassOptions): Promise<PassResult> {
   const { session, state, progress } = opts;
   const gen = state.beginPass();
   // A first full replication: nothing is recorded, and each path comes once per pass, so

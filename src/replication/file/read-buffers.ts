@@ -35,6 +35,20 @@ export class ReadBuffers {
     this.#keepBytes = keepBytes;
   }
 
+  /** Bytes kept for reuse now. */
+  get keptBytes(): number {
+    return this.#freeBytes;
+  }
+
+  /**
+   * Forgets the buffers kept for reuse (the garbage collector frees them): the agent calls it
+   * when a pass ends, so that a source server does not keep tens of MiB between syncs.
+   */
+  trim(): void {
+    this.#free.clear();
+    this.#freeBytes = 0;
+  }
+
   /** An aligned buffer of exactly `n` bytes (a view at the start of a pooled one). */
   take(n: number): ReadBuffer {
     let size = MIN_CLASS;
