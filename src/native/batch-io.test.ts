@@ -135,6 +135,15 @@ describe('writeFiles', () => {
   const steps = (r: Int32Array) => Array.from({ length: r.length / N }, (_, i) => r[i * N]);
   const inPlace = (r: Int32Array) => Array.from({ length: r.length / N }, (_, i) => r[i * N + 4]);
 
+  it('takes inPlace and xattrNames as absent when they are undefined', async () => {
+    const r = await ferryFs.writeFiles([
+      { ...item('u', 'plain'), inPlace: undefined, xattrNames: undefined },
+    ]);
+    expect(steps(r)).toEqual([WriteStep.ok]);
+    expect(inPlace(r)).toEqual([0]); // through a temporary file, as without inPlace
+    expect(fs.readFileSync(path.join(dir, 'u'), 'utf8')).toBe('plain');
+  });
+
   it('writes, owns, modes, times and renames every file, xattrs included', async () => {
     fs.writeFileSync(path.join(dir, 'old'), 'previous content');
     const r = await ferryFs.writeFiles([
@@ -245,6 +254,15 @@ describe('writeFiles', () => {
     );
     expect(() => ferryFs.writeFiles([{ ...item('z', 'd'), mode: 0o170000 }])).toThrow(/out of range/);
     expect(() => ferryFs.writeFiles([{ ...item('z', 'd'), tmp: 'a\0b' }])).toThrow(/tmp/);
+    const bad = (extra: Record<string, unknown>) => [{ ...item('z', 'd'), ...extra }] as BatchWriteItem[];
+    expect(() => ferryFs.writeFiles(bad({ inPlace: 'yes' }))).toThrow(/inPlace must be a boolean/);
+    expect(() => ferryFs.writeFiles(bad({ uid: undefined }))).toThrow(/must be numbers/);
+    expect(() => ferryFs.writeFiles(bad({ dst: 7 }))).toThrow(/dst must be a path/);
+    expect(() => ferryFs.writeFiles(bad({ data: 'text' }))).toThrow(/data must be a Buffer/);
+    expect(() => ferryFs.writeFiles(bad({ xattrNames: ['user.a'] }))).toThrow(/xattrNames and xattrValues/);
+    expect(() => ferryFs.writeFiles(bad({ xattrNames: ['user.a'], xattrValues: [] }))).toThrow(
+      /xattrNames and xattrValues/,
+    );
     expect(fs.existsSync(path.join(dir, 'z'))).toBe(false);
   });
 });
