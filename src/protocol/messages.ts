@@ -219,6 +219,8 @@ export type Message =
    * `release`, on a received message, gives `data`'s buffer back to the session's frame pool:
    * call it once nothing reads `data` any more (after its write has completed). Not calling
    * it only costs an allocation; calling it early lets the next frame overwrite `data`.
+   * On a message given to `Session.send`, the session calls it once the stream has written
+   * the message's buffers (the sender may then reuse them; see ReadBuffers).
    */
   | { type: 'data'; offset: number; data: Buffer; release?: () => void }
   | { type: 'file'; body: WholeFileMessage; data: Buffer; release?: () => void }
