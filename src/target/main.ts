@@ -27,13 +27,13 @@ import {
 import {
   ConsoleClient,
   createDataServer,
-  DATA_CIPHERS,
   enroll,
   forgetCredential,
   Heartbeat,
   parseHostPort,
   pollUntilStopped,
   reusedBufferReads,
+  setDataCredential,
 } from '../transport/index.js';
 
 export interface TargetOptions {
@@ -122,13 +122,7 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
     server.close();
     throw e;
   });
-  server.setSecureContext({
-    key: cred.keyPem,
-    cert: cred.certPem,
-    ca: cred.caPem,
-    ciphers: DATA_CIPHERS,
-    honorCipherOrder: true,
-  });
+  setDataCredential(server, cred);
   log.info(
     {
       id: cred.id,

@@ -11,7 +11,10 @@ import type { Credential } from './enrollment.js';
  * AES-256-GCM on both sides (3.2 GB over loopback, six runs each: 6.05 against 6.67 CPU s);
  * the others stay acceptable for a peer that prefers them.
  */
-export const DATA_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256';
+const DATA_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256';
+
+/** The target's TLS context settings: at its start and again with each credential. */
+const SERVER_CONTEXT = { minVersion: 'TLSv1.3', ciphers: DATA_CIPHERS, honorCipherOrder: true } as const;
 
 /**
  * Opens the agent's data connection to a target: TLS 1.3, the agent's client certificate,
@@ -72,26 +75,22 @@ export function connectData(opts: {
 /**
  * The target's data listener: TLS 1.3, client certificates required and verified against
  * the console CA before `onPeer` sees the socket with the peer's fingerprint and id. It
- * can listen before it has a credential (to learn its port); call `setSecureContext`
- * with the credential before anyone is told the address.
+ * can listen before it has a credential (to learn its port); call `setDataCredential`
+ * before anyone is told the address.
  */
 export function createDataServer(
   onPeer: (socket: tls.TLSSocket, peer: { fingerprint: string; id: string | null }) => void,
 ): tls.Server {
-  return tls.createServer(
-    {
-      requestCert: true,
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.3',
-      ciphers: DATA_CIPHERS,
-      honorCipherOrder: true,
-    },
-    (socket) => {
-      const cert = socket.getPeerCertificate();
-      const fp = cert?.raw ? fingerprint(new X509Certificate(cert.raw).raw) : '';
-      const id = peerIdentity(String(cert?.subject?.CN ?? ''));
-      socket.setNoDelay(true);
-      onPeer(socket, { fingerprint: fp, id: id?.role === 'agent' ? id.id : null });
-    },
-  );
+  return tls.createServer({ requestCert: true, rejectUnauthorized: true, ...SERVER_CONTEXT }, (socket) => {
+    const cert = socket.getPeerCertificate();
+    const fp = cert?.raw ? fingerprint(new X509Certificate(cert.raw).raw) : '';
+    const id = peerIdentity(String(cert?.subject?.CN ?? ''));
+    socket.setNoDelay(true);
+    onPeer(socket, { fingerprint: fp, id: id?.role === 'agent' ? id.id : null });
+  });
+}
+
+/** Gives the data listener its credential (a new context with the same TLS settings). */
+export function setDataCredential(server: tls.Server, cred: Credential): void {
+  server.setSecureContext({ key: cred.keyPem, cert: cred.certPem, ca: cred.caPem, ...SERVER_CONTEXT });
 }

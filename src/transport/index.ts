@@ -5,7 +5,7 @@
  * target. Must not import console, agent, target or cli code.
  */
 export { ConsoleClient, type ConsoleClientOptions, parseHostPort } from './console-client.js';
-export { connectData, createDataServer, DATA_CIPHERS } from './data-tls.js';
+export { connectData, createDataServer, setDataCredential } from './data-tls.js';
 export { type Credential, enroll, forgetCredential, readSecretFile } from './enrollment.js';
 export { Heartbeat, pollUntilStopped } from './heartbeat.js';
 export { RateLimiter } from './rate-limit.js';

@@ -282,6 +282,27 @@ describe('target data connections', () => {
     expect(outcome).not.toBe('data');
   });
 
+  it('refuses a TLS 1.2 handshake, even from a client the console CA vouches for', async () => {
+    const [host, port] = target.address.split(':');
+    const outcome = await new Promise<string>((resolve) => {
+      const s = tls.connect({
+        host,
+        port: Number(port),
+        key: agentA.keyPem,
+        cert: agentA.certPem,
+        ca: tc.caPem,
+        maxVersion: 'TLSv1.2',
+        checkServerIdentity: () => undefined,
+      });
+      s.on('secureConnect', () => {
+        resolve(`connected with ${s.getProtocol()}`);
+        s.destroy();
+      });
+      s.on('error', (e) => resolve(/protocol version/.test(e.message) ? 'refused' : e.message));
+    });
+    expect(outcome).toBe('refused');
+  });
+
   it('refuses a registered agent that is not the assigned source', async () => {
     await waitAssigned();
     const socket = await connectData({ address: target.address, cred: agentB, expectTargetId: target.id });
