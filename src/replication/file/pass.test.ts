@@ -8,6 +8,7 @@ import { SqliteSyncState } from '../../agent/sync-state.js';
 import { FrameDecoder, FrameType, Session } from '../../protocol/index.js';
 import { configureHashing, hashingStats } from './content-hash.js';
 import { type PassProgress, runSendPass, type SyncRecord } from './pass.js';
+import { readBuffers } from './read-buffers.js';
 import { receivePass } from './receive.js';
 import { TreeWriter } from './tree-writer.js';
 
@@ -156,6 +157,24 @@ describe('file-level pass over an in-memory connection', () => {
     expect(first.frames.get(FrameType.FILES)).toBeLessThanOrEqual(12);
     expect(first.frames.get(FrameType.FILE)).toBe(1); // the big one, alone
     expect(first.frames.get(FrameType.ENTRY) ?? 0).toBe(0);
+    state.close();
+  });
+
+  it('reads into buffers it gets back once they are sent, and keeps none after the pass', async () => {
+    const { src, dst } = emptyTrees();
+    for (let i = 0; i < 1600; i++) fs.writeFileSync(path.join(src, `s${i}`), distinctBytes(4 << 10));
+    fs.writeFileSync(path.join(src, 'large'), distinctBytes(12 << 20)); // twelve 1 MiB chunks
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    const before = { ...readBuffers.stats };
+    await pass(src, dst, state);
+    // distinct bytes everywhere: a buffer read into again before its frame was written would show
+    expect(compareTrees(src, dst)).toEqual([]);
+    const allocated = readBuffers.stats.allocated - before.allocated;
+    const reused = readBuffers.stats.reused - before.reused;
+    // 100 batches of 16 small files and 12 chunks: most of them in a buffer used before
+    expect(allocated + reused).toBeGreaterThanOrEqual(112);
+    expect(reused).toBeGreaterThan(allocated);
+    expect(readBuffers.keptBytes).toBe(0); // forgotten when the pass ended
     state.close();
   });
 
