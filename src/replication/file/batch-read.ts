@@ -14,17 +14,17 @@ export interface WholeFile {
 /** The buffer a batch was read into, reused once every file read into it is released. */
 class Slab {
   #users = 0;
-  #give: () => void = () => {};
+  #release: () => void = () => {};
 
-  /** Holds the buffer until `users` files have released it. */
-  hold(give: () => void, users: number): void {
-    this.#give = give;
+  /** Holds the buffer until `users` files have released it, then releases it. */
+  hold(release: () => void, users: number): void {
+    this.#release = release;
     this.#users = users;
-    if (users === 0) give();
+    if (users === 0) release();
   }
 
   releaseOne(): void {
-    if (--this.#users === 0) this.#give();
+    if (--this.#users === 0) this.#release();
   }
 }
 
@@ -106,7 +106,7 @@ export class BatchReader {
     const settle = this.#settle;
     const direct = this.#direct;
     const { offsets: at, bytes } = readFilesLayout(caps, direct);
-    const { buf: slab, give } = this.#buffers.take(bytes);
+    const { buf: slab, release } = this.#buffers.take(bytes);
     const held = this.#slab;
     this.#paths = [];
     this.#caps = [];
@@ -115,7 +115,7 @@ export class BatchReader {
     this.#done = null;
     this.#slab = new Slab();
     const finish = (users: number) => {
-      held.hold(give, users);
+      held.hold(release, users);
       for (const slot of slots) slot.ready = true;
       settle();
     };

@@ -24,22 +24,22 @@ describe('ReadBuffers', () => {
     expect(ferryFs.alignedOffset(a.buf, 0)).toBe(0); // ready for direct reads
     const b = pool.take(120_000); // the same size class (128 KiB), a itself still in use
     expect(same(a.buf, b.buf)).toBe(false);
-    a.give();
-    a.give(); // twice: kept once, not handed to two users
+    a.release();
+    a.release(); // twice: kept once, not handed to two users
     const c = pool.take(131_072);
     const d = pool.take(70_000);
     expect(same(c.buf, a.buf)).toBe(true);
     expect(same(d.buf, a.buf)).toBe(false);
     expect(pool.stats).toEqual({ reused: 1, allocated: 3 });
     // another class does not take it; more than keepBytes waiting are left to the collector
-    b.give();
-    c.give();
-    d.give(); // 3 × 128 KiB > 256 KiB: this one is not kept
+    b.release();
+    c.release();
+    d.release(); // 3 × 128 KiB > 256 KiB: this one is not kept
     expect(same(pool.take(1000).buf, a.buf)).toBe(false); // 64 KiB class: new
     const kept = [pool.take(128 << 10), pool.take(128 << 10), pool.take(128 << 10)];
     expect(kept.filter((k) => same(k.buf, b.buf) || same(k.buf, c.buf)).length).toBe(2);
     expect(kept.some((k) => same(k.buf, d.buf))).toBe(false);
-    for (const k of kept) k.give();
+    for (const k of kept) k.release();
     expect(pool.keptBytes).toBe(256 << 10);
     pool.trim(); // what a pass leaves behind is not kept between passes
     expect(pool.keptBytes).toBe(0);

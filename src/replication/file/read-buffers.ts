@@ -4,10 +4,10 @@ import { allocAligned } from '../../native/index.js';
 const MIN_CLASS = 64 << 10;
 const MAX_CLASS = 8 << 20;
 
-/** A buffer of at least the bytes asked for, and the call that hands it back (once; more is harmless). */
+/** A buffer of the bytes asked for, and the call that hands it back (once; more is harmless). */
 export interface ReadBuffer {
   readonly buf: Buffer;
-  readonly give: () => void;
+  readonly release: () => void;
 }
 
 /**
@@ -17,7 +17,7 @@ export interface ReadBuffer {
  * mark-compact each time such memory has grown by ~64 MiB since the last one ("external
  * memory pressure"): a copy of 3 GiB in new buffers cost the agent 66 of them, some 2.5 CPU
  * seconds of marking on a two-core machine (docs/performance.md, session 12). Buffers taken
- * from here come back through `give()` once the session has written them (Session.send's
+ * from here come back through `release()` once the session has written them (Session.send's
  * `release`), so the same few dozen carry the whole copy.
  *
  * Sizes are rounded up to a power of two from 64 KiB (at most 8 MiB) and every buffer
@@ -55,7 +55,7 @@ export class ReadBuffers {
     while (size < n) size *= 2;
     if (size > MAX_CLASS) {
       this.stats.allocated++;
-      return { buf: allocAligned(n), give: () => {} };
+      return { buf: allocAligned(n), release: () => {} };
     }
     let whole = this.#free.get(size)?.pop();
     if (whole) {
@@ -69,7 +69,7 @@ export class ReadBuffers {
     const kept = whole;
     return {
       buf: whole.subarray(0, n),
-      give: () => {
+      release: () => {
         if (given) return;
         given = true;
         if (this.#freeBytes + size > this.#keepBytes) return;

@@ -3,7 +3,7 @@ import { constants as osConstants } from 'node:os';
 import { FerryError } from '../../errors/index.js';
 import { DIRECT_ALIGN, errnoError, ferryFs, reopenDirect } from '../../native/index.js';
 import { contentHash, feedZeros } from './content-hash.js';
-import { type ReadBuffers, readBuffers } from './read-buffers.js';
+import { type ReadBuffer, type ReadBuffers, readBuffers } from './read-buffers.js';
 
 /** A data region of a file; `release()` once `data` has been sent lets its buffer be read into again. */
 export interface FileRegion {
@@ -62,7 +62,7 @@ export async function readFileRegions(
     hashedTo = Math.max(hashedTo, to);
   };
   // The reads in flight, oldest first: awaited before the descriptor is closed.
-  let pending: Promise<{ buf: Buffer; n: number; give: () => void }>[] = [];
+  let pending: Promise<{ taken: ReadBuffer; n: number }>[] = [];
   async function* regions(): AsyncGenerator<FileRegion> {
     try {
       let pos = 0;
@@ -83,42 +83,40 @@ export async function readFileRegions(
         const readAt = async (at: number) => {
           const want = Math.min(CHUNK, dataEnd - at);
           // aligned, a whole chunk is read straight into it (see readDirect)
-          const { buf: b, give } = buffers.take(want);
+          const taken = buffers.take(want);
+          const b = taken.buf;
           if (direct !== undefined && at % DIRECT_ALIGN === 0) {
             const n = await ferryFs.readDirect(direct, b, at);
-            if (n >= 0) return { buf: b, n, give };
+            if (n >= 0) return { taken, n };
             if (n !== -EINVAL) throw errnoError(-n, `read ${abs}`);
             direct = undefined; // this file system takes no direct reads: buffered from now on
           }
-          return new Promise<{ buf: Buffer; n: number; give: () => void }>((resolve, reject) =>
-            read(fd, b, 0, b.length, at, (err, n) => (err ? reject(err) : resolve({ buf: b, n, give }))),
+          return new Promise<{ taken: ReadBuffer; n: number }>((resolve, reject) =>
+            read(fd, b, 0, b.length, at, (err, n) => (err ? reject(err) : resolve({ taken, n }))),
           );
         };
         for (let off = dataStart; off < dataEnd; ) {
-          let buf: Buffer;
+          let taken: ReadBuffer;
           let bytesRead: number;
-          let give: () => void;
           if (ahead) {
             while (pending.length < AHEAD && nextRead < dataEnd) {
               pending.push(readAt(nextRead));
               nextRead += Math.min(CHUNK, dataEnd - nextRead);
             }
-            const got = await pending.shift()!;
-            buf = got.buf;
-            bytesRead = got.n;
-            give = got.give;
-            if (bytesRead < buf.length) {
+            ({ taken, n: bytesRead } = await pending.shift()!);
+            if (bytesRead < taken.buf.length) {
               // short read (the file shrank): drop what was read beyond and go on from here
               await Promise.allSettled(pending);
               pending = [];
               nextRead = off + bytesRead;
             }
           } else {
-            ({ buf, give } = buffers.take(Math.min(CHUNK, dataEnd - off)));
-            bytesRead = readSync(fd, buf, 0, buf.length, off);
+            taken = buffers.take(Math.min(CHUNK, dataEnd - off));
+            bytesRead = readSync(fd, taken.buf, 0, taken.buf.length, off);
           }
+          const buf = taken.buf;
           if (bytesRead === 0) {
-            give();
+            taken.release();
             dataEnd = off; // truncated while reading
             break;
           }
@@ -126,7 +124,7 @@ export async function readFileRegions(
           await hashZerosTo(off);
           await hasher.update(data);
           hashedTo = off + bytesRead;
-          yield { offset: off, data, release: give };
+          yield { offset: off, data, release: taken.release };
           off += bytesRead;
         }
         pos = dataEnd;
