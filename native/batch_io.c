@@ -104,8 +104,6 @@ static int get_buffer(napi_env env, napi_value v, void **data, size_t *len) {
   return napi_get_buffer_info(env, v, data, len) == napi_ok ? 0 : -1;
 }
 
-
-
 /* The job's results (out) as an Int32Array; 0 when it cannot be made. */
 static int out_array(napi_env env, job_base *j, napi_value *arr) {
   napi_value ab;
