@@ -45,7 +45,7 @@ export async function receivePass(
     else if (!timer) timer = setTimeout(() => void flush().catch(() => {}), ACK_DELAY_MS);
   };
   // Acknowledgements and rejections leave in entry order, after the entry is done: whole
-  // small files are written in batches behind the frames (TreeWriter.queueFile), so every
+  // small files are written in batches behind the frames (TreeWriter.queueFiles), so every
   // outcome is chained after the ones before it. The first failure stops the pass.
   let chain: Promise<void> = Promise.resolve();
   let failure: unknown = null;
@@ -62,53 +62,34 @@ export async function receivePass(
       await session.send({ type: 'reject', body: { seq, code: err.code, message: err.message } });
     });
   let current = 0;
-  /**
-   * A file whose hash did not match is REJECTed (sent again next pass), after `before`
-   * (what must leave ahead of it); any other error stops the pass.
-   */
-  const rejectMismatch = (seq: number, e: unknown, before?: () => void) => {
+  /** A file whose hash did not match is REJECTed (sent again next pass); any other error stops the pass. */
+  const rejectMismatch = (seq: number, e: unknown) => {
     const err = toFerryError(e, 'FERRY_TARGET_WRITE');
     if (err.code !== 'FERRY_CHECKSUM_MISMATCH') throw err;
-    before?.();
     rejectInOrder(seq, err, 'rejected a file whose hash did not match');
   };
   /**
    * Whole small files (FILE or FILES): queued in the writer's batches; `release` once all are
-   * written. The files placed one after another are acknowledged together once in place,
-   * in order with the REJECT of any whose hash does not match.
+   * written. Each run of files placed one after another is acknowledged once in place, in
+   * order with the REJECT of any whose hash does not match.
    */
   const receiveWholeFiles = async (
     files: { body: WholeFileMessage; data: Buffer }[],
     release?: () => void,
   ) => {
-    let left = files.length;
-    const releaseOne = () => {
-      if (--left === 0) release?.();
-    };
-    let placed: Promise<void>[] = [];
-    let lastSeq = 0;
-    const acknowledgeGroup = () => {
-      if (placed.length === 0) return;
-      const group = placed;
-      const upTo = lastSeq;
-      placed = [];
-      inOrder(async () => {
-        await Promise.all(group);
-        await done(upTo, group.length);
-      });
-    };
-    for (const { body, data } of files) {
-      current = body.seq;
-      bytes += data.length;
-      onBytes(data.length);
-      try {
-        placed.push((await writer.queueFile(body, data, body.hash, releaseOne)).placed);
-        lastSeq = body.seq;
-      } catch (e) {
-        rejectMismatch(body.seq, e, acknowledgeGroup);
-      }
+    let size = 0;
+    for (const f of files) size += f.data.length;
+    current = files[files.length - 1]!.body.seq;
+    bytes += size;
+    onBytes(size);
+    for (const q of await writer.queueFiles(files, release)) {
+      if ('mismatch' in q) rejectInOrder(q.seq, q.mismatch, 'rejected a file whose hash did not match');
+      else
+        inOrder(async () => {
+          await q.placed;
+          await done(q.lastSeq, q.count);
+        });
     }
-    acknowledgeGroup();
   };
   let committed = false;
   let commitStarted = 0;

@@ -250,6 +250,13 @@ describe('whole small files written in batches (FILE frames)', () => {
     };
   };
 
+  /** Queues one file; what comes back when it was accepted. */
+  const queueOne = async (w: TreeWriter, m: ReturnType<typeof whole>) => {
+    const [q, ...more] = await w.queueFiles([m]);
+    if (!q || 'mismatch' in q || more.length) throw new Error('expected the file queued');
+    return q;
+  };
+
   it.each([
     ['FILE', 1],
     ['FILES', 7],
@@ -323,7 +330,7 @@ describe('whole small files written in batches (FILE frames)', () => {
     fs.writeFileSync(path.join(root, 'f3'), 'an older copy');
     for (let i = 0; i < 40; i++) {
       const m = whole(i + 1, `f${i}`, `x${i}`);
-      placed.push((await w.queueFile(m.body, m.data, m.body.hash)).placed);
+      placed.push((await queueOne(w, m)).placed);
       if (i === 31) {
         // the 32nd file filled the first batch, which started: all 32 are named before any is written
         const { tmps, inPlace } = namedNow();
@@ -363,11 +370,52 @@ describe('whole small files written in batches (FILE frames)', () => {
     outsideUntouched();
   });
 
+  it('gives a frame its buffer back once, after its last file is written, whatever happened to the others', async () => {
+    const w = await TreeWriter.open(root, log);
+    let released = 0;
+    // 70 files: three batches; the 21st's content differs from its hash
+    const frame = Array.from({ length: 70 }, (_, i) => whole(i + 1, `g${i}`, `file ${i}`));
+    frame[20] = { ...frame[20]!, body: { ...frame[20]!.body, hash: hash(Buffer.from('other')) } };
+    const queued = await w.queueFiles(frame, () => released++);
+    expect(queued.map((q) => ('mismatch' in q ? `x${q.seq}` : `${q.lastSeq}/${q.count}`))).toEqual([
+      '20/20',
+      'x21',
+      '70/49',
+    ]);
+    const mismatch = queued[1] as { mismatch: { code: string } };
+    expect(mismatch.mismatch.code).toBe('FERRY_CHECKSUM_MISMATCH');
+    await Promise.all(queued.map((q) => ('placed' in q ? q.placed : undefined)));
+    await w.drain();
+    expect(released).toBe(1);
+    expect(fs.existsSync(path.join(root, 'g20'))).toBe(false);
+    expect(fs.readFileSync(path.join(root, 'g69'), 'utf8')).toBe('file 69');
+    // a refused path stops the frame: the files before it are still written, the buffer given back once
+    fs.symlinkSync(outside, path.join(root, 'out'));
+    const stopped = [whole(71, 'h1', 'one'), whole(72, 'out/secret', 'no'), whole(73, 'h3', 'three')];
+    await expect(w.queueFiles(stopped, () => released++)).rejects.toMatchObject({
+      code: 'FERRY_UNSAFE_PATH',
+    });
+    await w.drain();
+    expect(released).toBe(2);
+    expect(fs.readFileSync(path.join(root, 'h1'), 'utf8')).toBe('one');
+    expect(fs.existsSync(path.join(root, 'h3'))).toBe(false);
+    outsideUntouched();
+  });
+
+  it('sets modification times before 1970 and with every nanosecond digit', async () => {
+    const w = await TreeWriter.open(root, log);
+    const times = ['-1500000000', '0', '999999999', '1700000000123456789', '-86400000000001'];
+    const frame = times.map((t, i) => whole(i + 1, `t${i}`, 'x', { mtimeNs: t }));
+    for (const q of await w.queueFiles(frame)) if ('placed' in q) await q.placed;
+    for (const [i, t] of times.entries())
+      expect(fs.statSync(path.join(root, `t${i}`), { bigint: true }).mtimeNs).toBe(BigInt(t));
+  });
+
   it('refuses a file whose parent is a symlink out of the root, before anything is queued', async () => {
     const w = await TreeWriter.open(root, log);
     await w.entry({ seq: 1, path: 'escape', kind: 'symlink', linkTarget: outside, ...base });
     const m = whole(2, 'escape/secret', 'overwrite');
-    await expect(w.queueFile(m.body, m.data, m.body.hash)).rejects.toMatchObject({
+    await expect(w.queueFiles([m])).rejects.toMatchObject({
       code: 'FERRY_UNSAFE_PATH',
     });
     await w.drain();
@@ -378,7 +426,7 @@ describe('whole small files written in batches (FILE frames)', () => {
     const w = await TreeWriter.open(root, log);
     const m = whole(1, 'ro/file', 'data');
     fs.mkdirSync(path.join(root, 'ro'));
-    const { placed } = await w.queueFile(m.body, m.data, m.body.hash);
+    const { placed } = await queueOne(w, m);
     fs.rmSync(path.join(root, 'ro'), { recursive: true }); // the directory vanished under the writer
     await w.drain();
     await expect(placed).rejects.toMatchObject({

@@ -45,6 +45,7 @@ import {
   type ResumableFile,
   type SumsMessage,
   validatePath,
+  type WholeFileMessage,
 } from '../../protocol/index.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
 import { type ContentHash, contentHash, feedZeros, wholeFileHash } from './content-hash.js';
@@ -181,15 +182,58 @@ const STEP_NAMES = Object.fromEntries(Object.entries(WriteStep).map(([k, v]) => 
   string
 >;
 
-/** Whole small files written together by one native job (see queueFile). */
+/**
+ * The files of one FILE or FILES frame: its buffer is given back once the writer no longer
+ * needs any of them (each written, failed or never queued).
+ */
+class FrameFiles {
+  #left: number;
+  readonly #release: () => void;
+
+  constructor(files: number, release: () => void) {
+    this.#left = files;
+    this.#release = release;
+    if (files === 0) release();
+  }
+
+  done(files: number): void {
+    if (this.#left <= 0) return;
+    this.#left -= files;
+    if (this.#left <= 0) this.#release();
+  }
+}
+
+/** Whole small files written together by one native job (see queueFiles). */
 interface Batch {
   items: BatchWriteItem[];
   rels: string[];
-  /** Per file: its outcome, and what gives its content's buffer back (once written or failed). */
-  settle: { resolve: () => void; reject: (e: unknown) => void; release: () => void }[];
+  /** Per file: the frame whose buffer holds its content. */
+  frames: FrameFiles[];
   bytes: number;
   /** Its lines of the in-flight record (made once, when it starts). */
   inflight: string;
+  /** Settles when every file of the batch is in place; rejects with the first that is not. */
+  placed: Promise<void>;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+/**
+ * What queueFiles did with a frame's files, in their order: a run of files queued one after
+ * another (up to `lastSeq`), or a file not written because its content's hash differs.
+ */
+export type QueuedFiles =
+  | { placed: Promise<void>; lastSeq: number; count: number }
+  | { seq: number; mismatch: FerryError };
+
+/**
+ * Splits a wire mtime (decimal nanoseconds, possibly negative) into seconds and
+ * nanoseconds without a BigInt where it is the usual non-negative number.
+ */
+function splitNsText(ns: string): [number, number] {
+  if (ns.length > 9 && ns.length <= 19 && ns.charCodeAt(0) !== 45 /* - */)
+    return [Number(ns.slice(0, -9)), Number(ns.slice(-9))];
+  return splitNs(BigInt(ns));
 }
 
 /** Where an entry is prepared before it is renamed into place (`.ferry-tmp-*` in its directory). */
@@ -265,7 +309,7 @@ function code(e: unknown): string | undefined {
  * after its BLAKE3 hash matches (FERRY_CHECKSUM_MISMATCH otherwise); directory metadata
  * and the mtimes of directories the writer disturbed are applied at commit().
  *
- * Whole small files (queueFile) are written in batches by one native thread-pool job each,
+ * Whole small files (queueFiles) are written in batches by one native thread-pool job each,
  * several at once; everything else uses synchronous system calls, in order, after the
  * queued files are done (drain()): a thread-pool round trip per call costs more than the
  * call, and one job per batch keeps the event loop free for decoding (docs/performance.md).
@@ -470,7 +514,7 @@ export class TreeWriter {
   }
 
   /** Verifies (and with `create`, makes) every directory above `rel`; returns the parent's absolute path. */
-  async #parent(rel: string, create: boolean): Promise<string | null> {
+  #parent(rel: string, create: boolean): string | null {
     const why = validatePath(rel);
     if (why) throw this.#unsafe(rel, why);
     const parent = parentOf(rel);
@@ -570,55 +614,58 @@ export class TreeWriter {
   }
 
   /**
-   * Queues a whole small file (a FILE frame): its hash is checked now (FERRY_CHECKSUM_MISMATCH
-   * is thrown and nothing is written), its parent made safe, and the writing itself is
-   * batched with the files after it into one native job in the thread pool (temporary
-   * file O_EXCL|O_NOFOLLOW, content, owner, mode, xattrs, times, rename). Resolves when the
-   * file is accepted, which waits while BATCHES_IN_FLIGHT jobs are running; `placed`
-   * settles when the file is in place (in queue order), or rejects with why it is not.
-   * Every other operation first waits for the queued files (drain()), so order holds.
+   * Queues the whole small files of one FILE or FILES frame, in order. Each file's hash is
+   * checked now: one that differs is not written and comes back as a `mismatch` (the source
+   * sends it again next pass). The others have their parents made safe and are batched with
+   * the files around them into one native job in the thread pool per batch (temporary file
+   * O_EXCL|O_NOFOLLOW, content, owner, mode, xattrs, times, rename). The result lists, in
+   * order, each run of files queued one after another (`placed` settles when all of them are
+   * in place, or rejects with why one is not) and each mismatch between them. Resolves when
+   * every file is accepted, which waits while BATCHES_IN_FLIGHT jobs are running. `release`
+   * is called once no file needs the frame's buffer any more (written, failed or not
+   * queued). Every other operation first waits for the queued files (drain()), so order holds.
    */
-  async queueFile(
-    e: EntryMessage,
-    data: Buffer,
-    hash: string,
+  async queueFiles(
+    files: readonly { body: WholeFileMessage; data: Buffer }[],
     release: () => void = () => {},
-  ): Promise<{ placed: Promise<void> }> {
-    let handedOff = false;
+  ): Promise<QueuedFiles[]> {
+    const frame = new FrameFiles(files.length, release);
+    const out: QueuedFiles[] = [];
+    let run: { batches: Batch[]; lastSeq: number; count: number } | null = null;
+    const endRun = () => {
+      if (!run) return;
+      const { batches, lastSeq, count } = run;
+      const placed = batches.length === 1 ? batches[0]!.placed : Promise.all(batches.map((b) => b.placed));
+      out.push({ placed: placed.then(() => {}), lastSeq, count });
+      run = null;
+    };
+    let handed = 0; // files given to a batch or dropped: the frame no longer waits for them here
     try {
-      if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE before the previous file ended');
-      if (wholeFileHash(data) !== hash) throw checksumMismatch(e.path);
-      if (this.#partial?.path === e.path) this.#dropPartial();
-      const parentAbs = (await this.#parent(e.path, true))!;
-      this.#touch(parentOf(e.path));
-      this.#countWritten(data.length);
-      const [mtimeSec, mtimeNsec] = splitNs(BigInt(e.mtimeNs));
-      const item: BatchWriteItem = {
-        tmp: tmpPath(parentAbs, e.seq), // noted as in flight when its batch starts
-        dst: this.#abs(e.path),
-        data,
-        uid: e.uid,
-        gid: e.gid,
-        mode: e.mode,
-        mtimeSec,
-        mtimeNsec,
-        // where nothing is at its path yet (a first copy), written there directly: no rename
-        inPlace: e.mode !== 0,
-      };
-      if (e.xattrs?.length) {
-        item.xattrNames = e.xattrs.map((x) => x.name);
-        item.xattrValues = e.xattrs.map((x) => Buffer.from(x.value, 'base64'));
+      for (const { body: e, data } of files) {
+        if (this.#file)
+          throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE before the previous file ended');
+        if (wholeFileHash(data) !== e.hash) {
+          endRun();
+          out.push({ seq: e.seq, mismatch: checksumMismatch(e.path) });
+          handed++;
+          frame.done(1);
+          continue;
+        }
+        const item = this.#prepareWholeFile(e, data);
+        const b = this.#batch ?? this.#newBatch();
+        b.items.push(item);
+        b.rels.push(e.path);
+        b.frames.push(frame);
+        b.bytes += data.length;
+        handed++; // the batch gives the frame its file back once its job has finished
+        run ??= { batches: [], lastSeq: 0, count: 0 };
+        if (run.batches[run.batches.length - 1] !== b) run.batches.push(b);
+        run.lastSeq = e.seq;
+        run.count++;
+        if (b.items.length >= BATCH_FILES || b.bytes >= BATCH_BYTES) await this.#dispatch();
       }
-      this.#batch ??= { items: [], rels: [], settle: [], bytes: 0, inflight: '' };
-      const b = this.#batch;
-      const placed = new Promise<void>((resolve, reject) => b.settle.push({ resolve, reject, release }));
-      placed.catch(() => {}); // the caller observes it; a pass that stops early may not
-      b.items.push(item);
-      handedOff = true; // the batch releases data once its job has finished
-      b.rels.push(e.path);
-      b.bytes += data.length;
-      if (b.items.length >= BATCH_FILES || b.bytes >= BATCH_BYTES) await this.#dispatch();
-      else if (this.#running.size === 0 && !this.#dispatchScheduled) {
+      endRun();
+      if (this.#batch && this.#running.size === 0 && !this.#dispatchScheduled) {
         // nothing is being written: start this batch once the frames already received are queued
         this.#dispatchScheduled = true;
         setImmediate(() => {
@@ -626,10 +673,48 @@ export class TreeWriter {
           if (this.#running.size < BATCHES_IN_FLIGHT) void this.#dispatch();
         });
       }
-      return { placed };
+      return out;
     } finally {
-      if (!handedOff) release();
+      if (handed < files.length) frame.done(files.length - handed);
     }
+  }
+
+  /** A whole small file's native write, its parents made safe (FERRY_UNSAFE_PATH otherwise). */
+  #prepareWholeFile(e: WholeFileMessage, data: Buffer): BatchWriteItem {
+    if (this.#partial?.path === e.path) this.#dropPartial();
+    const parentAbs = this.#parent(e.path, true)!;
+    this.#touch(parentOf(e.path));
+    this.#countWritten(data.length);
+    const [mtimeSec, mtimeNsec] = splitNsText(e.mtimeNs);
+    const item: BatchWriteItem = {
+      tmp: tmpPath(parentAbs, e.seq), // noted as in flight when its batch starts
+      dst: this.#abs(e.path),
+      data,
+      uid: e.uid,
+      gid: e.gid,
+      mode: e.mode,
+      mtimeSec,
+      mtimeNsec,
+      // where nothing is at its path yet (a first copy), written there directly: no rename
+      inPlace: e.mode !== 0,
+    };
+    if (e.xattrs?.length) {
+      item.xattrNames = e.xattrs.map((x) => x.name);
+      item.xattrValues = e.xattrs.map((x) => Buffer.from(x.value, 'base64'));
+    }
+    return item;
+  }
+
+  #newBatch(): Batch {
+    let resolve!: () => void;
+    let reject!: (e: unknown) => void;
+    const placed = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    placed.catch(() => {}); // its files' callers observe it; a pass that stops early may not
+    this.#batch = { items: [], rels: [], frames: [], bytes: 0, inflight: '', placed, resolve, reject };
+    return this.#batch;
   }
 
   /** Starts the batch being filled (waiting for room first). */
@@ -639,23 +724,20 @@ export class TreeWriter {
     if (!b) return;
     this.#batch = null;
     // named before the job can create any of them
-    b.inflight = b.items
-      .map((i) =>
-        i.inPlace
-          ? `${inflightLine(i.tmp, false)}\n${inflightLine(i.dst, true)}`
-          : inflightLine(i.tmp, false),
-      )
-      .join('\n');
+    let lines = '';
+    for (const i of b.items)
+      lines += i.inPlace
+        ? `${inflightLine(i.tmp, false)}\n${inflightLine(i.dst, true)}\n`
+        : `${inflightLine(i.tmp, false)}\n`;
+    b.inflight = lines.slice(0, -1);
     this.#noteInflight([...this.#running.values()].map((r) => r.inflight).concat(b.inflight));
     const job: Promise<void> = ferryFs
       .writeFiles(b.items)
       .then(
         (res) => this.#settleBatch(b, res),
         (err) => {
-          for (const s of b.settle) {
-            s.release();
-            s.reject(toWriteError(err, 'write', ''));
-          }
+          for (const f of b.frames) f.done(1);
+          b.reject(toWriteError(err, 'write', ''));
         },
       )
       .finally(() => {
@@ -667,8 +749,9 @@ export class TreeWriter {
   }
 
   #settleBatch(b: Batch, res: Int32Array): void {
+    let failure: unknown;
     for (let i = 0; i < b.items.length; i++) {
-      b.settle[i]!.release(); // the job is done with its content
+      b.frames[i]!.done(1); // the job is done with its content
       const at = i * WRITE_RESULT_INTS;
       const step = res[at]!;
       const errno = res[at + 1]!;
@@ -687,11 +770,12 @@ export class TreeWriter {
           this.#place(it.tmp, rel); // a directory is in the way
         else if (step !== WriteStep.ok)
           throw toWriteError(errnoError(errno, rel), STEP_NAMES[step] ?? `step ${step}`, rel);
-        b.settle[i]!.resolve();
       } catch (err) {
-        b.settle[i]!.reject(err);
+        failure ??= err; // the first failure is the batch's; the files after it are still placed
       }
     }
+    if (failure === undefined) b.resolve();
+    else b.reject(failure);
   }
 
   /** Waits until every queued whole file is written (or has failed). */
@@ -722,7 +806,7 @@ export class TreeWriter {
   async entry(e: EntryMessage): Promise<SumsMessage | undefined> {
     if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'ENTRY before the previous file ended');
     if (e.kind !== 'dir') await this.drain(); // queued files first: a link or a replacement may need them
-    const parentAbs = (await this.#parent(e.path, true))!;
+    const parentAbs = this.#parent(e.path, true)!;
     const abs = this.#abs(e.path);
     this.#touch(parentOf(e.path)); // before the temporary entry changes the parent's mtime
     switch (e.kind) {
@@ -783,7 +867,7 @@ export class TreeWriter {
         if (e.renamed) {
           // the old copy of a renamed file: only a regular file still under a real directory
           const ok =
-            (await this.#parent(e.linkTo!, false)) &&
+            this.#parent(e.linkTo!, false) &&
             lstatSync(this.#abs(e.linkTo!), { throwIfNoEntry: false })?.isFile();
           if (!ok)
             throw new FerryError(
@@ -791,7 +875,7 @@ export class TreeWriter {
               `the target no longer holds ${e.linkTo} (renamed to ${e.path})`,
             );
         }
-        const fromParent = await this.#parent(e.linkTo!, false);
+        const fromParent = this.#parent(e.linkTo!, false);
         if (!fromParent)
           throw this.#unsafe(e.linkTo!, 'hard-link source is not inside a real directory of the root');
         const from = this.#abs(e.linkTo!);
@@ -1112,7 +1196,7 @@ export class TreeWriter {
   /** Removes `rel` (recursively for a directory). A path that is already gone is fine. */
   async delete(rel: string): Promise<void> {
     await this.drain();
-    const parentAbs = await this.#parent(rel, false);
+    const parentAbs = this.#parent(rel, false);
     if (!parentAbs) return;
     const abs = this.#abs(rel);
     let st: ReturnType<typeof lstatSync>;
