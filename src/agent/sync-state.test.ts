@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { SyncRecord } from '../replication/file/index.js';
 import { SqliteSyncState } from './sync-state.js';
@@ -56,5 +57,33 @@ describe('SqliteSyncState', () => {
     expect(again.isEmpty()).toBe(false);
     expect(again.lookup('etc/hosts')).toEqual(rec);
     again.close();
+  });
+
+  it('fills an empty store without the inode index and builds it before anyone asks by inode', () => {
+    const file = path.join(dir, 'sync.db');
+    const state = new SqliteSyncState(file);
+    expect(state.hasInodeIndex).toBe(true);
+    const g1 = state.beginPass();
+    expect(state.hasInodeIndex).toBe(false); // a first pass inserts without it
+    for (let i = 0; i < 50; i++) state.record({ ...rec, path: `f${i}`, ino: String(1000 + (i % 10)) }, g1);
+    // asked during the pass (it is not, by a first pass, but the answer must hold)
+    expect(
+      state
+        .byInode('1003')
+        .map((r) => r.path)
+        .sort(),
+    ).toEqual(['f13', 'f23', 'f3', 'f33', 'f43']);
+    expect(state.hasInodeIndex).toBe(true);
+    state.beginPass(); // not empty: the index stays
+    expect(state.hasInodeIndex).toBe(true);
+    state.close();
+    // a process that stopped mid-pass left the file without the index: opening builds it
+    const raw = new Database(file);
+    raw.exec('DROP INDEX entries_ino');
+    raw.close();
+    const reopened = new SqliteSyncState(file);
+    expect(reopened.hasInodeIndex).toBe(true);
+    expect(reopened.byInode('1003')).toHaveLength(5);
+    reopened.close();
   });
 });
