@@ -3,7 +3,14 @@ import { FerryError } from '../errors/index.js';
 import { DIRECT_ALIGN, ferryFs } from '../native/index.js';
 import { encodeFrame, encodePreface, FrameDecoder, MAX_FRAME_BYTES } from './frame-codec.js';
 import { FramePool } from './frame-pool.js';
-import { decodeMessage, encodeMessage, FrameType, MAX_FILES_PER_FRAME, type Message } from './messages.js';
+import {
+  decodeMessage,
+  encodeMessage,
+  FrameType,
+  MAX_FILES_PER_FRAME,
+  type Message,
+  validatePath,
+} from './messages.js';
 
 const sample: Message[] = [
   { type: 'hello', body: { taskId: 't1', runId: 3, pass: 'full' } },
@@ -124,6 +131,32 @@ describe('message validation', () => {
     [`${'x'.repeat(256)}/y`],
   ])('refuses the unsafe path %j', (p) => {
     expect(() => decodeMessage(0x10, entry(p))).toThrow(FerryError);
+  });
+
+  it('gives the reason for each refused path, counting bytes of UTF-8 rather than characters', () => {
+    const euro = (n: number) => '€'.repeat(n); // 3 bytes each
+    const cases: [string, string | null][] = [
+      ['a/b.c/.d/...', null],
+      ['..a/a..', null],
+      ['', 'path is empty'],
+      ['/etc', 'path is absolute'],
+      ['a\0b', 'path contains a NUL byte'],
+      ['a//b', 'path has an empty component'],
+      ['a/', 'path has an empty component'],
+      ['./a', 'path has a "." component'],
+      ['a/.', 'path has a "." component'],
+      ['a/../b', 'path has a ".." component'],
+      ['..', 'path has a ".." component'],
+      [euro(85), null], // 255 bytes
+      [`a/${euro(86)}`, 'a path component is longer than 255 bytes'], // 258 bytes in 86 characters
+      ['x'.repeat(255), null],
+      [`${'x'.repeat(256)}/y`, 'a path component is longer than 255 bytes'],
+      [Array.from({ length: 16 }, () => euro(85)).join('/'), null], // 4,095 bytes
+      [Array.from({ length: 17 }, () => euro(85)).join('/'), 'path is longer than 4095 bytes'],
+      [`${'😀'.repeat(63)}x`, null], // 253 bytes in 127 UTF-16 units
+      ['😀'.repeat(64), 'a path component is longer than 255 bytes'], // 256 bytes in 128 units
+    ];
+    for (const [p, why] of cases) expect(validatePath(p), JSON.stringify(p).slice(0, 40)).toBe(why);
   });
 
   it('refuses a hard link whose source path escapes', () => {

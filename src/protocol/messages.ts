@@ -47,6 +47,9 @@ export type EntryKind = (typeof ENTRY_KINDS)[number];
 const MAX_PATH_BYTES = 4095;
 const MAX_NAME_BYTES = 255;
 
+const SLASH = 0x2f;
+const DOT = 0x2e;
+
 /**
  * A path from the wire is relative, `/`-separated, canonical (no empty, `.` or `..`
  * component, no NUL), at most 4095 bytes, each name at most 255 bytes. Anything else is
@@ -54,17 +57,24 @@ const MAX_NAME_BYTES = 255;
  */
 export function validatePath(p: string): string | null {
   if (typeof p !== 'string' || p.length === 0) return 'path is empty';
-  if (Buffer.byteLength(p) > MAX_PATH_BYTES) return 'path is longer than 4095 bytes';
+  // A UTF-16 code unit takes at most 3 bytes of UTF-8: most strings need no byte count.
+  if (p.length * 3 > MAX_PATH_BYTES && Buffer.byteLength(p) > MAX_PATH_BYTES)
+    return 'path is longer than 4095 bytes';
   if (p.includes('\0')) return 'path contains a NUL byte';
-  if (p.startsWith('/')) return 'path is absolute';
-  for (const part of p.split('/')) {
-    if (part === '') return 'path has an empty component';
-    if (part === '.' || part === '..') return `path has a "${part}" component`;
-    if (Buffer.byteLength(part) > MAX_NAME_BYTES) return 'a path component is longer than 255 bytes';
+  if (p.charCodeAt(0) === SLASH) return 'path is absolute';
+  for (let start = 0; ; ) {
+    const slash = p.indexOf('/', start);
+    const end = slash < 0 ? p.length : slash;
+    const len = end - start;
+    if (len === 0) return 'path has an empty component';
+    if (len <= 2 && p.charCodeAt(start) === DOT && (len === 1 || p.charCodeAt(start + 1) === DOT))
+      return `path has a "${len === 1 ? '.' : '..'}" component`;
+    if (len * 3 > MAX_NAME_BYTES && Buffer.byteLength(p.slice(start, end)) > MAX_NAME_BYTES)
+      return 'a path component is longer than 255 bytes';
+    if (slash < 0) return null;
+    start = slash + 1;
   }
-  return null;
 }
-
 const Int = (o: object = {}) => Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, ...o });
 const NsString = Type.String({ pattern: '^-?[0-9]{1,20}$' });
 const PathString = Type.String({ minLength: 1, maxLength: MAX_PATH_BYTES });
