@@ -6,7 +6,6 @@ import {
   fchmodSync,
   fchownSync,
   fdatasync,
-  fdatasyncSync,
   fstatSync,
   ftruncateSync,
   lchownSync,
@@ -405,7 +404,7 @@ export class TreeWriter {
     } catch {
       /* the partial file is gone */
     }
-    if (!this.#partial) this.#writeJournal(null, false);
+    if (!this.#partial) this.#writeJournal(null);
   }
 
   /** The partly received file the source may continue, if one was kept. */
@@ -414,12 +413,12 @@ export class TreeWriter {
     return p ? { path: p.path, offset: p.offset, size: p.size, mtimeNs: p.mtimeNs } : undefined;
   }
 
-  #writeJournal(j: Partial | null, durable: boolean): void {
+  /** Writes the journal's one record (in place, padded); the caller makes it durable where it must be. */
+  #writeJournal(j: Partial | null): void {
     if (this.#journalFd === null) return;
     const block = Buffer.alloc(JOURNAL_BLOCK, 0x20);
     if (j) block.write(`${JSON.stringify(j)}\n`, 0, 'utf8');
     writeSync(this.#journalFd, block, 0, block.length, 0);
-    if (durable) fdatasyncSync(this.#journalFd);
   }
 
   /** Drops the kept partial file (the source did not continue it). */
@@ -432,7 +431,7 @@ export class TreeWriter {
     } catch {
       /* already gone */
     }
-    this.#writeJournal(null, false);
+    this.#writeJournal(null);
   }
 
   #removeLeftover(): void {
@@ -1031,10 +1030,12 @@ export class TreeWriter {
       await Promise.all(queued);
       await fdatasyncAsync(f.fd);
       const e = f.entry;
-      this.#writeJournal(
-        { path: f.rel, tmp: f.tmp, offset: upTo, size: e.size ?? 0, mtimeNs: e.mtimeNs },
-        true,
-      );
+      const journal = this.#journalFd;
+      if (journal === null) return;
+      this.#writeJournal({ path: f.rel, tmp: f.tmp, offset: upTo, size: e.size ?? 0, mtimeNs: e.mtimeNs });
+      // in the thread pool: on the event loop this flush took 4.3 ms a checkpoint, ~1 s of a
+      // 4 GiB copy during which nothing was received (docs/performance.md, session 13)
+      await fdatasyncAsync(journal);
       f.checkpointed = upTo;
     })()
       .catch(() => {})
@@ -1169,7 +1170,7 @@ export class TreeWriter {
     this.#file = null;
     const e = f.entry;
     await this.#checkpointing;
-    if (f.checkpointed > 0) this.#writeJournal(null, false); // the file completes; nothing to resume
+    if (f.checkpointed > 0) this.#writeJournal(null); // the file completes; nothing to resume
     try {
       await this.#settleAll(f);
       await this.#fillFromOld(f, e.size ?? 0);
