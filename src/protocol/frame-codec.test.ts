@@ -159,6 +159,15 @@ describe('message validation', () => {
     for (const [p, why] of cases) expect(validatePath(p), JSON.stringify(p).slice(0, 40)).toBe(why);
   });
 
+  it('takes holesUnhashed only on a regular file sent whole from its start', () => {
+    const big = { kind: 'file', size: 1 << 30, holesUnhashed: true };
+    expect(decodeMessage(0x10, entry('a', big))).toMatchObject({ body: { holesUnhashed: true } });
+    for (const extra of [{ resumeFrom: 4096 }, { deltaBlockSize: 65536 }, { kind: 'dir', size: undefined }])
+      expect(() => decodeMessage(0x10, entry('a', { ...big, ...extra }))).toThrow(
+        expect.objectContaining({ code: 'FERRY_PROTOCOL_VIOLATION' }),
+      );
+  });
+
   it('refuses a hard link whose source path escapes', () => {
     expect(() => decodeMessage(0x10, entry('a', { kind: 'hardlink', linkTo: '../x' }))).toThrow(
       expect.objectContaining({ code: 'FERRY_UNSAFE_PATH' }),

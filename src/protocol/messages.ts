@@ -153,6 +153,12 @@ const Entry = Type.Object(
      * this size; DATA then carries only the blocks that differ, the rest comes from that copy.
      */
     deltaBlockSize: Type.Optional(Type.Integer({ minimum: 4096, maximum: 1 << 24 })),
+    /**
+     * A sparse file sent from its start: FILE_END's hash covers each DATA chunk as sent
+     * (offset, length, bytes) and then the size, not the holes between the chunks, so that
+     * neither side hashes the holes as zeros (see sentChunkHeader).
+     */
+    holesUnhashed: Type.Optional(Type.Literal(true)),
   },
   { additionalProperties: false },
 );
@@ -306,7 +312,12 @@ function wholeFileEntry(body: unknown, frame: string): WholeFileMessage {
   }
   const e = body as WholeFileMessage;
   checkEntry(e);
-  if (e.kind !== 'file' || e.resumeFrom !== undefined || e.deltaBlockSize !== undefined)
+  if (
+    e.kind !== 'file' ||
+    e.resumeFrom !== undefined ||
+    e.deltaBlockSize !== undefined ||
+    e.holesUnhashed !== undefined
+  )
     throw violation(`${frame} frame holds something other than whole regular files`);
   return e;
 }
@@ -411,6 +422,11 @@ function checkEntry(e: EntryMessage): void {
     throw violation('device entry without rdev');
   }
   if (e.linkTarget?.includes('\0')) throw violation('symlink target contains NUL');
+  if (
+    e.holesUnhashed !== undefined &&
+    (e.kind !== 'file' || e.resumeFrom !== undefined || e.deltaBlockSize !== undefined)
+  )
+    throw violation('holesUnhashed is for a regular file sent whole from its start');
 }
 
 export function encodeMessage(msg: Message): { type: number; payload: Buffer } {

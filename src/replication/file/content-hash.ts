@@ -44,6 +44,27 @@ export function wholeFileHash(data: Buffer): string {
 
 const ZEROS = Buffer.alloc(1 << 20);
 
+/**
+ * A sparse file's hash without its holes (ENTRY `holesUnhashed`): each DATA chunk as sent is
+ * fed as its offset and length (u64 each, big-endian) followed by its bytes, and the file's
+ * size (u64) ends the input. Lengths precede what they measure, so the input reads back in
+ * one way only; the holes, which read as zeros, cost nothing on either side (hashing them
+ * as zeros took 0.25 CPU s per GiB on each side, docs/performance.md, session 13).
+ */
+export function sentChunkHeader(offset: number, length: number): Buffer {
+  const b = Buffer.allocUnsafe(16);
+  b.writeBigUInt64BE(BigInt(offset), 0);
+  b.writeBigUInt64BE(BigInt(length), 8);
+  return b;
+}
+
+/** The end of a hash without holes: the file's size (see sentChunkHeader). */
+export function sentSizeTrailer(size: number): Buffer {
+  const b = Buffer.allocUnsafe(8);
+  b.writeBigUInt64BE(BigInt(size), 0);
+  return b;
+}
+
 /** Feeds `n` zero bytes (the holes of a sparse file, which read as zeros). */
 export async function feedZeros(h: ContentHash, n: number): Promise<void> {
   for (let left = n; left > 0; left -= ZEROS.length)

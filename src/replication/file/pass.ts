@@ -501,7 +501,13 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
         await send({ type: 'file-end', body: { seq, hash } });
         continue;
       }
-      const { regions, done } = await readFileRegions(e.abs, isSparse(e), { direct: opts.directIo ?? true });
+      // a sparse file sent whole: its holes are hashed by neither side (see sentChunkHeader)
+      const sparse = isSparse(e);
+      if (sparse && from === 0) entry.holesUnhashed = true;
+      const { regions, done } = await readFileRegions(e.abs, sparse, {
+        direct: opts.directIo ?? true,
+        hashHoles: entry.holesUnhashed !== true,
+      });
       await sendAfterFiles({ type: 'entry', body: entry });
       let dataBytes = 0;
       for await (const r of regions) {

@@ -2,7 +2,7 @@ import { closeSync, fstatSync, openSync, read, readSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { FerryError } from '../../errors/index.js';
 import { DIRECT_ALIGN, errnoError, ferryFs, reopenDirect } from '../../native/index.js';
-import { contentHash, feedZeros } from './content-hash.js';
+import { contentHash, feedZeros, sentChunkHeader, sentSizeTrailer } from './content-hash.js';
 import { type ReadBuffer, type ReadBuffers, readBuffers } from './read-buffers.js';
 
 /** A data region of a file; `release()` once `data` has been sent lets its buffer be read into again. */
@@ -24,7 +24,9 @@ const { EINVAL } = osConstants.errno;
  * (in buffers of `readBuffers`, reused once released),
  * skipping holes when the file is sparse (found with SEEK_DATA/SEEK_HOLE, so a huge sparse
  * file costs only its data). `done()` then gives the BLAKE3 hash of the whole logical
- * content (holes read as zeros) and the file's size. Hashing runs where content-hash.ts is
+ * content (holes read as zeros) and the file's size; with `hashHoles: false` (a sparse file
+ * sent whole), the hash of the regions as yielded instead, holes left out (sentChunkHeader:
+ * the caller must send each region exactly as yielded). Hashing runs where content-hash.ts is
  * configured (a worker thread or the event loop); the generator waits when the hashing
  * thread falls behind.
  *
@@ -36,7 +38,7 @@ const { EINVAL } = osConstants.errno;
 export async function readFileRegions(
   abs: string,
   sparse: boolean,
-  opts: { direct?: boolean; buffers?: ReadBuffers } = {},
+  opts: { direct?: boolean; buffers?: ReadBuffers; hashHoles?: boolean } = {},
 ): Promise<{
   regions: AsyncGenerator<FileRegion>;
   done: () => Promise<{ hash: string; size: number }>;
@@ -57,8 +59,9 @@ export async function readFileRegions(
   const hasher = contentHash(end);
   let hashedTo = 0;
   let complete = false;
+  const hashHoles = opts.hashHoles ?? true;
   const hashZerosTo = async (to: number) => {
-    await feedZeros(hasher, to - hashedTo);
+    if (hashHoles) await feedZeros(hasher, to - hashedTo);
     hashedTo = Math.max(hashedTo, to);
   };
   // The reads in flight, oldest first: awaited before the descriptor is closed.
@@ -122,6 +125,7 @@ export async function readFileRegions(
           }
           const data = bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
           await hashZerosTo(off);
+          if (!hashHoles) await hasher.update(sentChunkHeader(off, data.length));
           await hasher.update(data);
           hashedTo = off + bytesRead;
           yield { offset: off, data, release: taken.release };
@@ -130,6 +134,7 @@ export async function readFileRegions(
         pos = dataEnd;
       }
       await hashZerosTo(end);
+      if (!hashHoles) await hasher.update(sentSizeTrailer(end));
       complete = true;
     } catch (e) {
       if (e instanceof FerryError) throw e;

@@ -167,6 +167,58 @@ describe('receivePass against a hostile source', () => {
   });
 });
 
+describe('a sparse file whose holes are left out of its hash (holesUnhashed)', () => {
+  const MiB = 1 << 20;
+  const size = 64 * MiB;
+  const chunks = [
+    { offset: 0, data: Buffer.alloc(4096, 1) },
+    { offset: 32 * MiB, data: Buffer.alloc(MiB, 2) },
+    { offset: size - 4096, data: Buffer.alloc(4096, 3) },
+  ];
+  /** The hash as the source makes it: offset, length and bytes of each chunk, then the size; written out here rather than with the helpers under test. */
+  const sentHash = (parts: { offset: number; data: Buffer }[], total: number) => {
+    const h = new Blake3Hasher();
+    for (const c of parts) {
+      const head = Buffer.alloc(16);
+      head.writeBigUInt64BE(BigInt(c.offset), 0);
+      head.writeBigUInt64BE(BigInt(c.data.length), 8);
+      h.update(head);
+      h.update(c.data);
+    }
+    const tail = Buffer.alloc(8);
+    tail.writeBigUInt64BE(BigInt(total), 0);
+    h.update(tail);
+    return h.digest('hex');
+  };
+  const send = async (w: TreeWriter, seq: number, rel: string, parts: typeof chunks, digest: string) => {
+    await w.entry({ ...file(seq, rel, size), holesUnhashed: true });
+    for (const c of parts) await w.data(c.offset, c.data);
+    await w.fileEnd(digest);
+  };
+
+  it('writes the chunks at their offsets, hashes none of the holes, and refuses a chunk moved or a hash of the holes', async () => {
+    const w = await TreeWriter.open(root, log);
+    await send(w, 1, 'disk.img', chunks, sentHash(chunks, size));
+    const got = fs.readFileSync(path.join(root, 'disk.img'));
+    expect(got.length).toBe(size);
+    for (const c of chunks)
+      expect(got.subarray(c.offset, c.offset + c.data.length).equals(c.data)).toBe(true);
+    expect(got.subarray(4096, 32 * MiB).equals(Buffer.alloc(32 * MiB - 4096))).toBe(true);
+    expect(w.holeBytes).toEqual({ hashed: 0, skipped: size - MiB - 8192 });
+    // the same bytes one block further on: the content differs, and so does the hash
+    const moved = [chunks[0]!, { ...chunks[1]!, offset: 32 * MiB + 4096 }, chunks[2]!];
+    await expect(send(w, 2, 'moved.img', moved, sentHash(chunks, size))).rejects.toMatchObject({
+      code: 'FERRY_CHECKSUM_MISMATCH',
+    });
+    // the whole content's hash (holes as zeros) is not what this mode compares
+    await expect(send(w, 3, 'whole.img', chunks, hash(got))).rejects.toMatchObject({
+      code: 'FERRY_CHECKSUM_MISMATCH',
+    });
+    await w.commit();
+    expect(fs.readdirSync(root)).toEqual(['disk.img']);
+  });
+});
+
 describe('TreeWriter keeps a checkpointed large file for resuming', () => {
   const MiB = 1 << 20;
   const content = Buffer.alloc(24 * MiB);

@@ -47,7 +47,14 @@ import {
   type WholeFileMessage,
 } from '../../protocol/index.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
-import { type ContentHash, contentHash, feedZeros, wholeFileHash } from './content-hash.js';
+import {
+  type ContentHash,
+  contentHash,
+  feedZeros,
+  sentChunkHeader,
+  sentSizeTrailer,
+  wholeFileHash,
+} from './content-hash.js';
 
 const run = promisify(execFile);
 const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, socket: C.S_IFSOCK } as const;
@@ -162,6 +169,8 @@ interface OpenFile {
   writeFailed?: unknown;
   hasher: ContentHash;
   hashedTo: number;
+  /** The hash covers the DATA as sent, not the holes (ENTRY `holesUnhashed`, see sentChunkHeader). */
+  holesUnhashed: boolean;
   /** Changed-block transfer: the target's previous copy, whose bytes fill what DATA skips. */
   old?: { fd: number; size: number };
   /** End of the last DATA written, and whether the file continues a kept partial copy. */
@@ -337,6 +346,8 @@ export class TreeWriter {
   readonly #running = new Map<Promise<void>, Batch>();
   /** Whole small files written: in place (nothing was at their path) or through a temporary file renamed over what was. */
   readonly smallWrites = { inPlace: 0, renamed: 0 };
+  /** Bytes of large files' holes hashed as zeros, and left out of the hash (holesUnhashed). */
+  readonly holeBytes = { hashed: 0, skipped: 0 };
   /** Large files' writes: requests made, DATA chunks they wrote, the most chunks in one. */
   readonly largeWrites = { requests: 0, chunks: 0, mostChunks: 0 };
   #dispatchScheduled = false;
@@ -843,6 +854,7 @@ export class TreeWriter {
           ...this.#directFor(fd, e),
           hasher: contentHash(e.size ?? 0),
           hashedTo: 0,
+          holesUnhashed: e.holesUnhashed === true,
           writes: [],
           queuedBytes: 0,
           waiting: [],
@@ -1001,6 +1013,7 @@ export class TreeWriter {
         ...this.#directFor(fd, e),
         hasher,
         hashedTo: p.offset,
+        holesUnhashed: false,
         writes: [],
         queuedBytes: 0,
         waiting: [],
@@ -1070,7 +1083,10 @@ export class TreeWriter {
           `DATA at ${offset}+${data.length} outside ${f.rel} (size ${size})`,
         );
       }
-      await this.#hashZeros(f, offset);
+      if (f.holesUnhashed) {
+        this.holeBytes.skipped += offset - f.hashedTo;
+        await f.hasher.update(sentChunkHeader(offset, data.length));
+      } else await this.#hashZeros(f, offset);
       await f.hasher.update(data);
       f.hashedTo = offset + data.length;
       f.written = f.hashedTo;
@@ -1159,6 +1175,7 @@ export class TreeWriter {
 
   async #hashZeros(f: OpenFile, to: number): Promise<void> {
     if (f.hashedTo >= to) return;
+    this.holeBytes.hashed += to - f.hashedTo;
     await feedZeros(f.hasher, to - f.hashedTo);
     f.hashedTo = to;
   }
@@ -1175,7 +1192,10 @@ export class TreeWriter {
       await this.#settleAll(f);
       await this.#fillFromOld(f, e.size ?? 0);
       this.#closeOld(f);
-      await this.#hashZeros(f, e.size ?? 0);
+      if (f.holesUnhashed) {
+        this.holeBytes.skipped += (e.size ?? 0) - f.hashedTo;
+        await f.hasher.update(sentSizeTrailer(e.size ?? 0));
+      } else await this.#hashZeros(f, e.size ?? 0);
       const got = await f.hasher.digest();
       if (got !== hash) throw checksumMismatch(f.rel);
       // only a file that ends in a hole (or was continued) needs its length set: one system
