@@ -11,7 +11,7 @@ const INODE_INDEX = 'CREATE INDEX IF NOT EXISTS entries_ino ON entries (ino)';
  *
  * The index on inode numbers (rename detection, byInode) is left out while a pass fills an
  * empty store and built when it is next needed: kept up to date insert by insert it cost
- * 0.25–0.45 CPU s per 100,000 entries in scan order, built at once 0.07–0.10 s. A store
+ * 0.26–0.48 CPU s per 100,000 entries in scan order, built at once 0.08–0.10 s. A store
  * opened without it (a process that stopped mid-pass) builds it on opening.
  */
 export class SqliteSyncState implements SyncStateStore {
