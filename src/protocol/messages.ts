@@ -75,6 +75,7 @@ export function validatePath(p: string): string | null {
     start = slash + 1;
   }
 }
+
 const Int = (o: object = {}) => Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, ...o });
 const NsString = Type.String({ pattern: '^-?[0-9]{1,20}$' });
 const PathString = Type.String({ minLength: 1, maxLength: MAX_PATH_BYTES });

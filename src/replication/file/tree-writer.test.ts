@@ -454,6 +454,27 @@ describe('whole small files written in batches (FILE frames)', () => {
     outsideUntouched();
   });
 
+  it('leaves no rejection unobserved when nobody waits for a failed batch (a pass that stopped early)', async () => {
+    const w = await TreeWriter.open(root, log);
+    fs.mkdirSync(path.join(root, 'gone'));
+    const queued = await w.queueFiles([whole(1, 'gone/a', 'x'), whole(2, 'gone/b', 'y')]);
+    fs.rmSync(path.join(root, 'gone'), { recursive: true }); // before the batch starts
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await w.drain();
+      await new Promise((r) => setTimeout(r, 50));
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+    expect(unhandled).toEqual([]);
+    expect(queued).toHaveLength(1);
+    await expect((queued[0] as { placed: Promise<void> }).placed).rejects.toMatchObject({
+      code: 'FERRY_TARGET_WRITE',
+    });
+  });
+
   it('sets modification times before 1970 and with every nanosecond digit', async () => {
     const w = await TreeWriter.open(root, log);
     const times = ['-1500000000', '0', '999999999', '1700000000123456789', '-86400000000001'];

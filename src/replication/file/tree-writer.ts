@@ -645,8 +645,10 @@ export class TreeWriter {
     const endRun = () => {
       if (!run) return;
       const { batches, lastSeq, count } = run;
-      const placed = batches.length === 1 ? batches[0]!.placed : Promise.all(batches.map((b) => b.placed));
-      out.push({ placed: placed.then(() => {}), lastSeq, count });
+      const all = batches.length === 1 ? batches[0]!.placed : Promise.all(batches.map((b) => b.placed));
+      const placed = all.then(() => {});
+      placed.catch(() => {}); // the caller observes it; a pass that stops early may not
+      out.push({ placed, lastSeq, count });
       run = null;
     };
     let handed = 0; // files given to a batch or dropped: the frame no longer waits for them here
