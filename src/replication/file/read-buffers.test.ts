@@ -90,4 +90,17 @@ describe('ReadBuffers', () => {
     expect(pool.stats.allocated - first).toBeLessThanOrEqual(5);
     expect(pool.stats.reused).toBeGreaterThanOrEqual(5);
   });
+
+  it('gets back the chunks read ahead when the reader stops early', async () => {
+    const pool = new ReadBuffers(64 << 20);
+    const p = path.join(dir, 'stopped');
+    fs.writeFileSync(p, Buffer.alloc(12 << 20, 9));
+    const { regions } = await readFileRegions(p, false, { direct: false, buffers: pool });
+    const first = await regions.next();
+    if (first.done) throw new Error('expected a region');
+    first.value.release();
+    await regions.return(undefined); // e.g. the pass was stopped: the reads ahead are abandoned
+    // the chunk sent and the three still being read ahead of it are back for reuse
+    expect(pool.keptBytes).toBe(4 << 20);
+  });
 });

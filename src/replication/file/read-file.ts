@@ -5,6 +5,11 @@ import { DIRECT_ALIGN, errnoError, ferryFs, reopenDirect } from '../../native/in
 import { contentHash, feedZeros, sentChunkHeader, sentSizeTrailer } from './content-hash.js';
 import { type ReadBuffer, type ReadBuffers, readBuffers } from './read-buffers.js';
 
+/** Waits for reads nobody will use (a file that shrank, or a stop) and gives their buffers back. */
+async function settleAbandoned(reads: readonly Promise<{ taken: ReadBuffer }>[]): Promise<void> {
+  for (const r of await Promise.allSettled(reads)) if (r.status === 'fulfilled') r.value.taken.release();
+}
+
 /** A data region of a file; `release()` once `data` has been sent lets its buffer be read into again. */
 export interface FileRegion {
   offset: number;
@@ -109,7 +114,7 @@ export async function readFileRegions(
             ({ taken, n: bytesRead } = await pending.shift()!);
             if (bytesRead < taken.buf.length) {
               // short read (the file shrank): drop what was read beyond and go on from here
-              await Promise.allSettled(pending);
+              await settleAbandoned(pending);
               pending = [];
               nextRead = off + bytesRead;
             }
@@ -141,7 +146,7 @@ export async function readFileRegions(
       throw new FerryError('FERRY_SOURCE_READ', `cannot read ${abs}: ${(e as Error).message}`, { cause: e });
     } finally {
       if (!complete) hasher.discard(); // stopped early: no digest will be asked for
-      await Promise.allSettled(pending);
+      await settleAbandoned(pending);
       if (directFd !== undefined) closeSync(directFd);
       closeSync(fd);
     }

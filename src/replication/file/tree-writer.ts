@@ -653,9 +653,8 @@ export class TreeWriter {
     };
     let handed = 0; // files given to a batch or dropped: the frame no longer waits for them here
     try {
+      if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE before the previous file ended');
       for (const { body: e, data } of files) {
-        if (this.#file)
-          throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE before the previous file ended');
         if (wholeFileHash(data) !== e.hash) {
           endRun();
           out.push({ seq: e.seq, mismatch: checksumMismatch(e.path) });
