@@ -83,14 +83,6 @@ export class SqliteSyncState implements SyncStateStore {
     this.#inodeIndexDeferred = false;
   }
 
-  /** Whether the inode index exists now (for tests). */
-  get hasInodeIndex(): boolean {
-    return (
-      this.#db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'entries_ino'").get() !==
-      undefined
-    );
-  }
-
   beginPass(): number {
     this.flush();
     if (this.isEmpty()) {

@@ -243,6 +243,16 @@ export function splitNs(ns: bigint): [number, number] {
   return [Number(sec), Number(nsec)];
 }
 
+/**
+ * splitNs of a decimal string of nanoseconds (a wire mtime, possibly negative), without a
+ * BigInt where it is the usual non-negative number of 10 to 19 digits.
+ */
+export function splitNsText(ns: string): [number, number] {
+  if (ns.length > 9 && ns.length <= 19 && ns.charCodeAt(0) !== 45 /* - */)
+    return [Number(ns.slice(0, -9)), Number(ns.slice(-9))];
+  return splitNs(BigInt(ns));
+}
+
 /** One file's extended attributes as the protocol carries them: sorted by name, values in base64. */
 export type XattrList = { name: string; value: string }[];
 

@@ -36,6 +36,7 @@ import {
   ferryFs,
   reopenDirect,
   splitNs,
+  splitNsText,
   WRITE_RESULT_INTS,
   WriteStep,
 } from '../../native/index.js';
@@ -233,16 +234,6 @@ interface Batch {
 export type QueuedFiles =
   | { placed: Promise<void>; lastSeq: number; count: number }
   | { seq: number; mismatch: FerryError };
-
-/**
- * Splits a wire mtime (decimal nanoseconds, possibly negative) into seconds and
- * nanoseconds without a BigInt where it is the usual non-negative number.
- */
-function splitNsText(ns: string): [number, number] {
-  if (ns.length > 9 && ns.length <= 19 && ns.charCodeAt(0) !== 45 /* - */)
-    return [Number(ns.slice(0, -9)), Number(ns.slice(-9))];
-  return splitNs(BigInt(ns));
-}
 
 /** Where an entry is prepared before it is renamed into place (`.ferry-tmp-*` in its directory). */
 function tmpPath(parentAbs: string, seq: number): string {
