@@ -157,7 +157,7 @@ const Entry = Type.Object(
     /**
      * A sparse file sent from its start: FILE_END's hash covers each DATA chunk as sent
      * (offset, length, bytes) and then the size, not the holes between the chunks, so that
-     * neither side hashes the holes as zeros (see sentChunkHeader).
+     * neither side hashes the holes as zeros (replication/file/content-hash.ts).
      */
     holesUnhashed: Type.Optional(Type.Literal(true)),
   },

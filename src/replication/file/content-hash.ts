@@ -51,7 +51,7 @@ const ZEROS = Buffer.alloc(1 << 20);
  * one way only; the holes, which read as zeros, cost nothing on either side (hashing them
  * as zeros took 0.25 CPU s per GiB on each side, docs/performance.md, session 13).
  */
-export function sentChunkHeader(offset: number, length: number): Buffer {
+function sentChunkHeader(offset: number, length: number): Buffer {
   const b = Buffer.allocUnsafe(16);
   b.writeBigUInt64BE(BigInt(offset), 0);
   b.writeBigUInt64BE(BigInt(length), 8);
@@ -59,14 +59,42 @@ export function sentChunkHeader(offset: number, length: number): Buffer {
 }
 
 /** The end of a hash without holes: the file's size (see sentChunkHeader). */
-export function sentSizeTrailer(size: number): Buffer {
+function sentSizeTrailer(size: number): Buffer {
   const b = Buffer.allocUnsafe(8);
   b.writeBigUInt64BE(BigInt(size), 0);
   return b;
 }
 
+/**
+ * What a large file's end-to-end hash takes between the content fed so far (up to `from`)
+ * and the next DATA chunk, `length` bytes at `offset`: the hole between them as zeros, or
+ * with `holesUnhashed` the chunk's offset and length (see sentChunkHeader). The source and
+ * the target both feed their hashes through this and feedEnd, so they agree by construction.
+ */
+export async function feedBeforeChunk(
+  h: ContentHash,
+  from: number,
+  offset: number,
+  length: number,
+  holesUnhashed: boolean,
+): Promise<void> {
+  if (holesUnhashed) await h.update(sentChunkHeader(offset, length));
+  else await feedZeros(h, offset - from);
+}
+
+/** The end of a large file's hash (see feedBeforeChunk): the last hole as zeros, or the size. */
+export async function feedEnd(
+  h: ContentHash,
+  from: number,
+  size: number,
+  holesUnhashed: boolean,
+): Promise<void> {
+  if (holesUnhashed) await h.update(sentSizeTrailer(size));
+  else await feedZeros(h, size - from);
+}
+
 /** Feeds `n` zero bytes (the holes of a sparse file, which read as zeros). */
-export async function feedZeros(h: ContentHash, n: number): Promise<void> {
+async function feedZeros(h: ContentHash, n: number): Promise<void> {
   for (let left = n; left > 0; left -= ZEROS.length)
     await h.update(left >= ZEROS.length ? ZEROS : ZEROS.subarray(0, left));
 }

@@ -501,7 +501,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
         await send({ type: 'file-end', body: { seq, hash } });
         continue;
       }
-      // a sparse file sent whole: its holes are hashed by neither side (see sentChunkHeader)
+      // a sparse file sent whole: its holes are hashed by neither side (see feedBeforeChunk)
       const sparse = isSparse(e);
       if (sparse && from === 0) entry.holesUnhashed = true;
       const { regions, done } = await readFileRegions(e.abs, sparse, {

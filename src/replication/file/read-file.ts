@@ -2,7 +2,7 @@ import { closeSync, fstatSync, openSync, read, readSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { FerryError } from '../../errors/index.js';
 import { DIRECT_ALIGN, errnoError, ferryFs, reopenDirect } from '../../native/index.js';
-import { contentHash, feedZeros, sentChunkHeader, sentSizeTrailer } from './content-hash.js';
+import { contentHash, feedBeforeChunk, feedEnd } from './content-hash.js';
 import { type ReadBuffer, type ReadBuffers, readBuffers } from './read-buffers.js';
 
 /** Waits for reads nobody will use (a file that shrank, or a stop) and gives their buffers back. */
@@ -30,7 +30,7 @@ const { EINVAL } = osConstants.errno;
  * skipping holes when the file is sparse (found with SEEK_DATA/SEEK_HOLE, so a huge sparse
  * file costs only its data). `done()` then gives the BLAKE3 hash of the whole logical
  * content (holes read as zeros) and the file's size; with `hashHoles: false` (a sparse file
- * sent whole), the hash of the regions as yielded instead, holes left out (sentChunkHeader:
+ * sent whole), the hash of the regions as yielded instead, holes left out (feedBeforeChunk:
  * the caller must send each region exactly as yielded). Hashing runs where content-hash.ts is
  * configured (a worker thread or the event loop); the generator waits when the hashing
  * thread falls behind.
@@ -64,11 +64,7 @@ export async function readFileRegions(
   const hasher = contentHash(end);
   let hashedTo = 0;
   let complete = false;
-  const hashHoles = opts.hashHoles ?? true;
-  const hashZerosTo = async (to: number) => {
-    if (hashHoles) await feedZeros(hasher, to - hashedTo);
-    hashedTo = Math.max(hashedTo, to);
-  };
+  const holesUnhashed = opts.hashHoles === false;
   // The reads in flight, oldest first: awaited before the descriptor is closed.
   let pending: Promise<{ taken: ReadBuffer; n: number }>[] = [];
   async function* regions(): AsyncGenerator<FileRegion> {
@@ -129,8 +125,7 @@ export async function readFileRegions(
             break;
           }
           const data = bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
-          await hashZerosTo(off);
-          if (!hashHoles) await hasher.update(sentChunkHeader(off, data.length));
+          await feedBeforeChunk(hasher, hashedTo, off, data.length, holesUnhashed);
           await hasher.update(data);
           hashedTo = off + bytesRead;
           yield { offset: off, data, release: taken.release };
@@ -138,8 +133,7 @@ export async function readFileRegions(
         }
         pos = dataEnd;
       }
-      await hashZerosTo(end);
-      if (!hashHoles) await hasher.update(sentSizeTrailer(end));
+      await feedEnd(hasher, hashedTo, end, holesUnhashed);
       complete = true;
     } catch (e) {
       if (e instanceof FerryError) throw e;

@@ -48,14 +48,7 @@ import {
   type WholeFileMessage,
 } from '../../protocol/index.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
-import {
-  type ContentHash,
-  contentHash,
-  feedZeros,
-  sentChunkHeader,
-  sentSizeTrailer,
-  wholeFileHash,
-} from './content-hash.js';
+import { type ContentHash, contentHash, feedBeforeChunk, feedEnd, wholeFileHash } from './content-hash.js';
 
 const run = promisify(execFile);
 const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, socket: C.S_IFSOCK } as const;
@@ -170,7 +163,7 @@ interface OpenFile {
   writeFailed?: unknown;
   hasher: ContentHash;
   hashedTo: number;
-  /** The hash covers the DATA as sent, not the holes (ENTRY `holesUnhashed`, see sentChunkHeader). */
+  /** The hash covers the DATA as sent, not the holes (ENTRY `holesUnhashed`, see feedBeforeChunk). */
   holesUnhashed: boolean;
   /** Changed-block transfer: the target's previous copy, whose bytes fill what DATA skips. */
   old?: { fd: number; size: number };
@@ -1075,10 +1068,8 @@ export class TreeWriter {
           `DATA at ${offset}+${data.length} outside ${f.rel} (size ${size})`,
         );
       }
-      if (f.holesUnhashed) {
-        this.holeBytes.skipped += offset - f.hashedTo;
-        await f.hasher.update(sentChunkHeader(offset, data.length));
-      } else await this.#hashZeros(f, offset);
+      this.#countHole(f, offset);
+      await feedBeforeChunk(f.hasher, f.hashedTo, offset, data.length, f.holesUnhashed);
       await f.hasher.update(data);
       f.hashedTo = offset + data.length;
       f.written = f.hashedTo;
@@ -1165,11 +1156,10 @@ export class TreeWriter {
     while (f.writes.length) await this.#settleOldest(f);
   }
 
-  async #hashZeros(f: OpenFile, to: number): Promise<void> {
-    if (f.hashedTo >= to) return;
-    this.holeBytes.hashed += to - f.hashedTo;
-    await feedZeros(f.hasher, to - f.hashedTo);
-    f.hashedTo = to;
+  /** Counts the hole from what the file's hash covers up to `to` as hashed or skipped. */
+  #countHole(f: OpenFile, to: number): void {
+    if (f.holesUnhashed) this.holeBytes.skipped += to - f.hashedTo;
+    else this.holeBytes.hashed += to - f.hashedTo;
   }
 
   /** Verifies the whole file's hash, then gives it its metadata and puts it in place. */
@@ -1184,10 +1174,8 @@ export class TreeWriter {
       await this.#settleAll(f);
       await this.#fillFromOld(f, e.size ?? 0);
       this.#closeOld(f);
-      if (f.holesUnhashed) {
-        this.holeBytes.skipped += (e.size ?? 0) - f.hashedTo;
-        await f.hasher.update(sentSizeTrailer(e.size ?? 0));
-      } else await this.#hashZeros(f, e.size ?? 0);
+      this.#countHole(f, e.size ?? 0);
+      await feedEnd(f.hasher, f.hashedTo, e.size ?? 0, f.holesUnhashed);
       const got = await f.hasher.digest();
       if (got !== hash) throw checksumMismatch(f.rel);
       // only a file that ends in a hole (or was continued) needs its length set: one system
