@@ -52,6 +52,7 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <linux/limits.h>
+#include <linux/openat2.h>
 #include <unistd.h>
 
 #define WRITE_RESULT_INTS 5
@@ -197,11 +198,40 @@ static void read_xattrs(read_job *j, int fd, char *names, uint8_t *value) {
   if (!j->xfailed) put_u32le(j->xbuf + count_at, count);
 }
 
+/* 0 once openat2 turned out to be missing (a kernel before 5.6, or a seccomp filter that
+ * answers ENOSYS): every open then falls back to O_NOFOLLOW on the last component only. */
+static volatile int have_openat2 = 1;
+
+/*
+ * Opens an absolute source path that the scan found to be a regular file, following no
+ * symlink on the way: neither the last component (O_NOFOLLOW) nor any directory above it
+ * (openat2 RESOLVE_NO_SYMLINKS). A file or a parent directory swapped for a symlink after
+ * the scan is refused with ELOOP, so the content of whatever the symlink points to can never
+ * be read in its place (and land on the target under the name, owner and mode of a file
+ * its user controls). The caller's paths are canonical (the scan resolves its root once).
+ * O_NOATIME where permitted (the file's owner or CAP_FOWNER): the source's access times are
+ * left alone. Returns the descriptor, or -1 with errno set.
+ */
+int ferry_open_source(const char *path, int flags) {
+  for (int noatime = 1; noatime >= 0; noatime--) {
+    int f = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | flags | (noatime ? O_NOATIME : 0);
+    int fd;
+    if (have_openat2) {
+      struct open_how how = {.flags = (uint64_t)f, .mode = 0, .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+      fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+      if (fd < 0 && errno == ENOSYS) {
+        have_openat2 = 0;
+        fd = open(path, f);
+      }
+    } else
+      fd = open(path, f);
+    if (fd >= 0 || errno != EPERM || !noatime) return fd;
+  }
+  return -1;
+}
+
 static int open_source(const char *path, int direct) {
-  int extra = direct ? O_DIRECT : 0;
-  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME | extra);
-  if (fd < 0 && errno == EPERM) fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | extra);
-  return fd;
+  return ferry_open_source(path, direct ? O_DIRECT : 0);
 }
 
 /* direct_io.c: straight into dst when it is aligned and `room` holds len in whole blocks */

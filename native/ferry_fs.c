@@ -2,7 +2,8 @@
  * ferry_fs: the Linux file-system calls that Node's fs module does not offer and a
  * faithful file-level copy needs: extended attributes (without following symlinks),
  * SEEK_DATA/SEEK_HOLE to find the data regions of sparse files, mknod for fifos and
- * device nodes, and utimensat with nanosecond precision on links.
+ * device nodes, utimensat with nanosecond precision on links, and an open of a source file
+ * that follows no symlink anywhere in its path.
  *
  * Contract: every function is synchronous, takes plain values, and on failure throws
  * an Error whose `code` is the errno name (e.g. "ENOENT"), like Node's own fs errors.
@@ -102,6 +103,23 @@ static napi_value seek_whence(napi_env env, napi_callback_info info, int whence)
 }
 static napi_value seek_data(napi_env env, napi_callback_info info) { return seek_whence(env, info, SEEK_DATA); }
 static napi_value seek_hole(napi_env env, napi_callback_info info) { return seek_whence(env, info, SEEK_HOLE); }
+
+int ferry_open_source(const char *path, int flags); /* batch_io.c */
+
+/* openSource(path) -> fd: a source file for reading, through no symlink (see
+ * ferry_open_source in batch_io.c); O_NONBLOCK, so that a fifo swapped in since the scan
+ * cannot stall the caller (the caller checks with fstat that it is a regular file). */
+static napi_value open_source_file(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char path[PATH_MAX_BYTES];
+  if (get_args(env, info, 1, argv) || get_string(env, argv[0], path, sizeof path))
+    return throw_type(env, "expected (path: string)");
+  int fd = ferry_open_source(path, O_NONBLOCK);
+  if (fd < 0) return throw_errno(env, "open", errno);
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
+}
 
 /* llistxattr(path) -> string[] */
 static napi_value list_xattr(napi_env env, napi_callback_info info) {
@@ -221,6 +239,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"removeXattr", NULL, remove_xattr, NULL, NULL, NULL, napi_default, NULL},
     {"mknod", NULL, make_node, NULL, NULL, NULL, napi_default, NULL},
     {"lutimes", NULL, set_times, NULL, NULL, NULL, napi_default, NULL},
+    {"openSource", NULL, open_source_file, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   ferry_batch_init(env, exports);

@@ -400,6 +400,11 @@ export class JobRunner {
             { path: rel },
             'not migrated: the file name is not valid UTF-8 (see the feasibility check)',
           ),
+        onChangedSinceScan: (rel) =>
+          this.#o.logger.info(
+            { path: rel },
+            'file removed or replaced while the pass ran: the target drops its copy, the next pass sends what is there',
+          ),
       }),
     );
   }

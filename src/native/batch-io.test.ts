@@ -52,6 +52,32 @@ describe('readFiles', () => {
     expect(slab.subarray(70_005 + 15, 70_005 + 15 + 100).equals(Buffer.alloc(100, 7))).toBe(true);
   });
 
+  it('follows no symlink anywhere in a path: not the last component, not a directory above it', async () => {
+    const real = fs.realpathSync(dir);
+    fs.mkdirSync(path.join(real, 'secret'));
+    fs.writeFileSync(path.join(real, 'secret/shadow'), 'SECRET');
+    fs.mkdirSync(path.join(real, 'home'));
+    fs.writeFileSync(path.join(real, 'home/plain'), 'plain');
+    // a directory swapped for a symlink after the scan, and a file swapped for one
+    fs.symlinkSync(path.join(real, 'secret'), path.join(real, 'home/dir'));
+    fs.symlinkSync(path.join(real, 'secret/shadow'), path.join(real, 'home/file'));
+    const paths = ['home/plain', 'home/dir/shadow', 'home/file'].map((p) => path.join(real, p));
+    const slab = Buffer.alloc(30, 0xee);
+    const got = await ferryFs.readFiles(paths, [10, 10, 10], slab, true);
+    const ELOOP = os.constants.errno.ELOOP;
+    expect(Array.from(got.sizes)).toEqual([5, -ELOOP, -ELOOP]);
+    expect(slab.includes('SECRET')).toBe(false);
+    // the synchronous open the large-file reader uses refuses the same two
+    const fd = ferryFs.openSource(paths[0]!);
+    expect(fs.readFileSync(fd, 'utf8')).toBe('plain');
+    fs.closeSync(fd);
+    for (const p of paths.slice(1))
+      expect(() => ferryFs.openSource(p)).toThrow(expect.objectContaining({ code: 'ELOOP' }));
+    expect(() => ferryFs.openSource(path.join(real, 'home/none'))).toThrow(
+      expect.objectContaining({ code: 'ENOENT' }),
+    );
+  });
+
   it('leaves the access time of what it reads alone', async () => {
     const a = path.join(dir, 'a');
     fs.writeFileSync(a, 'x');

@@ -18,6 +18,14 @@ export interface FerryFs {
   setXattr(path: string, name: string, value: Buffer): void;
   removeXattr(path: string, name: string): void;
   mknod(path: string, mode: number, major: number, minor: number): void;
+  /**
+   * Opens a source file for reading (O_NONBLOCK, O_NOATIME where permitted) through no
+   * symlink: neither its last component nor any directory above it (openat2
+   * RESOLVE_NO_SYMLINKS; O_NOFOLLOW alone on a kernel without openat2). Throws ELOOP for a
+   * symlink in the path, so give it canonical paths (scanTree's are). The caller checks
+   * with fstat that it opened a regular file.
+   */
+  openSource(path: string): number;
   /** Sets atime and mtime with nanoseconds, never following a final symlink. */
   lutimes(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   /**
@@ -175,6 +183,7 @@ export const ADDON_FUNCTIONS = [
   'removeXattr',
   'mknod',
   'lutimes',
+  'openSource',
   'readDir',
   'readFiles',
   'writeFiles',

@@ -51,11 +51,11 @@ async function pass(
   excludes: string[] = [],
   keep: string[] = [],
   maxUnacked?: number,
+  progress: PassProgress = { bytes: 0, files: 0, bytesSent: 0 },
 ) {
   // reads of at most 16 KiB, as TLS delivers them: large frames span reads
   const [a, b] = duplexPair({ pieceBytes: 16 * 1024 });
   const writer = await TreeWriter.open(dst, log);
-  const progress: PassProgress = { bytes: 0, files: 0, bytesSent: 0 };
   const receiver = new Session(b);
   // what crossed the connection, frame type by frame type
   const frames = new Map<number, number>();
@@ -253,6 +253,65 @@ describe('file-level pass over an in-memory connection', () => {
     expect(again.sent.entriesSent).toBe(1); // the changed file
     expect(again.sent.unchanged).toBe(49);
     expect(lookups.n).toBeGreaterThanOrEqual(50);
+    expect(compareTrees(src, dst)).toEqual([]);
+    state.close();
+  });
+
+  it('never reads through a symlink swapped in for a file after the scan: the target drops its copy instead', async () => {
+    const { src, dst } = emptyTrees();
+    const secret = path.join(dir, 'secret');
+    fs.writeFileSync(secret, 'SECRET '.repeat(300_000)); // root's file outside the tree
+    fs.mkdirSync(path.join(src, 'home'));
+    for (const name of ['a', 'b', 'c'])
+      fs.writeFileSync(path.join(src, 'home', name), distinctBytes(2 << 20));
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    await pass(src, dst, state);
+    for (const name of ['a', 'b', 'c']) fs.appendFileSync(path.join(src, 'home', name), 'more');
+    fs.writeFileSync(path.join(src, 'home/d'), distinctBytes(2 << 20)); // new: sent whole, not by blocks
+    // While `a` is sent, its owner swaps `b` and `d` for symlinks to the secret and removes
+    // `c`: all were scanned as regular files, and none is read once gone.
+    let bytesSent = 0;
+    let swapped = false;
+    const progress = { bytes: 0, files: 0 } as PassProgress;
+    Object.defineProperty(progress, 'bytesSent', {
+      get: () => bytesSent,
+      set: (v: number) => {
+        bytesSent = v;
+        if (swapped || v === 0) return;
+        swapped = true;
+        fs.rmSync(path.join(src, 'home/b'));
+        fs.symlinkSync(secret, path.join(src, 'home/b'));
+        fs.rmSync(path.join(src, 'home/c'));
+        fs.rmSync(path.join(src, 'home/d'));
+        fs.symlinkSync(secret, path.join(src, 'home/d'));
+      },
+    });
+    const sync = await pass(src, dst, state, [], [], undefined, progress);
+    expect(swapped).toBe(true);
+    expect(sync.sent.changedSinceScan).toBe(3);
+    expect(fs.readFileSync(path.join(dst, 'home/a')).subarray(-4).toString()).toBe('more');
+    // the target's stale copies are gone, and no byte of the secret arrived
+    expect(fs.existsSync(path.join(dst, 'home/b'))).toBe(false);
+    expect(fs.existsSync(path.join(dst, 'home/c'))).toBe(false);
+    expect(fs.existsSync(path.join(dst, 'home/d'))).toBe(false);
+    expect(sync.sent.bytesSent).toBeLessThan(3 << 20);
+    // the next pass sends what is there now: the symlink itself
+    const next = await pass(src, dst, state);
+    expect(next.sent.changedSinceScan).toBe(0);
+    expect(fs.readlinkSync(path.join(dst, 'home/b'))).toBe(secret);
+    expect(compareTrees(src, dst)).toEqual([]);
+    state.close();
+  });
+
+  it('copies a tree whose root is given through a symlink (resolved once, not refused as a swapped path)', async () => {
+    const { src, dst } = emptyTrees();
+    fs.mkdirSync(path.join(src, 'etc'));
+    fs.writeFileSync(path.join(src, 'etc/small'), 'small');
+    fs.writeFileSync(path.join(src, 'etc/large'), distinctBytes(3 << 20));
+    fs.symlinkSync(src, path.join(dir, 'src-link'));
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    const first = await pass(path.join(dir, 'src-link'), dst, state);
+    expect(first.sent.changedSinceScan).toBe(0);
     expect(compareTrees(src, dst)).toEqual([]);
     state.close();
   });

@@ -1,5 +1,4 @@
-import { lstatSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { closeSync, lstatSync, read } from 'node:fs';
 import path from 'node:path';
 import { FerryError, isErrorCode } from '../../errors/index.js';
 import {
@@ -16,7 +15,7 @@ import { contentHash, wholeFileHash } from './content-hash.js';
 import { entryFromRecord, entryFromScan, isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
-import { readFileRegions } from './read-file.js';
+import { changedSinceScan, openScannedFile, readFileRegions } from './read-file.js';
 import { normalizeExcludes, type ScannedEntry, scanTree } from './scan.js';
 
 /** What the source remembers of an entry the target has acknowledged. */
@@ -76,6 +75,8 @@ export interface PassResult {
   readonly unchanged: number;
   /** The most entries that were waiting for their ACK at once (at most maxUnacked). */
   readonly peakUnacked: number;
+  /** Files gone, or no longer regular files, between the scan and their read (sent as DELETEs). */
+  readonly changedSinceScan: number;
 }
 
 /** What the sync state records of a scanned entry. */
@@ -126,12 +127,15 @@ function deltaBlockSize(e: ScannedEntry): number {
  * differ from the target's sums, and returns the whole file's hash and the bytes sent.
  */
 async function sendChangedBlocks(
-  abs: string,
+  fd: number,
   blockSize: number,
   theirs: Buffer,
   send: (m: Parameters<Session['send']>[0]) => Promise<void>,
 ): Promise<{ hash: string; sent: number }> {
-  const fh = await open(abs, 'r');
+  const readAt = (buf: Buffer, off: number, len: number, pos: number) =>
+    new Promise<number>((resolve, reject) =>
+      read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))),
+    );
   const whole = contentHash();
   try {
     let sent = 0;
@@ -139,7 +143,7 @@ async function sendChangedBlocks(
       const buf = Buffer.allocUnsafe(blockSize); // DATA frames keep a reference until written
       let n = 0;
       while (n < blockSize) {
-        const { bytesRead } = await fh.read(buf, n, blockSize - n, at + n);
+        const bytesRead = await readAt(buf, n, blockSize - n, at + n);
         if (bytesRead === 0) break;
         n += bytesRead;
       }
@@ -163,7 +167,7 @@ async function sendChangedBlocks(
     return { hash: await whole.digest(), sent };
   } finally {
     whole.discard(); // a no-op after the digest
-    await fh.close();
+    closeSync(fd);
   }
 }
 
@@ -216,6 +220,8 @@ interface SendPassOptions {
   signal?: AbortSignal;
   /** Called for each name that is not valid UTF-8 (not migrated; see scanTree). */
   onUnsupportedName?: (rel: string) => void;
+  /** Called for each file gone, or no longer a regular file, between the scan and its read. */
+  onChangedSinceScan?: (rel: string) => void;
   /**
    * Paths this pass leaves exactly as the target has them: neither sent nor deleted
    * (sync-only exclusions: copied by the full replication, not kept in step afterwards).
@@ -247,6 +253,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
   let rejected = 0;
   let sent = 0;
   let deleted = 0;
+  let vanished = 0;
   let unchangedCount = 0;
   let commitSeq = -1;
   let settle!: () => void;
@@ -421,6 +428,18 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
     await sendFiles();
     await send(m);
   };
+  /**
+   * The file at `rel` is gone since the scan, or is no longer a regular file (a symlink or
+   * anything else swapped in is never read through): instead of its ENTRY, seq `s` becomes
+   * a DELETE of the target's copy, so no stale content stays under that name; the next pass
+   * sends whatever is there then.
+   */
+  const dropChanged = async (s: number, rel: string) => {
+    pending.set(s, { kind: 'delete', path: rel });
+    vanished++;
+    opts.onChangedSinceScan?.(rel);
+    await sendAfterFiles({ type: 'delete', body: { seq: s, path: rel } });
+  };
 
   for (;;) {
     await refill();
@@ -479,7 +498,15 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
           : 0;
       if (from > 0) entry.resumeFrom = from;
       const blockSize = from === 0 && opts.detectRenames && p.prev?.kind === 'file' ? deltaBlockSize(e) : 0;
-      if (blockSize > 0) {
+      let scanned: { fd: number; size: number } | undefined;
+      try {
+        scanned = blockSize > 0 ? openScannedFile(e.abs) : undefined;
+      } catch (err) {
+        if (!changedSinceScan(err)) throw err;
+        await dropChanged(seq, entry.path);
+        continue;
+      }
+      if (scanned) {
         // changed-block transfer: only the blocks that differ from the target's copy travel
         entry.deltaBlockSize = blockSize;
         const sums = new Promise<SumsMessage>((resolve, reject) => {
@@ -490,7 +517,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
         const s = await sums;
         sumsWaiters.delete(seq);
         const { hash, sent } = await sendChangedBlocks(
-          e.abs,
+          scanned.fd,
           blockSize,
           Buffer.from(s.hashes, 'base64'),
           send,
@@ -504,10 +531,18 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
       // a sparse file sent whole: its holes are hashed by neither side (see feedBeforeChunk)
       const sparse = isSparse(e);
       if (sparse && from === 0) entry.holesUnhashed = true;
-      const { regions, done } = await readFileRegions(e.abs, sparse, {
-        direct: opts.directIo ?? true,
-        hashHoles: entry.holesUnhashed !== true,
-      });
+      let opened: Awaited<ReturnType<typeof readFileRegions>>;
+      try {
+        opened = await readFileRegions(e.abs, sparse, {
+          direct: opts.directIo ?? true,
+          hashHoles: entry.holesUnhashed !== true,
+        });
+      } catch (err) {
+        if (!changedSinceScan(err)) throw err;
+        await dropChanged(seq, entry.path);
+        continue;
+      }
+      const { regions, done } = opened;
       await sendAfterFiles({ type: 'entry', body: entry });
       let dataBytes = 0;
       for await (const r of regions) {
@@ -553,5 +588,6 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
     bytesSent: progress.bytesSent,
     unchanged: unchangedCount,
     peakUnacked,
+    changedSinceScan: vanished,
   };
 }

@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, read, readSync } from 'node:fs';
+import { closeSync, fstatSync, read, readSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { FerryError } from '../../errors/index.js';
 import { DIRECT_ALIGN, errnoError, ferryFs, reopenDirect } from '../../native/index.js';
@@ -8,6 +8,45 @@ import { type ReadBuffer, type ReadBuffers, readBuffers } from './read-buffers.j
 /** Waits for reads nobody will use (a file that shrank, or a stop) and gives their buffers back. */
 async function settleAbandoned(reads: readonly Promise<{ taken: ReadBuffer }>[]): Promise<void> {
   for (const r of await Promise.allSettled(reads)) if (r.status === 'fulfilled') r.value.taken.release();
+}
+
+/**
+ * What opening a scanned file meets when the path no longer names that file: removed, a
+ * directory on the way gone, a symlink swapped in (never followed), or something other
+ * than a regular file now.
+ */
+const CHANGED_SINCE_SCAN = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'EFTYPE']);
+
+/**
+ * Whether readFileRegions failed because the scanned file is gone or is no longer a regular
+ * file (not a read failure: the pass drops the target's copy and the next pass sees what is
+ * there now).
+ */
+export function changedSinceScan(e: unknown): boolean {
+  return e instanceof FerryError && e.context.changedSinceScan === true;
+}
+
+/**
+ * Opens a file the scan found regular, for reading, through no symlink (ferryFs.openSource;
+ * `abs` from scanTree, whose paths are canonical): its descriptor and current size.
+ * FERRY_SOURCE_READ when it cannot be opened, with changedSinceScan(e) true where the path no
+ * longer names a regular file.
+ */
+export function openScannedFile(abs: string): { fd: number; size: number } {
+  let fd = -1;
+  try {
+    fd = ferryFs.openSource(abs);
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw Object.assign(new Error('no longer a regular file'), { code: 'EFTYPE' });
+    return { fd, size: st.size };
+  } catch (e) {
+    if (fd >= 0) closeSync(fd);
+    const changed = CHANGED_SINCE_SCAN.has((e as NodeJS.ErrnoException).code ?? '');
+    throw new FerryError('FERRY_SOURCE_READ', `cannot open ${abs}: ${(e as Error).message}`, {
+      cause: e,
+      ...(changed ? { context: { changedSinceScan: true } } : {}),
+    });
+  }
 }
 
 /** A data region of a file; `release()` once `data` has been sent lets its buffer be read into again. */
@@ -48,15 +87,7 @@ export async function readFileRegions(
   regions: AsyncGenerator<FileRegion>;
   done: () => Promise<{ hash: string; size: number }>;
 }> {
-  let fd = -1;
-  let end: number;
-  try {
-    fd = openSync(abs, 'r');
-    end = fstatSync(fd).size;
-  } catch (e) {
-    if (fd >= 0) closeSync(fd);
-    throw new FerryError('FERRY_SOURCE_READ', `cannot open ${abs}: ${(e as Error).message}`, { cause: e });
-  }
+  const { fd, size: end } = openScannedFile(abs);
   // closed only once no read is in flight (a refused read leaves it open, unused)
   const directFd = (opts.direct ?? true) && end >= DIRECT_READ_FROM ? reopenDirect(fd, 'read') : undefined;
   let direct = directFd;

@@ -1,4 +1,4 @@
-import { constants as C } from 'node:fs';
+import { constants as C, realpathSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
@@ -148,6 +148,15 @@ class DirLoader {
   }
 }
 
+/** `root` with every symlink in it resolved; as given when it cannot be (the walk then reports why). */
+function canonicalRoot(root: string): string {
+  try {
+    return realpathSync(root);
+  } catch {
+    return root;
+  }
+}
+
 /**
  * Walks `root` depth-first, parents before children, names in byte order, without
  * following symlinks. `excludes` are skipped entirely; `emptyDirs` are sent as empty
@@ -168,6 +177,9 @@ export async function* scanTree(
 ): AsyncGenerator<ScannedEntry> {
   const excludes = normalizeExcludes(opts.excludes ?? []);
   const emptyDirs = new Set(normalizeExcludes(opts.emptyDirs ?? []));
+  // Canonical, so that every entry's `abs` holds no symlink: files are opened through none
+  // (openSource), and a symlink above the root (a root given as /srv → /data/srv) is resolved once here.
+  root = canonicalRoot(root);
   const ctx = {
     // names from readDir hold no '/' and are never . or ..: a relative path joins as is
     prefix: path.join(root, '/'),
