@@ -661,7 +661,8 @@ static napi_value write_files(napi_env env, napi_callback_info info) {
  * thread pool, so that a scan keeps the next directories loading while it works through
  * the current one. fields: 12 per name (mode, uid, gid, size, blocks, ino, dev, nlink,
  * rdev, atimeNs, mtimeNs, ctimeNs); a name that cannot be stated has mode -errno. errno is
- * set when the directory itself cannot be opened or read.
+ * set when the directory itself cannot be opened or read -- ELOOP (or ENOTDIR) when a
+ * symlink is anywhere in its path (ferry_open_source): give it canonical paths.
  */
 #include <dirent.h>
 
@@ -679,8 +680,7 @@ typedef struct {
 static void dir_execute(napi_env env, void *data) {
   ferry_job_thread_setup();
   dir_job *j = data;
-  int dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-  if (dfd < 0 && errno == EPERM) dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  int dfd = ferry_open_source(j->dir, O_DIRECTORY); /* through no symlink, like the files */
   if (dfd < 0) {
     j->err = errno;
     return;

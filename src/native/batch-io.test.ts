@@ -364,6 +364,12 @@ describe('readDir', () => {
     const got = await ferryFs.readDir(path.join(dir, 'etc-link'));
     expect(got.errno).toBe(os.constants.errno.ENOTDIR); // O_NOFOLLOW|O_DIRECTORY on a symlink
     expect(got.names).toEqual([]);
+    // nor through a symlink above it (a parent swapped after it was scanned)
+    const real = fs.realpathSync(dir);
+    fs.mkdirSync(path.join(real, 'real/inner'), { recursive: true });
+    fs.symlinkSync(path.join(real, 'real'), path.join(real, 'real-link'));
+    expect((await ferryFs.readDir(path.join(real, 'real-link/inner'))).errno).toBe(os.constants.errno.ELOOP);
+    expect((await ferryFs.readDir(path.join(real, 'real/inner'))).errno).toBe(0);
   });
 });
 

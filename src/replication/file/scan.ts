@@ -255,12 +255,15 @@ interface WalkContext {
   onUnsupportedName: ((rel: string) => void) | undefined;
 }
 
-/** The listing of one directory, or null when it vanished while scanning. */
+const GONE = new Set([osErrno.ENOENT, osErrno.ENOTDIR, osErrno.ELOOP]);
+
+/** The listing of one directory, or null when it vanished or stopped being one while scanning. */
 async function list(root: string, relDir: string, ctx: WalkContext): Promise<Listing | null> {
   const absDir = relDir === '' ? root : ctx.prefix + relDir; // as the walk names them (the prefetch keys)
   const got = await ctx.loader.load(absDir);
   if (got.errno) {
-    if (relDir !== '' && got.errno === osErrno.ENOENT) return null; // vanished while scanning
+    // vanished while scanning, or swapped for a symlink (never listed through) or a file
+    if (relDir !== '' && GONE.has(got.errno)) return null;
     throw errnoError(got.errno, `cannot list ${absDir}`);
   }
   const entries: Listing['entries'] = [];
