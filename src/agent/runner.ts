@@ -293,6 +293,7 @@ export class JobRunner {
           emptyDirs: this.#emptyDirs(job),
           mode,
           signal,
+          direct: this.#o.directIo,
         }),
       );
       this.#o.logger.info({ mode, identical: report.identical, totals: report.totals }, 'verification done');

@@ -23,4 +23,4 @@ export { readFileRegions } from './read-file.js';
 export { type ReceiveResult, receivePass } from './receive.js';
 export { isExcluded, kindOf, normalizeExcludes, type ScannedEntry, scanTree } from './scan.js';
 export { TreeWriter } from './tree-writer.js';
-export { hashFile, receiveVerify, runVerifySend } from './verify.js';
+export { receiveVerify, runVerifySend } from './verify.js';

@@ -149,7 +149,7 @@ class DirLoader {
 }
 
 /** `root` with every symlink in it resolved; as given when it cannot be (the walk then reports why). */
-function canonicalRoot(root: string): string {
+export function canonicalRoot(root: string): string {
   try {
     return realpathSync(root);
   } catch {

@@ -22,11 +22,11 @@ beforeEach(() => {
 });
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-async function verify(mode: 'quick' | 'full') {
+async function verify(mode: 'quick' | 'full', dst = p('dst')) {
   const [a, b] = duplexPair();
   const [sent, got] = await Promise.all([
     runVerifySend({ session: new Session(a), root: p('src'), excludes: [], mode }),
-    receiveVerify(new Session(b), p('dst'), mode),
+    receiveVerify(new Session(b), dst, mode),
   ]);
   expect(sent).toEqual(got);
   return got;
@@ -65,6 +65,46 @@ describe('verify pass', () => {
     const full = await verify('full');
     expect(full.totals.different).toBe(2);
     expect(full.examples).toContainEqual({ path: '/etc/a', problem: 'content differs' });
+  });
+
+  it('compares the content of many small files read in batches and of large and sparse files, in scan order', async () => {
+    // 600 small files (read whole, 16 to a batch, hundreds ahead), 3 MiB files read chunk by
+    // chunk, and a sparse 64 MiB file of which only the data is read
+    for (let d = 0; d < 6; d++) {
+      fs.mkdirSync(p(`src/many/d${d}`), { recursive: true });
+      for (let f = 0; f < 100; f++)
+        fs.writeFileSync(p(`src/many/d${d}/f${f}`), `file ${d}/${f} `.repeat(f * 20 + 1));
+    }
+    fs.mkdirSync(p('src/big'));
+    for (const name of ['x', 'y']) fs.writeFileSync(p(`src/big/${name}`), Buffer.alloc(3 << 20, name));
+    const sparse = fs.openSync(p('src/big/sparse'), 'w');
+    fs.writeSync(sparse, Buffer.alloc(4096, 's'), 0, 4096, 40 << 20);
+    fs.ftruncateSync(sparse, 64 << 20);
+    fs.closeSync(sparse);
+    fs.rmSync(p('dst'), { recursive: true });
+    execFileSync('cp', ['-a', '--sparse=always', p('src'), p('dst')]);
+    expect((await verify('full')).identical).toBe(true);
+    // same size and times, different content: only a full verify sees them, each one
+    const changed = ['many/d1/f7', 'many/d4/f99', 'big/y', 'big/sparse'];
+    for (const rel of changed) {
+      const fd = fs.openSync(p(`dst/${rel}`), 'r+');
+      fs.writeSync(fd, 'Z', rel === 'big/sparse' ? (40 << 20) + 9 : 3);
+      fs.closeSync(fd);
+      execFileSync('touch', ['-r', p(`src/${rel}`), p(`dst/${rel}`)]);
+    }
+    expect((await verify('quick')).identical).toBe(true);
+    const full = await verify('full');
+    expect(full.totals).toMatchObject({ different: 4, missing: 0, extra: 0 });
+    expect(full.examples).toEqual(
+      changed.sort().map((rel) => ({ path: `/${rel}`, problem: 'content differs' })),
+    );
+  });
+
+  it('takes a target root given through a symlink (hashing what it resolves to)', async () => {
+    fs.symlinkSync(p('dst'), p('dst-link'));
+    const r = await verify('full', p('dst-link'));
+    expect(r.identical).toBe(true);
+    expect(r.totals.files).toBe(5);
   });
 
   it('never reads through a symlinked parent on the target: such entries count as missing', async () => {

@@ -1,30 +1,94 @@
 import { type BigIntStats, lstatSync, readdirSync, readlinkSync } from 'node:fs';
-import { open } from 'node:fs/promises';
 import path from 'node:path';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
 import type { VerifyDirectory, VerifyMode, VerifyReport } from '../../control/index.js';
 import { FerryError, toFerryError } from '../../errors/index.js';
 import { type CheckMessage, type Session, validatePath } from '../../protocol/index.js';
+import { BatchReader } from './batch-read.js';
+import { wholeFileHash } from './content-hash.js';
+import { isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
-import { kindOf, scanTree } from './scan.js';
+import { readFileRegions } from './read-file.js';
+import { canonicalRoot, kindOf, scanTree } from './scan.js';
 
 const MAX_DIRECTORIES = 1000;
+/** A CHECK's hash while its file is still being hashed (never sent). */
+const HASH_PENDING = 'pending';
+/** CHECKs held behind one whose file is being hashed, at most. */
+const MAX_WAITING = 4096;
 const MAX_EXAMPLES = 100;
 
-/** BLAKE3 of a file's content, read in 1 MiB steps (O_NOFOLLOW: never through a symlink). */
-export async function hashFile(abs: string): Promise<string> {
-  const fh = await open(abs, 'r');
-  try {
-    const h = new Blake3Hasher();
-    const buf = Buffer.allocUnsafe(1 << 20);
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      h.update(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
+/** Files up to this size are read whole, in batches, ahead of their turn (as the pass does). */
+const WHOLE_FILE_BYTES = 1 << 20;
+/** Files and bytes read ahead of the one being compared. */
+const AHEAD_FILES = 256;
+const AHEAD_BYTES = 32 << 20;
+
+/** The hash of a file that could not be read: never equal to a real one. */
+const UNREADABLE = '0'.repeat(64);
+
+/**
+ * BLAKE3 of a large file's content, holes as zeros (only its data regions are read), through
+ * no symlink (openScannedFile: `abs` must be canonical).
+ */
+async function hashLargeFile(abs: string, sparse: boolean, direct: boolean): Promise<string> {
+  const { regions, done } = await readFileRegions(abs, sparse, { direct });
+  for await (const r of regions) r.release(); // hashed before it was yielded
+  return (await done()).hash;
+}
+
+/**
+ * Content hashes of files in the order asked, read ahead: small files whole, in batches of
+ * one thread-pool job (BatchReader: open, read, close of 16 files at a time, several batches
+ * in flight), large ones chunk by chunk with their next chunks reading (readFileRegions).
+ * Hashing file by file with a read per call and a new 1 MiB buffer each took 10.7 s cold and
+ * 24 s warm for 30,000 files of 1 GB (both sides in one process), the collector busy with the
+ * buffers. Every open follows no symlink, on either side.
+ */
+class HashAhead {
+  readonly #reader: BatchReader;
+  readonly #direct: boolean;
+  #queue: { size: number; hash: () => Promise<string> }[] = [];
+  #bytes = 0;
+
+  constructor(direct: boolean) {
+    this.#direct = direct;
+    this.#reader = new BatchReader({ direct, xattrs: false });
+  }
+
+  /** Whether the caller should take a result before queueing more. */
+  get full(): boolean {
+    return this.#queue.length >= AHEAD_FILES || this.#bytes >= AHEAD_BYTES;
+  }
+
+  /** Queues the hash of the regular file `abs` of `size` bytes (as stated just before). */
+  add(abs: string, size: number, sparse: boolean): void {
+    if (size > WHOLE_FILE_BYTES) {
+      this.#queue.push({ size: 0, hash: () => hashLargeFile(abs, sparse, this.#direct) });
+      return;
     }
-    return h.digest('hex');
-  } finally {
-    await fh.close();
+    const slot = this.#reader.read(abs, size);
+    this.#bytes += size;
+    this.#queue.push({
+      size,
+      hash: async () => {
+        if (!slot.ready) {
+          this.#reader.flush();
+          await slot.done;
+        }
+        if (!slot.result) return hashLargeFile(abs, false, this.#direct); // reports why
+        const h = wholeFileHash(slot.result.data);
+        slot.release();
+        return h;
+      },
+    });
+  }
+
+  /** The hash of the oldest file queued: UNREADABLE when it could not be read. */
+  async next(): Promise<string> {
+    const item = this.#queue.shift();
+    if (!item) throw new Error('HashAhead.next() with nothing queued');
+    this.#bytes -= item.size;
+    return item.hash().catch(() => UNREADABLE);
   }
 }
 
@@ -40,6 +104,8 @@ export async function runVerifySend(opts: {
   mode: VerifyMode;
   signal?: AbortSignal;
   onEntry?: (bytes: number) => void;
+  /** Read files past the page cache where the file system allows it (default on, as the pass). */
+  direct?: boolean;
 }): Promise<VerifyReport> {
   const { session } = opts;
   let report: VerifyReport | null = null;
@@ -53,6 +119,15 @@ export async function runVerifySend(opts: {
     }
   })();
   const send = guardedSend(session, reader);
+  // CHECKs whose file is being hashed wait here, in scan order, while the scan goes on
+  const hashes = new HashAhead(opts.direct ?? true);
+  const waiting: CheckMessage[] = [];
+  const sendOldest = async () => {
+    const c = waiting.shift()!;
+    if (c.hash === HASH_PENDING) c.hash = await hashes.next();
+    await send({ type: 'check', body: c });
+    opts.onEntry?.(c.size ?? 0);
+  };
   for await (const e of scanTree(opts.root, { excludes: opts.excludes, emptyDirs: opts.emptyDirs ?? [] })) {
     if (opts.signal?.aborted) throw new FerryError('FERRY_CONNECTION_LOST', 'the verification was stopped');
     const c: CheckMessage = {
@@ -65,12 +140,18 @@ export async function runVerifySend(opts: {
     };
     if (e.kind === 'file') {
       c.size = Number(e.stat.size);
-      if (opts.mode === 'full') c.hash = await hashFile(e.abs).catch(() => '0'.repeat(64));
+      if (opts.mode === 'full') {
+        while (hashes.full) await sendOldest();
+        hashes.add(e.abs, c.size, isSparse(e));
+        c.hash = HASH_PENDING;
+      }
     }
     if (e.kind === 'symlink') c.linkTarget = readlinkSync(e.abs);
-    await send({ type: 'check', body: c });
-    opts.onEntry?.(c.size ?? 0);
+    while (waiting.length >= MAX_WAITING) await sendOldest();
+    waiting.push(c);
+    while (waiting.length > 0 && waiting[0]!.hash !== HASH_PENDING) await sendOldest();
   }
+  while (waiting.length > 0) await sendOldest();
   await send({ type: 'commit', body: { seq: 0 } });
   await reader;
   if (!report)
@@ -94,8 +175,16 @@ function parentOf(rel: string): string {
  * root is read), then lists every directory for entries only the target has, and sends the
  * report.
  */
-export async function receiveVerify(session: Session, root: string, mode: VerifyMode): Promise<VerifyReport> {
+export async function receiveVerify(
+  session: Session,
+  given: string,
+  mode: VerifyMode,
+  opts: { direct?: boolean } = {},
+): Promise<VerifyReport> {
   const started = Date.now();
+  // canonical: files are hashed through no symlink (HashAhead), the root's own path included
+  const root = canonicalRoot(given);
+  const hashes = new HashAhead(opts.direct ?? true);
   const dirs = new Map<string, DirTally>();
   const examples: VerifyReport['examples'] = [];
   const realDirs = new Set<string>(['']);
@@ -130,7 +219,8 @@ export async function receiveVerify(session: Session, root: string, mode: Verify
     return true;
   };
 
-  const compare = async (c: CheckMessage): Promise<string | null> => {
+  /** What differs in kind and metadata; HASH_PENDING when only the content is left to compare (queued). */
+  const compare = (c: CheckMessage): string | null => {
     const abs = path.join(root, c.path);
     const st: BigIntStats = lstatSync(abs, { bigint: true });
     const kind = kindOf(st) ?? 'other';
@@ -147,10 +237,22 @@ export async function receiveVerify(session: Session, root: string, mode: Verify
     if (c.kind === 'file' && Number(st.size) !== c.size) return `size ${st.size} != ${c.size}`;
     if (st.mtimeNs.toString() !== c.mtimeNs) return 'modification time differs';
     if (c.kind === 'file' && mode === 'full' && c.hash) {
-      const h = await hashFile(abs);
-      if (h !== c.hash) return 'content differs';
+      hashes.add(abs, Number(st.size), st.blocks * 512n < st.size);
+      return HASH_PENDING;
     }
     return null;
+  };
+  // compared entries in order, those whose content is being hashed among them
+  const queue: { c: CheckMessage; t: DirTally; problem: string | null }[] = [];
+  const settleOldest = async () => {
+    const o = queue.shift()!;
+    if (o.problem === HASH_PENDING) {
+      const h = await hashes.next();
+      o.problem = h === UNREADABLE ? 'cannot be read' : h === o.c.hash ? null : 'content differs';
+    }
+    if (o.problem === 'missing') o.t.missing++;
+    else if (o.problem) o.t.different++;
+    if (o.problem) note(o.c.path, o.problem);
   };
 
   try {
@@ -168,8 +270,9 @@ export async function receiveVerify(session: Session, root: string, mode: Verify
       let problem: string | null;
       if (!parentIsReal(c.path)) problem = 'missing';
       else {
+        if (hashes.full) await settleOldest(); // before compare() may queue one more
         try {
-          problem = await compare(c);
+          problem = compare(c);
         } catch (e) {
           problem =
             (e as NodeJS.ErrnoException).code === 'ENOENT'
@@ -177,10 +280,11 @@ export async function receiveVerify(session: Session, root: string, mode: Verify
               : `cannot be read: ${(e as Error).message}`;
         }
       }
-      if (problem === 'missing') t.missing++;
-      else if (problem) t.different++;
-      if (problem) note(c.path, problem);
+      queue.push({ c, t, problem });
+      while (queue.length > 0 && (queue[0]!.problem !== HASH_PENDING || queue.length > MAX_WAITING))
+        await settleOldest();
     }
+    while (queue.length > 0) await settleOldest();
     for (const [rel, t] of dirs) {
       if (!t.isDir || !parentIsReal(`${rel}/x`)) continue;
       let names: string[] = [];
