@@ -100,6 +100,23 @@ describe('verify pass', () => {
     );
   });
 
+  it('counts what only the target has in each directory, siblings sharing a prefix kept apart', async () => {
+    for (const d of ['a/x', 'a b', 'ab', 'a-b']) {
+      fs.mkdirSync(p(`src/${d}`), { recursive: true });
+      fs.writeFileSync(p(`src/${d}/f`), d);
+    }
+    fs.rmSync(p('dst'), { recursive: true });
+    execFileSync('cp', ['-a', p('src'), p('dst')]);
+    const extras = ['a/only', 'a b/only', 'a/x/only', 'only', 'ab/f2'];
+    for (const rel of extras) fs.writeFileSync(p(`dst/${rel}`), 'extra');
+    for (const d of ['a', 'a/x', 'a b', 'ab']) execFileSync('touch', ['-r', p(`src/${d}`), p(`dst/${d}`)]);
+    const r = await verify('quick');
+    expect(r.totals).toEqual({ files: 14, different: 0, missing: 0, extra: 5 });
+    expect(r.examples.map((e) => e.path).sort()).toEqual(extras.map((e) => `/${e}`).sort());
+    expect(r.directories.find((d) => d.path === '/a')).toMatchObject({ files: 1, extra: 1 }); // x
+    expect(r.directories.find((d) => d.path === '/ab')).toMatchObject({ files: 1, extra: 1 });
+  });
+
   it('takes a target root given through a symlink (hashing what it resolves to)', async () => {
     fs.symlinkSync(p('dst'), p('dst-link'));
     const r = await verify('full', p('dst-link'));

@@ -160,8 +160,14 @@ export async function runVerifySend(opts: {
 }
 
 interface DirTally extends VerifyDirectory {
-  seen: Set<string>;
+  /** The names the source has here; null once the directory has been counted (finish). */
+  seen: Set<string> | null;
   isDir: boolean;
+}
+
+/** Whether `rel` is the directory `dir` or inside it ('' is the root). */
+function within(dir: string, rel: string): boolean {
+  return dir === '' || rel === dir || (rel.startsWith(dir) && rel.charCodeAt(dir.length) === 47) /* / */;
 }
 
 function parentOf(rel: string): string {
@@ -242,6 +248,31 @@ export async function receiveVerify(
     }
     return null;
   };
+  /**
+   * Counts what only the target has in the directory `rel`, once every name the source has
+   * there has been seen; then forgets those names, so that memory holds the names of the
+   * directories being walked, not of the whole tree.
+   */
+  const finish = (rel: string) => {
+    const t = dirs.get(rel);
+    if (!t) return;
+    const seen = t.seen;
+    t.seen = null;
+    if (!seen || !t.isDir || !parentIsReal(`${rel}/x`)) return;
+    let names: string[] = [];
+    try {
+      names = readdirSync(path.join(root, rel));
+    } catch {
+      return; // missing: counted where its parent lists it
+    }
+    for (const name of names) {
+      if (seen.has(name)) continue;
+      t.extra++;
+      note(rel ? `${rel}/${name}` : name, 'only on the target');
+    }
+  };
+  /** The directories whose names may still come: the parents of the last entry, root first. */
+  const open: string[] = [''];
   // compared entries in order, those whose content is being hashed among them
   const queue: { c: CheckMessage; t: DirTally; problem: string | null }[] = [];
   const settleOldest = async () => {
@@ -263,8 +294,17 @@ export async function receiveVerify(
       const c = msg.body;
       const why = validatePath(c.path);
       if (why) throw new FerryError('FERRY_UNSAFE_PATH', `refused ${JSON.stringify(c.path)}: ${why}`);
-      const t = tally(parentOf(c.path));
+      const parent = parentOf(c.path);
+      // entries come depth first: a directory this one is not inside has all its names
+      while (!within(open[open.length - 1]!, parent)) finish(open.pop()!);
+      if (open[open.length - 1] !== parent) open.push(parent);
+      const t = tally(parent);
       t.files++;
+      if (!t.seen)
+        throw new FerryError(
+          'FERRY_PROTOCOL_VIOLATION',
+          `CHECK for ${c.path} after its directory was complete`,
+        );
       t.seen.add(path.posix.basename(c.path));
       if (c.kind === 'dir') tally(c.path).isDir = true;
       let problem: string | null;
@@ -284,21 +324,8 @@ export async function receiveVerify(
       while (queue.length > 0 && (queue[0]!.problem !== HASH_PENDING || queue.length > MAX_WAITING))
         await settleOldest();
     }
+    while (open.length > 0) finish(open.pop()!);
     while (queue.length > 0) await settleOldest();
-    for (const [rel, t] of dirs) {
-      if (!t.isDir || !parentIsReal(`${rel}/x`)) continue;
-      let names: string[] = [];
-      try {
-        names = readdirSync(path.join(root, rel));
-      } catch {
-        continue; // missing: counted where its parent lists it
-      }
-      for (const name of names) {
-        if (t.seen.has(name)) continue;
-        t.extra++;
-        note(rel ? `${rel}/${name}` : name, 'only on the target');
-      }
-    }
     const all = [...dirs.values()].filter((d) => d.isDir);
     const totals = { files: 0, different: 0, missing: 0, extra: 0 };
     for (const d of all) {
