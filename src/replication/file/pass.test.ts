@@ -268,6 +268,7 @@ describe('file-level pass over an in-memory connection', () => {
     await pass(src, dst, state);
     for (const name of ['a', 'b', 'c']) fs.appendFileSync(path.join(src, 'home', name), 'more');
     fs.writeFileSync(path.join(src, 'home/d'), distinctBytes(2 << 20)); // new: sent whole, not by blocks
+    fs.symlinkSync('a', path.join(src, 'home/e-link'));
     // While `a` is sent, its owner swaps `b` and `d` for symlinks to the secret and removes
     // `c`: all were scanned as regular files, and none is read once gone.
     let bytesSent = 0;
@@ -284,16 +285,18 @@ describe('file-level pass over an in-memory connection', () => {
         fs.rmSync(path.join(src, 'home/c'));
         fs.rmSync(path.join(src, 'home/d'));
         fs.symlinkSync(secret, path.join(src, 'home/d'));
+        fs.rmSync(path.join(src, 'home/e-link')); // a symlink removed before its readlink
       },
     });
     const sync = await pass(src, dst, state, [], [], undefined, progress);
     expect(swapped).toBe(true);
-    expect(sync.sent.changedSinceScan).toBe(3);
+    expect(sync.sent.changedSinceScan).toBe(4);
     expect(fs.readFileSync(path.join(dst, 'home/a')).subarray(-4).toString()).toBe('more');
     // the target's stale copies are gone, and no byte of the secret arrived
     expect(fs.existsSync(path.join(dst, 'home/b'))).toBe(false);
     expect(fs.existsSync(path.join(dst, 'home/c'))).toBe(false);
     expect(fs.existsSync(path.join(dst, 'home/d'))).toBe(false);
+    expect(fs.existsSync(path.join(dst, 'home/e-link'))).toBe(false);
     expect(sync.sent.bytesSent).toBeLessThan(3 << 20);
     // the next pass sends what is there now: the symlink itself
     const next = await pass(src, dst, state);

@@ -97,6 +97,9 @@ export function toRecord(e: ScannedEntry): SyncRecord {
 
 type Pending = { kind: 'put'; rec: SyncRecord; dir: boolean } | { kind: 'delete'; path: string };
 
+/** What readlink meets when the scanned symlink is gone or is no longer a symlink. */
+const SYMLINK_GONE = new Set(['ENOENT', 'ENOTDIR', 'EINVAL']);
+
 /** An entry the pass will send, with the content of a small file already being read. */
 interface Planned {
   e: ScannedEntry;
@@ -429,12 +432,16 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
     await send(m);
   };
   /**
-   * The file at `rel` is gone since the scan, or is no longer a regular file (a symlink or
-   * anything else swapped in is never read through): instead of its ENTRY, seq `s` becomes
+   * The file (or symlink) at `rel` is gone since the scan, or is no longer what the scan
+   * found (a symlink swapped in for a file is never read through): instead of its ENTRY, seq `s` becomes
    * a DELETE of the target's copy, so no stale content stays under that name; the next pass
    * sends whatever is there then.
    */
   const dropChanged = async (s: number, rel: string) => {
+    if (!pending.has(s) && pending.size >= maxUnacked) {
+      await sendFiles();
+      await roomForAck();
+    }
     pending.set(s, { kind: 'delete', path: rel });
     vanished++;
     opts.onChangedSinceScan?.(rel);
@@ -455,11 +462,19 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
       await p.content.done;
     }
     const whole = p.content ? p.content.result : null;
-    const entry: EntryMessage = p.renamedFrom
-      ? { ...(await entryFromScan(e, seq)), kind: 'hardlink', linkTo: p.renamedFrom, renamed: true }
-      : whole
-        ? entryFromRecord(cur, seq, whole.xattrs)
-        : await entryFromScan(e, seq, p.firstPath);
+    let entry: EntryMessage;
+    try {
+      entry = p.renamedFrom
+        ? { ...(await entryFromScan(e, seq)), kind: 'hardlink', linkTo: p.renamedFrom, renamed: true }
+        : whole
+          ? entryFromRecord(cur, seq, whole.xattrs)
+          : await entryFromScan(e, seq, p.firstPath);
+    } catch (err) {
+      // a symlink removed, or replaced by something else, since the scan (readlink)
+      if (!SYMLINK_GONE.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+      await dropChanged(seq, e.path);
+      continue;
+    }
     if (p.renamedFrom) delete entry.size;
     const data = whole?.data ?? null;
     if (data) entry.size = data.length; // what was read is what is sent and hashed
