@@ -306,6 +306,31 @@ describe('file-level pass over an in-memory connection', () => {
     state.close();
   });
 
+  it('sends a hard link as the file itself when the path it would link to was removed mid-pass', async () => {
+    const { src, dst } = emptyTrees();
+    fs.writeFileSync(path.join(src, 'a'), distinctBytes(2 << 20));
+    fs.writeFileSync(path.join(src, 'x'), distinctBytes(3 << 20)); // large: read at its turn, not ahead
+    fs.linkSync(path.join(src, 'x'), path.join(src, 'y'));
+    fs.linkSync(path.join(src, 'x'), path.join(src, 'z'));
+    let bytesSent = 0;
+    const progress = { bytes: 0, files: 0 } as PassProgress;
+    Object.defineProperty(progress, 'bytesSent', {
+      get: () => bytesSent,
+      set: (v: number) => {
+        if (bytesSent === 0 && v > 0) fs.rmSync(path.join(src, 'x')); // while `a` is sent
+        bytesSent = v;
+      },
+    });
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    const first = await pass(src, dst, state, [], [], undefined, progress);
+    expect(first.sent.changedSinceScan).toBe(1);
+    expect(fs.existsSync(path.join(dst, 'x'))).toBe(false);
+    expect(fs.readFileSync(path.join(dst, 'y')).equals(distinctBytes(3 << 20))).toBe(true);
+    expect(fs.statSync(path.join(dst, 'z')).ino).toBe(fs.statSync(path.join(dst, 'y')).ino);
+    expect(compareTrees(src, dst)).toEqual([]);
+    state.close();
+  });
+
   it('copies a tree whose root is given through a symlink (resolved once, not refused as a swapped path)', async () => {
     const { src, dst } = emptyTrees();
     fs.mkdirSync(path.join(src, 'etc'));

@@ -335,6 +335,8 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
   reader.catch(fail);
 
   const firstPathOfInode = new Map<string, string>();
+  /** Paths dropped by dropChanged → the path sent since in place of each as its inode's first (null: none yet). */
+  const droppedFirst = new Map<string, string | null>();
   const smallFiles = new BatchReader({ direct: opts.directIo ?? true });
   /**
    * The path the target holds a renamed file's content at: a recorded file with the same
@@ -443,6 +445,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
       await roomForAck();
     }
     pending.set(s, { kind: 'delete', path: rel });
+    droppedFirst.set(rel, null);
     vanished++;
     opts.onChangedSinceScan?.(rel);
     await sendAfterFiles({ type: 'delete', body: { seq: s, path: rel } });
@@ -460,6 +463,16 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
       // the disk is behind: what is ready goes meanwhile, once it is worth a frame
       if (filesBytes >= FILES_FRAME_BYTES / 4) await sendFiles();
       await p.content.done;
+    }
+    // a hard link whose first path was dropped (gone since the scan): the first of its
+    // other paths sent since takes its place; if none was, this one is sent as the file
+    while (p.firstPath !== undefined && droppedFirst.has(p.firstPath)) {
+      const now = droppedFirst.get(p.firstPath);
+      if (now) p.firstPath = now;
+      else {
+        droppedFirst.set(p.firstPath, e.path);
+        delete p.firstPath;
+      }
     }
     const whole = p.content ? p.content.result : null;
     let entry: EntryMessage;
