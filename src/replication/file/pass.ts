@@ -130,11 +130,12 @@ function deltaBlockSize(e: ScannedEntry): number {
  * differ from the target's sums, and returns the whole file's hash and the bytes sent.
  */
 async function sendChangedBlocks(
-  fd: number,
+  file: { fd: number; size: number },
   blockSize: number,
   theirs: Buffer,
   send: (m: Parameters<Session['send']>[0]) => Promise<void>,
 ): Promise<{ hash: string; sent: number }> {
+  const { fd, size } = file;
   const readAt = (buf: Buffer, off: number, len: number, pos: number) =>
     new Promise<number>((resolve, reject) =>
       read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))),
@@ -142,16 +143,17 @@ async function sendChangedBlocks(
   const whole = contentHash();
   try {
     let sent = 0;
-    for (let at = 0, i = 0; ; at += blockSize, i++) {
-      const buf = Buffer.allocUnsafe(blockSize); // DATA frames keep a reference until written
+    for (let at = 0, i = 0; at < size; at += blockSize, i++) {
+      const want = Math.min(blockSize, size - at); // nothing past the size the ENTRY gave
+      const buf = Buffer.allocUnsafe(want); // DATA frames keep a reference until written
       let n = 0;
-      while (n < blockSize) {
-        const bytesRead = await readAt(buf, n, blockSize - n, at + n);
+      while (n < want) {
+        const bytesRead = await readAt(buf, n, want - n, at + n);
         if (bytesRead === 0) break;
         n += bytesRead;
       }
       if (n === 0) break;
-      const block = n === blockSize ? buf : buf.subarray(0, n);
+      const block = n === want ? buf : buf.subarray(0, n);
       await whole.update(block);
       const S = BLOCK_SUM_BYTES;
       const same =
@@ -520,7 +522,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
       const r0 = opts.resume;
       // The target holds the beginning already: read and hash it (the end-to-end hash covers
       // the whole file) but send only what follows.
-      const from =
+      let from =
         r0 && r0.path === entry.path && r0.size === entry.size && r0.mtimeNs === entry.mtimeNs
           ? r0.offset
           : 0;
@@ -537,6 +539,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
       if (scanned) {
         // changed-block transfer: only the blocks that differ from the target's copy travel
         entry.deltaBlockSize = blockSize;
+        entry.size = scanned.size; // as opened: a log appended to since the scan goes as it is now
         const sums = new Promise<SumsMessage>((resolve, reject) => {
           sumsWaiters.set(seq, resolve);
           committed.catch(reject);
@@ -545,7 +548,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
         const s = await sums;
         sumsWaiters.delete(seq);
         const { hash, sent } = await sendChangedBlocks(
-          scanned.fd,
+          scanned,
           blockSize,
           Buffer.from(s.hashes, 'base64'),
           send,
@@ -571,6 +574,12 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
         continue;
       }
       const { regions, done } = opened;
+      if (opened.size !== entry.size) {
+        // grown or shrunk since the scan (a log being written): it goes as it is now, in full
+        entry.size = opened.size;
+        from = 0;
+        delete entry.resumeFrom;
+      }
       await sendAfterFiles({ type: 'entry', body: entry });
       let dataBytes = 0;
       for await (const r of regions) {

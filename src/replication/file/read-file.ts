@@ -85,6 +85,8 @@ export async function readFileRegions(
   opts: { direct?: boolean; buffers?: ReadBuffers; hashHoles?: boolean } = {},
 ): Promise<{
   regions: AsyncGenerator<FileRegion>;
+  /** The file's size when opened, which is what is read (it may differ from the scan's). */
+  size: number;
   done: () => Promise<{ hash: string; size: number }>;
 }> {
   const { fd, size: end } = openScannedFile(abs);
@@ -176,5 +178,5 @@ export async function readFileRegions(
       closeSync(fd);
     }
   }
-  return { regions: regions(), done: async () => ({ hash: await hasher.digest(), size: end }) };
+  return { regions: regions(), size: end, done: async () => ({ hash: await hasher.digest(), size: end }) };
 }
