@@ -230,8 +230,10 @@ int ferry_open_source(const char *path, int flags) {
   return -1;
 }
 
+/* O_NONBLOCK: a fifo swapped in for a scanned file would otherwise block the pool thread
+ * in open until a writer came (no effect on reading a regular file). */
 static int open_source(const char *path, int direct) {
-  return ferry_open_source(path, direct ? O_DIRECT : 0);
+  return ferry_open_source(path, O_NONBLOCK | (direct ? O_DIRECT : 0));
 }
 
 /* direct_io.c: straight into dst when it is aligned and `room` holds len in whole blocks */

@@ -31,8 +31,9 @@ describe('readFiles', () => {
     fs.writeFileSync(b, Buffer.alloc(70_000, 7));
     fs.symlinkSync(a, link);
     fs.mkdirSync(path.join(dir, 'sub'));
-    const paths = [a, b, path.join(dir, 'missing'), link, path.join(dir, 'sub'), b];
-    const caps = [5, 70_000, 10, 5, 0, 100]; // the last: a file that grew beyond its scanned size
+    execFileSync('mkfifo', [path.join(dir, 'fifo')]); // opened without waiting for a writer
+    const paths = [a, b, path.join(dir, 'missing'), link, path.join(dir, 'sub'), path.join(dir, 'fifo'), b];
+    const caps = [5, 70_000, 10, 5, 0, 0, 100]; // the last: a file that grew beyond its scanned size
     const slab = Buffer.alloc(
       caps.reduce((x, y) => x + y, 0),
       0xee,
@@ -44,6 +45,7 @@ describe('readFiles', () => {
       70_000,
       -ENOENT,
       -os.constants.errno.ELOOP,
+      -os.constants.errno.EINVAL,
       -os.constants.errno.EINVAL,
       100,
     ]);
