@@ -379,6 +379,37 @@ describe('file-level pass over an in-memory connection', () => {
     state.close();
   });
 
+  it('closes the file it opened for a changed-block transfer when the target goes away before its sums', async () => {
+    const { src, dst } = emptyTrees();
+    fs.writeFileSync(path.join(src, 'big'), distinctBytes(3 << 20));
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    await pass(src, dst, state);
+    fs.appendFileSync(path.join(src, 'big'), 'changed');
+    const fds = () => fs.readdirSync('/proc/self/fd').length;
+    const before = fds();
+    const [a, b] = duplexPair();
+    const target = new Session(b);
+    const gone = (async () => {
+      for await (const m of target.messages())
+        if (m.type === 'entry' && m.body.deltaBlockSize) {
+          b.destroy(); // no SUMS will come
+          return;
+        }
+    })();
+    const sync = runSendPass({
+      session: new Session(a),
+      root: src,
+      excludes: [],
+      state,
+      progress: { bytes: 0, files: 0, bytesSent: 0 },
+      detectRenames: true,
+    });
+    await expect(sync).rejects.toThrow();
+    await gone;
+    expect(fds()).toBe(before);
+    state.close();
+  });
+
   it('copies a tree whose root is given through a symlink (resolved once, not refused as a swapped path)', async () => {
     const { src, dst } = emptyTrees();
     fs.mkdirSync(path.join(src, 'etc'));

@@ -172,7 +172,6 @@ async function sendChangedBlocks(
     return { hash: await whole.digest(), sent };
   } finally {
     whole.discard(); // a no-op after the digest
-    closeSync(fd);
   }
 }
 
@@ -544,15 +543,16 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
           sumsWaiters.set(seq, resolve);
           committed.catch(reject);
         });
-        await sendAfterFiles({ type: 'entry', body: entry });
-        const s = await sums;
-        sumsWaiters.delete(seq);
-        const { hash, sent } = await sendChangedBlocks(
-          scanned,
-          blockSize,
-          Buffer.from(s.hashes, 'base64'),
-          send,
-        );
+        let changed: { hash: string; sent: number };
+        try {
+          await sendAfterFiles({ type: 'entry', body: entry });
+          const s = await sums;
+          sumsWaiters.delete(seq);
+          changed = await sendChangedBlocks(scanned, blockSize, Buffer.from(s.hashes, 'base64'), send);
+        } finally {
+          closeSync(scanned.fd); // also when the pass fails while it waits for the target's sums
+        }
+        const { hash, sent } = changed;
         progress.bytes += cur.size;
         progress.bytesSent += sent;
         progress.files++;
