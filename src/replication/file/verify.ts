@@ -7,6 +7,7 @@ import { BatchReader } from './batch-read.js';
 import { wholeFileHash } from './content-hash.js';
 import { isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
+import { readBuffers } from './read-buffers.js';
 import { readFileRegions } from './read-file.js';
 import { canonicalRoot, kindOf, scanTree } from './scan.js';
 
@@ -96,7 +97,12 @@ class HashAhead {
  * The source side of a verify pass: describes every entry (with its content hash in full
  * mode) and returns the report the target computes.
  */
-export async function runVerifySend(opts: {
+export function runVerifySend(opts: VerifySendOptions): Promise<VerifyReport> {
+  // the read buffers kept for reuse go when the pass ends, as after a replication pass
+  return verifySend(opts).finally(() => readBuffers.trim());
+}
+
+interface VerifySendOptions {
   session: Session;
   root: string;
   excludes: readonly string[];
@@ -106,7 +112,9 @@ export async function runVerifySend(opts: {
   onEntry?: (bytes: number) => void;
   /** Read files past the page cache where the file system allows it (default on, as the pass). */
   direct?: boolean;
-}): Promise<VerifyReport> {
+}
+
+async function verifySend(opts: VerifySendOptions): Promise<VerifyReport> {
   const { session } = opts;
   let report: VerifyReport | null = null;
   const reader = (async () => {
@@ -181,11 +189,20 @@ function parentOf(rel: string): string {
  * root is read), then lists every directory for entries only the target has, and sends the
  * report.
  */
-export async function receiveVerify(
+export function receiveVerify(
+  session: Session,
+  root: string,
+  mode: VerifyMode,
+  opts: { direct?: boolean } = {},
+): Promise<VerifyReport> {
+  return verifyReceive(session, root, mode, opts).finally(() => readBuffers.trim());
+}
+
+async function verifyReceive(
   session: Session,
   given: string,
   mode: VerifyMode,
-  opts: { direct?: boolean } = {},
+  opts: { direct?: boolean },
 ): Promise<VerifyReport> {
   const started = Date.now();
   // canonical: files are hashed through no symlink (HashAhead), the root's own path included
