@@ -826,8 +826,41 @@ static napi_value read_dir(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* fdXattrs(fd: number) -> Buffer: the extended attributes of an open file, read from its
+ * descriptor (flistxattr, fgetxattr), as a blob in readFiles' format for one file
+ * (parseXattrBlob(blob, 1)). Reading them from the descriptor the content is read from means
+ * they belong to that file, whatever has been swapped in at its path since. Synchronous. */
+static napi_value fd_xattrs(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "expected (fd: number)");
+    return NULL;
+  }
+  read_job j;
+  memset(&j, 0, sizeof j);
+  char *names = malloc(XATTR_LIST_MAX);
+  uint8_t *value = malloc(XATTR_SIZE_MAX);
+  if (names && value) read_xattrs(&j, fd, names, value);
+  free(names);
+  free(value);
+  napi_value out = NULL;
+  if (!names || !value || j.xfailed || j.xlen < 4) {
+    free(j.xbuf);
+    napi_throw_error(env, "ENOMEM", "fdXattrs: out of memory");
+    return NULL;
+  }
+  void *data;
+  if (napi_create_buffer_copy(env, j.xlen, j.xbuf, &data, &out) != napi_ok) out = NULL;
+  free(j.xbuf);
+  return out;
+}
+
 void ferry_batch_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
+    {"fdXattrs", NULL, fd_xattrs, NULL, NULL, NULL, napi_default, NULL},
     {"readDir", NULL, read_dir, NULL, NULL, NULL, napi_default, NULL},
     {"readFiles", NULL, read_files, NULL, NULL, NULL, napi_default, NULL},
     {"writeFiles", NULL, write_files, NULL, NULL, NULL, napi_default, NULL},

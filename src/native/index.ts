@@ -19,6 +19,11 @@ export interface FerryFs {
   removeXattr(path: string, name: string): void;
   mknod(path: string, mode: number, major: number, minor: number): void;
   /**
+   * The extended attributes of an open file, from its descriptor, as readFiles' blob for one
+   * file (parseXattrBlob(blob, 1)[0]): the attributes of the very file whose content is read.
+   */
+  fdXattrs(fd: number): Buffer;
+  /**
    * Opens a source file for reading (O_NONBLOCK, O_NOATIME where permitted) through no
    * symlink: neither its last component nor any directory above it (openat2
    * RESOLVE_NO_SYMLINKS; O_NOFOLLOW alone on a kernel without openat2). Throws ELOOP for a
@@ -184,6 +189,7 @@ export const ADDON_FUNCTIONS = [
   'mknod',
   'lutimes',
   'openSource',
+  'fdXattrs',
   'readDir',
   'readFiles',
   'writeFiles',

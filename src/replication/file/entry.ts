@@ -35,9 +35,15 @@ export function isSparse(e: ScannedEntry): boolean {
 
 /**
  * The ENTRY message for a scanned entry; `linkTo` makes it a hard link to an earlier path.
- * (A small file read with its attributes takes entryFromRecord instead.)
+ * (A small file read with its attributes takes entryFromRecord instead; with `fileXattrs:
+ * false` a regular file's attributes are left for the caller to read from its descriptor.)
  */
-export async function entryFromScan(e: ScannedEntry, seq: number, linkTo?: string): Promise<EntryMessage> {
+export async function entryFromScan(
+  e: ScannedEntry,
+  seq: number,
+  linkTo?: string,
+  opts: { fileXattrs?: boolean } = {},
+): Promise<EntryMessage> {
   const st = e.stat;
   const msg: EntryMessage = {
     seq,
@@ -55,7 +61,9 @@ export async function entryFromScan(e: ScannedEntry, seq: number, linkTo?: strin
   if (e.kind === 'file') msg.size = Number(st.size);
   if (e.kind === 'symlink') msg.linkTarget = await readlink(e.abs);
   if (e.kind === 'chardev' || e.kind === 'blockdev') Object.assign(msg, devParts(st.rdev));
-  const xattrs = e.kind === 'symlink' ? undefined : readXattrs(e.abs);
+  // a regular file's come from the descriptor its content is read from (fileXattrs: false)
+  const skip = e.kind === 'symlink' || (e.kind === 'file' && opts.fileXattrs === false);
+  const xattrs = skip ? undefined : readXattrs(e.abs);
   if (xattrs) msg.xattrs = xattrs;
   return msg;
 }

@@ -5,10 +5,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { duplexPair } from '../../../test/support/duplex-pair.js';
 import { buildSampleTree, compareTrees } from '../../../test/support/trees.js';
 import { SqliteSyncState } from '../../agent/sync-state.js';
+import { ferryFs } from '../../native/index.js';
 import { FrameDecoder, FrameType, Session } from '../../protocol/index.js';
 import { configureHashing, hashingStats } from './content-hash.js';
 import { type PassProgress, runSendPass, type SyncRecord } from './pass.js';
 import { readBuffers } from './read-buffers.js';
+import { xattrsOf } from './read-file.js';
 import { receivePass } from './receive.js';
 import { TreeWriter } from './tree-writer.js';
 
@@ -407,6 +409,31 @@ describe('file-level pass over an in-memory connection', () => {
     await expect(sync).rejects.toThrow();
     await gone;
     expect(fds()).toBe(before);
+    state.close();
+  });
+
+  it("takes a large file's extended attributes from the descriptor its content is read from", async () => {
+    const { src, dst } = emptyTrees();
+    const big = path.join(src, 'big');
+    fs.writeFileSync(big, distinctBytes(3 << 20));
+    ferryFs.setXattr(big, 'user.tag', Buffer.from('mine'));
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    await pass(src, dst, state);
+    expect(ferryFs.getXattr(path.join(dst, 'big'), 'user.tag').toString()).toBe('mine');
+    // the descriptor's attributes, even once another file has taken the path
+    const fd = ferryFs.openSource(big);
+    const other = path.join(src, 'other');
+    fs.writeFileSync(other, 'x');
+    ferryFs.setXattr(other, 'user.tag', Buffer.from('other'));
+    fs.renameSync(other, big);
+    expect(xattrsOf(fd)).toEqual([{ name: 'user.tag', value: Buffer.from('mine').toString('base64') }]);
+    fs.closeSync(fd);
+    // changed by blocks in a sync: the attributes travel with the entry as read from its descriptor
+    fs.writeFileSync(big, distinctBytes(3 << 20));
+    ferryFs.setXattr(big, 'user.tag', Buffer.from('changed'));
+    await pass(src, dst, state);
+    expect(ferryFs.getXattr(path.join(dst, 'big'), 'user.tag').toString()).toBe('changed');
+    expect(compareTrees(src, dst)).toEqual([]);
     state.close();
   });
 

@@ -1,6 +1,7 @@
 import { closeSync, lstatSync, read } from 'node:fs';
 import path from 'node:path';
 import { FerryError, isErrorCode } from '../../errors/index.js';
+import type { XattrList } from '../../native/index.js';
 import {
   type EntryMessage,
   MAX_DATA_BYTES,
@@ -15,7 +16,7 @@ import { contentHash, wholeFileHash } from './content-hash.js';
 import { entryFromRecord, entryFromScan, isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
-import { changedSinceScan, openScannedFile, readFileRegions } from './read-file.js';
+import { changedSinceScan, openScannedFile, readFileRegions, xattrsOf } from './read-file.js';
 import { normalizeExcludes, type ScannedEntry, scanTree } from './scan.js';
 
 /** What the source remembers of an entry the target has acknowledged. */
@@ -96,6 +97,12 @@ export function toRecord(e: ScannedEntry): SyncRecord {
 }
 
 type Pending = { kind: 'put'; rec: SyncRecord; dir: boolean } | { kind: 'delete'; path: string };
+
+/** Sets (or leaves out) an ENTRY's extended attributes. */
+function setXattrs(entry: EntryMessage, xattrs: XattrList | undefined): void {
+  if (xattrs) entry.xattrs = xattrs;
+  else delete entry.xattrs;
+}
 
 /** What readlink meets when the scanned symlink is gone or is no longer a symlink. */
 const SYMLINK_GONE = new Set(['ENOENT', 'ENOTDIR', 'EINVAL']);
@@ -482,7 +489,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
         ? { ...(await entryFromScan(e, seq)), kind: 'hardlink', linkTo: p.renamedFrom, renamed: true }
         : whole
           ? entryFromRecord(cur, seq, whole.xattrs)
-          : await entryFromScan(e, seq, p.firstPath);
+          : await entryFromScan(e, seq, p.firstPath, { fileXattrs: false });
     } catch (err) {
       // a symlink removed, or replaced by something else, since the scan (readlink)
       if (!SYMLINK_GONE.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
@@ -539,6 +546,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
         // changed-block transfer: only the blocks that differ from the target's copy travel
         entry.deltaBlockSize = blockSize;
         entry.size = scanned.size; // as opened: a log appended to since the scan goes as it is now
+        setXattrs(entry, xattrsOf(scanned.fd));
         const sums = new Promise<SumsMessage>((resolve, reject) => {
           sumsWaiters.set(seq, resolve);
           committed.catch(reject);
@@ -574,6 +582,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
         continue;
       }
       const { regions, done } = opened;
+      setXattrs(entry, opened.xattrs);
       if (opened.size !== entry.size) {
         // grown or shrunk since the scan (a log being written): it goes as it is now, in full
         entry.size = opened.size;

@@ -1,7 +1,14 @@
 import { closeSync, fstatSync, read, readSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { FerryError } from '../../errors/index.js';
-import { DIRECT_ALIGN, errnoError, ferryFs, reopenDirect } from '../../native/index.js';
+import {
+  DIRECT_ALIGN,
+  errnoError,
+  ferryFs,
+  parseXattrBlob,
+  reopenDirect,
+  type XattrList,
+} from '../../native/index.js';
 import { contentHash, feedBeforeChunk, feedEnd } from './content-hash.js';
 import { type ReadBuffer, type ReadBuffers, readBuffers } from './read-buffers.js';
 
@@ -49,6 +56,15 @@ export function openScannedFile(abs: string): { fd: number; size: number } {
   }
 }
 
+/**
+ * The extended attributes of an open file, read from its descriptor: those of the file whose
+ * content is sent, never of whatever a path names by then (a parent directory swapped for a
+ * symlink could otherwise lend a file another's `security.capability` or ACL).
+ */
+export function xattrsOf(fd: number): XattrList | undefined {
+  return parseXattrBlob(ferryFs.fdXattrs(fd), 1)[0];
+}
+
 /** A data region of a file; `release()` once `data` has been sent lets its buffer be read into again. */
 export interface FileRegion {
   offset: number;
@@ -87,6 +103,8 @@ export async function readFileRegions(
   regions: AsyncGenerator<FileRegion>;
   /** The file's size when opened, which is what is read (it may differ from the scan's). */
   size: number;
+  /** Its extended attributes, read from the same descriptor as its content (see xattrsOf). */
+  xattrs: XattrList | undefined;
   done: () => Promise<{ hash: string; size: number }>;
 }> {
   const { fd, size: end } = openScannedFile(abs);
@@ -178,5 +196,10 @@ export async function readFileRegions(
       closeSync(fd);
     }
   }
-  return { regions: regions(), size: end, done: async () => ({ hash: await hasher.digest(), size: end }) };
+  return {
+    regions: regions(),
+    size: end,
+    xattrs: xattrsOf(fd),
+    done: async () => ({ hash: await hasher.digest(), size: end }),
+  };
 }
