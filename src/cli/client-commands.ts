@@ -185,7 +185,7 @@ export function addClientCommands(
     )
     .option(
       '--verify <none|quick|full>',
-      'check the target against the source right after the full replication (quick: metadata; full: contents too)',
+      'check the target against the source right after the full replication (quick: metadata; full: contents and extended attributes too)',
       'none',
     )
     .addHelpText(
@@ -282,13 +282,17 @@ export function addClientCommands(
     .description(
       'sync, then check the target against the source per directory and print the report (exit 0 identical, 1 differences)',
     )
-    .option('--full', 'compare file contents by hash too (reads every file on both sides)')
+    .option(
+      '--full',
+      'compare file contents by hash and extended attributes too (reads every file on both sides)',
+    )
     .option('--timeout <seconds>', 'give up waiting for the report after this many seconds', '3600')
     .addHelpText(
       'after',
       '\nquick compares type, size, modification time, mode, owner and symlink targets; --full also\n' +
-        'hashes every file on both sides. Runs during continuous sync (the target is held by the\n' +
-        'migration); for a check right after the full replication use `ferry configure --verify`.\n' +
+        'hashes every file on both sides and compares extended attributes (file capabilities, ACLs).\n' +
+        'Runs during continuous sync (the target is held by the migration); for a check right after\n' +
+        'the full replication use `ferry configure --verify`.\n' +
         'The latest report is kept with the task: `ferry servers show SOURCE -o json` (verification).\n',
     )
     .action(async (name: string, o: { full?: boolean; timeout: string }, cmd: Command) => {

@@ -307,7 +307,7 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
     {
       schema: {
         summary:
-          'Sync, then check the target against the source per directory (quick: metadata; full: contents too); the report appears in the server view as `verification`',
+          'Sync, then check the target against the source per directory (quick: metadata; full: contents and extended attributes too); the report appears in the server view as `verification`',
         params: NameParams,
         body: Type.Object({ mode: Type.Optional(VerifyMode) }, { additionalProperties: false }),
         response: { 200: ServerView, ...errors },

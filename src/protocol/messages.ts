@@ -172,11 +172,16 @@ const FileEnd = Type.Object(
   { seq: Int(), hash: Type.String({ pattern: '^[0-9a-f]{64}$' }) },
   { additionalProperties: false },
 );
-/** One source entry as a verify pass describes it (hash: full mode, files only). */
+/**
+ * One source entry as a verify pass describes it; in full mode `hash` (files) and `xattrs`
+ * (every kind but symlinks: the digest of its extended attributes, xattrsDigest in
+ * replication/file/entry.ts).
+ */
 const Check = Type.Object(
   {
     ...EntryMeta,
     hash: Type.Optional(Type.String({ pattern: '^[0-9a-f]{64}$' })),
+    xattrs: Type.Optional(Type.String({ pattern: '^[0-9a-f]{64}$' })),
   },
   { additionalProperties: false },
 );

@@ -1,6 +1,7 @@
 import { readlink } from 'node:fs/promises';
 import { ferryFs, sortXattrs, type XattrList } from '../../native/index.js';
 import type { EntryMessage } from '../../protocol/index.js';
+import { wholeFileHash } from './content-hash.js';
 import type { ScannedEntry } from './scan.js';
 
 /** Reads every extended attribute the process may read (user., security., trusted., ACLs). */
@@ -21,6 +22,26 @@ export function readXattrs(abs: string): XattrList | undefined {
     }
   }
   return out.length ? sortXattrs(out) : undefined;
+}
+
+/**
+ * A digest of an entry's extended attributes for a verify pass (CHECK `xattrs`): BLAKE3 of,
+ * for each attribute in name order, its name's length (u32), name, value's length (u32) and
+ * value. No attributes digest as the empty input. Both sides compute it the same way.
+ */
+export function xattrsDigest(list: XattrList | undefined): string {
+  const parts: Buffer[] = [];
+  for (const { name, value } of sortXattrs([...(list ?? [])])) {
+    const n = Buffer.from(name, 'utf8');
+    const v = Buffer.from(value, 'base64');
+    const lengths = Buffer.allocUnsafe(4);
+    lengths.writeUInt32BE(n.length, 0);
+    parts.push(lengths, n);
+    const vl = Buffer.allocUnsafe(4);
+    vl.writeUInt32BE(v.length, 0);
+    parts.push(vl, v);
+  }
+  return wholeFileHash(Buffer.concat(parts));
 }
 
 function devParts(rdev: bigint): { rdevMajor: number; rdevMinor: number } {

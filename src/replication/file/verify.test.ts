@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { duplexPair } from '../../../test/support/duplex-pair.js';
+import { ferryFs } from '../../native/index.js';
 import { Session } from '../../protocol/index.js';
 import { readBuffers } from './read-buffers.js';
 import { receiveVerify, runVerifySend } from './verify.js';
@@ -117,6 +118,25 @@ describe('verify pass', () => {
     expect(r.examples.map((e) => e.path).sort()).toEqual(extras.map((e) => `/${e}`).sort());
     expect(r.directories.find((d) => d.path === '/a')).toMatchObject({ files: 1, extra: 1 }); // x
     expect(r.directories.find((d) => d.path === '/ab')).toMatchObject({ files: 1, extra: 1 });
+  });
+
+  it('compares extended attributes in full mode (files small and large, directories), not in quick mode', async () => {
+    fs.writeFileSync(p('src/etc/large'), Buffer.alloc(3 << 20, 'L'));
+    for (const rel of ['etc/a', 'etc/large', 'etc/deep'])
+      ferryFs.setXattr(p(`src/${rel}`), 'user.tag', Buffer.from('v1'));
+    fs.rmSync(p('dst'), { recursive: true });
+    execFileSync('cp', ['-a', p('src'), p('dst')]); // keeps the xattrs
+    expect((await verify('full')).identical).toBe(true);
+    // a capability lost, a value changed, an attribute added on the target
+    ferryFs.removeXattr(p('dst/etc/a'), 'user.tag');
+    ferryFs.setXattr(p('dst/etc/large'), 'user.tag', Buffer.from('v2'));
+    ferryFs.setXattr(p('dst/etc/deep'), 'user.other', Buffer.from('x'));
+    expect((await verify('quick')).identical).toBe(true);
+    const full = await verify('full');
+    expect(full.totals.different).toBe(3);
+    expect(full.examples).toEqual(
+      ['/etc/a', '/etc/deep', '/etc/large'].map((path) => ({ path, problem: 'extended attributes differ' })),
+    );
   });
 
   it('takes a target root given through a symlink (hashing what it resolves to)', async () => {

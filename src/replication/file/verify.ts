@@ -5,13 +5,14 @@ import { FerryError, toFerryError } from '../../errors/index.js';
 import { type CheckMessage, type Session, validatePath } from '../../protocol/index.js';
 import { BatchReader } from './batch-read.js';
 import { wholeFileHash } from './content-hash.js';
-import { isSparse } from './entry.js';
+import { isSparse, readXattrs, xattrsDigest } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
 import { readFileRegions } from './read-file.js';
 import { canonicalRoot, kindOf, scanTree } from './scan.js';
 
 const MAX_DIRECTORIES = 1000;
+const XATTRS_DIFFER = 'extended attributes differ';
 /** A CHECK's hash while its file is still being hashed (never sent). */
 const HASH_PENDING = 'pending';
 /** CHECKs held behind one whose file is being hashed, at most. */
@@ -27,14 +28,21 @@ const AHEAD_BYTES = 32 << 20;
 /** The hash of a file that could not be read: never equal to a real one. */
 const UNREADABLE = '0'.repeat(64);
 
+/** What a full verify compares of a regular file: its content's hash and its xattrs' digest (hex). */
+interface FileDigest {
+  hash: string;
+  xattrs: string;
+}
+
 /**
- * BLAKE3 of a large file's content, holes as zeros (only its data regions are read), through
- * no symlink (openScannedFile: `abs` must be canonical).
+ * BLAKE3 of a large file's content, holes as zeros (only its data regions are read), and the
+ * digest of its extended attributes from the same descriptor, through no symlink
+ * (openScannedFile: `abs` must be canonical).
  */
-async function hashLargeFile(abs: string, sparse: boolean, direct: boolean): Promise<string> {
-  const { regions, done } = await readFileRegions(abs, sparse, { direct });
+async function hashLargeFile(abs: string, sparse: boolean, direct: boolean): Promise<FileDigest> {
+  const { regions, done, xattrs } = await readFileRegions(abs, sparse, { direct });
   for await (const r of regions) r.release(); // hashed before it was yielded
-  return (await done()).hash;
+  return { hash: (await done()).hash, xattrs: xattrsDigest(xattrs) };
 }
 
 /**
@@ -48,12 +56,12 @@ async function hashLargeFile(abs: string, sparse: boolean, direct: boolean): Pro
 class HashAhead {
   readonly #reader: BatchReader;
   readonly #direct: boolean;
-  #queue: { size: number; hash: () => Promise<string> }[] = [];
+  #queue: { size: number; hash: () => Promise<FileDigest> }[] = [];
   #bytes = 0;
 
   constructor(direct: boolean) {
     this.#direct = direct;
-    this.#reader = new BatchReader({ direct, xattrs: false });
+    this.#reader = new BatchReader({ direct }); // with each file's xattrs, from its descriptor
   }
 
   /** Whether the caller should take a result before queueing more. */
@@ -77,19 +85,19 @@ class HashAhead {
           await slot.done;
         }
         if (!slot.result) return hashLargeFile(abs, false, this.#direct); // reports why
-        const h = wholeFileHash(slot.result.data);
+        const d = { hash: wholeFileHash(slot.result.data), xattrs: xattrsDigest(slot.result.xattrs) };
         slot.release();
-        return h;
+        return d;
       },
     });
   }
 
-  /** The hash of the oldest file queued: UNREADABLE when it could not be read. */
-  async next(): Promise<string> {
+  /** The digests of the oldest file queued: UNREADABLE when it could not be read. */
+  async next(): Promise<FileDigest> {
     const item = this.#queue.shift();
     if (!item) throw new Error('HashAhead.next() with nothing queued');
     this.#bytes -= item.size;
-    return item.hash().catch(() => UNREADABLE);
+    return item.hash().catch(() => ({ hash: UNREADABLE, xattrs: UNREADABLE }));
   }
 }
 
@@ -132,7 +140,11 @@ async function verifySend(opts: VerifySendOptions): Promise<VerifyReport> {
   const waiting: CheckMessage[] = [];
   const sendOldest = async () => {
     const c = waiting.shift()!;
-    if (c.hash === HASH_PENDING) c.hash = await hashes.next();
+    if (c.hash === HASH_PENDING) {
+      const d = await hashes.next();
+      c.hash = d.hash;
+      c.xattrs = d.xattrs;
+    }
     await send({ type: 'check', body: c });
     opts.onEntry?.(c.size ?? 0);
   };
@@ -155,6 +167,7 @@ async function verifySend(opts: VerifySendOptions): Promise<VerifyReport> {
       }
     }
     if (e.kind === 'symlink') c.linkTarget = readlinkSync(e.abs);
+    else if (opts.mode === 'full' && e.kind !== 'file') c.xattrs = xattrsDigest(readXattrs(e.abs));
     while (waiting.length >= MAX_WAITING) await sendOldest();
     waiting.push(c);
     while (waiting.length > 0 && waiting[0]!.hash !== HASH_PENDING) await sendOldest();
@@ -263,6 +276,8 @@ async function verifyReceive(
       hashes.add(abs, Number(st.size), st.blocks * 512n < st.size);
       return HASH_PENDING;
     }
+    if (mode === 'full' && c.xattrs !== undefined && xattrsDigest(readXattrs(abs)) !== c.xattrs)
+      return XATTRS_DIFFER;
     return null;
   };
   /**
@@ -295,8 +310,15 @@ async function verifyReceive(
   const settleOldest = async () => {
     const o = queue.shift()!;
     if (o.problem === HASH_PENDING) {
-      const h = await hashes.next();
-      o.problem = h === UNREADABLE ? 'cannot be read' : h === o.c.hash ? null : 'content differs';
+      const d = await hashes.next();
+      o.problem =
+        d.hash === UNREADABLE
+          ? 'cannot be read'
+          : d.hash !== o.c.hash
+            ? 'content differs'
+            : o.c.xattrs !== undefined && d.xattrs !== o.c.xattrs
+              ? XATTRS_DIFFER
+              : null;
     }
     if (o.problem === 'missing') o.t.missing++;
     else if (o.problem) o.t.different++;
