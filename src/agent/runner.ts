@@ -285,11 +285,13 @@ export class JobRunner {
   /** Checks the target against the source (see runVerifySend); retries like a pass. */
   #verifyWithRetry(job: ReplicateJob, mode: VerifyMode, signal: AbortSignal): Promise<VerifyReport | null> {
     return this.#retrying(job, signal, 'verify', async () => {
-      const report = await this.#session(job, { pass: 'verify', verify: mode }, signal, (session) =>
+      // neither what is never copied nor what is copied once and then left alone is compared
+      const ignore = [...job.excludes, ...job.syncExcludes];
+      const report = await this.#session(job, { pass: 'verify', verify: mode, ignore }, signal, (session) =>
         runVerifySend({
           session,
           root: this.#o.root,
-          excludes: job.excludes,
+          excludes: ignore,
           emptyDirs: this.#emptyDirs(job),
           mode,
           signal,
@@ -413,7 +415,7 @@ export class JobRunner {
   /** Opens a data connection to the target, says HELLO, and runs `fn` once welcomed. */
   async #session<T>(
     job: ReplicateJob,
-    hello: { pass: 'full' | 'sync' | 'final' | 'verify' | 'blocks'; verify?: VerifyMode },
+    hello: { pass: 'full' | 'sync' | 'final' | 'verify' | 'blocks'; verify?: VerifyMode; ignore?: string[] },
     signal: AbortSignal,
     fn: (session: Session, welcome: WelcomeMessage) => Promise<T>,
   ): Promise<T> {

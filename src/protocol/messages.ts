@@ -93,6 +93,11 @@ const Hello = Type.Object(
     ]),
     /** For a verify pass: compare metadata only (quick) or contents too (full). */
     verify: Type.Optional(VerifyMode),
+    /**
+     * For a verify pass: the task's exclusions (never copied, or copied once and not kept in
+     * step), which the target leaves out of its report instead of counting them as extra.
+     */
+    ignore: Type.Optional(Type.Array(PathString, { maxItems: 2000 })),
   },
   { additionalProperties: false },
 );

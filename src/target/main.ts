@@ -233,7 +233,10 @@ export async function startTarget(o: TargetOptions): Promise<RunningTarget> {
       if (hello.body.pass === 'verify') {
         // read only: compares what it has with what the source describes
         await session.send({ type: 'welcome', body: { ok: true } });
-        const report = await receiveVerify(session, root, hello.body.verify ?? 'quick', { direct: directIo });
+        const report = await receiveVerify(session, root, hello.body.verify ?? 'quick', {
+          direct: directIo,
+          ignore: hello.body.ignore ?? [],
+        });
         log.info(
           { mode: report.mode, identical: report.identical, totals: report.totals },
           'verification done',

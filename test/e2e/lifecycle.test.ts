@@ -158,9 +158,22 @@ describe('three programs, one migration, through the CLI', () => {
   });
 
   it('verifies on demand: identical, then the tampering it finds, per directory', async () => {
+    // the sync-only exclusion is left out on both sides: neither what the source added there
+    // since the full copy nor what only the target has there is a difference
+    const sticky = (root: string, name = '') => path.join(root, 'srv/sticky', name);
+    const mtimes = [source(), targetRoot()].map((r) => fs.statSync(sticky(r), { bigint: true }).mtimeNs);
+    fs.writeFileSync(sticky(source(), 'new-on-source'), 'not kept in step\n');
+    fs.writeFileSync(sticky(targetRoot(), 'only-on-target'), 'left alone\n');
     const identical = await ferry(['verify', 'src-1'], env);
     expect(identical.code).toBe(0);
     expect(identical.stdout).toMatch(/^identical \(quick check/);
+    fs.rmSync(sticky(source(), 'new-on-source'));
+    fs.rmSync(sticky(targetRoot(), 'only-on-target'));
+    [source(), targetRoot()].forEach((r, i) => {
+      const ns = mtimes[i]!;
+      const [sec, nsec] = [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
+      ferryFs.lutimes(sticky(r), sec, nsec, sec, nsec);
+    });
     // tamper with the target: same size and mtime (only a full check sees it), one file
     // gone, one file only on the target (which also changes the mtime of /etc)
     const tgt = (rel: string) => path.join(targetRoot(), rel);

@@ -24,11 +24,11 @@ beforeEach(() => {
 });
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-async function verify(mode: 'quick' | 'full', dst = p('dst')) {
+async function verify(mode: 'quick' | 'full', dst = p('dst'), ignore: string[] = []) {
   const [a, b] = duplexPair();
   const [sent, got] = await Promise.all([
-    runVerifySend({ session: new Session(a), root: p('src'), excludes: [], mode }),
-    receiveVerify(new Session(b), dst, mode),
+    runVerifySend({ session: new Session(a), root: p('src'), excludes: ignore, mode }),
+    receiveVerify(new Session(b), dst, mode, { ignore }),
   ]);
   expect(sent).toEqual(got);
   return got;
@@ -137,6 +137,22 @@ describe('verify pass', () => {
     expect(full.examples).toEqual(
       ['/etc/a', '/etc/deep', '/etc/large'].map((path) => ({ path, problem: 'extended attributes differ' })),
     );
+  });
+
+  it("leaves the task's exclusions out on both sides: what only the target has there is not extra", async () => {
+    fs.mkdirSync(p('src/var/cache'), { recursive: true });
+    fs.writeFileSync(p('src/var/cache/on-source'), 'x');
+    fs.mkdirSync(p('dst/var/cache'), { recursive: true });
+    fs.writeFileSync(p('dst/var/cache/on-target'), 'y');
+    fs.writeFileSync(p('dst/etc/deep/b-kept'), 'z'); // not under an exclusion: extra
+    execFileSync('touch', ['-r', p('src/etc/deep'), p('dst/etc/deep')]);
+    execFileSync('touch', ['-r', p('src/var'), p('dst/var')]);
+    const r = await verify('full', p('dst'), ['/var/cache/', '/etc/deep/b-kept-elsewhere']);
+    expect(r.totals).toEqual({ files: 6, different: 0, missing: 0, extra: 1 });
+    expect(r.examples).toEqual([{ path: '/etc/deep/b-kept', problem: 'only on the target' }]);
+    // without the exclusions both sides of var/cache count
+    const all = await verify('quick');
+    expect(all.totals).toMatchObject({ missing: 1, extra: 2 });
   });
 
   it('takes a target root given through a symlink (hashing what it resolves to)', async () => {

@@ -9,7 +9,7 @@ import { isSparse, readXattrs, xattrsDigest } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
 import { readFileRegions } from './read-file.js';
-import { canonicalRoot, kindOf, scanTree } from './scan.js';
+import { canonicalRoot, isExcluded, kindOf, normalizeExcludes, scanTree } from './scan.js';
 
 const MAX_DIRECTORIES = 1000;
 const XATTRS_DIFFER = 'extended attributes differ';
@@ -199,14 +199,14 @@ function parentOf(rel: string): string {
 /**
  * The target side of a verify pass: compares each described entry with the tree under
  * `root` (read only; a path under a symlinked parent counts as missing, nothing outside the
- * root is read), then lists every directory for entries only the target has, and sends the
- * report.
+ * root is read), lists each directory once the walk has left it for entries only the target
+ * has (leaving out the paths in `ignore`, the task's exclusions), and sends the report.
  */
 export function receiveVerify(
   session: Session,
   root: string,
   mode: VerifyMode,
-  opts: { direct?: boolean } = {},
+  opts: { direct?: boolean; ignore?: readonly string[] } = {},
 ): Promise<VerifyReport> {
   return verifyReceive(session, root, mode, opts).finally(() => readBuffers.trim());
 }
@@ -215,8 +215,10 @@ async function verifyReceive(
   session: Session,
   given: string,
   mode: VerifyMode,
-  opts: { direct?: boolean },
+  opts: { direct?: boolean; ignore?: readonly string[] },
 ): Promise<VerifyReport> {
+  // the task's exclusions: the source describes nothing there, and what the target has there is not extra
+  const ignore = normalizeExcludes(opts.ignore ?? []);
   const started = Date.now();
   // canonical: files are hashed through no symlink (HashAhead), the root's own path included
   const root = canonicalRoot(given);
@@ -298,7 +300,8 @@ async function verifyReceive(
       return; // missing: counted where its parent lists it
     }
     for (const name of names) {
-      if (seen.has(name)) continue;
+      if (seen.has(name) || (ignore.length > 0 && isExcluded(rel ? `${rel}/${name}` : name, ignore)))
+        continue;
       t.extra++;
       note(rel ? `${rel}/${name}` : name, 'only on the target');
     }
