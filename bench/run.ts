@@ -31,6 +31,8 @@ const SCENARIOS = {
   'full-mixed': { dataset: 'mixed', kind: 'full' },
   'incremental-small': { dataset: 'small', kind: 'incremental' },
   'nochange-million': { dataset: 'million', kind: 'nochange' },
+  /** `ferry verify --full` of a copied tree against `rsync -c -n` (every file's checksum, nothing sent). */
+  'verify-small': { dataset: 'small', kind: 'verify' },
   'shaped-large': { dataset: 'large', kind: 'shaped' },
   /** The same link with ferry's zstd compression on (configure --compression zstd); peers as above. */
   'shaped-large-zstd': { dataset: 'large', kind: 'shaped', compression: true },
@@ -284,6 +286,7 @@ async function main(): Promise<void> {
                 if (sc.kind === 'incremental') changeOnePercent(files, 100 + run);
                 dropCaches();
               },
+              verifyFull: sc.kind === 'verify',
             });
             add(tool, r.sync!);
           }
@@ -297,6 +300,11 @@ async function main(): Promise<void> {
             if (sc.kind === 'full' || sc.kind === 'shaped') {
               dropCaches();
               add('rsync', rsync.copy(root));
+            } else if (sc.kind === 'verify') {
+              rsync.copy(root);
+              dropCaches();
+              // every file's checksum on both sides, nothing transferred: the comparison alone
+              add('rsync', rsync.copy(root, '--checksum --dry-run --delete'));
             } else {
               rsync.copy(root);
               if (sc.kind === 'incremental') changeOnePercent(files, 200 + run);

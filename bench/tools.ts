@@ -176,6 +176,11 @@ export class FerryBench {
       compression?: 'zstd';
       beforeMeasure?: () => void;
       between?: () => void;
+      /**
+       * After `between`, measure `ferry verify --full` (a no-change sync, then the full
+       * comparison) instead of a sync; the report must say identical.
+       */
+      verifyFull?: boolean;
       /** Extra environment per program (a variant compared with plain ferry). */
       env?: { agent?: Record<string, string>; target?: Record<string, string> };
     },
@@ -279,7 +284,20 @@ export class FerryBench {
         );
       });
       let sync: Measure | undefined;
-      if (opts.between) {
+      if (opts.between && opts.verifyFull) {
+        opts.between();
+        let view: ServerView | undefined;
+        sync = await this.#measure([agent, target], async () => {
+          await c.request('POST', `/api/v1/servers/${names.src}/verify`, { mode: 'full' });
+          await waitFor('verify --full', (s) => {
+            view = s;
+            return (s.verification as { request?: number } | null)?.request === 1;
+          });
+        });
+        const report = (view?.verification as { report?: { identical?: boolean; totals?: unknown } }).report;
+        if (!report?.identical)
+          throw new Error(`ferry verify --full found differences: ${JSON.stringify(report?.totals)}`);
+      } else if (opts.between) {
         opts.between();
         sync = await this.#measure([agent, target], async () => {
           await c.request('POST', `/api/v1/servers/${names.src}/sync`);
