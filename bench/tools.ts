@@ -294,7 +294,10 @@ export class FerryBench {
             return (s.verification as { request?: number } | null)?.request === 1;
           });
         });
-        const report = (view?.verification as { report?: { identical?: boolean; totals?: unknown } }).report;
+        const verification = view?.verification as {
+          report?: { identical?: boolean; totals?: unknown };
+        } | null;
+        const report = verification?.report;
         if (!report?.identical)
           throw new Error(`ferry verify --full found differences: ${JSON.stringify(report?.totals)}`);
       } else if (opts.between) {
