@@ -198,8 +198,8 @@ static void read_xattrs(read_job *j, int fd, char *names, uint8_t *value) {
   if (!j->xfailed) put_u32le(j->xbuf + count_at, count);
 }
 
-/* 0 once openat2 turned out to be missing (a kernel before 5.6, or a seccomp filter that
- * answers ENOSYS): every open then falls back to O_NOFOLLOW on the last component only. */
+/* 0 once openat2 turned out to be missing (a kernel before 5.6) or refused (a seccomp filter
+ * answering ENOSYS or EPERM): every open then falls back to O_NOFOLLOW on the last component. */
 static volatile int have_openat2 = 1;
 
 /*
@@ -219,9 +219,12 @@ int ferry_open_source(const char *path, int flags) {
     if (have_openat2) {
       struct open_how how = {.flags = (uint64_t)f, .mode = 0, .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
       fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
-      if (fd < 0 && errno == ENOSYS) {
-        have_openat2 = 0;
+      /* ENOSYS: no openat2. EPERM without O_NOATIME, where a plain open works: a container's
+       * seccomp filter that refuses calls it does not know (Docker before 20.10) */
+      if (fd < 0 && (errno == ENOSYS || (errno == EPERM && !noatime))) {
+        int why = errno;
         fd = open(path, f);
+        if (why == ENOSYS || fd >= 0) have_openat2 = 0;
       }
     } else
       fd = open(path, f);

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   ADDON_FUNCTIONS,
@@ -78,6 +79,30 @@ describe('readFiles', () => {
     expect(() => ferryFs.openSource(path.join(real, 'home/none'))).toThrow(
       expect.objectContaining({ code: 'ENOENT' }),
     );
+  });
+
+  it('falls back to O_NOFOLLOW where a seccomp filter refuses openat2 with EPERM, instead of refusing every file', () => {
+    const real = fs.realpathSync(dir);
+    const wrapper = path.join(real, 'deny-openat2');
+    const source = fileURLToPath(new URL('../../test/support/deny-openat2.c', import.meta.url));
+    execFileSync('cc', ['-O2', '-o', wrapper, source]);
+    fs.writeFileSync(path.join(real, 'plain'), 'plain');
+    fs.symlinkSync(path.join(real, 'plain'), path.join(real, 'link'));
+    const addon = fileURLToPath(new URL('../../native/build/Release/ferry_fs.node', import.meta.url));
+    const script = `
+      const fs = require('node:fs');
+      const a = require(${JSON.stringify(addon)});
+      const open = (p) => { try { const fd = a.openSource(p); const t = fs.readFileSync(fd, 'utf8'); fs.closeSync(fd); return t; } catch (e) { return e.code; } };
+      const slab = Buffer.alloc(10);
+      a.readFiles([${JSON.stringify(path.join(real, 'plain'))}], [5], slab, false).then((r) => {
+        console.log(JSON.stringify({
+          batch: r.sizes[0], plain: open(${JSON.stringify(path.join(real, 'plain'))}),
+          link: open(${JSON.stringify(path.join(real, 'link'))}),
+        }));
+      });`;
+    const out = execFileSync(wrapper, [process.execPath, '-e', script], { encoding: 'utf8' });
+    // the files open (openat2 refused, so a plain open), and a final symlink is still refused
+    expect(JSON.parse(out)).toEqual({ batch: 5, plain: 'plain', link: 'ELOOP' });
   });
 
   it('leaves the access time of what it reads alone', async () => {
