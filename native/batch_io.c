@@ -235,6 +235,17 @@ int ferry_open_source(const char *path, int flags) {
 
 /* O_NONBLOCK: a fifo swapped in for a scanned file would otherwise block the pool thread
  * in open until a writer came (no effect on reading a regular file). */
+/* openSourceMode() -> "openat2" | "nofollow": how ferry_open_source opens here, found by
+ * opening "/" through it (a kernel or seccomp filter that lacks or refuses openat2 leaves
+ * only O_NOFOLLOW on the last component). For the agent's feasibility checks. */
+static napi_value open_source_mode(napi_env env, napi_callback_info info) {
+  int fd = ferry_open_source("/", O_DIRECTORY);
+  if (fd >= 0) close(fd);
+  napi_value out;
+  napi_create_string_utf8(env, have_openat2 ? "openat2" : "nofollow", NAPI_AUTO_LENGTH, &out);
+  return out;
+}
+
 static int open_source(const char *path, int direct) {
   return ferry_open_source(path, O_NONBLOCK | (direct ? O_DIRECT : 0));
 }
@@ -864,6 +875,7 @@ static napi_value fd_xattrs(napi_env env, napi_callback_info info) {
 void ferry_batch_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"fdXattrs", NULL, fd_xattrs, NULL, NULL, NULL, napi_default, NULL},
+    {"openSourceMode", NULL, open_source_mode, NULL, NULL, NULL, napi_default, NULL},
     {"readDir", NULL, read_dir, NULL, NULL, NULL, napi_default, NULL},
     {"readFiles", NULL, read_files, NULL, NULL, NULL, napi_default, NULL},
     {"writeFiles", NULL, write_files, NULL, NULL, NULL, napi_default, NULL},

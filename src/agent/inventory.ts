@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { type CheckItem, DEFAULT_EMPTY_DIRS, PSEUDO_FS_TYPES, type SourceLayout } from '../control/index.js';
 import { describeSourceLayout, layoutProblems, listMounts, type MountRow, toolJson } from '../disks/index.js';
+import { ferryFs } from '../native/index.js';
 
 export { listMounts };
 
@@ -161,6 +162,16 @@ export async function runChecks(root: string, inventory: Record<string, unknown>
         ? `kernel ${String(inventory.kernel)}`
         : 'only Linux sources are supported',
     ...(process.platform === 'linux' ? {} : { code: 'FERRY_UNSUPPORTED_METHOD' }),
+  });
+  const safeOpens = ferryFs.openSourceMode() === 'openat2';
+  items.push({
+    id: 'safe-opens',
+    title: 'Source files are read through no symlink',
+    passed: safeOpens,
+    reason: safeOpens
+      ? 'openat2 RESOLVE_NO_SYMLINKS: a file or directory swapped for a symlink during the migration is never followed'
+      : 'openat2 is missing (Linux before 5.6) or refused by a seccomp filter (a container runtime): only the last component of each path is checked for symlinks; allow openat2 to the agent',
+    ...(safeOpens ? {} : { code: 'FERRY_SOURCE_READ' }),
   });
   const migrate = inventory.migrate as { unsupportedCount?: number; unsupportedNames?: string[] } | undefined;
   const bad = migrate?.unsupportedCount ?? 0;

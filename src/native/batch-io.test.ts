@@ -97,12 +97,14 @@ describe('readFiles', () => {
       a.readFiles([${JSON.stringify(path.join(real, 'plain'))}], [5], slab, false).then((r) => {
         console.log(JSON.stringify({
           batch: r.sizes[0], plain: open(${JSON.stringify(path.join(real, 'plain'))}),
-          link: open(${JSON.stringify(path.join(real, 'link'))}),
+          link: open(${JSON.stringify(path.join(real, 'link'))}), mode: a.openSourceMode(),
         }));
       });`;
     const out = execFileSync(wrapper, [process.execPath, '-e', script], { encoding: 'utf8' });
-    // the files open (openat2 refused, so a plain open), and a final symlink is still refused
-    expect(JSON.parse(out)).toEqual({ batch: 5, plain: 'plain', link: 'ELOOP' });
+    // the files open (openat2 refused, so a plain open), a final symlink is still refused,
+    // and the mode the agent's feasibility check reports says so
+    expect(JSON.parse(out)).toEqual({ batch: 5, plain: 'plain', link: 'ELOOP', mode: 'nofollow' });
+    expect(ferryFs.openSourceMode()).toBe('openat2'); // this process: no filter
   });
 
   it('leaves the access time of what it reads alone', async () => {

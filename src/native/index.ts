@@ -31,6 +31,11 @@ export interface FerryFs {
    * with fstat that it opened a regular file.
    */
   openSource(path: string): number;
+  /**
+   * How openSource protects a path here: "openat2" (no symlink anywhere in it) or, where the
+   * kernel lacks openat2 or a seccomp filter refuses it, "nofollow" (the last component only).
+   */
+  openSourceMode(): 'openat2' | 'nofollow';
   /** Sets atime and mtime with nanoseconds, never following a final symlink. */
   lutimes(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   /**
@@ -189,6 +194,7 @@ export const ADDON_FUNCTIONS = [
   'mknod',
   'lutimes',
   'openSource',
+  'openSourceMode',
   'fdXattrs',
   'readDir',
   'readFiles',
