@@ -65,14 +65,12 @@ export class SmallRead {
  * cannot be read that way (the caller then takes the ordinary path, which reports the
  * error). A batch starts when it is full or when `flush()` is called; call flush() before
  * waiting for a file that may still be queued. One promise per batch, none per file. With
- * `xattrs: false` the files' extended attributes are not read (result.xattrs undefined). With
  * `direct` (the default), the files are read with O_DIRECT where the file system allows it:
  * a cold tree costs the source server no page cache.
  */
 export class BatchReader {
   readonly #direct: boolean;
   readonly #buffers: ReadBuffers;
-  readonly #xattrs: boolean;
   #paths: string[] = [];
   #caps: number[] = [];
   #slots: SmallRead[] = [];
@@ -81,10 +79,9 @@ export class BatchReader {
   #slab = new Slab();
   #settle: () => void = () => {};
 
-  constructor(opts: { direct?: boolean; buffers?: ReadBuffers; xattrs?: boolean } = {}) {
+  constructor(opts: { direct?: boolean; buffers?: ReadBuffers } = {}) {
     this.#direct = opts.direct ?? true;
     this.#buffers = opts.buffers ?? readBuffers;
-    this.#xattrs = opts.xattrs ?? true;
   }
 
   /** `size` is the scanned size: a file that grew since is read up to it (the next pass sees the change). */
@@ -122,9 +119,9 @@ export class BatchReader {
       for (const slot of slots) slot.ready = true;
       settle();
     };
-    ferryFs.readFiles(paths, caps, slab, this.#xattrs, direct).then(
+    ferryFs.readFiles(paths, caps, slab, true, direct).then(
       ({ sizes, xattrs }) => {
-        const lists = xattrs ? parseXattrBlob(xattrs, slots.length) : [];
+        const lists = parseXattrBlob(xattrs!, slots.length);
         let users = 0;
         for (let i = 0; i < slots.length; i++) {
           const n = sizes[i]!;
