@@ -233,8 +233,6 @@ int ferry_open_source(const char *path, int flags) {
   return -1;
 }
 
-/* O_NONBLOCK: a fifo swapped in for a scanned file would otherwise block the pool thread
- * in open until a writer came (no effect on reading a regular file). */
 /* openSourceMode() -> "openat2" | "nofollow": how ferry_open_source opens here, found by
  * opening "/" through it (a kernel or seccomp filter that lacks or refuses openat2 leaves
  * only O_NOFOLLOW on the last component). For the agent's feasibility checks. */
@@ -246,6 +244,8 @@ static napi_value open_source_mode(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* O_NONBLOCK: a fifo swapped in for a scanned file would otherwise block the pool thread
+ * in open until a writer came (no effect on reading a regular file). */
 static int open_source(const char *path, int direct) {
   return ferry_open_source(path, O_NONBLOCK | (direct ? O_DIRECT : 0));
 }

@@ -31,15 +31,14 @@ export function readXattrs(abs: string): XattrList | undefined {
  */
 export function xattrsDigest(list: XattrList | undefined): string {
   const parts: Buffer[] = [];
+  const withLength = (b: Buffer) => {
+    const length = Buffer.allocUnsafe(4);
+    length.writeUInt32BE(b.length, 0);
+    parts.push(length, b);
+  };
   for (const { name, value } of sortXattrs([...(list ?? [])])) {
-    const n = Buffer.from(name, 'utf8');
-    const v = Buffer.from(value, 'base64');
-    const lengths = Buffer.allocUnsafe(4);
-    lengths.writeUInt32BE(n.length, 0);
-    parts.push(lengths, n);
-    const vl = Buffer.allocUnsafe(4);
-    vl.writeUInt32BE(v.length, 0);
-    parts.push(vl, v);
+    withLength(Buffer.from(name, 'utf8'));
+    withLength(Buffer.from(value, 'base64'));
   }
   return wholeFileHash(Buffer.concat(parts));
 }

@@ -155,6 +155,19 @@ describe('verify pass', () => {
     expect(all.totals).toMatchObject({ missing: 1, extra: 2 });
   });
 
+  it('refuses a CHECK for a directory the depth-first walk has left (its names are forgotten by then)', async () => {
+    const [a, b] = duplexPair();
+    const source = new Session(a);
+    const got = receiveVerify(new Session(b), p('dst'), 'quick');
+    const check = (path: string, kind: 'dir' | 'file') =>
+      source.send({ type: 'check', body: { path, kind, mode: 0o755, uid: 0, gid: 0, mtimeNs: '0' } });
+    await check('etc', 'dir');
+    await check('etc/a', 'file');
+    await check('outside', 'dir'); // leaves etc: its extras are counted, its names dropped
+    await check('etc/late', 'file');
+    await expect(got).rejects.toMatchObject({ code: 'FERRY_PROTOCOL_VIOLATION' });
+  });
+
   it('takes a target root given through a symlink (hashing what it resolves to)', async () => {
     fs.symlinkSync(p('dst'), p('dst-link'));
     const r = await verify('full', p('dst-link'));
