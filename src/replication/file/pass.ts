@@ -1,7 +1,6 @@
 import { closeSync, lstatSync, read } from 'node:fs';
 import path from 'node:path';
 import { FerryError, isErrorCode } from '../../errors/index.js';
-import type { XattrList } from '../../native/index.js';
 import {
   type EntryMessage,
   MAX_DATA_BYTES,
@@ -16,8 +15,8 @@ import { contentHash, wholeFileHash } from './content-hash.js';
 import { entryFromRecord, entryFromScan, isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
-import { changedSinceScan, openScannedFile, readFileRegions, xattrsOf } from './read-file.js';
-import { normalizeExcludes, type ScannedEntry, scanTree } from './scan.js';
+import { changedSinceScan, openScannedFile, readFileRegions, type ScannedFile } from './read-file.js';
+import { goneSinceScan, normalizeExcludes, type ScannedEntry, scanTree } from './scan.js';
 
 /** What the source remembers of an entry the target has acknowledged. */
 export interface SyncRecord {
@@ -97,15 +96,6 @@ export function toRecord(e: ScannedEntry): SyncRecord {
 }
 
 type Pending = { kind: 'put'; rec: SyncRecord; dir: boolean } | { kind: 'delete'; path: string };
-
-/** Sets (or leaves out) an ENTRY's extended attributes. */
-function setXattrs(entry: EntryMessage, xattrs: XattrList | undefined): void {
-  if (xattrs) entry.xattrs = xattrs;
-  else delete entry.xattrs;
-}
-
-/** What readlink meets when the scanned symlink is gone or is no longer a symlink. */
-const SYMLINK_GONE = new Set(['ENOENT', 'ENOTDIR', 'EINVAL']);
 
 /** An entry the pass will send, with the content of a small file already being read. */
 interface Planned {
@@ -486,13 +476,20 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
     let entry: EntryMessage;
     try {
       entry = p.renamedFrom
-        ? { ...(await entryFromScan(e, seq)), kind: 'hardlink', linkTo: p.renamedFrom, renamed: true }
+        ? {
+            // a link to the target's copy: its attributes are that copy's
+            ...(await entryFromScan(e, seq, undefined, { fileXattrs: false })),
+            kind: 'hardlink',
+            linkTo: p.renamedFrom,
+            renamed: true,
+          }
         : whole
           ? entryFromRecord(cur, seq, whole.xattrs)
           : await entryFromScan(e, seq, p.firstPath, { fileXattrs: false });
     } catch (err) {
       // a symlink removed, or replaced by something else, since the scan (readlink)
-      if (!SYMLINK_GONE.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (!goneSinceScan(code) && code !== 'EINVAL' /* no longer a symlink */) throw err;
       await dropChanged(seq, e.path);
       continue;
     }
@@ -525,88 +522,81 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
       progress.bytesSent += data.length;
       progress.files++;
     } else if (entry.kind === 'file') {
-      const r0 = opts.resume;
-      // The target holds the beginning already: read and hash it (the end-to-end hash covers
-      // the whole file) but send only what follows.
-      let from =
-        r0 && r0.path === entry.path && r0.size === entry.size && r0.mtimeNs === entry.mtimeNs
-          ? r0.offset
-          : 0;
-      if (from > 0) entry.resumeFrom = from;
-      const blockSize = from === 0 && opts.detectRenames && p.prev?.kind === 'file' ? deltaBlockSize(e) : 0;
-      let scanned: { fd: number; size: number } | undefined;
+      // Opened before its ENTRY goes, through no symlink: the ENTRY gives the file as it is
+      // now (a log appended to since the scan), with the attributes of the very file read.
+      let file: ScannedFile;
       try {
-        scanned = blockSize > 0 ? openScannedFile(e.abs) : undefined;
+        file = openScannedFile(e.abs, { xattrs: true });
       } catch (err) {
         if (!changedSinceScan(err)) throw err;
         await dropChanged(seq, entry.path);
         continue;
       }
-      if (scanned) {
-        // changed-block transfer: only the blocks that differ from the target's copy travel
-        entry.deltaBlockSize = blockSize;
-        entry.size = scanned.size; // as opened: a log appended to since the scan goes as it is now
-        setXattrs(entry, xattrsOf(scanned.fd));
-        const sums = new Promise<SumsMessage>((resolve, reject) => {
-          sumsWaiters.set(seq, resolve);
-          committed.catch(reject);
-        });
-        let changed: { hash: string; sent: number };
-        try {
+      let handedOver = false; // to readFileRegions, which closes it
+      try {
+        entry.size = file.size;
+        if (file.xattrs) entry.xattrs = file.xattrs;
+        const r0 = opts.resume;
+        // The target holds the beginning already: read and hash it (the end-to-end hash covers
+        // the whole file) but send only what follows.
+        const from =
+          r0 && r0.path === entry.path && r0.size === entry.size && r0.mtimeNs === entry.mtimeNs
+            ? r0.offset
+            : 0;
+        if (from > 0) entry.resumeFrom = from;
+        const blockSize = from === 0 && opts.detectRenames && p.prev?.kind === 'file' ? deltaBlockSize(e) : 0;
+        if (blockSize > 0) {
+          // changed-block transfer: only the blocks that differ from the target's copy travel
+          entry.deltaBlockSize = blockSize;
+          const sums = new Promise<SumsMessage>((resolve, reject) => {
+            sumsWaiters.set(seq, resolve);
+            committed.catch(reject);
+          });
           await sendAfterFiles({ type: 'entry', body: entry });
           const s = await sums;
           sumsWaiters.delete(seq);
-          changed = await sendChangedBlocks(scanned, blockSize, Buffer.from(s.hashes, 'base64'), send);
-        } finally {
-          closeSync(scanned.fd); // also when the pass fails while it waits for the target's sums
+          const { hash, sent } = await sendChangedBlocks(
+            file,
+            blockSize,
+            Buffer.from(s.hashes, 'base64'),
+            send,
+          );
+          progress.bytes += cur.size;
+          progress.bytesSent += sent;
+          progress.files++;
+          await send({ type: 'file-end', body: { seq, hash } });
+          continue;
         }
-        const { hash, sent } = changed;
-        progress.bytes += cur.size;
-        progress.bytesSent += sent;
-        progress.files++;
-        await send({ type: 'file-end', body: { seq, hash } });
-        continue;
-      }
-      // a sparse file sent whole: its holes are hashed by neither side (see feedBeforeChunk)
-      const sparse = isSparse(e);
-      if (sparse && from === 0) entry.holesUnhashed = true;
-      let opened: Awaited<ReturnType<typeof readFileRegions>>;
-      try {
-        opened = await readFileRegions(e.abs, sparse, {
+        // a sparse file sent whole: its holes are hashed by neither side (see feedBeforeChunk)
+        const sparse = isSparse(e);
+        if (sparse && from === 0) entry.holesUnhashed = true;
+        const { regions, done } = await readFileRegions(file, sparse, {
           direct: opts.directIo ?? true,
           hashHoles: entry.holesUnhashed !== true,
         });
-      } catch (err) {
-        if (!changedSinceScan(err)) throw err;
-        await dropChanged(seq, entry.path);
-        continue;
+        handedOver = true;
+        await sendAfterFiles({ type: 'entry', body: entry });
+        let dataBytes = 0;
+        for await (const r of regions) {
+          const end = r.offset + r.data.length;
+          if (end > from) {
+            const skip = Math.max(0, from - r.offset);
+            const part = skip > 0 ? r.data.subarray(skip) : r.data;
+            await send({ type: 'data', offset: r.offset + skip, data: part, release: r.release });
+            progress.bytesSent += part.length;
+          } else r.release();
+          dataBytes += r.data.length;
+          progress.bytes += r.data.length;
+          abortIfAsked();
+        }
+        const { hash, size } = await done();
+        progress.bytes += Math.max(0, size - dataBytes); // holes count as done
+        progress.files++;
+        await send({ type: 'file-end', body: { seq, hash } });
+      } finally {
+        // also when the pass fails while it waits for the target's sums
+        if (!handedOver) closeSync(file.fd);
       }
-      const { regions, done } = opened;
-      setXattrs(entry, opened.xattrs);
-      if (opened.size !== entry.size) {
-        // grown or shrunk since the scan (a log being written): it goes as it is now, in full
-        entry.size = opened.size;
-        from = 0;
-        delete entry.resumeFrom;
-      }
-      await sendAfterFiles({ type: 'entry', body: entry });
-      let dataBytes = 0;
-      for await (const r of regions) {
-        const end = r.offset + r.data.length;
-        if (end > from) {
-          const skip = Math.max(0, from - r.offset);
-          const part = skip > 0 ? r.data.subarray(skip) : r.data;
-          await send({ type: 'data', offset: r.offset + skip, data: part, release: r.release });
-          progress.bytesSent += part.length;
-        } else r.release();
-        dataBytes += r.data.length;
-        progress.bytes += r.data.length;
-        abortIfAsked();
-      }
-      const { hash, size } = await done();
-      progress.bytes += Math.max(0, size - dataBytes); // holes count as done
-      progress.files++;
-      await send({ type: 'file-end', body: { seq, hash } });
     } else if (entry.kind === 'hardlink') {
       progress.files++;
       progress.bytes += cur.size;

@@ -11,18 +11,12 @@ import {
 } from '../../native/index.js';
 import { contentHash, feedBeforeChunk, feedEnd } from './content-hash.js';
 import { type ReadBuffer, type ReadBuffers, readBuffers } from './read-buffers.js';
+import { goneSinceScan } from './scan.js';
 
 /** Waits for reads nobody will use (a file that shrank, or a stop) and gives their buffers back. */
 async function settleAbandoned(reads: readonly Promise<{ taken: ReadBuffer }>[]): Promise<void> {
   for (const r of await Promise.allSettled(reads)) if (r.status === 'fulfilled') r.value.taken.release();
 }
-
-/**
- * What opening a scanned file meets when the path no longer names that file: removed, a
- * directory on the way gone, a symlink swapped in (never followed), or something other
- * than a regular file now.
- */
-const CHANGED_SINCE_SCAN = new Set(['ENOENT', 'ENOTDIR', 'ELOOP', 'EFTYPE']);
 
 /**
  * Whether readFileRegions failed because the scanned file is gone or is no longer a regular
@@ -33,22 +27,34 @@ export function changedSinceScan(e: unknown): boolean {
   return e instanceof FerryError && e.context.changedSinceScan === true;
 }
 
+/** A scanned regular file, open for reading: what is read is the file as it is now. */
+export interface ScannedFile {
+  abs: string;
+  fd: number;
+  /** Its size when opened (a log written to since the scan has grown). */
+  size: number;
+  /** Its extended attributes, from the descriptor (with `xattrs: true`; see xattrsOf). */
+  xattrs?: XattrList | undefined;
+}
+
 /**
  * Opens a file the scan found regular, for reading, through no symlink (ferryFs.openSource;
- * `abs` from scanTree, whose paths are canonical): its descriptor and current size.
- * FERRY_SOURCE_READ when it cannot be opened, with changedSinceScan(e) true where the path no
- * longer names a regular file.
+ * `abs` from scanTree, whose paths are canonical): its descriptor, current size and, with
+ * `xattrs`, its extended attributes read from that descriptor. FERRY_SOURCE_READ when it
+ * cannot be opened, with changedSinceScan(e) true where the path no longer names a regular file.
  */
-export function openScannedFile(abs: string): { fd: number; size: number } {
+export function openScannedFile(abs: string, opts: { xattrs?: boolean } = {}): ScannedFile {
   let fd = -1;
   try {
     fd = ferryFs.openSource(abs);
     const st = fstatSync(fd);
     if (!st.isFile()) throw Object.assign(new Error('no longer a regular file'), { code: 'EFTYPE' });
-    return { fd, size: st.size };
+    return { abs, fd, size: st.size, ...(opts.xattrs ? { xattrs: xattrsOf(fd) } : {}) };
   } catch (e) {
     if (fd >= 0) closeSync(fd);
-    const changed = CHANGED_SINCE_SCAN.has((e as NodeJS.ErrnoException).code ?? '');
+    // gone, a symlink swapped in, or something other than a regular file now (EFTYPE, above)
+    const code = (e as NodeJS.ErrnoException).code;
+    const changed = goneSinceScan(code) || code === 'EFTYPE';
     throw new FerryError('FERRY_SOURCE_READ', `cannot open ${abs}: ${(e as Error).message}`, {
       cause: e,
       ...(changed ? { context: { changedSinceScan: true } } : {}),
@@ -80,7 +86,8 @@ const DIRECT_READ_FROM = 1 << 20;
 const { EINVAL } = osConstants.errno;
 
 /**
- * Yields the data regions of a file in order, `{offset, data, release}` of at most 1 MiB each
+ * Yields the data regions of a file (a path, or a file openScannedFile opened, whose
+ * descriptor it then owns) in order, `{offset, data, release}` of at most 1 MiB each
  * (in buffers of `readBuffers`, reused once released),
  * skipping holes when the file is sparse (found with SEEK_DATA/SEEK_HOLE, so a huge sparse
  * file costs only its data). `done()` then gives the BLAKE3 hash of the whole logical
@@ -96,18 +103,15 @@ const { EINVAL } = osConstants.errno;
  * into the cache and a copy out of it. A file system that refuses it is read buffered.
  */
 export async function readFileRegions(
-  abs: string,
+  file: string | ScannedFile,
   sparse: boolean,
   opts: { direct?: boolean; buffers?: ReadBuffers; hashHoles?: boolean } = {},
 ): Promise<{
   regions: AsyncGenerator<FileRegion>;
-  /** The file's size when opened, which is what is read (it may differ from the scan's). */
-  size: number;
-  /** Its extended attributes, read from the same descriptor as its content (see xattrsOf). */
-  xattrs: XattrList | undefined;
   done: () => Promise<{ hash: string; size: number }>;
 }> {
-  const { fd, size: end } = openScannedFile(abs);
+  // an open file is the reader's from here: closed when the regions end
+  const { abs, fd, size: end } = typeof file === 'string' ? openScannedFile(file) : file;
   // closed only once no read is in flight (a refused read leaves it open, unused)
   const directFd = (opts.direct ?? true) && end >= DIRECT_READ_FROM ? reopenDirect(fd, 'read') : undefined;
   let direct = directFd;
@@ -196,10 +200,5 @@ export async function readFileRegions(
       closeSync(fd);
     }
   }
-  return {
-    regions: regions(),
-    size: end,
-    xattrs: xattrsOf(fd),
-    done: async () => ({ hash: await hasher.digest(), size: end }),
-  };
+  return { regions: regions(), done: async () => ({ hash: await hasher.digest(), size: end }) };
 }

@@ -255,16 +255,24 @@ interface WalkContext {
   onUnsupportedName: ((rel: string) => void) | undefined;
 }
 
-const GONE = new Set([osErrno.ENOENT, osErrno.ENOTDIR, osErrno.ELOOP]);
+/**
+ * Whether a call on a scanned path failed because the path no longer names what the scan
+ * saw: removed, or a directory on the way gone or swapped for a symlink (never followed,
+ * ELOOP). Not a read failure: the walk skips it, the pass drops the target's copy.
+ */
+export function goneSinceScan(code: string | undefined): boolean {
+  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP';
+}
 
 /** The listing of one directory, or null when it vanished or stopped being one while scanning. */
 async function list(root: string, relDir: string, ctx: WalkContext): Promise<Listing | null> {
   const absDir = relDir === '' ? root : ctx.prefix + relDir; // as the walk names them (the prefetch keys)
   const got = await ctx.loader.load(absDir);
   if (got.errno) {
+    const err = errnoError(got.errno, `cannot list ${absDir}`);
     // vanished while scanning, or swapped for a symlink (never listed through) or a file
-    if (relDir !== '' && GONE.has(got.errno)) return null;
-    throw errnoError(got.errno, `cannot list ${absDir}`);
+    if (relDir !== '' && goneSinceScan(err.code)) return null;
+    throw err;
   }
   const entries: Listing['entries'] = [];
   for (let index = 0; index < got.names.length; index++) {

@@ -8,7 +8,7 @@ import { wholeFileHash } from './content-hash.js';
 import { isSparse, readXattrs, xattrsDigest } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
-import { readFileRegions } from './read-file.js';
+import { openScannedFile, readFileRegions } from './read-file.js';
 import { canonicalRoot, isExcluded, kindOf, normalizeExcludes, scanTree } from './scan.js';
 
 const MAX_DIRECTORIES = 1000;
@@ -40,9 +40,10 @@ interface FileDigest {
  * (openScannedFile: `abs` must be canonical).
  */
 async function hashLargeFile(abs: string, sparse: boolean, direct: boolean): Promise<FileDigest> {
-  const { regions, done, xattrs } = await readFileRegions(abs, sparse, { direct });
+  const file = openScannedFile(abs, { xattrs: true });
+  const { regions, done } = await readFileRegions(file, sparse, { direct });
   for await (const r of regions) r.release(); // hashed before it was yielded
-  return { hash: (await done()).hash, xattrs: xattrsDigest(xattrs) };
+  return { hash: (await done()).hash, xattrs: xattrsDigest(file.xattrs) };
 }
 
 /**
@@ -61,7 +62,7 @@ class HashAhead {
 
   constructor(direct: boolean) {
     this.#direct = direct;
-    this.#reader = new BatchReader({ direct }); // with each file's xattrs, from its descriptor
+    this.#reader = new BatchReader({ direct }); // each file's xattrs read from its descriptor too
   }
 
   /** Whether the caller should take a result before queueing more. */
@@ -352,7 +353,7 @@ async function verifyReceive(
       let problem: string | null;
       if (!parentIsReal(c.path)) problem = 'missing';
       else {
-        if (hashes.full) await settleOldest(); // before compare() may queue one more
+        while (hashes.full) await settleOldest(); // before compare() may queue one more
         try {
           problem = compare(c);
         } catch (e) {
