@@ -21,6 +21,7 @@ const NEEDED = {
   diffutils: 'cmp',
   rsync: 'rsync',
   'netcat-openbsd': 'nc',
+  gcc: 'cc', // src/native/batch-io.test.ts builds test/support/deny-openat2.c
 };
 
 function has(cmd) {
