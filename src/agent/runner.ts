@@ -20,6 +20,7 @@ import {
   runSendPass,
   runVerifySend,
   scanTree,
+  type UnreadableEntry,
 } from '../replication/file/index.js';
 import { type Credential, connectData, RateLimiter } from '../transport/index.js';
 import { RateMeter } from './rate-meter.js';
@@ -248,7 +249,14 @@ export class JobRunner {
           );
         }
         this.#progress = { bytes: 0, files: 0, bytesSent: this.#progress.bytesSent };
-        return this.#onePass(job, pass, state, signal);
+        return this.#onePass(job, pass, state, signal).then((r) => {
+          // The last pass before the target is launched: launching without some of the
+          // source's files is not the agent's call. Retried like a failure, until they can
+          // be read or the operator excludes them.
+          if (pass === 'final' && r.unreadable > 0)
+            throw unreadableAtCutover(r.unreadable, r.unreadableEntries);
+          return r;
+        });
       });
       if (!result) return null;
       if (result.rejected > 0) {
@@ -267,6 +275,9 @@ export class JobRunner {
         bytes: this.#progress.bytes,
         files: this.#progress.files,
         seconds: (Date.now() - started) / 1000,
+        ...(result.unreadable > 0
+          ? { unreadable: result.unreadable, unreadableEntries: [...result.unreadableEntries] }
+          : {}),
       };
     }
   }
@@ -369,6 +380,7 @@ export class JobRunner {
     for await (const e of scanTree(this.#o.root, {
       excludes: job.excludes,
       emptyDirs: this.#emptyDirs(job),
+      onUnreadableDir: () => {}, // the pass reports it
     })) {
       if (signal.aborted) break;
       if (e.kind === 'file') {
@@ -402,6 +414,11 @@ export class JobRunner {
           this.#o.logger.warn(
             { path: rel },
             'not migrated: the file name is not valid UTF-8 (see the feasibility check)',
+          ),
+        onUnreadable: (rel, code, message) =>
+          this.#o.logger.warn(
+            { path: rel, code, err: message },
+            'cannot read this source entry: the target keeps what it has of it, every later pass tries it again',
           ),
         onChangedSinceScan: (rel) =>
           this.#o.logger.info(
@@ -451,4 +468,17 @@ export class JobRunner {
       session.destroy();
     }
   }
+}
+
+/** The final sync's refusal to hand over a target that lacks source entries it could not read. */
+function unreadableAtCutover(count: number, some: readonly UnreadableEntry[]): FerryError {
+  const named = some.map((u) => `${u.path} (${u.code})`).join(', ');
+  const more = count > some.length ? ` and ${count - some.length} more` : '';
+  return new FerryError(
+    'FERRY_SOURCE_READ',
+    `the final sync could not read ${count} source entr${count === 1 ? 'y' : 'ies'}: ${named}${more}; ` +
+      'the target is not launched without them. It tries again until they can be read; ' +
+      'to launch without them, exclude them (ferry configure --exclude) and launch again',
+    { context: { unreadable: count } },
+  );
 }

@@ -36,8 +36,23 @@ export function statusLine(s: ServerView): string {
     );
     parts.push(`eta ${duration(p.etaSeconds)}`);
   }
+  const unreadable = unreadableOf(s);
+  if (unreadable) parts.push(`(${unreadable.count} unreadable on the source)`);
   if (s.error) parts.push(`error ${s.error.code}: ${s.error.message}`);
   return parts.join(' ');
+}
+
+/** Source entries the last pass could not read (PassStats.unreadable), if any. */
+function unreadableOf(
+  s: ServerView,
+): { count: number; at: string; entries: { path: string; code: string }[] } | null {
+  const last = s.lastSync as {
+    at?: string;
+    unreadable?: number;
+    unreadableEntries?: { path: string; code: string }[];
+  } | null;
+  if (!last?.unreadable) return null;
+  return { count: last.unreadable, at: last.at ?? '?', entries: last.unreadableEntries ?? [] };
 }
 
 export function serversTable(list: ServerView[]): string {
@@ -73,6 +88,18 @@ export function serverDetails(s: ServerView): string {
     const t = s.verification.report.totals;
     lines.push(
       `last verification: ${s.verification.report.identical ? 'identical' : 'DIFFERENT'} (${s.verification.report.mode}, ${s.verification.report.finishedAt}): ${t.files} entries, ${t.different} different, ${t.missing} missing, ${t.extra} extra`,
+    );
+  }
+  const unreadable = unreadableOf(s);
+  if (unreadable) {
+    const named = unreadable.entries.map((u) => `${u.path} (${u.code})`).join(', ');
+    const more =
+      unreadable.count > unreadable.entries.length
+        ? `, and ${unreadable.count - unreadable.entries.length} more`
+        : '';
+    lines.push(
+      `unreadable:      ${unreadable.count} source file(s) or directories could not be read by the last pass (${unreadable.at}): ${named}${more}`,
+      '                 the target keeps what it had of them, every pass tries again, and the target is not launched while any remain',
     );
   }
   if (s.diskPlan) {

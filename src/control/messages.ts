@@ -82,6 +82,21 @@ export const PassStats = Type.Object(
     syncRequest: Type.Optional(Count),
     /** Bytes of file content the DATA frames carried on the wire (less than bytesSent when compressed). */
     bytesOnWire: Type.Optional(Count),
+    /**
+     * Source files and directories that are there but could not be read (refused, I/O
+     * errors): left as the target has them and tried again by every later pass. Absent when none.
+     */
+    unreadable: Type.Optional(Count),
+    /** The first of them (at most 20), each with the errno code it failed with. */
+    unreadableEntries: Type.Optional(
+      Type.Array(
+        Type.Object(
+          { path: Type.String({ maxLength: 4096 }), code: Type.String({ maxLength: 32 }) },
+          { additionalProperties: false },
+        ),
+        { maxItems: 20 },
+      ),
+    ),
   },
   { additionalProperties: false },
 );

@@ -18,6 +18,8 @@ export {
   runSendPass,
   type SyncRecord,
   type SyncStateStore,
+  UNREADABLE_REPORTED,
+  type UnreadableEntry,
 } from './pass.js';
 export { readFileRegions } from './read-file.js';
 export { type ReceiveResult, receivePass } from './receive.js';

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { denyOpens, removeDenyOpenProgram, stopDenyingOpens } from '../../../test/support/deny-open.js';
 import { duplexPair } from '../../../test/support/duplex-pair.js';
 import { buildSampleTree, compareTrees } from '../../../test/support/trees.js';
 import { SqliteSyncState } from '../../agent/sync-state.js';
@@ -20,10 +21,12 @@ let dir: string;
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-pass-'));
 });
-afterEach(() => {
+afterEach(async () => {
+  await stopDenyingOpens();
   configureHashing(0);
   fs.rmSync(dir, { recursive: true, force: true });
 });
+afterAll(removeDenyOpenProgram);
 
 const HASHING = [
   [0, 'large files hashed on the event loop'],
@@ -304,6 +307,61 @@ describe('file-level pass over an in-memory connection', () => {
     const next = await pass(src, dst, state);
     expect(next.sent.changedSinceScan).toBe(0);
     expect(fs.readlinkSync(path.join(dst, 'home/b'))).toBe(secret);
+    expect(compareTrees(src, dst)).toEqual([]);
+    state.close();
+  });
+
+  it('copies everything else when the source refuses some files and a directory, keeps what the target has of them, and sends them once they can be read', async () => {
+    const { src, dst } = emptyTrees();
+    for (const d of ['etc', 'var', 'srv/locked']) fs.mkdirSync(path.join(src, d), { recursive: true });
+    for (let i = 0; i < 40; i++)
+      fs.writeFileSync(path.join(src, `etc/f${i}`), `etc file ${i}\n`.repeat(i + 1));
+    fs.writeFileSync(path.join(src, 'var/big.bin'), distinctBytes(3 << 20)); // large: opened at its turn
+    fs.writeFileSync(path.join(src, 'var/h1'), 'linked twice');
+    fs.linkSync(path.join(src, 'var/h1'), path.join(src, 'var/h2'));
+    for (const name of ['a', 'b']) fs.writeFileSync(path.join(src, 'srv/locked', name), name);
+    const refused = ['etc/f7', 'var/big.bin', 'var/h1', 'srv/locked'];
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+
+    // a first copy while an on-access scanner refuses them (EPERM on open)
+    let allow = await denyOpens(refused.map((r) => path.join(src, r)));
+    const first = await pass(src, dst, state);
+    await allow();
+    // the hard link's other path is the same refused file
+    expect(first.sent.unreadable).toBe(5);
+    expect(first.sent.unreadableEntries.map((u) => `${u.path} ${u.code}`).sort()).toEqual(
+      ['etc/f7', 'srv/locked', 'var/big.bin', 'var/h1', 'var/h2'].map((p) => `${p} EPERM`),
+    );
+    expect(fs.existsSync(path.join(dst, 'etc/f7'))).toBe(false);
+    expect(fs.existsSync(path.join(dst, 'var/big.bin'))).toBe(false);
+    expect(fs.existsSync(path.join(dst, 'var/h2'))).toBe(false);
+    expect(fs.readdirSync(path.join(dst, 'srv/locked'))).toEqual([]);
+    expect(fs.readFileSync(path.join(dst, 'etc/f8'), 'utf8')).toBe('etc file 8\n'.repeat(9));
+    expect(compareTrees(src, dst).length).toBeGreaterThan(0);
+
+    // readable again: the next pass sends exactly what was missing
+    const second = await pass(src, dst, state);
+    expect(second.sent.unreadable).toBe(0);
+    expect(second.sent.entriesSent).toBe(6); // the four files, and the two in the directory
+    expect(compareTrees(src, dst)).toEqual([]);
+    expect(fs.statSync(path.join(dst, 'var/h2')).ino).toBe(fs.statSync(path.join(dst, 'var/h1')).ino);
+
+    // changed on the source and refused again: the target keeps its copies, nothing under
+    // the directory it cannot list is deleted, and the records stay as they were
+    fs.writeFileSync(path.join(src, 'etc/f7'), 'changed');
+    fs.appendFileSync(path.join(src, 'var/big.bin'), 'more');
+    fs.writeFileSync(path.join(src, 'srv/locked/c'), 'c');
+    allow = await denyOpens(refused.map((r) => path.join(src, r)));
+    const third = await pass(src, dst, state);
+    await allow();
+    expect(third.sent.unreadable).toBe(3);
+    expect(third.sent.deleted).toBe(0);
+    expect(fs.readFileSync(path.join(dst, 'etc/f7'), 'utf8')).toBe('etc file 7\n'.repeat(8));
+    expect(fs.readFileSync(path.join(dst, 'var/big.bin')).equals(distinctBytes(3 << 20))).toBe(true);
+    expect(fs.readdirSync(path.join(dst, 'srv/locked')).sort()).toEqual(['a', 'b']);
+
+    const fourth = await pass(src, dst, state);
+    expect(fourth.sent.unreadable).toBe(0);
     expect(compareTrees(src, dst)).toEqual([]);
     state.close();
   });

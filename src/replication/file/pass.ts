@@ -16,7 +16,7 @@ import { entryFromRecord, entryFromScan, isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
 import { changedSinceScan, openScannedFile, readFileRegions, type ScannedFile } from './read-file.js';
-import { goneSinceScan, normalizeExcludes, type ScannedEntry, scanTree } from './scan.js';
+import { goneSinceScan, normalizeExcludes, type ScannedEntry, scanTree, unreadableCode } from './scan.js';
 
 /** What the source remembers of an entry the target has acknowledged. */
 export interface SyncRecord {
@@ -77,7 +77,23 @@ export interface PassResult {
   readonly peakUnacked: number;
   /** Files gone, or no longer regular files, between the scan and their read (sent as DELETEs). */
   readonly changedSinceScan: number;
+  /**
+   * Files and directories that are there but could not be read (see unreadableCode): left
+   * as the target has them, not recorded, so every later pass tries them again.
+   */
+  readonly unreadable: number;
+  /** The first UNREADABLE_REPORTED of them, with the errno code each failed with. */
+  readonly unreadableEntries: readonly UnreadableEntry[];
 }
+
+/** A source entry a pass could not read: its path under the root and the errno code. */
+export interface UnreadableEntry {
+  path: string;
+  code: string;
+}
+
+/** Unreadable entries a pass names in its result, at most (it counts them all). */
+export const UNREADABLE_REPORTED = 20;
 
 /** What the sync state records of a scanned entry. */
 export function toRecord(e: ScannedEntry): SyncRecord {
@@ -223,6 +239,8 @@ interface SendPassOptions {
   onUnsupportedName?: (rel: string) => void;
   /** Called for each file gone, or no longer a regular file, between the scan and its read. */
   onChangedSinceScan?: (rel: string) => void;
+  /** Called for each file or directory there but unreadable (left as the target has it; see PassResult.unreadable). */
+  onUnreadable?: (rel: string, code: string, message: string) => void;
   /**
    * Paths this pass leaves exactly as the target has them: neither sent nor deleted
    * (sync-only exclusions: copied by the full replication, not kept in step afterwards).
@@ -255,6 +273,8 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
   let sent = 0;
   let deleted = 0;
   let vanished = 0;
+  const unreadable: UnreadableEntry[] = [];
+  let unreadableCount = 0;
   let unchangedCount = 0;
   let commitSeq = -1;
   let settle!: () => void;
@@ -351,6 +371,11 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
     }
     return undefined;
   };
+  const noteUnreadable = (rel: string, code: string, message: string) => {
+    unreadableCount++;
+    if (unreadable.length < UNREADABLE_REPORTED) unreadable.push({ path: rel, code });
+    opts.onUnreadable?.(rel, code, message);
+  };
   const abortIfAsked = () => {
     if (opts.signal?.aborted) throw new FerryError('FERRY_CONNECTION_LOST', 'the pass was stopped');
   };
@@ -362,6 +387,11 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
       excludes: [...opts.excludes, ...keep],
       emptyDirs: opts.emptyDirs ?? [],
       ...(opts.onUnsupportedName ? { onUnsupportedName: opts.onUnsupportedName } : {}),
+      // a directory that cannot be listed: what the target holds under it stays as it is
+      onUnreadableDir: (rel: string, err: NodeJS.ErrnoException) => {
+        state.markSeenUnder(rel, gen);
+        noteUnreadable(rel, err.code!, err.message);
+      },
     };
     for await (const e of scanTree(opts.root, scanOpts)) {
       abortIfAsked();
@@ -528,8 +558,18 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
       try {
         file = openScannedFile(e.abs, { xattrs: true });
       } catch (err) {
-        if (!changedSinceScan(err)) throw err;
-        await dropChanged(seq, entry.path);
+        if (changedSinceScan(err)) {
+          await dropChanged(seq, entry.path);
+          continue;
+        }
+        const code = unreadableCode(err);
+        if (!code) throw err;
+        // There, but refused or failing: nothing of it is sent (this seq goes to the next
+        // entry), the target keeps the copy it has, and the record stays as it was (or
+        // absent), so the next pass tries again. Its other hard links are sent as the file.
+        pending.delete(seq--);
+        droppedFirst.set(entry.path, null);
+        noteUnreadable(entry.path, code, (err as Error).message);
         continue;
       }
       let handedOver = false; // to readFileRegions, which closes it
@@ -625,5 +665,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
     unchanged: unchangedCount,
     peakUnacked,
     changedSinceScan: vanished,
+    unreadable: unreadableCount,
+    unreadableEntries: unreadable,
   };
 }

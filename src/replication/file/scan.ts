@@ -2,6 +2,7 @@ import { constants as C, realpathSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { FerryError } from '../../errors/index.js';
 import { errnoError, LstatField as F, ferryFs, LSTAT_FIELDS } from '../../native/index.js';
 import type { EntryKind } from '../../protocol/index.js';
 
@@ -173,6 +174,11 @@ export async function* scanTree(
     emptyDirs?: readonly string[];
     /** Called for each name that is not valid UTF-8 (it is not migrated). */
     onUnsupportedName?: (rel: string) => void;
+    /**
+     * Called for a directory below the root that is there but cannot be listed (see
+     * unreadableCode): the walk goes on without its contents. Without it, the walk fails.
+     */
+    onUnreadableDir?: (rel: string, err: NodeJS.ErrnoException) => void;
   } = {},
 ): AsyncGenerator<ScannedEntry> {
   const excludes = normalizeExcludes(opts.excludes ?? []);
@@ -187,6 +193,7 @@ export async function* scanTree(
     excludes,
     emptyDirs,
     onUnsupportedName: opts.onUnsupportedName,
+    onUnreadableDir: opts.onUnreadableDir,
   };
   // One generator for the whole walk, with an explicit stack of the directories being
   // walked: a generator per level (yield*) passed every entry up through each level.
@@ -253,6 +260,7 @@ interface WalkContext {
   excludes: readonly string[];
   emptyDirs: ReadonlySet<string>;
   onUnsupportedName: ((rel: string) => void) | undefined;
+  onUnreadableDir: ((rel: string, err: NodeJS.ErrnoException) => void) | undefined;
 }
 
 /**
@@ -264,6 +272,32 @@ export function goneSinceScan(code: string | undefined): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP';
 }
 
+/**
+ * errno codes of a source entry that is there but cannot be read now: refused by an
+ * on-access scanner or a security module (EPERM, EACCES), a bad sector (EIO), a network or
+ * FUSE file system that is away (ESTALE, ENXIO, ENODEV, EREMOTEIO, ETIMEDOUT), a lease
+ * (EAGAIN). A pass leaves such an entry as the target has it and goes on; anything else
+ * (out of descriptors or memory, say) fails the pass.
+ */
+const UNREADABLE_CODES = new Set([
+  'EPERM',
+  'EACCES',
+  'EIO',
+  'ESTALE',
+  'ENXIO',
+  'ENODEV',
+  'EREMOTEIO',
+  'ETIMEDOUT',
+  'EAGAIN',
+]);
+
+/** The errno code of `e`, or of its cause, when it says the entry is there but cannot be read now (see UNREADABLE_CODES). */
+export function unreadableCode(e: unknown): string | undefined {
+  const own = (e as NodeJS.ErrnoException | undefined)?.code;
+  const code = e instanceof FerryError ? (e.cause as NodeJS.ErrnoException | undefined)?.code : own;
+  return code !== undefined && UNREADABLE_CODES.has(code) ? code : undefined;
+}
+
 /** The listing of one directory, or null when it vanished or stopped being one while scanning. */
 async function list(root: string, relDir: string, ctx: WalkContext): Promise<Listing | null> {
   const absDir = relDir === '' ? root : ctx.prefix + relDir; // as the walk names them (the prefetch keys)
@@ -272,6 +306,10 @@ async function list(root: string, relDir: string, ctx: WalkContext): Promise<Lis
     const err = errnoError(got.errno, `cannot list ${absDir}`);
     // vanished while scanning, or swapped for a symlink (never listed through) or a file
     if (relDir !== '' && goneSinceScan(err.code)) return null;
+    if (relDir !== '' && ctx.onUnreadableDir && unreadableCode(err)) {
+      ctx.onUnreadableDir(relDir, err);
+      return null;
+    }
     throw err;
   }
   const entries: Listing['entries'] = [];
