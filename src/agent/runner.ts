@@ -477,8 +477,10 @@ function unreadableAtCutover(count: number, some: readonly UnreadableEntry[]): F
   return new FerryError(
     'FERRY_SOURCE_READ',
     `the final sync could not read ${count} source entr${count === 1 ? 'y' : 'ies'}: ${named}${more}; ` +
-      'the target is not launched without them. It tries again until they can be read; ' +
-      'to launch without them, exclude them (ferry configure --exclude) and launch again',
+      'the target is not launched without them. Make them readable (the disk, the network ' +
+      'file system, or the on-access scanner that refuses them), or move them out of the ' +
+      'migrated tree if the new server does not need them; the final sync tries again until ' +
+      'the retry deadline, and `ferry start` runs it again after that',
     { context: { unreadable: count } },
   );
 }

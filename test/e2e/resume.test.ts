@@ -1,10 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningAgent, startAgent } from '../../src/agent/index.js';
+import { serverDetails, statusLine } from '../../src/cli/format.js';
 import type { ServerView } from '../../src/control/index.js';
 import { freePort, waitFor } from '../../src/demo/processes.js';
 import { type RunningTarget, startTarget } from '../../src/target/index.js';
+import { denyOpens, removeDenyOpenProgram, stopDenyingOpens } from '../support/deny-open.js';
 import { addSmallFiles, buildSampleTree, compareTrees } from '../support/trees.js';
 import { quietLogger, startTestConsole, type TestConsole, tempDir } from './support.js';
 
@@ -66,7 +68,10 @@ beforeAll(async () => {
   );
 }, 60_000);
 
+afterEach(stopDenyingOpens);
+
 afterAll(async () => {
+  removeDenyOpenProgram();
   await agent?.stop();
   await target?.stop();
   tc?.admin.close();
@@ -108,7 +113,7 @@ describe('failure and resume', () => {
     expect(compareTrees(p('source'), p('target-root'))).toEqual([]);
   });
 
-  it('pauses and resumes continuous sync, then launches', async () => {
+  it('pauses and resumes continuous sync', async () => {
     const paused = await tc.admin.request<ServerView>('POST', '/api/v1/servers/src/pause');
     expect(`${paused.stage}/${paused.status}`).toBe('continuous-sync/paused');
     fs.writeFileSync(p('source/etc/while-paused'), 'x');
@@ -123,8 +128,39 @@ describe('failure and resume', () => {
       async () => (fs.existsSync(p('target-root/etc/while-paused')) ? true : undefined),
       15_000,
     );
+  });
+
+  it('syncs the rest while the source refuses a file, says which, and launches only once it can read it', async () => {
+    fs.writeFileSync(p('source/etc/refused'), 'read me');
+    fs.writeFileSync(p('source/etc/beside-refused'), 'readable');
+    const allow = await denyOpens([p('source/etc/refused')]);
+    // no `ferry sync`: the 1-second interval's next pass meets it
+    let s = await until(
+      'a sync that met the refused file',
+      (v) => (v.lastSync as { unreadable?: number } | null)?.unreadable === 1,
+    );
+    expect(fs.readFileSync(p('target-root/etc/beside-refused'), 'utf8')).toBe('readable');
+    expect(s.status).toBe('running');
+    expect(s.error).toBeNull();
+    expect(s.lastSync).toMatchObject({
+      unreadable: 1,
+      unreadableEntries: [{ path: 'etc/refused', code: 'EPERM' }],
+    });
+    expect(fs.existsSync(p('target-root/etc/refused'))).toBe(false);
+    expect(statusLine(s)).toContain('(1 unreadable on the source)');
+    expect(serverDetails(s)).toContain('etc/refused (EPERM)');
+
+    // the final sync does not hand over a target without it: the launch fails, naming it
     await tc.admin.request('POST', '/api/v1/servers/src/launch');
+    s = await until('the launch to fail', (v) => v.status === 'failed', 30_000);
+    expect(s.stage).toBe('target-launch');
+    expect(s.error?.code).toBe('FERRY_SOURCE_READ');
+    expect(s.error?.message).toContain('etc/refused (EPERM)');
+    await allow();
+    // readable again: `ferry start` runs the final sync again, and the launch completes
+    await tc.admin.request('POST', '/api/v1/servers/src/start');
     await until('completed', (v) => v.status === 'completed');
+    expect(fs.readFileSync(p('target-root/etc/refused'), 'utf8')).toBe('read me');
     expect(compareTrees(p('source'), p('target-root'))).toEqual([]);
   });
 });
