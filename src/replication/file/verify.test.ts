@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { denyOpens, removeDenyOpenProgram, stopDenyingOpens } from '../../../test/support/deny-open.js';
 import { duplexPair } from '../../../test/support/duplex-pair.js';
 import { ferryFs } from '../../native/index.js';
 import { Session } from '../../protocol/index.js';
@@ -22,7 +23,11 @@ beforeEach(() => {
   fs.writeFileSync(p('outside/b'), 'bravo');
   execFileSync('cp', ['-a', p('src'), p('dst')]);
 });
-afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+afterEach(async () => {
+  await stopDenyingOpens();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+afterAll(removeDenyOpenProgram);
 
 async function verify(mode: 'quick' | 'full', dst = p('dst'), ignore: string[] = []) {
   const [a, b] = duplexPair();
@@ -153,6 +158,29 @@ describe('verify pass', () => {
     // without the exclusions both sides of var/cache count
     const all = await verify('quick');
     expect(all.totals).toMatchObject({ missing: 1, extra: 2 });
+  });
+
+  it('counts what the target has in a directory the source has empty', async () => {
+    fs.mkdirSync(p('src/empty'));
+    fs.mkdirSync(p('dst/empty/sub'), { recursive: true });
+    fs.writeFileSync(p('dst/empty/junk'), 'x');
+    execFileSync('touch', ['-r', p('src/empty'), p('dst/empty')]);
+    execFileSync('touch', ['-r', p('src'), p('dst')]);
+    const r = await verify('quick');
+    expect(r.totals).toMatchObject({ different: 0, missing: 0, extra: 2 });
+    expect(r.directories[0]).toMatchObject({ path: '/empty', extra: 2 });
+  });
+
+  it('reports what the source cannot read as differing instead of failing: a file as different, a directory by its contents', async () => {
+    const allow = await denyOpens([p('src/etc/a'), p('src/etc/deep')]);
+    const full = await verify('full');
+    await allow();
+    // the file's content cannot be compared; the directory cannot be listed, so what the
+    // target holds in it is extra
+    expect(full.identical).toBe(false);
+    expect(full.totals).toMatchObject({ different: 1, missing: 0, extra: 1 });
+    // quick mode needs no read of the file, only the listing
+    expect((await verify('quick')).totals).toMatchObject({ different: 0, missing: 0, extra: 0 });
   });
 
   it('refuses a CHECK for a directory the depth-first walk has left (its names are forgotten by then)', async () => {

@@ -149,7 +149,14 @@ async function verifySend(opts: VerifySendOptions): Promise<VerifyReport> {
     await send({ type: 'check', body: c });
     opts.onEntry?.(c.size ?? 0);
   };
-  for await (const e of scanTree(opts.root, { excludes: opts.excludes, emptyDirs: opts.emptyDirs ?? [] })) {
+  const scanOpts = {
+    excludes: opts.excludes,
+    emptyDirs: opts.emptyDirs ?? [],
+    // a directory the source cannot list: what the target has under it counts as extra,
+    // so the report shows the difference instead of the verification failing
+    onUnreadableDir: () => {},
+  };
+  for await (const e of scanTree(opts.root, scanOpts)) {
     if (opts.signal?.aborted) throw new FerryError('FERRY_CONNECTION_LOST', 'the verification was stopped');
     const c: CheckMessage = {
       path: e.path,
@@ -349,7 +356,12 @@ async function verifyReceive(
           `CHECK for ${c.path} after its directory was complete`,
         );
       t.seen.add(path.posix.basename(c.path));
-      if (c.kind === 'dir') tally(c.path).isDir = true;
+      if (c.kind === 'dir') {
+        tally(c.path).isDir = true;
+        // open from its own CHECK, not from its first child's: a directory the source has
+        // empty (or cannot list) is finished too, and what the target has in it is extra
+        open.push(c.path);
+      }
       let problem: string | null;
       if (!parentIsReal(c.path)) problem = 'missing';
       else {
