@@ -67,14 +67,30 @@ async function countTree(root: string, excludes: readonly string[], emptyDirs: s
     unsupportedCount++;
     if (unsupportedNames.length < 5) unsupportedNames.push(rel);
   };
-  for await (const e of scanTree(root, { excludes, emptyDirs, onUnsupportedName })) {
+  const unlistedDirs: string[] = [];
+  let unlistedCount = 0;
+  const onUnreadableDir = (rel: string, err: NodeJS.ErrnoException) => {
+    unlistedCount++;
+    if (unlistedDirs.length < 5) unlistedDirs.push(`${rel} (${err.code})`);
+  };
+  for await (const e of scanTree(root, { excludes, emptyDirs, onUnsupportedName, onUnreadableDir })) {
     entryCount++;
     if (e.kind === 'file') {
       fileCount++;
       usedBytes += Number(e.stat.size);
     }
   }
-  return { usedBytes, fileCount, entryCount, emptyDirs, excludes, unsupportedNames, unsupportedCount };
+  return {
+    usedBytes,
+    fileCount,
+    entryCount,
+    emptyDirs,
+    excludes,
+    unsupportedNames,
+    unsupportedCount,
+    unlistedDirs,
+    unlistedCount,
+  };
 }
 
 async function describeHost(root: string, mounts: readonly MountRow[]): Promise<Record<string, unknown>> {
@@ -184,6 +200,17 @@ export async function runChecks(root: string, inventory: Record<string, unknown>
         ? 'every file name can be carried'
         : `${bad} name(s) are not valid UTF-8 and would not be migrated, e.g. ${JSON.stringify(migrate?.unsupportedNames ?? [])}; rename them or exclude their directories`,
     ...(bad === 0 ? {} : { code: 'FERRY_SOURCE_READ' }),
+  });
+  const unlisted =
+    (inventory.migrate as { unlistedCount?: number; unlistedDirs?: string[] } | undefined) ?? {};
+  items.push({
+    id: 'source-listable',
+    title: 'Every source directory can be listed',
+    passed: !unlisted.unlistedCount,
+    reason: !unlisted.unlistedCount
+      ? 'the scan listed every directory'
+      : `${unlisted.unlistedCount} director(ies) cannot be listed, e.g. ${(unlisted.unlistedDirs ?? []).join(', ')}; replication goes on without their contents and tries them again each pass, and the launch waits until they can be read`,
+    ...(!unlisted.unlistedCount ? {} : { code: 'FERRY_SOURCE_READ' }),
   });
   const layout = inventory.layout as SourceLayout | undefined;
   const problems = layout ? layoutProblems(layout) : [];

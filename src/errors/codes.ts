@@ -147,7 +147,7 @@ export const ERROR_CODES = {
     http: 500,
     retryable: true,
     advice:
-      'The agent could not read a source file; check permissions and disk health on the source (see the agent log).',
+      'The agent could not read source files (the message names them); check disk health, network file systems and any on-access scanner on the source (see the agent log). Replication goes on without them; the launch waits for them.',
   },
   FERRY_TARGET_WRITE: {
     http: 500,
