@@ -29,6 +29,11 @@ export const FrameType = {
    * with its size and hash), the array, then each file's content in the array's order.
    */
   FILES: 0x19,
+  /**
+   * The file of the current ENTRY cannot be read to its end on the source (an I/O error, a
+   * refused read): the target drops what it received of it and keeps its previous copy.
+   */
+  FILE_ABORT: 0x1a,
   ERROR: 0x7f,
 } as const;
 
@@ -177,6 +182,10 @@ const FileEnd = Type.Object(
   { seq: Int(), hash: Type.String({ pattern: '^[0-9a-f]{64}$' }) },
   { additionalProperties: false },
 );
+const FileAbort = Type.Object(
+  { seq: Int(), code: Type.String({ maxLength: 32, pattern: '^[A-Z][A-Z0-9_]*$' }) },
+  { additionalProperties: false },
+);
 /**
  * One source entry as a verify pass describes it; in full mode `hash` (files) and `xattrs`
  * (every kind but symlinks: the digest of its extended attributes, xattrsDigest in
@@ -227,6 +236,7 @@ export type WelcomeMessage = Static<typeof Welcome>;
 export type ResumableFile = Static<typeof Resumable>;
 export type EntryMessage = Static<typeof Entry>;
 export type FileEndMessage = Static<typeof FileEnd>;
+export type FileAbortMessage = Static<typeof FileAbort>;
 export type WholeFileMessage = Static<typeof WholeFile>;
 export type DeleteMessage = Static<typeof Delete>;
 export type CheckMessage = Static<typeof Check>;
@@ -254,6 +264,7 @@ export type Message =
   /** Several whole files (FILES): the same as that many FILE messages, in order; `release` as for FILE, once for all. */
   | { type: 'files'; files: { body: WholeFileMessage; data: Buffer }[]; release?: () => void }
   | { type: 'file-end'; body: FileEndMessage }
+  | { type: 'file-abort'; body: FileAbortMessage }
   | { type: 'delete'; body: DeleteMessage }
   | { type: 'check'; body: CheckMessage }
   | { type: 'sums'; body: SumsMessage }
@@ -290,6 +301,7 @@ const JSON_TYPES: Record<JsonType, { code: number; schema: TSchema }> = {
   welcome: { code: FrameType.WELCOME, schema: Welcome },
   entry: { code: FrameType.ENTRY, schema: Entry },
   'file-end': { code: FrameType.FILE_END, schema: FileEnd },
+  'file-abort': { code: FrameType.FILE_ABORT, schema: FileAbort },
   delete: { code: FrameType.DELETE, schema: Delete },
   check: { code: FrameType.CHECK, schema: Check },
   sums: { code: FrameType.SUMS, schema: Sums },

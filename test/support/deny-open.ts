@@ -20,11 +20,16 @@ const running = new Set<ChildProcess>();
 /**
  * Makes every open of `paths` (files or directories) fail with EPERM until the returned
  * function is called, as an on-access scanner refusing them would: a real fanotify
- * listener (deny-open.c), not a stand-in. Call stopDenyingOpens() in afterEach as well, so
- * that a failed test leaves no listener behind.
+ * listener (deny-open.c), not a stand-in. With `readsAfter`, the files open and that many
+ * reads of them succeed, then every read fails with EPERM (as past a bad sector). Call
+ * stopDenyingOpens() in afterEach as well, so that a failed test leaves no listener behind.
  */
-export async function denyOpens(paths: string[]): Promise<() => Promise<void>> {
-  const child = spawn(denyOpenProgram(), paths, { stdio: ['pipe', 'pipe', 'inherit'] });
+export async function denyOpens(
+  paths: string[],
+  opts: { readsAfter?: number } = {},
+): Promise<() => Promise<void>> {
+  const args = opts.readsAfter === undefined ? paths : ['--reads', String(opts.readsAfter), ...paths];
+  const child = spawn(denyOpenProgram(), args, { stdio: ['pipe', 'pipe', 'inherit'] });
   running.add(child);
   await new Promise<void>((resolve, reject) => {
     let out = '';

@@ -366,6 +366,49 @@ describe('file-level pass over an in-memory connection', () => {
     state.close();
   });
 
+  it('drops a file whose reads fail part way (FILE_ABORT): the target keeps its copy, whole files and changed blocks alike', async () => {
+    const { src, dst } = emptyTrees();
+    fs.mkdirSync(path.join(src, 'var'));
+    fs.writeFileSync(path.join(src, 'var/old.bin'), distinctBytes(8 << 20));
+    fs.writeFileSync(path.join(src, 'var/log'), 'kept');
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    await pass(src, dst, state);
+    /** What the target's var holds: no half-written file may be left behind. */
+    const held = () => fs.readdirSync(path.join(dst, 'var')).sort();
+
+    // new files: a large one whose disk fails after three 1 MiB reads, a small one at once
+    fs.writeFileSync(path.join(src, 'var/new.bin'), distinctBytes(6 << 20).reverse());
+    fs.writeFileSync(path.join(src, 'var/small'), 'x'.repeat(10_000));
+    let allowLarge = await denyOpens([path.join(src, 'var/new.bin')], { readsAfter: 3 });
+    const allowSmall = await denyOpens([path.join(src, 'var/small')], { readsAfter: 0 });
+    const first = await pass(src, dst, state);
+    await allowLarge();
+    await allowSmall();
+    expect(first.sent.unreadableEntries.map((u) => `${u.path} ${u.code}`).sort()).toEqual([
+      'var/new.bin EPERM',
+      'var/small EPERM',
+    ]);
+    expect(first.frames.get(FrameType.FILE_ABORT)).toBe(2);
+    expect(held()).toEqual(['log', 'old.bin']);
+
+    // a changed file sent by blocks, failing part way: the target's copy stays as it was
+    const changed = distinctBytes(8 << 20);
+    changed.fill(7, 5 << 20, 6 << 20);
+    fs.writeFileSync(path.join(src, 'var/old.bin'), changed);
+    allowLarge = await denyOpens([path.join(src, 'var/old.bin')], { readsAfter: 2 });
+    const sync = await pass(src, dst, state);
+    await allowLarge();
+    expect(sync.sent.unreadableEntries).toEqual([{ path: 'var/old.bin', code: 'EPERM' }]);
+    expect(fs.readFileSync(path.join(dst, 'var/old.bin')).equals(distinctBytes(8 << 20))).toBe(true);
+    expect(held()).toEqual(['log', 'new.bin', 'old.bin', 'small']);
+
+    // readable again: all of it arrives
+    const last = await pass(src, dst, state);
+    expect(last.sent.unreadable).toBe(0);
+    expect(compareTrees(src, dst)).toEqual([]);
+    state.close();
+  });
+
   it('sends a hard link as the file itself when the path it would link to was removed mid-pass', async () => {
     const { src, dst } = emptyTrees();
     fs.writeFileSync(path.join(src, 'a'), distinctBytes(2 << 20));

@@ -573,6 +573,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
         continue;
       }
       let handedOver = false; // to readFileRegions, which closes it
+      let entrySent = false;
       try {
         entry.size = file.size;
         if (file.xattrs) entry.xattrs = file.xattrs;
@@ -593,6 +594,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
             committed.catch(reject);
           });
           await sendAfterFiles({ type: 'entry', body: entry });
+          entrySent = true;
           const s = await sums;
           sumsWaiters.delete(seq);
           const { hash, sent } = await sendChangedBlocks(
@@ -616,6 +618,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
         });
         handedOver = true;
         await sendAfterFiles({ type: 'entry', body: entry });
+        entrySent = true;
         let dataBytes = 0;
         for await (const r of regions) {
           const end = r.offset + r.data.length;
@@ -633,6 +636,17 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
         progress.bytes += Math.max(0, size - dataBytes); // holes count as done
         progress.files++;
         await send({ type: 'file-end', body: { seq, hash } });
+      } catch (err) {
+        // Opened, but not readable to its end (an I/O error, a refused read): as for a
+        // file that cannot be opened, the target keeps the copy it has and nothing is
+        // recorded; once its ENTRY went, FILE_ABORT tells the target to drop what came.
+        const code = unreadableCode(err);
+        if (!code) throw err;
+        pending.delete(seq);
+        droppedFirst.set(entry.path, null);
+        noteUnreadable(entry.path, code, (err as Error).message);
+        if (entrySent) await send({ type: 'file-abort', body: { seq, code } });
+        else seq--; // nothing went under this seq
       } finally {
         // also when the pass fails while it waits for the target's sums
         if (!handedOver) closeSync(file.fd);

@@ -159,7 +159,11 @@ export async function readFileRegions(
           let bytesRead: number;
           if (ahead) {
             while (pending.length < AHEAD && nextRead < dataEnd) {
-              pending.push(readAt(nextRead));
+              const r = readAt(nextRead);
+              // a read ahead that fails while an earlier one is awaited is not unhandled:
+              // its error comes out of the await below when its turn comes
+              r.catch(() => {});
+              pending.push(r);
               nextRead += Math.min(CHUNK, dataEnd - nextRead);
             }
             ({ taken, n: bytesRead } = await pending.shift()!);

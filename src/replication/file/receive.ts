@@ -137,6 +137,14 @@ export async function receivePass(
             rejectMismatch(current, e);
           }
           break;
+        case 'file-abort': {
+          if (msg.body.seq !== current)
+            throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE_ABORT for another entry');
+          await writer.abandonFile();
+          const seq = current;
+          inOrder(() => done(seq)); // the source records nothing for it: the ACK only keeps the order
+          break;
+        }
         case 'delete': {
           const seq = msg.body.seq;
           await writer.delete(msg.body.path);

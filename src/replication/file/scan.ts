@@ -294,7 +294,13 @@ const UNREADABLE_CODES = new Set([
 /** The errno code of `e`, or of its cause, when it says the entry is there but cannot be read now (see UNREADABLE_CODES). */
 export function unreadableCode(e: unknown): string | undefined {
   const own = (e as NodeJS.ErrnoException | undefined)?.code;
-  const code = e instanceof FerryError ? (e.cause as NodeJS.ErrnoException | undefined)?.code : own;
+  // a FerryError only when it is a source read's (a lost connection's ETIMEDOUT is not this)
+  const code =
+    e instanceof FerryError
+      ? e.code === 'FERRY_SOURCE_READ'
+        ? (e.cause as NodeJS.ErrnoException | undefined)?.code
+        : undefined
+      : own;
   return code !== undefined && UNREADABLE_CODES.has(code) ? code : undefined;
 }
 

@@ -1194,6 +1194,20 @@ export class TreeWriter {
     this.#place(f.tmp, f.rel);
   }
 
+  /**
+   * The source could not read the current file to its end (FILE_ABORT): what arrived of it
+   * is dropped, its resume checkpoint with it, and the copy the target had stays in place.
+   */
+  async abandonFile(): Promise<void> {
+    const f = this.#file;
+    if (!f) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE_ABORT outside a file');
+    this.#file = null;
+    await this.#checkpointing;
+    if (f.checkpointed > 0) this.#writeJournal(null);
+    await Promise.allSettled(f.writes.map((w) => w.done));
+    this.#discard(f);
+  }
+
   /** Removes `rel` (recursively for a directory). A path that is already gone is fine. */
   async delete(rel: string): Promise<void> {
     await this.drain();
