@@ -85,8 +85,20 @@ static napi_value fail_type(napi_env env, const char *msg) {
   return NULL;
 }
 
-/* A malloc'd copy of a JS string, or NULL when it is not a string, too long or holds a NUL. */
+/* A malloc'd copy of a JS string, or of a Buffer's bytes (a path that is not valid UTF-8,
+ * see src/native/os-path.ts), or NULL when it is neither, too long or holds a NUL. */
 static char *dup_string(napi_env env, napi_value v) {
+  bool is_buf = false;
+  if (napi_is_buffer(env, v, &is_buf) == napi_ok && is_buf) {
+    void *data = NULL;
+    size_t n = 0;
+    if (napi_get_buffer_info(env, v, &data, &n) != napi_ok || n >= MAX_PATH_BYTES || memchr(data, 0, n)) return NULL;
+    char *b = malloc(n + 1);
+    if (!b) return NULL;
+    memcpy(b, data, n);
+    b[n] = 0;
+    return b;
+  }
   size_t len = 0;
   if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok || len >= MAX_PATH_BYTES) return NULL;
   char *s = malloc(len + 1);

@@ -69,8 +69,18 @@ static napi_value throw_type(napi_env env, const char *msg) {
   return NULL;
 }
 
-/* Copies a JS string argument into buf; returns 0 on success. */
+/* Copies a JS string argument, or a Buffer's bytes (a path that is not valid UTF-8, see
+ * src/native/os-path.ts), into buf; returns 0 on success. */
 static int get_string(napi_env env, napi_value v, char *buf, size_t cap) {
+  bool is_buf = false;
+  if (napi_is_buffer(env, v, &is_buf) == napi_ok && is_buf) {
+    void *data = NULL;
+    size_t n = 0;
+    if (napi_get_buffer_info(env, v, &data, &n) != napi_ok || n + 1 >= cap || memchr(data, 0, n)) return -1;
+    memcpy(buf, data, n);
+    buf[n] = 0;
+    return 0;
+  }
   size_t len = 0;
   if (napi_get_value_string_utf8(env, v, buf, cap, &len) != napi_ok) return -1;
   if (len + 1 >= cap) return -1; /* truncated: refuse rather than act on a prefix */

@@ -21,7 +21,7 @@ describe('inventory and feasibility checks', () => {
     fs.writeFileSync(path.join(dir, 'etc/a'), 'abc');
     fs.writeFileSync(path.join(dir, 'etc/é'), 'de');
     const inv = await collectInventory(dir, []);
-    expect(inv.migrate).toMatchObject({ usedBytes: 5, fileCount: 2, unsupportedCount: 0 });
+    expect(inv.migrate).toMatchObject({ usedBytes: 5, fileCount: 2, nonUtf8Count: 0 });
     const checks = await runChecks(dir, inv);
     expect(checks.find((c) => c.id === 'file-names')).toMatchObject({ passed: true });
     expect(checks.find((c) => c.id === 'source-listable')).toMatchObject({ passed: true });
@@ -39,7 +39,7 @@ describe('inventory and feasibility checks', () => {
     expect((await collectInventory(dir, [])).migrate).toMatchObject({ fileCount: 2, usedBytes: 13 });
   });
 
-  it('reports a file name that is not valid UTF-8 instead of dropping it silently', async () => {
+  it('counts the file names that are not valid UTF-8, which are migrated byte for byte', async () => {
     const raw = Buffer.concat([
       Buffer.from(path.join(dir, 'latin1-')),
       Buffer.from([0xe9]),
@@ -47,10 +47,10 @@ describe('inventory and feasibility checks', () => {
     ]);
     fs.writeFileSync(raw, 'x');
     const inv = await collectInventory(dir, []);
-    expect(inv.migrate).toMatchObject({ unsupportedCount: 1 });
+    expect(inv.migrate).toMatchObject({ nonUtf8Count: 1, nonUtf8Names: ['latin1-\udce9.txt'], fileCount: 1 });
     const check = (await runChecks(dir, inv)).find((c) => c.id === 'file-names');
-    expect(check).toMatchObject({ passed: false, code: 'FERRY_SOURCE_READ' });
-    expect(check?.reason).toContain('not valid UTF-8');
+    expect(check).toMatchObject({ passed: true });
+    expect(check?.reason).toContain('migrated byte for byte');
   });
 
   it('names a directory it cannot list, and counts the rest of the tree', async () => {

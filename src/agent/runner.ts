@@ -410,11 +410,6 @@ export class JobRunner {
         keep: pass === 'full' ? [] : job.syncExcludes,
         detectRenames: pass !== 'full',
         directIo: this.#o.directIo,
-        onUnsupportedName: (rel) =>
-          this.#o.logger.warn(
-            { path: rel },
-            'not migrated: the file name is not valid UTF-8 (see the feasibility check)',
-          ),
         onUnreadable: (rel, code, message) =>
           this.#o.logger.warn(
             { path: rel, code, err: message },

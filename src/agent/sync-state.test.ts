@@ -38,6 +38,32 @@ function hasInodeIndex(file: string): boolean {
 }
 
 describe('SqliteSyncState', () => {
+  it('keeps apart paths that differ only in bytes that are not UTF-8, and gives each back as it came', () => {
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    const gen = state.beginPass();
+    // U+FFFD is what SQLite's UTF-8 would make of each escaped byte; U+0001 is the store's own escape
+    const paths = [
+      'd\udce9',
+      'd\udce9/a\udce9',
+      'd\udce9/a\udce8',
+      'd\udce9/a\ufffd',
+      'x\u0001y',
+      'x\u0001e9',
+      '😀\udcff',
+    ];
+    paths.forEach((p, i) => state.record({ ...rec, path: p, ino: String(i) }, gen));
+    for (const [i, p] of paths.entries()) expect(state.lookup(p)).toMatchObject({ path: p, ino: String(i) });
+    expect(state.byInode?.('1')).toEqual([expect.objectContaining({ path: 'd\udce9/a\udce9' })]);
+    state.flush();
+    const next = state.beginPass();
+    state.markSeenUnder('d\udce9', next);
+    expect(state.unseen(next).sort()).toEqual(['x\u0001e9', 'x\u0001y', '😀\udcff'].sort());
+    state.remove('x\u0001y');
+    expect(state.lookup('x\u0001y')).toBeUndefined();
+    expect(state.lookup('x\u0001e9')).toBeDefined();
+    state.close();
+  });
+
   it('stamps an entry seen in one step only when every field is as recorded', () => {
     const state = new SqliteSyncState(path.join(dir, 'sync.db'));
     expect(state.isEmpty()).toBe(true);

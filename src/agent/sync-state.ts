@@ -1,5 +1,45 @@
 import Database from 'better-sqlite3';
+import { hasEscapedBytes } from '../native/index.js';
 import type { SyncRecord, SyncStateStore } from '../replication/file/index.js';
+
+/**
+ * Paths as stored. SQLite keeps text as UTF-8, where the lone surrogates that stand for the
+ * bytes of a name that is not valid UTF-8 (native/os-path.ts) would all become U+FFFD and
+ * such names would collide: each is stored as U+0001 and its byte in two hex digits, and a
+ * U+0001 of a name as two. Plain paths, nearly all of them, are stored as they are; the
+ * order of paths, and of a directory before what it holds, is kept.
+ */
+const ESC = '\u0001';
+export function toStored(path: string): string {
+  if (!path.includes(ESC) && !hasEscapedBytes(path)) return path;
+  let out = '';
+  for (let i = 0; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    const prev = i > 0 ? path.charCodeAt(i - 1) : 0;
+    if (c === 1) out += ESC + ESC;
+    else if (c >= 0xdc80 && c <= 0xdcff && !(prev >= 0xd800 && prev <= 0xdbff))
+      out += ESC + (c - 0xdc00).toString(16);
+    else out += path[i];
+  }
+  return out;
+}
+export function fromStored(stored: string): string {
+  if (!stored.includes(ESC)) return stored;
+  let out = '';
+  for (let i = 0; i < stored.length; i++) {
+    if (stored[i] !== ESC) out += stored[i];
+    else if (stored[i + 1] === ESC) {
+      out += ESC;
+      i++;
+    } else {
+      out += String.fromCharCode(0xdc00 + Number.parseInt(stored.slice(i + 1, i + 3), 16));
+      i += 2;
+    }
+  }
+  return out;
+}
+const fromRow = (r: SyncRecord | undefined): SyncRecord | undefined =>
+  r && r.path.includes(ESC) ? { ...r, path: fromStored(r.path) } : r;
 
 const BATCH = 5000;
 const INODE_INDEX = 'CREATE INDEX IF NOT EXISTS entries_ino ON entries (ino)';
@@ -62,7 +102,7 @@ export class SqliteSyncState implements SyncStateStore {
 
   byInode(ino: string): SyncRecord[] {
     this.#buildInodeIndex();
-    return this.#byIno.all(ino) as SyncRecord[];
+    return (this.#byIno.all(ino) as SyncRecord[]).map((r) => fromRow(r)!);
   }
 
   #write(): void {
@@ -102,30 +142,40 @@ export class SqliteSyncState implements SyncStateStore {
   }
 
   lookup(path: string): SyncRecord | undefined {
-    return this.#get.get(path) as SyncRecord | undefined;
+    return fromRow(this.#get.get(toStored(path)) as SyncRecord | undefined);
   }
 
   markSeen(path: string, gen: number): void {
     this.#write();
-    this.#seen.run(gen, path);
+    this.#seen.run(gen, toStored(path));
   }
 
   markSeenIfUnchanged(r: SyncRecord, gen: number): boolean {
     this.#write();
     return (
-      this.#seenIfSame.run(gen, r.path, r.kind, r.size, r.mtimeNs, r.ctimeNs, r.ino, r.mode, r.uid, r.gid)
-        .changes === 1
+      this.#seenIfSame.run(
+        gen,
+        toStored(r.path),
+        r.kind,
+        r.size,
+        r.mtimeNs,
+        r.ctimeNs,
+        r.ino,
+        r.mode,
+        r.uid,
+        r.gid,
+      ).changes === 1
     );
   }
 
   record(r: SyncRecord, gen: number): void {
     this.#write();
-    this.#put.run(r.path, r.kind, r.size, r.mtimeNs, r.ctimeNs, r.ino, r.mode, r.uid, r.gid, gen);
+    this.#put.run(toStored(r.path), r.kind, r.size, r.mtimeNs, r.ctimeNs, r.ino, r.mode, r.uid, r.gid, gen);
   }
 
   remove(path: string): void {
     this.#write();
-    this.#del.run(path);
+    this.#del.run(toStored(path));
   }
 
   markSeenUnder(prefix: string, gen: number): void {
@@ -133,7 +183,7 @@ export class SqliteSyncState implements SyncStateStore {
     // the range [prefix/, prefix0) holds exactly the paths under prefix ('0' follows '/')
     this.#db
       .prepare('UPDATE entries SET seen = ? WHERE path = ? OR (path >= ? AND path < ?)')
-      .run(gen, prefix, `${prefix}/`, `${prefix}0`);
+      .run(gen, toStored(prefix), `${toStored(prefix)}/`, `${toStored(prefix)}0`);
   }
 
   unseen(gen: number): string[] {
@@ -141,7 +191,8 @@ export class SqliteSyncState implements SyncStateStore {
     return this.#db
       .prepare('SELECT path FROM entries WHERE seen < ? ORDER BY path DESC')
       .pluck()
-      .all(gen) as string[];
+      .all(gen)
+      .map((p) => fromStored(p as string));
   }
 
   close(): void {

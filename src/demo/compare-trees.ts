@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ferryFs } from '../native/index.js';
+import { lstatSync, readdirSync, readlinkSync } from '../native/fs-bytes.js';
+import { ferryFs, osPath } from '../native/index.js';
 import { kindOf } from '../replication/file/index.js';
 
 interface Info {
@@ -22,14 +23,18 @@ function walk(root: string, ignore: (rel: string) => boolean): Map<string, Info>
   const out = new Map<string, Info>();
   const visit = (rel: string) => {
     const abs = rel === '' ? root : path.join(root, rel);
-    for (const name of fs.readdirSync(abs).sort()) {
+    // names byte for byte: one that is not valid UTF-8 is compared as its bytes (os-path.ts)
+    for (const name of readdirSync(abs).sort()) {
       const r = rel === '' ? name : `${rel}/${name}`;
       if (ignore(r)) continue;
       const a = path.join(root, r);
-      const st = fs.lstatSync(a, { bigint: true });
+      const st = lstatSync(a, { bigint: true });
       const info: Info = { st, xattrs: {} };
-      if (st.isFile()) info.hash = createHash('sha256').update(fs.readFileSync(a)).digest('hex');
-      if (st.isSymbolicLink()) info.link = fs.readlinkSync(a);
+      if (st.isFile())
+        info.hash = createHash('sha256')
+          .update(fs.readFileSync(osPath(a)))
+          .digest('hex');
+      if (st.isSymbolicLink()) info.link = readlinkSync(a);
       else for (const x of ferryFs.listXattr(a)) info.xattrs[x] = ferryFs.getXattr(a, x).toString('hex');
       out.set(r, info);
       if (st.isDirectory()) visit(r);

@@ -14,6 +14,7 @@ import {
   WRITE_RESULT_INTS,
   WriteStep,
 } from './index.js';
+import { encodePath, hasEscapedBytes } from './os-path.js';
 
 let dir: string;
 beforeEach(() => {
@@ -332,10 +333,12 @@ describe('readDir', () => {
     const got = await ferryFs.readDir(dir);
     expect(got.errno).toBe(0);
     expect(got.fields.length).toBe(got.names.length * LSTAT_FIELDS);
-    const names = got.names.map((b) => (typeof b === 'string' ? b : b.toString('latin1')));
-    expect([...names].sort()).toEqual(['file', 'link', 'n\u00ff', 'sub'].sort());
-    // valid UTF-8 names come as strings, the one that is not as its bytes
-    expect(got.names.map((b) => typeof b === 'string')).toEqual(names.map((n) => n !== 'n\u00ff'));
+    const names = got.names;
+    // the name that is not UTF-8 comes with its byte escaped (os-path.ts), and opens as itself
+    expect([...names].sort()).toEqual(['file', 'link', 'n\udcff', 'sub'].sort());
+    const fd = ferryFs.openSource(path.join(dir, 'n\udcff'));
+    expect(fs.fstatSync(fd).size).toBe(0);
+    fs.closeSync(fd);
     for (const name of ['file', 'link', 'sub']) {
       const st = fs.lstatSync(path.join(dir, name), { bigint: true });
       const at = names.indexOf(name) * LSTAT_FIELDS;
@@ -352,7 +355,7 @@ describe('readDir', () => {
     expect(got.fields[names.indexOf('file') * LSTAT_FIELDS + LstatField.mtimeNs]).toBe(2_000_250_000_000n);
   });
 
-  it('gives a name as a string exactly when it is well-formed UTF-8 (as a decoder round trip says)', async () => {
+  it('gives every name back as its exact bytes, escaping none that is well-formed UTF-8 (as a decoder round trip says)', async () => {
     const sub = path.join(dir, 'utf8');
     fs.mkdirSync(sub);
     const names = [
@@ -379,12 +382,16 @@ describe('readDir', () => {
     for (const n of names) fs.writeFileSync(Buffer.concat([Buffer.from(`${sub}/`), n]), '');
     const got = await ferryFs.readDir(sub);
     expect(got.names.length).toBe(names.length);
+    // every name gives back exactly its bytes; those that are valid UTF-8 are plain text
+    expect(got.names.map((n) => encodePath(n).toString('hex')).sort()).toEqual(
+      names.map((b) => b.toString('hex')).sort(),
+    );
     for (const n of got.names) {
-      const bytes = typeof n === 'string' ? Buffer.from(n) : n;
+      const bytes = encodePath(n);
       const roundTrips = Buffer.from(bytes.toString('utf8')).equals(bytes);
-      expect([bytes.toString('hex'), typeof n === 'string']).toEqual([bytes.toString('hex'), roundTrips]);
+      expect([bytes.toString('hex'), hasEscapedBytes(n)]).toEqual([bytes.toString('hex'), !roundTrips]);
     }
-    expect(got.names.filter((n) => typeof n === 'string').length).toBe(6);
+    expect(got.names.filter((n) => !hasEscapedBytes(n)).length).toBe(6);
   });
 
   it('reports a directory it cannot read instead of listing it, and never follows a symlink to one', async () => {

@@ -7,6 +7,9 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { getSystemErrorName } from 'node:util';
 import { FerryError } from '../errors/index.js';
+import { decodeName, hasEscapedBytes, osPath } from './os-path.js';
+
+export { badSurrogate, decodeName, encodePath, hasEscapedBytes, osPath, pathBytes } from './os-path.js';
 
 export interface FerryFs {
   /** Offset of the next data at or after `offset`, or -1 when only a hole follows. */
@@ -39,12 +42,12 @@ export interface FerryFs {
   /** Sets atime and mtime with nanoseconds, never following a final symlink. */
   lutimes(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   /**
-   * Lists a directory (no . and ..; a name is a string when it is valid UTF-8, else its raw
-   * bytes) and fstatat()s every name without following symlinks, in the thread pool:
+   * Lists a directory (no . and ..; a name that is not valid UTF-8 with its bytes escaped,
+   * see os-path.ts) and fstatat()s every name without following symlinks, in the thread pool:
    * LSTAT_FIELDS values per name (see LstatField); a name that cannot be stated has mode
    * -errno. `errno` is set when the directory cannot be read.
    */
-  readDir(dir: string): Promise<{ errno: number; names: (string | Buffer)[]; fields: BigInt64Array }>;
+  readDir(dir: string): Promise<{ errno: number; names: string[]; fields: BigInt64Array }>;
   /**
    * Reads whole files in one thread-pool job (native/batch_io.c): file i into `slab` at
    * readFilesLayout(caps, direct).offsets[i], at most caps[i] bytes (a slab of its `bytes`;
@@ -213,7 +216,45 @@ function loadAddon(): FerryFs {
       'FERRY_CONFIG',
       `the native addon ${addonPath} is older than ferry's sources (no ${missing.join(', ')}): run npm run build:native`,
     );
-  return addon as FerryFs;
+  return withByteNames(addon as FerryFs);
+}
+
+/**
+ * The addon with every path given as the bytes it stands for and every listed name read as
+ * ferry carries it (see os-path.ts): a name that is not valid UTF-8 is found, listed and
+ * created as exactly its bytes.
+ */
+function withByteNames(a: FerryFs): FerryFs {
+  const p = osPath as (path: string) => string; // the addon takes a Buffer where a string goes
+  // the addon's functions are not enumerable: each is taken by name
+  const own = Object.fromEntries(ADDON_FUNCTIONS.map((f) => [f, a[f]])) as unknown as FerryFs;
+  return {
+    ...own,
+    listXattr: (path) => a.listXattr(p(path)),
+    getXattr: (path, name) => a.getXattr(p(path), name),
+    setXattr: (path, name, value) => a.setXattr(p(path), name, value),
+    removeXattr: (path, name) => a.removeXattr(p(path), name),
+    mknod: (path, mode, major, minor) => a.mknod(p(path), mode, major, minor),
+    lutimes: (path, as, an, ms, mn) => a.lutimes(p(path), as, an, ms, mn),
+    openSource: (path) => a.openSource(p(path)),
+    readDir: async (dir) => {
+      const got = await a.readDir(p(dir));
+      const names = got.names as (string | Buffer)[];
+      for (let i = 0; i < names.length; i++) {
+        const n = names[i]!;
+        if (typeof n !== 'string') names[i] = decodeName(n);
+      }
+      return got;
+    },
+    // the rest as given: the addon counts its arguments (`direct` may be left out, not undefined)
+    readFiles: (paths, ...rest) => a.readFiles(paths.map(p), ...rest),
+    writeFiles: (items) =>
+      a.writeFiles(
+        items.some((i) => hasEscapedBytes(i.tmp) || hasEscapedBytes(i.dst))
+          ? items.map((i) => ({ ...i, tmp: p(i.tmp), dst: p(i.dst) }))
+          : items,
+      ),
+  };
 }
 
 export const ferryFs: FerryFs = loadAddon();

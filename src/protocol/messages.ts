@@ -2,6 +2,7 @@ import Type, { type Static, type TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { VerifyMode, VerifyReport } from '../control/verify.js';
 import { FerryError } from '../errors/index.js';
+import { badSurrogate, pathBytes } from '../native/os-path.js';
 import { decompressChunk } from './compression.js';
 import { MAX_DATA_BYTES } from './frame-codec.js';
 
@@ -63,8 +64,10 @@ const DOT = 0x2e;
 export function validatePath(p: string): string | null {
   if (typeof p !== 'string' || p.length === 0) return 'path is empty';
   // A UTF-16 code unit takes at most 3 bytes of UTF-8: most strings need no byte count.
-  if (p.length * 3 > MAX_PATH_BYTES && Buffer.byteLength(p) > MAX_PATH_BYTES)
-    return 'path is longer than 4095 bytes';
+  // Counted as the bytes the path stands for (a name that is not UTF-8: os-path.ts).
+  if (p.length * 3 > MAX_PATH_BYTES && pathBytes(p) > MAX_PATH_BYTES) return 'path is longer than 4095 bytes';
+  const surrogate = badSurrogate(p);
+  if (surrogate) return surrogate;
   if (p.includes('\0')) return 'path contains a NUL byte';
   if (p.charCodeAt(0) === SLASH) return 'path is absolute';
   for (let start = 0; ; ) {
@@ -74,7 +77,7 @@ export function validatePath(p: string): string | null {
     if (len === 0) return 'path has an empty component';
     if (len <= 2 && p.charCodeAt(start) === DOT && (len === 1 || p.charCodeAt(start + 1) === DOT))
       return `path has a "${len === 1 ? '.' : '..'}" component`;
-    if (len * 3 > MAX_NAME_BYTES && Buffer.byteLength(p.slice(start, end)) > MAX_NAME_BYTES)
+    if (len * 3 > MAX_NAME_BYTES && pathBytes(p.slice(start, end)) > MAX_NAME_BYTES)
       return 'a path component is longer than 255 bytes';
     if (slash < 0) return null;
     start = slash + 1;
@@ -445,6 +448,8 @@ function checkEntry(e: EntryMessage): void {
     throw violation('device entry without rdev');
   }
   if (e.linkTarget?.includes('\0')) throw violation('symlink target contains NUL');
+  if (e.linkTarget !== undefined && badSurrogate(e.linkTarget))
+    throw violation('symlink target holds a lone surrogate');
   if (
     e.holesUnhashed !== undefined &&
     (e.kind !== 'file' || e.resumeFrom !== undefined || e.deltaBlockSize !== undefined)

@@ -1,4 +1,4 @@
-import { readlink } from 'node:fs/promises';
+import { readlink } from '../../native/fs-bytes.js';
 import { ferryFs, sortXattrs, type XattrList } from '../../native/index.js';
 import type { EntryMessage } from '../../protocol/index.js';
 import { wholeFileHash } from './content-hash.js';

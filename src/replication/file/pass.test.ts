@@ -409,6 +409,44 @@ describe('file-level pass over an in-memory connection', () => {
     state.close();
   });
 
+  it('migrates names that are not valid UTF-8 byte for byte: files, directories, symlinks and their targets, hard links; then syncs, renames and deletes them', async () => {
+    const { src, dst } = emptyTrees();
+    const raw = (...parts: (string | number[])[]) =>
+      Buffer.concat(parts.map((x) => (typeof x === 'string' ? Buffer.from(x) : Buffer.from(x))));
+    const at = (root: string, ...parts: (string | number[])[]) => raw(`${root}/`, ...parts);
+    const latin1Dir = [0x72, 0xe9, 0x73, 0x75, 0x6d, 0xe9]; // "résumé" in Latin-1
+    fs.mkdirSync(at(src, latin1Dir));
+    fs.writeFileSync(at(src, latin1Dir, '/caf', [0xe9]), 'small'); // and its UTF-8 twin, another file
+    fs.writeFileSync(at(src, latin1Dir, '/caf\u00e9'), 'twin');
+    fs.writeFileSync(at(src, latin1Dir, '/big', [0xff, 0xfe]), distinctBytes(3 << 20)); // large
+    fs.writeFileSync(at(src, 'a', [0xe9]), 'one');
+    fs.writeFileSync(at(src, 'a', [0xe8]), 'two'); // differs only in the invalid byte
+    fs.writeFileSync(at(src, 'a\ufffd'), 'three'); // U+FFFD itself: what a lossy decoder makes of both
+    fs.symlinkSync(raw('caf', [0xe9]), at(src, latin1Dir, '/link', [0xe9]));
+    fs.linkSync(at(src, 'a', [0xe9]), at(src, 'hard', [0xe9]));
+    ferryFs.setXattr(path.join(src, 'a\udce9'), 'user.k', Buffer.from('v')); // named as ferry carries it
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    const first = await pass(src, dst, state);
+    expect(first.sent.entriesSent).toBe(9);
+    expect(compareTrees(src, dst)).toEqual([]);
+    expect(fs.readFileSync(at(dst, latin1Dir, '/caf', [0xe9]), 'utf8')).toBe('small');
+    expect(fs.readlinkSync(at(dst, latin1Dir, '/link', [0xe9]), { encoding: 'buffer' })).toEqual(
+      raw('caf', [0xe9]),
+    );
+    expect(fs.statSync(at(dst, 'hard', [0xe9])).ino).toBe(fs.statSync(at(dst, 'a', [0xe9])).ino);
+
+    // nothing changed: each is recognised in the sync state, none sent again
+    expect((await pass(src, dst, state)).sent.entriesSent).toBe(0);
+    // changed, renamed and removed
+    fs.appendFileSync(at(src, latin1Dir, '/big', [0xff, 0xfe]), 'more');
+    fs.renameSync(at(src, 'a', [0xe8]), at(src, 'moved', [0xe8]));
+    fs.rmSync(at(src, 'a\ufffd'));
+    const sync = await pass(src, dst, state);
+    expect(sync.sent.deleted).toBe(2); // the renamed file's old name and the removed one
+    expect(compareTrees(src, dst)).toEqual([]);
+    state.close();
+  });
+
   it('sends a hard link as the file itself when the path it would link to was removed mid-pass', async () => {
     const { src, dst } = emptyTrees();
     fs.writeFileSync(path.join(src, 'a'), distinctBytes(2 << 20));

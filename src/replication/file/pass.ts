@@ -1,6 +1,7 @@
-import { closeSync, lstatSync, read } from 'node:fs';
+import { closeSync, read } from 'node:fs';
 import path from 'node:path';
 import { FerryError, isErrorCode } from '../../errors/index.js';
+import { lstatSync } from '../../native/fs-bytes.js';
 import {
   type EntryMessage,
   MAX_DATA_BYTES,
@@ -235,8 +236,6 @@ interface SendPassOptions {
   state: SyncStateStore;
   progress: PassProgress;
   signal?: AbortSignal;
-  /** Called for each name that is not valid UTF-8 (not migrated; see scanTree). */
-  onUnsupportedName?: (rel: string) => void;
   /** Called for each file gone, or no longer a regular file, between the scan and its read. */
   onChangedSinceScan?: (rel: string) => void;
   /** Called for each file or directory there but unreadable (left as the target has it; see PassResult.unreadable). */
@@ -386,7 +385,6 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
     const scanOpts = {
       excludes: [...opts.excludes, ...keep],
       emptyDirs: opts.emptyDirs ?? [],
-      ...(opts.onUnsupportedName ? { onUnsupportedName: opts.onUnsupportedName } : {}),
       // a directory that cannot be listed: what the target holds under it stays as it is
       onUnreadableDir: (rel: string, err: NodeJS.ErrnoException) => {
         state.markSeenUnder(rel, gen);

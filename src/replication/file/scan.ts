@@ -3,7 +3,7 @@ import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { FerryError } from '../../errors/index.js';
-import { errnoError, LstatField as F, ferryFs, LSTAT_FIELDS } from '../../native/index.js';
+import { errnoError, LstatField as F, ferryFs, hasEscapedBytes, LSTAT_FIELDS } from '../../native/index.js';
 import type { EntryKind } from '../../protocol/index.js';
 
 /** The lstat fields a scan reports (the subset of fs.BigIntStats that replication uses). */
@@ -126,10 +126,7 @@ interface Listing {
  * works through the current one (in a sync pass: one sync-state lookup per entry).
  */
 class DirLoader {
-  readonly #ahead = new Map<
-    string,
-    Promise<{ errno: number; names: (string | Buffer)[]; fields: BigInt64Array }>
-  >();
+  readonly #ahead = new Map<string, Promise<{ errno: number; names: string[]; fields: BigInt64Array }>>();
   load(absDir: string) {
     const p = this.#ahead.get(absDir);
     if (p) {
@@ -172,8 +169,8 @@ export async function* scanTree(
   opts: {
     excludes?: readonly string[];
     emptyDirs?: readonly string[];
-    /** Called for each name that is not valid UTF-8 (it is not migrated). */
-    onUnsupportedName?: (rel: string) => void;
+    /** Called for each name that is not valid UTF-8 (migrated byte for byte all the same). */
+    onNonUtf8Name?: (rel: string) => void;
     /**
      * Called for a directory below the root that is there but cannot be listed (see
      * unreadableCode): the walk goes on without its contents. Without it, the walk fails.
@@ -192,7 +189,7 @@ export async function* scanTree(
     loader: new DirLoader(),
     excludes,
     emptyDirs,
-    onUnsupportedName: opts.onUnsupportedName,
+    onNonUtf8Name: opts.onNonUtf8Name,
     onUnreadableDir: opts.onUnreadableDir,
   };
   // One generator for the whole walk, with an explicit stack of the directories being
@@ -259,7 +256,7 @@ interface WalkContext {
   loader: DirLoader;
   excludes: readonly string[];
   emptyDirs: ReadonlySet<string>;
-  onUnsupportedName: ((rel: string) => void) | undefined;
+  onNonUtf8Name: ((rel: string) => void) | undefined;
   onUnreadableDir: ((rel: string, err: NodeJS.ErrnoException) => void) | undefined;
 }
 
@@ -320,16 +317,11 @@ async function list(root: string, relDir: string, ctx: WalkContext): Promise<Lis
   }
   const entries: Listing['entries'] = [];
   for (let index = 0; index < got.names.length; index++) {
-    // readDir gives a valid UTF-8 name as a string, any other as its bytes. Paths travel as
-    // UTF-8 strings: a name that is not valid UTF-8 cannot be carried faithfully, so it is
-    // reported (as the decoder shows it), never silently dropped.
-    const raw = got.names[index]!;
-    const name = typeof raw === 'string' ? raw : raw.toString('utf8');
+    // a name that is not valid UTF-8 comes with its bytes escaped, and is carried as such
+    // (os-path.ts): noted for the inventory, migrated like any other
+    const name = got.names[index]!;
     const rel = relDir === '' ? name : `${relDir}/${name}`;
-    if (typeof raw !== 'string') {
-      ctx.onUnsupportedName?.(rel);
-      continue;
-    }
+    if (ctx.onNonUtf8Name && hasEscapedBytes(name)) ctx.onNonUtf8Name(rel);
     if (!isExcluded(rel, ctx.excludes)) entries.push({ name, index });
   }
   entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));

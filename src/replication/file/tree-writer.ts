@@ -1,25 +1,14 @@
 import { execFile } from 'node:child_process';
 import {
   constants as C,
-  chmodSync,
   closeSync,
   fchmodSync,
   fchownSync,
   fdatasync,
   fstatSync,
   ftruncateSync,
-  lchownSync,
-  linkSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
   read,
   readFileSync,
-  realpathSync,
-  renameSync,
-  rmSync,
-  symlinkSync,
-  unlinkSync,
   write,
   writeFileSync,
   writeSync,
@@ -28,6 +17,19 @@ import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { getSystemErrorName, promisify } from 'node:util';
 import { FerryError } from '../../errors/index.js';
+import {
+  chmodSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+} from '../../native/fs-bytes.js';
 import {
   type BatchWriteItem,
   DIRECT_ALIGN,

@@ -160,6 +160,27 @@ describe('verify pass', () => {
     expect(all.totals).toMatchObject({ missing: 1, extra: 2 });
   });
 
+  it('compares names that are not valid UTF-8 as their bytes, and finds what differs under them', async () => {
+    const name = (root: string, ...b: number[]) =>
+      Buffer.concat([Buffer.from(`${root}/etc/`), Buffer.from(b)]);
+    fs.writeFileSync(name(p('src'), 0x61, 0xe9), 'latin-1');
+    fs.writeFileSync(name(p('src'), 0x61, 0xe8), 'another');
+    fs.symlinkSync(Buffer.from([0x61, 0xe9]), name(p('src'), 0x6c, 0xe9));
+    fs.rmSync(p('dst'), { recursive: true });
+    execFileSync('cp', ['-a', p('src'), p('dst')]);
+    for (const mode of ['quick', 'full'] as const)
+      expect((await verify(mode)).totals).toMatchObject({ files: 8, different: 0, missing: 0, extra: 0 });
+    const st = fs.statSync(name(p('dst'), 0x61, 0xe9));
+    fs.writeFileSync(name(p('dst'), 0x61, 0xe9), 'LATIN-1');
+    fs.utimesSync(name(p('dst'), 0x61, 0xe9), st.atime, st.mtime);
+    fs.rmSync(name(p('dst'), 0x61, 0xe8));
+    fs.writeFileSync(name(p('dst'), 0x61, 0xe7), 'extra');
+    execFileSync('touch', ['-r', p('src/etc'), p('dst/etc')]);
+    const full = await verify('full');
+    expect(full.totals).toMatchObject({ different: 1, missing: 1, extra: 1 });
+    expect(full.examples.map((e) => e.path).sort()).toEqual(['/etc/a\udce7', '/etc/a\udce8', '/etc/a\udce9']);
+  });
+
   it('counts what the target has in a directory the source has empty', async () => {
     fs.mkdirSync(p('src/empty'));
     fs.mkdirSync(p('dst/empty/sub'), { recursive: true });

@@ -1,7 +1,8 @@
-import { type BigIntStats, lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
 import type { VerifyDirectory, VerifyMode, VerifyReport } from '../../control/index.js';
 import { FerryError, toFerryError } from '../../errors/index.js';
+import { lstatSync, readdirSync, readlinkSync } from '../../native/fs-bytes.js';
 import { type CheckMessage, type Session, validatePath } from '../../protocol/index.js';
 import { BatchReader } from './batch-read.js';
 import { wholeFileHash } from './content-hash.js';
