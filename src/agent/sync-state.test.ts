@@ -51,7 +51,7 @@ describe('SqliteSyncState', () => {
       'x\u0001e9',
       '😀\udcff',
     ];
-    paths.forEach((p, i) => state.record({ ...rec, path: p, ino: String(i) }, gen));
+    for (const [i, p] of paths.entries()) state.record({ ...rec, path: p, ino: String(i) }, gen);
     for (const [i, p] of paths.entries()) expect(state.lookup(p)).toMatchObject({ path: p, ino: String(i) });
     expect(state.byInode?.('1')).toEqual([expect.objectContaining({ path: 'd\udce9/a\udce9' })]);
     state.flush();

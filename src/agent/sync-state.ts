@@ -39,7 +39,7 @@ export function fromStored(stored: string): string {
   return out;
 }
 const fromRow = (r: SyncRecord | undefined): SyncRecord | undefined =>
-  r && r.path.includes(ESC) ? { ...r, path: fromStored(r.path) } : r;
+  r?.path.includes(ESC) ? { ...r, path: fromStored(r.path) } : r;
 
 const BATCH = 5000;
 const INODE_INDEX = 'CREATE INDEX IF NOT EXISTS entries_ino ON entries (ino)';
