@@ -4,7 +4,7 @@ import type { SyncRecord, SyncStateStore } from '../replication/file/index.js';
 
 /**
  * Paths as stored. SQLite keeps text as UTF-8, where the lone surrogates that stand for the
- * bytes of a name that is not valid UTF-8 (native/os-path.ts) would all become U+FFFD and
+ * bytes of a name that is not valid UTF-8 (protocol/paths.ts) would all become U+FFFD and
  * such names would collide: each is stored as U+0001 and its byte in two hex digits, and a
  * U+0001 of a name as two. Plain paths, nearly all of them, are stored as they are; the
  * order of paths, and of a directory before what it holds, is kept.

@@ -23,7 +23,7 @@ function walk(root: string, ignore: (rel: string) => boolean): Map<string, Info>
   const out = new Map<string, Info>();
   const visit = (rel: string) => {
     const abs = rel === '' ? root : path.join(root, rel);
-    // names byte for byte: one that is not valid UTF-8 is compared as its bytes (os-path.ts)
+    // names byte for byte: one that is not valid UTF-8 is compared as its bytes (protocol/paths.ts)
     for (const name of readdirSync(abs).sort()) {
       const r = rel === '' ? name : `${rel}/${name}`;
       if (ignore(r)) continue;

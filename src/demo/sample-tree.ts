@@ -1,6 +1,7 @@
 /**
  * A sample source tree holding every kind of entry a file-level migration must carry:
- * names with spaces, non-ASCII and 200 bytes long, set-id binaries, a sticky directory,
+ * names with spaces, non-ASCII, not UTF-8 at all (Latin-1, from an old server) and 200 bytes
+ * long, set-id binaries, a sticky directory,
  * files owned by other users, hard links, symlinks (relative, absolute, dangling), a fifo,
  * a device node, user xattrs, fixed mtimes and a sparse file. Used by the demo and tests.
  */
@@ -29,6 +30,11 @@ export function buildSampleTree(root: string, opts: { sparseBytes?: number } = {
   fs.writeFileSync(p('etc/empty'), '');
   fs.writeFileSync(p('home/alice/notes with spaces.txt'), 'hello world\n'.repeat(1000));
   fs.writeFileSync(p(`opt/ünïcödé/${LONG_NAME}`), 'long name\n');
+  // "résumé/café.txt" in Latin-1: bytes a UTF-8 decoder refuses, and a symlink to the file
+  const latin1 = (rel: string) => Buffer.concat([Buffer.from(`${root}/`), Buffer.from(rel, 'latin1')]);
+  fs.mkdirSync(latin1('home/alice/résumé'));
+  fs.writeFileSync(latin1('home/alice/résumé/café.txt'), 'latin-1 name\n');
+  fs.symlinkSync(Buffer.from('café.txt', 'latin1'), latin1('home/alice/résumé/link-to-café'));
   fs.writeFileSync(p('usr/bin/tool'), Buffer.alloc(300_000, 7));
   fs.chmodSync(p('usr/bin/tool'), 0o4755);
   fs.writeFileSync(p('usr/bin/sgid-tool'), '#!/bin/sh\n');

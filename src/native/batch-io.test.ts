@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { encodePath, hasEscapedBytes } from '../protocol/paths.js';
 import {
   ADDON_FUNCTIONS,
   type BatchWriteItem,
@@ -14,7 +15,6 @@ import {
   WRITE_RESULT_INTS,
   WriteStep,
 } from './index.js';
-import { encodePath, hasEscapedBytes } from './os-path.js';
 
 let dir: string;
 beforeEach(() => {
@@ -334,7 +334,7 @@ describe('readDir', () => {
     expect(got.errno).toBe(0);
     expect(got.fields.length).toBe(got.names.length * LSTAT_FIELDS);
     const names = got.names;
-    // the name that is not UTF-8 comes with its byte escaped (os-path.ts), and opens as itself
+    // the name that is not UTF-8 comes with its byte escaped (protocol/paths.ts), and opens as itself
     expect([...names].sort()).toEqual(['file', 'link', 'n\udcff', 'sub'].sort());
     const fd = ferryFs.openSource(path.join(dir, 'n\udcff'));
     expect(fs.fstatSync(fd).size).toBe(0);

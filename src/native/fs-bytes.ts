@@ -1,13 +1,13 @@
 /**
  * node:fs calls that take ferry's paths, each path given to the system as the bytes it
- * stands for (os-path.ts: a name that is not valid UTF-8 carries its bytes escaped), and
+ * stands for (protocol/paths.ts: a name that is not valid UTF-8 carries its bytes escaped), and
  * names read back the same way. Use these instead of node:fs wherever a path comes from a
  * scanned tree or from the source: node:fs alone would write such a name's escapes as
  * U+FFFD, naming another file.
  */
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { decodeName, osPath } from './os-path.js';
+import { decodeName, osPath } from '../protocol/paths.js';
 
 const p = osPath as (path: string) => string; // node:fs takes a Buffer wherever a path goes
 

@@ -7,9 +7,16 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { getSystemErrorName } from 'node:util';
 import { FerryError } from '../errors/index.js';
-import { decodeName, hasEscapedBytes, osPath } from './os-path.js';
+import { decodeName, hasEscapedBytes, osPath } from '../protocol/paths.js';
 
-export { badSurrogate, decodeName, encodePath, hasEscapedBytes, osPath, pathBytes } from './os-path.js';
+export {
+  badSurrogate,
+  decodeName,
+  encodePath,
+  hasEscapedBytes,
+  osPath,
+  pathBytes,
+} from '../protocol/paths.js';
 
 export interface FerryFs {
   /** Offset of the next data at or after `offset`, or -1 when only a hole follows. */
@@ -43,7 +50,7 @@ export interface FerryFs {
   lutimes(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   /**
    * Lists a directory (no . and ..; a name that is not valid UTF-8 with its bytes escaped,
-   * see os-path.ts) and fstatat()s every name without following symlinks, in the thread pool:
+   * see protocol/paths.ts) and fstatat()s every name without following symlinks, in the thread pool:
    * LSTAT_FIELDS values per name (see LstatField); a name that cannot be stated has mode
    * -errno. `errno` is set when the directory cannot be read.
    */
@@ -221,7 +228,7 @@ function loadAddon(): FerryFs {
 
 /**
  * The addon with every path given as the bytes it stands for and every listed name read as
- * ferry carries it (see os-path.ts): a name that is not valid UTF-8 is found, listed and
+ * ferry carries it (see protocol/paths.ts): a name that is not valid UTF-8 is found, listed and
  * created as exactly its bytes.
  */
 function withByteNames(a: FerryFs): FerryFs {

@@ -2,9 +2,9 @@ import Type, { type Static, type TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { VerifyMode, VerifyReport } from '../control/verify.js';
 import { FerryError } from '../errors/index.js';
-import { badSurrogate, pathBytes } from '../native/os-path.js';
 import { decompressChunk } from './compression.js';
 import { MAX_DATA_BYTES } from './frame-codec.js';
+import { badSurrogate, pathBytes } from './paths.js';
 
 export const FrameType = {
   HELLO: 0x01,
@@ -64,7 +64,7 @@ const DOT = 0x2e;
 export function validatePath(p: string): string | null {
   if (typeof p !== 'string' || p.length === 0) return 'path is empty';
   // A UTF-16 code unit takes at most 3 bytes of UTF-8: most strings need no byte count.
-  // Counted as the bytes the path stands for (a name that is not UTF-8: os-path.ts).
+  // Counted as the bytes the path stands for (a name that is not UTF-8: paths.ts).
   if (p.length * 3 > MAX_PATH_BYTES && pathBytes(p) > MAX_PATH_BYTES) return 'path is longer than 4095 bytes';
   const surrogate = badSurrogate(p);
   if (surrogate) return surrogate;

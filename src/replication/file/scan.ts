@@ -318,7 +318,7 @@ async function list(root: string, relDir: string, ctx: WalkContext): Promise<Lis
   const entries: Listing['entries'] = [];
   for (let index = 0; index < got.names.length; index++) {
     // a name that is not valid UTF-8 comes with its bytes escaped, and is carried as such
-    // (os-path.ts): noted for the inventory, migrated like any other
+    // (protocol/paths.ts): noted for the inventory, migrated like any other
     const name = got.names[index]!;
     const rel = relDir === '' ? name : `${relDir}/${name}`;
     if (ctx.onNonUtf8Name && hasEscapedBytes(name)) ctx.onNonUtf8Name(rel);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { badSurrogate, decodeName, encodePath, hasEscapedBytes, osPath, pathBytes } from './os-path.js';
+import { badSurrogate, decodeName, encodePath, hasEscapedBytes, osPath, pathBytes } from './paths.js';
 
 const bytes = (...b: number[]) => Uint8Array.from(b);
 
