@@ -92,7 +92,7 @@ export function serverDetails(s: ServerView): string {
   }
   const unreadable = unreadableOf(s);
   if (unreadable) {
-    const named = unreadable.entries.map((u) => `${u.path} (${u.code})`).join(', ');
+    const named = unreadable.entries.map((u) => `${showPath(u.path)} (${u.code})`).join(', ');
     const more =
       unreadable.count > unreadable.entries.length
         ? `, and ${unreadable.count - unreadable.entries.length} more`
@@ -123,6 +123,17 @@ export function serverDetails(s: ServerView): string {
   return lines.join('\n');
 }
 
+/**
+ * A path for people: each byte of a name that is not UTF-8 (carried as a lone surrogate,
+ * protocol/paths.ts) as \xNN, which a terminal would otherwise show as U+FFFD.
+ */
+export function showPath(p: string): string {
+  return p.replace(
+    /(?<![\uD800-\uDBFF])[\uDC80-\uDCFF]/g,
+    (c) => `\\x${(c.charCodeAt(0) - 0xdc00).toString(16)}`,
+  );
+}
+
 /** A consistency report for people: totals, then the directories that differ, then examples. */
 export function verifyReport(r: VerifyReport): string {
   const t = r.totals;
@@ -135,13 +146,19 @@ export function verifyReport(r: VerifyReport): string {
     lines.push(
       table([
         ['DIRECTORY', 'FILES', 'DIFFERENT', 'MISSING', 'EXTRA'],
-        ...bad.map((d) => [d.path, String(d.files), String(d.different), String(d.missing), String(d.extra)]),
+        ...bad.map((d) => [
+          showPath(d.path),
+          String(d.files),
+          String(d.different),
+          String(d.missing),
+          String(d.extra),
+        ]),
       ]),
     );
   }
   if (r.examples.length) {
     lines.push('examples:');
-    for (const e of r.examples.slice(0, 20)) lines.push(`  ${e.path}: ${e.problem}`);
+    for (const e of r.examples.slice(0, 20)) lines.push(`  ${showPath(e.path)}: ${e.problem}`);
   }
   return lines.join('\n');
 }

@@ -1,0 +1,21 @@
+import { describe, expect, it } from 'vitest';
+import { showPath, verifyReport } from './format.js';
+
+describe('paths for people', () => {
+  it('shows each byte of a name that is not UTF-8 as \\xNN, and leaves text alone', () => {
+    expect(showPath('/home/r\udce9sum\udce9/caf\udce9.txt')).toBe('/home/r\\xe9sum\\xe9/caf\\xe9.txt');
+    expect(showPath('/opt/ünïcödé/😀')).toBe('/opt/ünïcödé/😀');
+    const out = verifyReport({
+      mode: 'full',
+      identical: false,
+      totals: { files: 3, different: 1, missing: 0, extra: 0 },
+      directories: [{ path: '/r\udce9sum\udce9', files: 3, different: 1, missing: 0, extra: 0 }],
+      examples: [{ path: '/r\udce9sum\udce9/caf\udce9', problem: 'content differs' }],
+      truncated: false,
+      seconds: 0.2,
+      finishedAt: '2026-11-27T20:00:00.000Z',
+    });
+    expect(out).toContain('/r\\xe9sum\\xe9/caf\\xe9: content differs');
+    expect(out).not.toContain('\udce9');
+  });
+});
