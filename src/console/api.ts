@@ -2,7 +2,7 @@ import { timingSafeEqual, X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
 import Type from 'typebox';
@@ -78,7 +78,8 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
   const { driver } = opts;
   const app = Fastify({
     loggerInstance: opts.logger,
-    disableRequestLogging: true,
+    // no line per request (the option itself is deprecated at the top level in fastify 5.12)
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 4 * 1024 * 1024,
     ...(opts.https
       ? {
