@@ -222,7 +222,29 @@ const Sums = Type.Object(
   { additionalProperties: false },
 );
 const Delete = Type.Object({ seq: Int(), path: PathString }, { additionalProperties: false });
-const Commit = Type.Object({ seq: Int() }, { additionalProperties: false });
+/**
+ * The end of a pass. A file pass's COMMIT carries the source root's own owner, mode,
+ * extended attributes and modification time (`root`): the target gives them to its root
+ * last, as the root is no entry of the tree.
+ */
+const Commit = Type.Object(
+  {
+    seq: Int(),
+    root: Type.Optional(
+      Type.Object(
+        {
+          mode: EntryMeta.mode,
+          uid: EntryMeta.uid,
+          gid: EntryMeta.gid,
+          mtimeNs: NsString,
+          xattrs: Type.Optional(Type.Array(Xattr, { maxItems: 256 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
 const Ack = Type.Object({ seq: Int() }, { additionalProperties: false });
 const Committed = Type.Object({ seq: Int() }, { additionalProperties: false });
 const Reject = Type.Object(

@@ -447,6 +447,28 @@ describe('file-level pass over an in-memory connection', () => {
     state.close();
   });
 
+  it("gives the target's root the source root's owner, mode, extended attributes and time", async () => {
+    const { src, dst } = emptyTrees();
+    fs.writeFileSync(path.join(src, 'a'), 'a');
+    const same = () => {
+      const [a, b] = [fs.lstatSync(src, { bigint: true }), fs.lstatSync(dst, { bigint: true })];
+      expect([b.mode, b.uid, b.gid, b.mtimeNs]).toEqual([a.mode, a.uid, a.gid, a.mtimeNs]);
+      expect(ferryFs.getXattr(dst, 'user.root').toString()).toBe('yes');
+    };
+    fs.chmodSync(src, 0o750);
+    fs.chownSync(src, 1234, 5678);
+    ferryFs.setXattr(src, 'user.root', Buffer.from('yes'));
+    fs.utimesSync(src, 1_000_000, 1_000_000.5);
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    await pass(src, dst, state);
+    same();
+    // a file added at the root changes its time on both sides; the sync carries it
+    fs.writeFileSync(path.join(src, 'b'), 'b');
+    await pass(src, dst, state);
+    same();
+    state.close();
+  });
+
   it('sends a hard link as the file itself when the path it would link to was removed mid-pass', async () => {
     const { src, dst } = emptyTrees();
     fs.writeFileSync(path.join(src, 'a'), distinctBytes(2 << 20));

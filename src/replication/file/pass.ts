@@ -3,6 +3,7 @@ import path from 'node:path';
 import { FerryError, isErrorCode } from '../../errors/index.js';
 import { lstatSync } from '../../native/fs-bytes.js';
 import {
+  type CommitMessage,
   type EntryMessage,
   MAX_DATA_BYTES,
   type ResumableFile,
@@ -13,11 +14,18 @@ import {
 import { BatchReader, type SmallRead } from './batch-read.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
 import { contentHash, wholeFileHash } from './content-hash.js';
-import { entryFromRecord, entryFromScan, isSparse } from './entry.js';
+import { entryFromRecord, entryFromScan, isSparse, readXattrs } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
 import { changedSinceScan, openScannedFile, readFileRegions, type ScannedFile } from './read-file.js';
-import { goneSinceScan, normalizeExcludes, type ScannedEntry, scanTree, unreadableCode } from './scan.js';
+import {
+  canonicalRoot,
+  goneSinceScan,
+  normalizeExcludes,
+  type ScannedEntry,
+  scanTree,
+  unreadableCode,
+} from './scan.js';
 
 /** What the source remembers of an entry the target has acknowledged. */
 export interface SyncRecord {
@@ -95,6 +103,20 @@ export interface UnreadableEntry {
 
 /** Unreadable entries a pass names in its result, at most (it counts them all). */
 export const UNREADABLE_REPORTED = 20;
+
+/** The tree root's own owner, mode, extended attributes and time, for COMMIT (the root is no entry). */
+function rootMeta(root: string): NonNullable<CommitMessage['root']> {
+  const real = canonicalRoot(root);
+  const st = lstatSync(real, { bigint: true });
+  const xattrs = readXattrs(real);
+  return {
+    mode: Number(st.mode & 0o7777n),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    mtimeNs: st.mtimeNs.toString(),
+    ...(xattrs ? { xattrs } : {}),
+  };
+}
 
 /** What the sync state records of a scanned entry. */
 export function toRecord(e: ScannedEntry): SyncRecord {
@@ -665,7 +687,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
     deleted++;
   }
   commitSeq = ++seq;
-  await send({ type: 'commit', body: { seq: commitSeq } });
+  await send({ type: 'commit', body: { seq: commitSeq, root: rootMeta(opts.root) } });
   await committed;
   await reader.catch(() => {}); // the target closes after our end; its close is not an error now
   state.flush();

@@ -157,7 +157,7 @@ export async function receivePass(
           await writer.drain();
           await chain.catch(() => {});
           if (failure) throw failure;
-          await writer.commit();
+          await writer.commit(msg.body.root);
           commitMs = performance.now() - commitStarted;
           await flush();
           await session.send({ type: 'committed', body: { seq: msg.body.seq } });

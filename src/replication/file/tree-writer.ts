@@ -43,6 +43,7 @@ import {
   WriteStep,
 } from '../../native/index.js';
 import {
+  type CommitMessage,
   type EntryMessage,
   type ResumableFile,
   type SumsMessage,
@@ -1232,8 +1233,11 @@ export class TreeWriter {
     }
   }
 
-  /** Applies directory metadata deepest first, restores disturbed directory times, syncs. */
-  async commit(): Promise<void> {
+  /**
+   * Applies directory metadata deepest first, restores disturbed directory times, gives
+   * the root the source root's metadata (COMMIT `root`, when sent), syncs.
+   */
+  async commit(root?: CommitMessage['root']): Promise<void> {
     await this.drain();
     const dirs = [...this.#dirMeta.entries()].sort((a, b) => depth(b[0]) - depth(a[0]));
     for (const [rel, e] of dirs) {
@@ -1250,6 +1254,13 @@ export class TreeWriter {
       } catch {
         /* removed later in the pass */
       }
+    }
+    if (root) {
+      // the source root's own metadata, last: nothing written after it disturbs its time
+      lchownSync(this.root, root.uid, root.gid);
+      chmodSync(this.root, root.mode);
+      this.#setXattrs(this.root, root.xattrs, true);
+      this.#setTimes(this.root, BigInt(root.mtimeNs));
     }
     this.#dirMeta.clear();
     this.#touched.clear();
