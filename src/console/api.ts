@@ -47,6 +47,8 @@ export interface ApiOptions {
   readonly logger: Logger;
   readonly https?: { key: string; cert: string; ca: string };
   readonly version: string;
+  /** How often an events stream looks at its server for progress (default 500 ms; changes of state go at once). */
+  readonly eventsRefreshMs?: number;
 }
 
 function bearer(req: FastifyRequest): string | null {
@@ -72,6 +74,30 @@ const Problem = Type.Object({
   errors: Type.Optional(Type.Array(Type.Object({ field: Type.String(), message: Type.String() }))),
 });
 const errors = { 400: Problem, 401: Problem, 404: Problem, 409: Problem };
+
+/**
+ * `fn` run one call at a time: a call while one runs makes one more run after it (however
+ * many came meanwhile), so the last call is always followed by a run that starts after it.
+ */
+function serialized(fn: () => Promise<void>): () => void {
+  let running = false;
+  let again = false;
+  const run = (): void => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    void fn().finally(() => {
+      running = false;
+      if (again) {
+        again = false;
+        run();
+      }
+    });
+  };
+  return run;
+}
 
 /** Builds the console's HTTP API. With `https`, clients may present certificates (mTLS). */
 export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
@@ -357,26 +383,39 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
       });
       let last = '';
       let sentAt = 0;
-      const tick = async () => {
+      let closed = false;
+      const look = async () => {
         try {
           const view = JSON.stringify(await driver.showServer(req.params.name));
+          if (closed) return;
           if (view !== last || Date.now() - sentAt > 15_000) {
             res.write(`event: server\ndata: ${view}\n\n`);
             last = view;
             sentAt = Date.now();
           }
         } catch {
-          res.write('event: deleted\ndata: {}\n\n');
+          if (!closed) res.write('event: deleted\ndata: {}\n\n');
           stop();
         }
       };
-      const timer = setInterval(() => void tick(), 500);
+      // One look at a time, in order (a view never overtakes a newer one): progress every
+      // refresh, and a change of state (a stage or status, a sync done, a failure) at once,
+      // so that `ferry wait` and `status --watch` see it when it happens.
+      const tick = serialized(look);
+      const timer = setInterval(tick, opts.eventsRefreshMs ?? 500);
+      const unwatch = driver.onChange(tick);
       const stop = () => {
+        closed = true;
         clearInterval(timer);
+        unwatch();
         res.end();
       };
-      req.raw.on('close', () => clearInterval(timer));
-      await tick();
+      req.raw.on('close', () => {
+        closed = true;
+        clearInterval(timer);
+        unwatch();
+      });
+      tick();
     },
   );
 

@@ -80,6 +80,12 @@ export class Driver {
     this.#changes.emit('change');
   }
 
+  /** Calls `listener` on every stored change (a stage, status, sync or report); returns how to stop. */
+  onChange(listener: () => void): () => void {
+    this.#changes.on('change', listener);
+    return () => this.#changes.off('change', listener);
+  }
+
   /**
    * Long poll: returns `read()` as soon as its key differs from `current`, or after
    * `timeoutMs` whatever it is. The change listener is attached before each read, so a

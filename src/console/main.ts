@@ -15,6 +15,8 @@ export interface ConsoleOptions {
   readonly extraNames?: readonly string[];
   readonly syncIntervalSeconds: number;
   readonly heartbeatTimeoutMs?: number;
+  /** How often an events stream looks at its server for progress (default 500 ms; changes of state go at once). */
+  readonly eventsRefreshMs?: number;
 }
 
 export interface RunningConsole {
@@ -40,6 +42,7 @@ export async function startConsole(opts: ConsoleOptions): Promise<RunningConsole
     adminToken: secrets.adminToken,
     logger: opts.logger,
     version: opts.version,
+    ...(opts.eventsRefreshMs ? { eventsRefreshMs: opts.eventsRefreshMs } : {}),
     https: { key: secrets.server.keyPem, cert: secrets.server.certPem, ca: secrets.ca.certPem },
   });
   await app.listen({ host, port });

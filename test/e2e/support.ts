@@ -29,7 +29,7 @@ export interface TestConsole {
 
 export async function startTestConsole(
   dir: string,
-  opts: { syncIntervalSeconds?: number } = {},
+  opts: { syncIntervalSeconds?: number; eventsRefreshMs?: number } = {},
 ): Promise<TestConsole> {
   const dataDir = path.join(dir, 'console-data');
   const c = await startConsole({
@@ -38,6 +38,7 @@ export async function startTestConsole(
     logger: quietLogger(path.join(dir, 'console.log')),
     version: 'test',
     syncIntervalSeconds: opts.syncIntervalSeconds ?? 3600,
+    ...(opts.eventsRefreshMs ? { eventsRefreshMs: opts.eventsRefreshMs } : {}),
   });
   const caFile = path.join(dataDir, 'ca.pem');
   const caPem = fs.readFileSync(caFile, 'utf8');
