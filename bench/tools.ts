@@ -96,15 +96,44 @@ async function until<T>(
 }
 
 /**
- * How long to wait before asking the console again while ferry runs: a quarter of the time
- * it expects to need (its ETA), between 50 ms and 500 ms; 50 ms while it has no ETA.
- * Asking every 50 ms throughout cost the console and this process ~2 CPU seconds per 20-s
- * copy on a machine both tools keep busy (perf, full-small): a load only ferry's column
- * paid. Near the end the 50 ms resolution is kept.
+ * Waits until the console's events stream for `name` shows a view for which `done` holds,
+ * and returns it; throws when the task fails. The console sends a change of state at once
+ * and progress twice a second, so ferry's time ends when its task does, at no cost to the
+ * machine. (Asking every 50 ms cost the console and this process ~2 CPU s per 20-s copy of
+ * `small`, a load only ferry's column paid; asking a quarter of the ETA apart, as until
+ * session 15, ended ferry's time up to a few hundred ms late: measured 322 ms of a 3.8 s
+ * copy of `mixed` between the target's last log line and the harness seeing it.)
  */
-function pollPause(view: ServerView | undefined): number {
-  const eta = view?.progress.etaSeconds;
-  return eta == null ? 50 : Math.min(500, Math.max(50, (eta * 1000) / 4));
+function watchServer(
+  c: ConsoleClient,
+  name: string,
+  what: string,
+  done: (v: ServerView) => boolean,
+  timeoutMs: number,
+): Promise<ServerView> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const finish = (err: Error | null, v?: ServerView) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      stream.close();
+      if (err) reject(err);
+      else resolve(v!);
+    };
+    const timer = setTimeout(() => finish(new Error(`timed out waiting for ${what}`)), timeoutMs);
+    const stream = c.events(`/api/v1/servers/${encodeURIComponent(name)}/events`, (event, data) => {
+      if (event === 'deleted') return finish(new Error(`the server was deleted while waiting for ${what}`));
+      if (event !== 'server') return;
+      const v = JSON.parse(data) as ServerView;
+      if (v.status === 'failed') finish(new Error(`ferry failed: ${v.error?.code} ${v.error?.message}`));
+      else if (done(v)) finish(null, v);
+    });
+    stream.done.then(
+      () => finish(new Error(`the events stream ended while waiting for ${what}`)),
+      (e: Error) => finish(e),
+    );
+  });
 }
 
 /** One console for the whole benchmark, in the source namespace. */
@@ -262,21 +291,9 @@ export class FerryBench {
         ...(opts.compression ? { compression: opts.compression } : {}),
       });
       opts.beforeMeasure?.();
-      // Asks the console until `done`, a quarter of ferry's ETA apart (see pollPause).
-      const waitFor = async (what: string, done: (v: ServerView) => boolean) => {
-        let last: ServerView | undefined;
-        await until(
-          what,
-          async () => {
-            last = await show();
-            if (last.status === 'failed')
-              throw new Error(`ferry failed: ${last.error?.code} ${last.error?.message}`);
-            return done(last) ? true : undefined;
-          },
-          3_600_000,
-          () => pollPause(last),
-        );
-      };
+      // Follows the console's events stream until `done` (see watchServer).
+      const waitFor = (what: string, done: (v: ServerView) => boolean) =>
+        watchServer(c, names.src, what, done, 3_600_000);
       const full = await this.#measure([agent, target], async () => {
         await c.request('POST', `/api/v1/servers/${names.src}/start`);
         await waitFor('full replication', (s) =>
