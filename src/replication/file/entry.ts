@@ -1,8 +1,9 @@
+import { closeSync, fstatSync } from 'node:fs';
 import { readlink } from '../../native/fs-bytes.js';
-import { ferryFs, sortXattrs, type XattrList } from '../../native/index.js';
+import { ferryFs, parseXattrBlob, sortXattrs, type XattrList } from '../../native/index.js';
 import type { EntryMessage } from '../../protocol/index.js';
 import { wholeFileHash } from './content-hash.js';
-import type { ScannedEntry } from './scan.js';
+import { goneSinceScan, type ScannedEntry } from './scan.js';
 
 /** Reads every extended attribute the process may read (user., security., trusted., ACLs). */
 export function readXattrs(abs: string): XattrList | undefined {
@@ -83,9 +84,33 @@ export async function entryFromScan(
   if (e.kind === 'chardev' || e.kind === 'blockdev') Object.assign(msg, devParts(st.rdev));
   // a regular file's come from the descriptor its content is read from (fileXattrs: false)
   const skip = e.kind === 'symlink' || (e.kind === 'file' && opts.fileXattrs === false);
-  const xattrs = skip ? undefined : readXattrs(e.abs);
+  const xattrs = skip ? undefined : e.kind === 'dir' ? directoryXattrs(e.abs) : readXattrs(e.abs);
   if (xattrs) msg.xattrs = xattrs;
   return msg;
+}
+
+/**
+ * A directory's extended attributes (default ACLs, labels), read from a descriptor opened
+ * through no symlink (openSource), as a regular file's are: a parent directory swapped for
+ * a symlink between the scan and this read fails with ELOOP (the pass then drops the entry)
+ * instead of lending it another directory's attributes. Where the directory cannot be
+ * opened (refused, see unreadableCode), they are read by path, as before.
+ */
+function directoryXattrs(abs: string): XattrList | undefined {
+  let fd: number;
+  try {
+    fd = ferryFs.openSource(abs);
+  } catch (err) {
+    if (goneSinceScan((err as NodeJS.ErrnoException).code)) throw err;
+    return readXattrs(abs);
+  }
+  try {
+    if (!fstatSync(fd).isDirectory())
+      throw Object.assign(new Error(`${abs} is no longer a directory`), { code: 'ENOTDIR' });
+    return parseXattrBlob(ferryFs.fdXattrs(fd), 1)[0];
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**

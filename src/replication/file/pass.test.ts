@@ -469,6 +469,37 @@ describe('file-level pass over an in-memory connection', () => {
     state.close();
   });
 
+  it("never gives a directory another one's extended attributes through a parent swapped for a symlink mid-pass", async () => {
+    const { src, dst } = emptyTrees();
+    // root's directory elsewhere, with an attribute of its own, under the same name
+    const secret = path.join(dir, 'secret');
+    fs.mkdirSync(path.join(secret, 'z'), { recursive: true });
+    ferryFs.setXattr(path.join(secret, 'z'), 'user.secret', Buffer.from('root only'));
+    fs.mkdirSync(path.join(src, 'y/z'), { recursive: true });
+    fs.writeFileSync(path.join(src, 'y/a'), distinctBytes(3 << 20)); // large: sent before y/z
+    let swapped = false;
+    let bytesSent = 0;
+    const progress = { bytes: 0, files: 0 } as PassProgress;
+    Object.defineProperty(progress, 'bytesSent', {
+      get: () => bytesSent,
+      set: (v: number) => {
+        bytesSent = v;
+        if (swapped || v === 0) return;
+        swapped = true; // y, listed already, becomes a symlink to the secret's parent
+        fs.renameSync(path.join(src, 'y'), path.join(dir, 'y-moved'));
+        fs.symlinkSync(secret, path.join(src, 'y'));
+      },
+    });
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    const first = await pass(src, dst, state, [], [], undefined, progress);
+    expect(swapped).toBe(true);
+    expect(first.sent.changedSinceScan).toBeGreaterThan(0);
+    // y/z was dropped, not created with the secret directory's attribute
+    expect(fs.existsSync(path.join(dst, 'y/z'))).toBe(false);
+    for (const d of [dst, path.join(dst, 'y')]) expect(ferryFs.listXattr(d)).not.toContain('user.secret');
+    state.close();
+  });
+
   it('sends a hard link as the file itself when the path it would link to was removed mid-pass', async () => {
     const { src, dst } = emptyTrees();
     fs.writeFileSync(path.join(src, 'a'), distinctBytes(2 << 20));
