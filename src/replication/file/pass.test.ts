@@ -49,6 +49,27 @@ function distinctBytes(n: number): Buffer {
   return b;
 }
 
+/**
+ * Pass progress that runs `midPass` once, when the pass first counts bytes sent: while the
+ * first file's content is going out, after the scan has seen what follows. `ran()` says
+ * whether it did.
+ */
+function progressThatChanges(midPass: () => void): { progress: PassProgress; ran: () => boolean } {
+  let bytesSent = 0;
+  let done = false;
+  const progress = { bytes: 0, files: 0 } as PassProgress;
+  Object.defineProperty(progress, 'bytesSent', {
+    get: () => bytesSent,
+    set: (v: number) => {
+      bytesSent = v;
+      if (done || v === 0) return;
+      done = true;
+      midPass();
+    },
+  });
+  return { progress, ran: () => done };
+}
+
 async function pass(
   src: string,
   dst: string,
@@ -276,25 +297,16 @@ describe('file-level pass over an in-memory connection', () => {
     fs.symlinkSync('a', path.join(src, 'home/e-link'));
     // While `a` is sent, its owner swaps `b` and `d` for symlinks to the secret and removes
     // `c`: all were scanned as regular files, and none is read once gone.
-    let bytesSent = 0;
-    let swapped = false;
-    const progress = { bytes: 0, files: 0 } as PassProgress;
-    Object.defineProperty(progress, 'bytesSent', {
-      get: () => bytesSent,
-      set: (v: number) => {
-        bytesSent = v;
-        if (swapped || v === 0) return;
-        swapped = true;
-        fs.rmSync(path.join(src, 'home/b'));
-        fs.symlinkSync(secret, path.join(src, 'home/b'));
-        fs.rmSync(path.join(src, 'home/c'));
-        fs.rmSync(path.join(src, 'home/d'));
-        fs.symlinkSync(secret, path.join(src, 'home/d'));
-        fs.rmSync(path.join(src, 'home/e-link')); // a symlink removed before its readlink
-      },
+    const { progress, ran } = progressThatChanges(() => {
+      fs.rmSync(path.join(src, 'home/b'));
+      fs.symlinkSync(secret, path.join(src, 'home/b'));
+      fs.rmSync(path.join(src, 'home/c'));
+      fs.rmSync(path.join(src, 'home/d'));
+      fs.symlinkSync(secret, path.join(src, 'home/d'));
+      fs.rmSync(path.join(src, 'home/e-link')); // a symlink removed before its readlink
     });
     const sync = await pass(src, dst, state, [], [], undefined, progress);
-    expect(swapped).toBe(true);
+    expect(ran()).toBe(true);
     expect(sync.sent.changedSinceScan).toBe(4);
     expect(fs.readFileSync(path.join(dst, 'home/a')).subarray(-4).toString()).toBe('more');
     // the target's stale copies are gone, and no byte of the secret arrived
@@ -477,22 +489,14 @@ describe('file-level pass over an in-memory connection', () => {
     ferryFs.setXattr(path.join(secret, 'z'), 'user.secret', Buffer.from('root only'));
     fs.mkdirSync(path.join(src, 'y/z'), { recursive: true });
     fs.writeFileSync(path.join(src, 'y/a'), distinctBytes(3 << 20)); // large: sent before y/z
-    let swapped = false;
-    let bytesSent = 0;
-    const progress = { bytes: 0, files: 0 } as PassProgress;
-    Object.defineProperty(progress, 'bytesSent', {
-      get: () => bytesSent,
-      set: (v: number) => {
-        bytesSent = v;
-        if (swapped || v === 0) return;
-        swapped = true; // y, listed already, becomes a symlink to the secret's parent
-        fs.renameSync(path.join(src, 'y'), path.join(dir, 'y-moved'));
-        fs.symlinkSync(secret, path.join(src, 'y'));
-      },
+    const { progress, ran } = progressThatChanges(() => {
+      // y, listed already, becomes a symlink to the secret's parent
+      fs.renameSync(path.join(src, 'y'), path.join(dir, 'y-moved'));
+      fs.symlinkSync(secret, path.join(src, 'y'));
     });
     const state = new SqliteSyncState(path.join(dir, 'state.db'));
     const first = await pass(src, dst, state, [], [], undefined, progress);
-    expect(swapped).toBe(true);
+    expect(ran()).toBe(true);
     expect(first.sent.changedSinceScan).toBeGreaterThan(0);
     // y/z was dropped, not created with the secret directory's attribute
     expect(fs.existsSync(path.join(dst, 'y/z'))).toBe(false);
@@ -506,15 +510,7 @@ describe('file-level pass over an in-memory connection', () => {
     fs.writeFileSync(path.join(src, 'x'), distinctBytes(3 << 20)); // large: read at its turn, not ahead
     fs.linkSync(path.join(src, 'x'), path.join(src, 'y'));
     fs.linkSync(path.join(src, 'x'), path.join(src, 'z'));
-    let bytesSent = 0;
-    const progress = { bytes: 0, files: 0 } as PassProgress;
-    Object.defineProperty(progress, 'bytesSent', {
-      get: () => bytesSent,
-      set: (v: number) => {
-        if (bytesSent === 0 && v > 0) fs.rmSync(path.join(src, 'x')); // while `a` is sent
-        bytesSent = v;
-      },
-    });
+    const { progress } = progressThatChanges(() => fs.rmSync(path.join(src, 'x'))); // while `a` is sent
     const state = new SqliteSyncState(path.join(dir, 'state.db'));
     const first = await pass(src, dst, state, [], [], undefined, progress);
     expect(first.sent.changedSinceScan).toBe(1);
@@ -530,18 +526,10 @@ describe('file-level pass over an in-memory connection', () => {
     fs.writeFileSync(path.join(src, 'a'), distinctBytes(2 << 20));
     fs.writeFileSync(path.join(src, 'grows.log'), distinctBytes(3 << 20));
     fs.writeFileSync(path.join(src, 'shrinks.log'), distinctBytes(3 << 20));
-    let bytesSent = 0;
-    const progress = { bytes: 0, files: 0 } as PassProgress;
-    Object.defineProperty(progress, 'bytesSent', {
-      get: () => bytesSent,
-      set: (v: number) => {
-        if (bytesSent === 0 && v > 0) {
-          // while `a` is sent: a log appended to, another truncated
-          fs.appendFileSync(path.join(src, 'grows.log'), 'appended line\n'.repeat(5000));
-          fs.truncateSync(path.join(src, 'shrinks.log'), 1 << 20);
-        }
-        bytesSent = v;
-      },
+    const { progress } = progressThatChanges(() => {
+      // while `a` is sent: a log appended to, another truncated
+      fs.appendFileSync(path.join(src, 'grows.log'), 'appended line\n'.repeat(5000));
+      fs.truncateSync(path.join(src, 'shrinks.log'), 1 << 20);
     });
     const state = new SqliteSyncState(path.join(dir, 'state.db'));
     await pass(src, dst, state, [], [], undefined, progress);
