@@ -131,6 +131,37 @@ static napi_value open_source_file(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* readlinkSource(path) -> Buffer: a symlink's target, read with readlinkat in its parent
+ * directory opened through no symlink (ferry_open_source): a parent swapped for a symlink
+ * since the scan fails with ELOOP instead of giving another symlink's target. EINVAL when
+ * the path is no longer a symlink. */
+static napi_value readlink_source(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char path[PATH_MAX_BYTES];
+  if (get_args(env, info, 1, argv) || get_string(env, argv[0], path, sizeof path))
+    return throw_type(env, "expected (path: string)");
+  char *slash = strrchr(path, '/');
+  if (!slash || slash[1] == 0) return throw_errno(env, "readlinkat", EINVAL);
+  const char *name = slash + 1;
+  int dfd;
+  if (slash == path) dfd = ferry_open_source("/", O_DIRECTORY);
+  else {
+    *slash = 0;
+    dfd = ferry_open_source(path, O_DIRECTORY);
+  }
+  if (dfd < 0) return throw_errno(env, "open", errno);
+  char target[PATH_MAX_BYTES];
+  ssize_t n = readlinkat(dfd, name, target, sizeof target);
+  int e = errno;
+  close(dfd);
+  if (n < 0) return throw_errno(env, "readlinkat", e);
+  if ((size_t)n >= sizeof target) return throw_errno(env, "readlinkat", ENAMETOOLONG);
+  void *data;
+  napi_value buf;
+  napi_create_buffer_copy(env, (size_t)n, target, &data, &buf);
+  return buf;
+}
+
 /* llistxattr(path) -> string[] */
 static napi_value list_xattr(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -250,6 +281,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"mknod", NULL, make_node, NULL, NULL, NULL, napi_default, NULL},
     {"lutimes", NULL, set_times, NULL, NULL, NULL, napi_default, NULL},
     {"openSource", NULL, open_source_file, NULL, NULL, NULL, napi_default, NULL},
+    {"readlinkSource", NULL, readlink_source, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   ferry_batch_init(env, exports);

@@ -42,6 +42,12 @@ export interface FerryFs {
    */
   openSource(path: string): number;
   /**
+   * A symlink's target as bytes, read with readlinkat in its parent directory opened
+   * through no symlink (as openSource opens): ELOOP for a symlink above it, EINVAL when it
+   * is no longer a symlink. Give it canonical paths.
+   */
+  readlinkSource(path: string): Buffer;
+  /**
    * How openSource protects a path here: "openat2" (no symlink anywhere in it) or, where the
    * kernel lacks openat2 or a seccomp filter refuses it, "nofollow" (the last component only).
    */
@@ -204,6 +210,7 @@ export const ADDON_FUNCTIONS = [
   'mknod',
   'lutimes',
   'openSource',
+  'readlinkSource',
   'openSourceMode',
   'fdXattrs',
   'readDir',
@@ -244,6 +251,7 @@ function withByteNames(a: FerryFs): FerryFs {
     mknod: (path, mode, major, minor) => a.mknod(p(path), mode, major, minor),
     lutimes: (path, as, an, ms, mn) => a.lutimes(p(path), as, an, ms, mn),
     openSource: (path) => a.openSource(p(path)),
+    readlinkSource: (path) => a.readlinkSource(p(path)),
     readDir: async (dir) => {
       const got = await a.readDir(p(dir));
       const names = got.names as (string | Buffer)[];

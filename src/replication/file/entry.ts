@@ -1,6 +1,5 @@
 import { closeSync, fstatSync } from 'node:fs';
-import { readlink } from '../../native/fs-bytes.js';
-import { ferryFs, parseXattrBlob, sortXattrs, type XattrList } from '../../native/index.js';
+import { decodeName, ferryFs, parseXattrBlob, sortXattrs, type XattrList } from '../../native/index.js';
 import type { EntryMessage } from '../../protocol/index.js';
 import { wholeFileHash } from './content-hash.js';
 import { goneSinceScan, type ScannedEntry } from './scan.js';
@@ -80,7 +79,8 @@ export async function entryFromScan(
     return msg;
   }
   if (e.kind === 'file') msg.size = Number(st.size);
-  if (e.kind === 'symlink') msg.linkTarget = await readlink(e.abs);
+  // in its parent opened through no symlink (a parent swapped since the scan: ELOOP)
+  if (e.kind === 'symlink') msg.linkTarget = decodeName(ferryFs.readlinkSource(e.abs));
   if (e.kind === 'chardev' || e.kind === 'blockdev') Object.assign(msg, devParts(st.rdev));
   // a regular file's come from the descriptor its content is read from (fileXattrs: false)
   const skip = e.kind === 'symlink' || (e.kind === 'file' && opts.fileXattrs === false);

@@ -481,13 +481,15 @@ describe('file-level pass over an in-memory connection', () => {
     state.close();
   });
 
-  it("never gives a directory another one's extended attributes through a parent swapped for a symlink mid-pass", async () => {
+  it("never gives a directory another one's extended attributes, nor a symlink another one's target, through a parent swapped for a symlink mid-pass", async () => {
     const { src, dst } = emptyTrees();
-    // root's directory elsewhere, with an attribute of its own, under the same name
+    // root's directory elsewhere, with an attribute of its own, and a symlink, under the same names
     const secret = path.join(dir, 'secret');
     fs.mkdirSync(path.join(secret, 'z'), { recursive: true });
     ferryFs.setXattr(path.join(secret, 'z'), 'user.secret', Buffer.from('root only'));
+    fs.symlinkSync('/root/secret-target', path.join(secret, 'l'));
     fs.mkdirSync(path.join(src, 'y/z'), { recursive: true });
+    fs.symlinkSync('mine', path.join(src, 'y/l'));
     fs.writeFileSync(path.join(src, 'y/a'), distinctBytes(3 << 20)); // large: sent before y/z
     const { progress, ran } = progressThatChanges(() => {
       // y, listed already, becomes a symlink to the secret's parent
@@ -498,8 +500,9 @@ describe('file-level pass over an in-memory connection', () => {
     const first = await pass(src, dst, state, [], [], undefined, progress);
     expect(ran()).toBe(true);
     expect(first.sent.changedSinceScan).toBeGreaterThan(0);
-    // y/z was dropped, not created with the secret directory's attribute
+    // y/l and y/z were dropped, not created with the secret's target and attribute
     expect(fs.existsSync(path.join(dst, 'y/z'))).toBe(false);
+    expect(fs.lstatSync(path.join(dst, 'y/l'), { throwIfNoEntry: false })).toBeUndefined();
     for (const d of [dst, path.join(dst, 'y')]) expect(ferryFs.listXattr(d)).not.toContain('user.secret');
     state.close();
   });
