@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { hasEscapedBytes } from '../native/index.js';
+import { replaceEscapedBytes } from '../native/index.js';
 import type { SyncRecord, SyncStateStore } from '../replication/file/index.js';
 
 /**
@@ -11,17 +11,9 @@ import type { SyncRecord, SyncStateStore } from '../replication/file/index.js';
  */
 const ESC = '\u0001';
 export function toStored(path: string): string {
-  if (!path.includes(ESC) && !hasEscapedBytes(path)) return path;
-  let out = '';
-  for (let i = 0; i < path.length; i++) {
-    const c = path.charCodeAt(i);
-    const prev = i > 0 ? path.charCodeAt(i - 1) : 0;
-    if (c === 1) out += ESC + ESC;
-    else if (c >= 0xdc80 && c <= 0xdcff && !(prev >= 0xd800 && prev <= 0xdbff))
-      out += ESC + (c - 0xdc00).toString(16);
-    else out += path[i];
-  }
-  return out;
+  // U+0001 doubled first, so that the escapes added next are the only single ones
+  const doubled = path.includes(ESC) ? path.replaceAll(ESC, ESC + ESC) : path;
+  return replaceEscapedBytes(doubled, (b) => ESC + b.toString(16));
 }
 export function fromStored(stored: string): string {
   if (!stored.includes(ESC)) return stored;

@@ -1,5 +1,6 @@
 import type { ServerView, TargetView, VerifyReport } from '../control/index.js';
 import { formatBytes } from '../disks/index.js';
+import { replaceEscapedBytes } from '../protocol/paths.js';
 
 /** Bytes for people (one formatter for the whole program). */
 export const bytes = formatBytes;
@@ -128,10 +129,7 @@ export function serverDetails(s: ServerView): string {
  * protocol/paths.ts) as \xNN, which a terminal would otherwise show as U+FFFD.
  */
 export function showPath(p: string): string {
-  return p.replace(
-    /(?<![\uD800-\uDBFF])[\uDC80-\uDCFF]/g,
-    (c) => `\\x${(c.charCodeAt(0) - 0xdc00).toString(16)}`,
-  );
+  return replaceEscapedBytes(p, (b) => `\\x${b.toString(16)}`);
 }
 
 /** A consistency report for people: totals, then the directories that differ, then examples. */

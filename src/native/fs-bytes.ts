@@ -6,7 +6,6 @@
  * U+FFFD, naming another file.
  */
 import * as fs from 'node:fs';
-import * as fsp from 'node:fs/promises';
 import { decodeName, osPath } from '../protocol/paths.js';
 
 const p = osPath as (path: string) => string; // node:fs takes a Buffer wherever a path goes
@@ -38,11 +37,6 @@ export function readdirSync(path: string): string[] {
 /** A symlink's target, as ferry carries it (a target that is not valid UTF-8 keeps its bytes). */
 export function readlinkSync(path: string): string {
   return decodeName(fs.readlinkSync(p(path), { encoding: 'buffer' }));
-}
-
-/** readlinkSync, in the thread pool. */
-export async function readlink(path: string): Promise<string> {
-  return decodeName(await fsp.readlink(p(path), { encoding: 'buffer' }));
 }
 
 /** The canonical path of `path` (symlinks resolved), as ferry carries it. */

@@ -16,6 +16,7 @@ export {
   hasEscapedBytes,
   osPath,
   pathBytes,
+  replaceEscapedBytes,
 } from '../protocol/paths.js';
 
 export interface FerryFs {

@@ -10,6 +10,12 @@
 
 /** A low surrogate standing for a raw byte, not preceded by a high one. */
 const ESCAPED_BYTE = /(?<![\uD800-\uDBFF])[\uDC80-\uDCFF]/;
+const ESCAPED_BYTES = new RegExp(ESCAPED_BYTE.source, 'g');
+
+/** `p` with each escaped byte replaced by `f(byte)`: the one place that finds them. */
+export function replaceEscapedBytes(p: string, f: (byte: number) => string): string {
+  return hasEscapedBytes(p) ? p.replace(ESCAPED_BYTES, (c) => f(c.charCodeAt(0) - 0xdc00)) : p;
+}
 /** Any surrogate without its pair. */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
@@ -83,7 +89,6 @@ export function badSurrogate(p: string): string | null {
     : null;
 }
 const ANY_SURROGATE = /[\uD800-\uDFFF]/;
-const ESCAPED_BYTES = new RegExp(ESCAPED_BYTE.source, 'g');
 
 /** The bytes of `p` as the system names it: `p` itself when it is plain text, else a Buffer. */
 export function osPath(p: string): string | Buffer {
@@ -93,15 +98,12 @@ export function osPath(p: string): string | Buffer {
 /** The bytes `p` stands for (UTF-8, each escaped byte as itself). */
 export function encodePath(p: string): Buffer {
   if (!hasEscapedBytes(p)) return Buffer.from(p, 'utf8');
+  // the text between escaped bytes as UTF-8, each escaped byte as itself
   const parts: Buffer[] = [];
   let run = 0;
-  for (let i = 0; i < p.length; i++) {
-    const c = p.charCodeAt(i);
-    if (c < 0xdc80 || c > 0xdcff) continue;
-    const prev = i > 0 ? p.charCodeAt(i - 1) : 0;
-    if (prev >= 0xd800 && prev <= 0xdbff) continue; // the second half of a pair
-    parts.push(Buffer.from(p.slice(run, i), 'utf8'), Buffer.of(c - 0xdc00));
-    run = i + 1;
+  for (const m of p.matchAll(ESCAPED_BYTES)) {
+    parts.push(Buffer.from(p.slice(run, m.index), 'utf8'), Buffer.of(m[0].charCodeAt(0) - 0xdc00));
+    run = m.index + 1;
   }
   parts.push(Buffer.from(p.slice(run), 'utf8'));
   return Buffer.concat(parts);
