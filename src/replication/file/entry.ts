@@ -1,7 +1,8 @@
 import { closeSync, fstatSync } from 'node:fs';
-import { decodeName, ferryFs, parseXattrBlob, sortXattrs, type XattrList } from '../../native/index.js';
+import { decodeName, ferryFs, sortXattrs, type XattrList } from '../../native/index.js';
 import type { EntryMessage } from '../../protocol/index.js';
 import { wholeFileHash } from './content-hash.js';
+import { xattrsOf } from './read-file.js';
 import { goneSinceScan, type ScannedEntry } from './scan.js';
 
 /** Reads every extended attribute the process may read (user., security., trusted., ACLs). */
@@ -107,7 +108,7 @@ function directoryXattrs(abs: string): XattrList | undefined {
   try {
     if (!fstatSync(fd).isDirectory())
       throw Object.assign(new Error(`${abs} is no longer a directory`), { code: 'ENOTDIR' });
-    return parseXattrBlob(ferryFs.fdXattrs(fd), 1)[0];
+    return xattrsOf(fd);
   } finally {
     closeSync(fd);
   }

@@ -572,29 +572,13 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
       progress.bytesSent += data.length;
       progress.files++;
     } else if (entry.kind === 'file') {
-      // Opened before its ENTRY goes, through no symlink: the ENTRY gives the file as it is
-      // now (a log appended to since the scan), with the attributes of the very file read.
-      let file: ScannedFile;
-      try {
-        file = openScannedFile(e.abs, { xattrs: true });
-      } catch (err) {
-        if (changedSinceScan(err)) {
-          await dropChanged(seq, entry.path);
-          continue;
-        }
-        const code = unreadableCode(err);
-        if (!code) throw err;
-        // There, but refused or failing: nothing of it is sent (this seq goes to the next
-        // entry), the target keeps the copy it has, and the record stays as it was (or
-        // absent), so the next pass tries again. Its other hard links are sent as the file.
-        pending.delete(seq--);
-        droppedFirst.set(entry.path, null);
-        noteUnreadable(entry.path, code, (err as Error).message);
-        continue;
-      }
+      let file: ScannedFile | undefined;
       let handedOver = false; // to readFileRegions, which closes it
       let entrySent = false;
       try {
+        // Opened before its ENTRY goes, through no symlink: the ENTRY gives the file as it
+        // is now (a log appended to since the scan), with the attributes of the very file read.
+        file = openScannedFile(e.abs, { xattrs: true });
         entry.size = file.size;
         if (file.xattrs) entry.xattrs = file.xattrs;
         const r0 = opts.resume;
@@ -657,19 +641,25 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
         progress.files++;
         await send({ type: 'file-end', body: { seq, hash } });
       } catch (err) {
-        // Opened, but not readable to its end (an I/O error, a refused read): as for a
-        // file that cannot be opened, the target keeps the copy it has and nothing is
-        // recorded; once its ENTRY went, FILE_ABORT tells the target to drop what came.
+        // gone, or no longer a regular file, when it came to be opened
+        if (changedSinceScan(err)) {
+          await dropChanged(seq, entry.path);
+          continue;
+        }
+        // There, but it cannot be opened or read to its end (refused, an I/O error): the
+        // target keeps the copy it has and nothing is recorded, so the next pass tries
+        // again; its other hard links are sent as the file. Once its ENTRY went, FILE_ABORT
+        // tells the target to drop what came; before, its seq goes to the next entry.
         const code = unreadableCode(err);
         if (!code) throw err;
         pending.delete(seq);
         droppedFirst.set(entry.path, null);
         noteUnreadable(entry.path, code, (err as Error).message);
         if (entrySent) await send({ type: 'file-abort', body: { seq, code } });
-        else seq--; // nothing went under this seq
+        else seq--;
       } finally {
         // also when the pass fails while it waits for the target's sums
-        if (!handedOver) closeSync(file.fd);
+        if (file && !handedOver) closeSync(file.fd);
       }
     } else if (entry.kind === 'hardlink') {
       progress.files++;
