@@ -27,6 +27,7 @@ import {
 } from '../control/index.js';
 import { FerryError } from '../errors/index.js';
 import { fingerprint, peerIdentity } from '../pki/index.js';
+import { Heartbeat } from '../transport/index.js';
 import type { Driver } from './driver.js';
 import { problemHandler } from './problem.js';
 
@@ -74,30 +75,6 @@ const Problem = Type.Object({
   errors: Type.Optional(Type.Array(Type.Object({ field: Type.String(), message: Type.String() }))),
 });
 const errors = { 400: Problem, 401: Problem, 404: Problem, 409: Problem };
-
-/**
- * `fn` run one call at a time: a call while one runs makes one more run after it (however
- * many came meanwhile), so the last call is always followed by a run that starts after it.
- */
-function serialized(fn: () => Promise<void>): () => void {
-  let running = false;
-  let again = false;
-  const run = (): void => {
-    if (running) {
-      again = true;
-      return;
-    }
-    running = true;
-    void fn().finally(() => {
-      running = false;
-      if (again) {
-        again = false;
-        run();
-      }
-    });
-  };
-  return run;
-}
 
 /** Builds the console's HTTP API. With `https`, clients may present certificates (mTLS). */
 export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
@@ -398,24 +375,23 @@ export async function buildApi(opts: ApiOptions): Promise<FastifyInstance> {
           stop();
         }
       };
-      // One look at a time, in order (a view never overtakes a newer one): progress every
-      // refresh, and a change of state (a stage or status, a sync done, a failure) at once,
-      // so that `ferry wait` and `status --watch` see it when it happens.
-      const tick = serialized(look);
-      const timer = setInterval(tick, opts.eventsRefreshMs ?? 500);
-      const unwatch = driver.onChange(tick);
-      const stop = () => {
+      // One look at a time, in order (a view never overtakes a newer one), as the daemons'
+      // heartbeat loop runs: progress every refresh, and a change of state (a stage or
+      // status, a sync done, a failure) at once, so that `ferry wait` and `status --watch`
+      // see it when it happens.
+      const looks = new Heartbeat(look, opts.eventsRefreshMs ?? 500);
+      const unwatch = driver.onChange(() => looks.kick());
+      const end = () => {
         closed = true;
-        clearInterval(timer);
+        looks.stop();
         unwatch();
+      };
+      const stop = () => {
+        end();
         res.end();
       };
-      req.raw.on('close', () => {
-        closed = true;
-        clearInterval(timer);
-        unwatch();
-      });
-      tick();
+      req.raw.on('close', end);
+      looks.kick();
     },
   );
 
