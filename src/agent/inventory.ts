@@ -189,8 +189,8 @@ export async function runChecks(root: string, inventory: Record<string, unknown>
       : 'openat2 is missing (Linux before 5.6) or refused by a seccomp filter (a container runtime): only the last component of each path is checked for symlinks; allow openat2 to the agent',
     ...(safeOpens ? {} : { code: 'FERRY_SOURCE_READ' }),
   });
-  const migrate = inventory.migrate as { nonUtf8Count?: number; nonUtf8Names?: string[] } | undefined;
-  const raw = migrate?.nonUtf8Count ?? 0;
+  const migrate = (inventory.migrate ?? {}) as Partial<Awaited<ReturnType<typeof countTree>>>;
+  const raw = migrate.nonUtf8Count ?? 0;
   items.push({
     id: 'file-names',
     title: 'Every file name can be carried',
@@ -198,18 +198,16 @@ export async function runChecks(root: string, inventory: Record<string, unknown>
     reason:
       raw === 0
         ? 'every file name is valid UTF-8'
-        : `${raw} name(s) are not valid UTF-8 (e.g. ${JSON.stringify(migrate?.nonUtf8Names ?? [])}, each byte that is not shown as \\udcXX): they are migrated byte for byte`,
+        : `${raw} name(s) are not valid UTF-8 (e.g. ${JSON.stringify(migrate.nonUtf8Names ?? [])}, each byte that is not shown as \\udcXX): they are migrated byte for byte`,
   });
-  const unlisted =
-    (inventory.migrate as { unlistedCount?: number; unlistedDirs?: string[] } | undefined) ?? {};
   items.push({
     id: 'source-listable',
     title: 'Every source directory can be listed',
-    passed: !unlisted.unlistedCount,
-    reason: !unlisted.unlistedCount
+    passed: !migrate.unlistedCount,
+    reason: !migrate.unlistedCount
       ? 'the scan listed every directory'
-      : `${unlisted.unlistedCount} director(ies) cannot be listed, e.g. ${(unlisted.unlistedDirs ?? []).join(', ')}; replication goes on without their contents and tries them again each pass, and the launch waits until they can be read`,
-    ...(!unlisted.unlistedCount ? {} : { code: 'FERRY_SOURCE_READ' }),
+      : `${migrate.unlistedCount} director(ies) cannot be listed, e.g. ${(migrate.unlistedDirs ?? []).join(', ')}; replication goes on without their contents and tries them again each pass, and the launch waits until they can be read`,
+    ...(!migrate.unlistedCount ? {} : { code: 'FERRY_SOURCE_READ' }),
   });
   const layout = inventory.layout as SourceLayout | undefined;
   const problems = layout ? layoutProblems(layout) : [];

@@ -7,6 +7,7 @@ import {
   bytesPerSecond,
   type Job,
   mbpsAt,
+  namedUnreadable,
   type PassStats,
   type Progress,
   type VerifyMode,
@@ -467,11 +468,9 @@ export class JobRunner {
 
 /** The final sync's refusal to hand over a target that lacks source entries it could not read. */
 function unreadableAtCutover(count: number, some: readonly UnreadableEntry[]): FerryError {
-  const named = some.map((u) => `${u.path} (${u.code})`).join(', ');
-  const more = count > some.length ? ` and ${count - some.length} more` : '';
   return new FerryError(
     'FERRY_SOURCE_READ',
-    `the final sync could not read ${count} source entr${count === 1 ? 'y' : 'ies'}: ${named}${more}; ` +
+    `the final sync could not read ${count} source entr${count === 1 ? 'y' : 'ies'}: ${namedUnreadable(count, some)}; ` +
       'the target is not launched without them. Make them readable (the disk, the network ' +
       'file system, or the on-access scanner that refuses them), or move them out of the ' +
       'migrated tree if the new server does not need them; the final sync tries again until ' +

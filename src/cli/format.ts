@@ -1,4 +1,10 @@
-import type { ServerView, TargetView, VerifyReport } from '../control/index.js';
+import {
+  namedUnreadable,
+  type PassStats,
+  type ServerView,
+  type TargetView,
+  type VerifyReport,
+} from '../control/index.js';
 import { formatBytes } from '../disks/index.js';
 import { replaceEscapedBytes } from '../protocol/paths.js';
 
@@ -38,22 +44,15 @@ export function statusLine(s: ServerView): string {
     parts.push(`eta ${duration(p.etaSeconds)}`);
   }
   const unreadable = unreadableOf(s);
-  if (unreadable) parts.push(`(${unreadable.count} unreadable on the source)`);
+  if (unreadable) parts.push(`(${unreadable.unreadable} unreadable on the source)`);
   if (s.error) parts.push(`error ${s.error.code}: ${s.error.message}`);
   return parts.join(' ');
 }
 
-/** Source entries the last pass could not read (PassStats.unreadable), if any. */
-function unreadableOf(
-  s: ServerView,
-): { count: number; at: string; entries: { path: string; code: string }[] } | null {
-  const last = s.lastSync as {
-    at?: string;
-    unreadable?: number;
-    unreadableEntries?: { path: string; code: string }[];
-  } | null;
-  if (!last?.unreadable) return null;
-  return { count: last.unreadable, at: last.at ?? '?', entries: last.unreadableEntries ?? [] };
+/** The last pass's stats (PassStats, with when it ended) when it met source entries it could not read. */
+function unreadableOf(s: ServerView): (PassStats & { at?: string }) | null {
+  const last = s.lastSync as (PassStats & { at?: string }) | null;
+  return last?.unreadable ? last : null;
 }
 
 export function serversTable(list: ServerView[]): string {
@@ -93,13 +92,9 @@ export function serverDetails(s: ServerView): string {
   }
   const unreadable = unreadableOf(s);
   if (unreadable) {
-    const named = unreadable.entries.map((u) => `${showPath(u.path)} (${u.code})`).join(', ');
-    const more =
-      unreadable.count > unreadable.entries.length
-        ? `, and ${unreadable.count - unreadable.entries.length} more`
-        : '';
+    const named = namedUnreadable(unreadable.unreadable!, unreadable.unreadableEntries ?? [], showPath);
     lines.push(
-      `unreadable:      ${unreadable.count} source file(s) or directories could not be read by the last pass (${unreadable.at}): ${named}${more}`,
+      `unreadable:      ${unreadable.unreadable} source file(s) or directories could not be read by the last pass (${unreadable.at ?? '?'}): ${named}`,
       '                 the target keeps what it had of them, every pass tries again, and the target is not launched while any remain',
     );
   }

@@ -102,6 +102,19 @@ export const PassStats = Type.Object(
 );
 export type PassStats = Static<typeof PassStats>;
 
+/**
+ * The unreadable entries of a pass for people: "a (EPERM), b (EIO) and 3 more", each path
+ * through `show` (the CLI shows a name's raw bytes as \xNN).
+ */
+export function namedUnreadable(
+  count: number,
+  entries: readonly { path: string; code: string }[],
+  show: (path: string) => string = (p) => p,
+): string {
+  const named = entries.map((u) => `${show(u.path)} (${u.code})`).join(', ');
+  return count > entries.length ? `${named} and ${count - entries.length} more` : named;
+}
+
 export const AgentEvent = Type.Object(
   {
     id: Id,
