@@ -80,18 +80,13 @@ async function stop(p: ChildProcess): Promise<void> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined>,
-  timeoutMs: number,
-  pauseMs: () => number = () => 50,
-): Promise<T> {
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe().catch(() => undefined);
     if (v !== undefined) return v;
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(pauseMs());
+    await sleep(50);
   }
 }
 
@@ -306,10 +301,10 @@ export class FerryBench {
         let view: ServerView | undefined;
         sync = await this.#measure([agent, target], async () => {
           await c.request('POST', `/api/v1/servers/${names.src}/verify`, { mode: 'full' });
-          await waitFor('verify --full', (s) => {
-            view = s;
-            return (s.verification as { request?: number } | null)?.request === 1;
-          });
+          view = await waitFor(
+            'verify --full',
+            (s) => (s.verification as { request?: number } | null)?.request === 1,
+          );
         });
         const verification = view?.verification as {
           report?: { identical?: boolean; totals?: unknown };
