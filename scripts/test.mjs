@@ -21,7 +21,7 @@ const NEEDED = {
   diffutils: 'cmp',
   rsync: 'rsync',
   'netcat-openbsd': 'nc',
-  gcc: 'cc', // src/native/batch-io.test.ts builds test/support/deny-openat2.c
+  gcc: 'cc', // tests build test/support/deny-openat2.c and deny-open.c
 };
 
 function has(cmd) {
