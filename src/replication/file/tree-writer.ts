@@ -1167,12 +1167,8 @@ export class TreeWriter {
 
   /** Verifies the whole file's hash, then gives it its metadata and puts it in place. */
   async fileEnd(hash: string): Promise<void> {
-    const f = this.#file;
-    if (!f) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE_END outside a file');
-    this.#file = null;
+    const f = await this.#endFile('FILE_END');
     const e = f.entry;
-    await this.#checkpointing;
-    if (f.checkpointed > 0) this.#writeJournal(null); // the file completes; nothing to resume
     try {
       await this.#settleAll(f);
       await this.#fillFromOld(f, e.size ?? 0);
@@ -1202,13 +1198,22 @@ export class TreeWriter {
    * is dropped, its resume checkpoint with it, and the copy the target had stays in place.
    */
   async abandonFile(): Promise<void> {
+    const f = await this.#endFile('FILE_ABORT');
+    await Promise.allSettled(f.writes.map((w) => w.done));
+    this.#discard(f);
+  }
+
+  /**
+   * The current file, which `frame` (FILE_END or FILE_ABORT) ends: no longer current, and
+   * no longer named in the journal for resuming (it completes, or it is dropped).
+   */
+  async #endFile(frame: string): Promise<OpenFile> {
     const f = this.#file;
-    if (!f) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE_ABORT outside a file');
+    if (!f) throw new FerryError('FERRY_PROTOCOL_VIOLATION', `${frame} outside a file`);
     this.#file = null;
     await this.#checkpointing;
     if (f.checkpointed > 0) this.#writeJournal(null);
-    await Promise.allSettled(f.writes.map((w) => w.done));
-    this.#discard(f);
+    return f;
   }
 
   /** Removes `rel` (recursively for a directory). A path that is already gone is fine. */
