@@ -188,18 +188,19 @@ static void xappend_u32(read_job *j, uint32_t v) {
   xappend(j, b, 4);
 }
 
-/* Appends fd's attributes to the blob: count, then (name length, name, value length, value). */
-static void read_xattrs(read_job *j, int fd, char *names, uint8_t *value) {
+/* Appends the attributes of fd (or, with `path`, of the entry at path itself, never what a
+ * final symlink points to) to the blob: count, then (name length, name, value length, value). */
+static void read_xattrs(read_job *j, int fd, const char *path, char *names, uint8_t *value) {
   size_t count_at = j->xlen;
   uint32_t count = 0;
   xappend_u32(j, 0);
-  ssize_t ln = fd >= 0 ? flistxattr(fd, names, XATTR_LIST_MAX) : -1;
+  ssize_t ln = path ? llistxattr(path, names, XATTR_LIST_MAX) : fd >= 0 ? flistxattr(fd, names, XATTR_LIST_MAX) : -1;
   for (ssize_t at = 0; ln > 0 && at < ln;) {
     const char *name = names + at;
     size_t nl = strnlen(name, (size_t)(ln - at));
     at += (ssize_t)nl + 1;
     if (nl == 0) continue;
-    ssize_t vl = fgetxattr(fd, name, value, XATTR_SIZE_MAX);
+    ssize_t vl = path ? lgetxattr(path, name, value, XATTR_SIZE_MAX) : fgetxattr(fd, name, value, XATTR_SIZE_MAX);
     if (vl < 0) continue;
     xappend_u32(j, (uint32_t)nl);
     xappend(j, name, nl);
@@ -330,7 +331,7 @@ static void read_execute(napi_env env, void *data) {
       }
     }
     /* a file that could not be read gets an empty attribute list (count 0) */
-    if (j->want_xattrs && !j->xfailed) read_xattrs(j, result >= 0 ? fd : -1, names, value);
+    if (j->want_xattrs && !j->xfailed) read_xattrs(j, result >= 0 ? fd : -1, NULL, names, value);
     if (fd >= 0) close(fd);
     j->base.out[i] = result;
     at += slot_bytes(j, cap);
@@ -865,17 +866,24 @@ static napi_value fd_xattrs(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "expected (fd: number)");
     return NULL;
   }
+  return ferry_xattr_blob(env, fd, NULL, "fdXattrs");
+}
+
+/* One entry's attributes as a blob (see fdXattrs): of fd, or of the entry at `path` itself. */
+napi_value ferry_xattr_blob(napi_env env, int fd, const char *path, const char *what) {
   read_job j;
   memset(&j, 0, sizeof j);
   char *names = malloc(XATTR_LIST_MAX);
   uint8_t *value = malloc(XATTR_SIZE_MAX);
-  if (names && value) read_xattrs(&j, fd, names, value);
+  if (names && value) read_xattrs(&j, fd, path, names, value);
   free(names);
   free(value);
   napi_value out = NULL;
   if (!names || !value || j.xfailed || j.xlen < 4) {
     free(j.xbuf);
-    napi_throw_error(env, "ENOMEM", "fdXattrs: out of memory");
+    char msg[64];
+    snprintf(msg, sizeof msg, "%s: out of memory", what);
+    napi_throw_error(env, "ENOMEM", msg);
     return NULL;
   }
   void *data;

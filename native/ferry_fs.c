@@ -9,6 +9,7 @@
  * an Error whose `code` is the errno name (e.g. "ENOENT"), like Node's own fs errors.
  */
 #define _GNU_SOURCE
+#include "jobs.h"
 #include <node_api.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -131,25 +132,37 @@ static napi_value open_source_file(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* Opens the parent directory of an absolute source path through no symlink
+ * (ferry_open_source) and points *name at its last component, which it cuts off `path`'s
+ * copy in `buf`. Returns the descriptor, or -1 with errno set (EINVAL: no last component). */
+static int open_source_parent(const char *path, char *buf, size_t cap, const char **name) {
+  if (snprintf(buf, cap, "%s", path) >= (int)cap) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  char *slash = strrchr(buf, '/');
+  if (!slash || slash[1] == 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  *name = slash + 1;
+  if (slash == buf) return ferry_open_source("/", O_DIRECTORY);
+  *slash = 0;
+  return ferry_open_source(buf, O_DIRECTORY);
+}
+
 /* readlinkSource(path) -> Buffer: a symlink's target, read with readlinkat in its parent
  * directory opened through no symlink (ferry_open_source): a parent swapped for a symlink
  * since the scan fails with ELOOP instead of giving another symlink's target. EINVAL when
  * the path is no longer a symlink. */
 static napi_value readlink_source(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  char path[PATH_MAX_BYTES];
+  char path[PATH_MAX_BYTES], parent[PATH_MAX_BYTES];
   if (get_args(env, info, 1, argv) || get_string(env, argv[0], path, sizeof path))
     return throw_type(env, "expected (path: string)");
-  char *slash = strrchr(path, '/');
-  if (!slash || slash[1] == 0) return throw_errno(env, "readlinkat", EINVAL);
-  const char *name = slash + 1;
-  int dfd;
-  if (slash == path) dfd = ferry_open_source("/", O_DIRECTORY);
-  else {
-    *slash = 0;
-    dfd = ferry_open_source(path, O_DIRECTORY);
-  }
-  if (dfd < 0) return throw_errno(env, "open", errno);
+  const char *name;
+  int dfd = open_source_parent(path, parent, sizeof parent, &name);
+  if (dfd < 0) return throw_errno(env, errno == EINVAL ? "readlinkat" : "open", errno);
   char target[PATH_MAX_BYTES];
   ssize_t n = readlinkat(dfd, name, target, sizeof target);
   int e = errno;
@@ -160,6 +173,32 @@ static napi_value readlink_source(napi_env env, napi_callback_info info) {
   napi_value buf;
   napi_create_buffer_copy(env, (size_t)n, target, &data, &buf);
   return buf;
+}
+
+/* nodeXattrs(path) -> Buffer: the extended attributes of the entry at an absolute source
+ * path that is not opened for its content (a symlink, a device node, a fifo, a socket), in
+ * fdXattrs' blob format. Its parent is opened through no symlink (ferry_open_source) and the
+ * entry named inside that descriptor, /proc/self/fd/N/NAME, with the l*xattr calls, which do
+ * not follow a final symlink: a parent swapped for a symlink since the scan fails with ELOOP
+ * instead of lending the entry another entry's attributes (an SELinux label, say). Where
+ * /proc is not mounted, by path as before. An entry without attributes, or on a file system
+ * that keeps none, gives count 0. */
+static napi_value node_xattrs(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char path[PATH_MAX_BYTES], parent[PATH_MAX_BYTES];
+  if (get_args(env, info, 1, argv) || get_string(env, argv[0], path, sizeof path))
+    return throw_type(env, "expected (path: string)");
+  const char *name;
+  int dfd = open_source_parent(path, parent, sizeof parent, &name);
+  if (dfd < 0) return throw_errno(env, "open", errno);
+  char inside[PATH_MAX_BYTES + 32];
+  snprintf(inside, sizeof inside, "/proc/self/fd/%d", dfd);
+  struct stat st;
+  int viaproc = stat(inside, &st) == 0 && S_ISDIR(st.st_mode);
+  if (viaproc) snprintf(inside, sizeof inside, "/proc/self/fd/%d/%s", dfd, name);
+  napi_value out = ferry_xattr_blob(env, -1, viaproc ? inside : path, "nodeXattrs");
+  close(dfd);
+  return out;
 }
 
 /* llistxattr(path) -> string[] */
@@ -282,6 +321,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"lutimes", NULL, set_times, NULL, NULL, NULL, napi_default, NULL},
     {"openSource", NULL, open_source_file, NULL, NULL, NULL, napi_default, NULL},
     {"readlinkSource", NULL, readlink_source, NULL, NULL, NULL, napi_default, NULL},
+    {"nodeXattrs", NULL, node_xattrs, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   ferry_batch_init(env, exports);

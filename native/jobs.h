@@ -27,4 +27,9 @@ void ferry_job_finish(napi_env env, job_base *j, napi_value value, const char *w
  * to put the pool's batch I/O below the event loop and the server's own work. */
 void ferry_job_thread_setup(void);
 
+/* The extended attributes of fd, or with `path` of the entry at path itself (l*xattr: never
+ * what a final symlink points to), as a Buffer in readFiles' blob format for one entry;
+ * throws ENOMEM (naming `what`) and returns NULL when out of memory. */
+napi_value ferry_xattr_blob(napi_env env, int fd, const char *path, const char *what);
+
 #endif

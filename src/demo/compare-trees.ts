@@ -35,7 +35,8 @@ function walk(root: string, ignore: (rel: string) => boolean): Map<string, Info>
           .update(fs.readFileSync(osPath(a)))
           .digest('hex');
       if (st.isSymbolicLink()) info.link = readlinkSync(a);
-      else for (const x of ferryFs.listXattr(a)) info.xattrs[x] = ferryFs.getXattr(a, x).toString('hex');
+      // a symlink's own (l*xattr): an SELinux label, say
+      for (const x of ferryFs.listXattr(a)) info.xattrs[x] = ferryFs.getXattr(a, x).toString('hex');
       out.set(r, info);
       if (st.isDirectory()) visit(r);
     }

@@ -57,6 +57,17 @@ export function buildSampleTree(root: string, opts: { sparseBytes?: number } = {
   ferryFs.mknod(p('srv/nodes/null-copy'), fs.constants.S_IFCHR | 0o666, 1, 3);
   ferryFs.setXattr(p('etc/hostname'), 'user.origin', Buffer.from('source'));
   ferryFs.setXattr(p('srv/data'), 'user.dir-attr', Buffer.from([0, 1, 2, 255]));
+  try {
+    // a symlink's own attribute, as SELinux labels every symlink (root only; a host whose
+    // SELinux refuses this label goes without)
+    ferryFs.setXattr(
+      p('srv/data/relative-link'),
+      'security.selinux',
+      Buffer.from('system_u:object_r:etc_t:s0\0'),
+    );
+  } catch {
+    /* not root, or refused */
+  }
   const sparse = opts.sparseBytes ?? 256 * 1024 * 1024;
   const fd = fs.openSync(p('srv/data/sparse.img'), 'w');
   fs.writeSync(fd, Buffer.from('head'), 0, 4, 0);

@@ -24,6 +24,43 @@ afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const ENOENT = os.constants.errno.ENOENT;
 
+describe('nodeXattrs', () => {
+  it("reads an entry's own attributes inside its parent opened through no symlink: never what a symlink points to, never through a swapped parent", () => {
+    const real = fs.realpathSync(dir);
+    fs.mkdirSync(path.join(real, 'secret'));
+    fs.mkdirSync(path.join(real, 'home'));
+    fs.writeFileSync(path.join(real, 'home/file'), 'x');
+    ferryFs.setXattr(path.join(real, 'home/file'), 'user.file', Buffer.from('of the file'));
+    fs.symlinkSync('file', path.join(real, 'home/link'));
+    ferryFs.setXattr(path.join(real, 'home/link'), 'trusted.link', Buffer.from('of the link'));
+    fs.symlinkSync('file', path.join(real, 'secret/link'));
+    ferryFs.setXattr(path.join(real, 'secret/link'), 'trusted.link', Buffer.from('secret'));
+    const list = (p: string) => parseXattrBlob(ferryFs.nodeXattrs(path.join(real, p)), 1)[0];
+    expect(list('home/link')).toEqual([
+      { name: 'trusted.link', value: Buffer.from('of the link').toString('base64') },
+    ]);
+    expect(list('home/file')).toEqual([
+      { name: 'user.file', value: Buffer.from('of the file').toString('base64') },
+    ]);
+    expect(list('home/gone')).toBeUndefined(); // removed since the scan: nothing to read
+    // home swapped for a symlink to secret: refused, not secret/link's attributes (the
+    // parent itself a symlink: ENOTDIR; one further up: ELOOP)
+    fs.mkdirSync(path.join(real, 'secret/sub'));
+    fs.symlinkSync('file', path.join(real, 'secret/sub/link'));
+    ferryFs.setXattr(path.join(real, 'secret/sub/link'), 'trusted.link', Buffer.from('secret'));
+    fs.renameSync(path.join(real, 'home'), path.join(real, 'home-moved'));
+    fs.symlinkSync(path.join(real, 'secret'), path.join(real, 'home'));
+    expect(() => ferryFs.nodeXattrs(path.join(real, 'home/link'))).toThrow(
+      expect.objectContaining({ code: 'ENOTDIR' }),
+    );
+    expect(() => ferryFs.nodeXattrs(path.join(real, 'home/sub/link'))).toThrow(
+      expect.objectContaining({ code: 'ELOOP' }),
+    );
+    expect(() => ferryFs.nodeXattrs('relative')).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    expect(list('home-moved/link')).toHaveLength(1);
+  });
+});
+
 describe('readFiles', () => {
   it('reads each file into its place in the slab, cut at its cap, and reports what it could not read', async () => {
     const a = path.join(dir, 'a');

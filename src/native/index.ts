@@ -49,6 +49,13 @@ export interface FerryFs {
    */
   readlinkSource(path: string): Buffer;
   /**
+   * The extended attributes of an entry not opened for its content (a symlink, a device
+   * node, a fifo, a socket), as fdXattrs gives them: read inside its parent directory opened
+   * through no symlink (as openSource opens), never from what a final symlink points to.
+   * ELOOP for a symlink above it. Give it canonical paths.
+   */
+  nodeXattrs(path: string): Buffer;
+  /**
    * How openSource protects a path here: "openat2" (no symlink anywhere in it) or, where the
    * kernel lacks openat2 or a seccomp filter refuses it, "nofollow" (the last component only).
    */
@@ -212,6 +219,7 @@ export const ADDON_FUNCTIONS = [
   'lutimes',
   'openSource',
   'readlinkSource',
+  'nodeXattrs',
   'openSourceMode',
   'fdXattrs',
   'readDir',
@@ -253,6 +261,7 @@ function withByteNames(a: FerryFs): FerryFs {
     lutimes: (path, as, an, ms, mn) => a.lutimes(p(path), as, an, ms, mn),
     openSource: (path) => a.openSource(p(path)),
     readlinkSource: (path) => a.readlinkSource(p(path)),
+    nodeXattrs: (path) => a.nodeXattrs(p(path)),
     readDir: async (dir) => {
       const got = await a.readDir(p(dir));
       const names = got.names as (string | Buffer)[];

@@ -1,5 +1,5 @@
 import { closeSync, fstatSync } from 'node:fs';
-import { decodeName, ferryFs, sortXattrs, type XattrList } from '../../native/index.js';
+import { decodeName, ferryFs, parseXattrBlob, sortXattrs, type XattrList } from '../../native/index.js';
 import type { EntryMessage } from '../../protocol/index.js';
 import { wholeFileHash } from './content-hash.js';
 import { xattrsOf } from './read-file.js';
@@ -84,8 +84,8 @@ export async function entryFromScan(
   if (e.kind === 'symlink') msg.linkTarget = decodeName(ferryFs.readlinkSource(e.abs));
   if (e.kind === 'chardev' || e.kind === 'blockdev') Object.assign(msg, devParts(st.rdev));
   // a regular file's come from the descriptor its content is read from (fileXattrs: false)
-  const skip = e.kind === 'symlink' || (e.kind === 'file' && opts.fileXattrs === false);
-  const xattrs = skip ? undefined : e.kind === 'dir' ? directoryXattrs(e.abs) : readXattrs(e.abs);
+  const skip = e.kind === 'file' && opts.fileXattrs === false;
+  const xattrs = skip ? undefined : e.kind === 'dir' ? directoryXattrs(e.abs) : nodeXattrs(e.abs);
   if (xattrs) msg.xattrs = xattrs;
   return msg;
 }
@@ -111,6 +111,22 @@ function directoryXattrs(abs: string): XattrList | undefined {
     return xattrsOf(fd);
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * The extended attributes of an entry not opened for its content (a symlink's SELinux label,
+ * a device node's), read inside its parent directory opened through no symlink
+ * (`nodeXattrs`): a parent swapped for a symlink since the scan fails with ELOOP (the pass
+ * then drops the entry) instead of lending it another entry's attributes. Where the parent
+ * cannot be opened (refused, see unreadableCode), they are read by path, as before.
+ */
+export function nodeXattrs(abs: string): XattrList | undefined {
+  try {
+    return parseXattrBlob(ferryFs.nodeXattrs(abs), 1)[0];
+  } catch (err) {
+    if (goneSinceScan((err as NodeJS.ErrnoException).code)) throw err;
+    return readXattrs(abs);
   }
 }
 

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -485,6 +486,37 @@ describe('file-level pass over an in-memory connection', () => {
     state.close();
   });
 
+  it("copies the extended attributes of symlinks, fifos and device nodes (a symlink's SELinux label), and a changed one in a sync", async () => {
+    const { src, dst } = emptyTrees();
+    const label = (s: string) => Buffer.from(`system_u:object_r:${s}:s0\0`);
+    fs.mkdirSync(path.join(src, 'usr/bin'), { recursive: true });
+    fs.writeFileSync(path.join(src, 'usr/bin/tool'), 'tool');
+    ferryFs.setXattr(path.join(src, 'usr/bin/tool'), 'user.kind', Buffer.from('file'));
+    fs.symlinkSync('usr/bin', path.join(src, 'bin'));
+    fs.symlinkSync('tool', path.join(src, 'usr/bin/alias'));
+    ferryFs.setXattr(path.join(src, 'bin'), 'security.selinux', label('bin_t'));
+    ferryFs.setXattr(path.join(src, 'usr/bin/alias'), 'trusted.note', Buffer.from([0, 1, 255]));
+    execFileSync('mkfifo', [path.join(src, 'fifo')]);
+    ferryFs.setXattr(path.join(src, 'fifo'), 'trusted.fifo', Buffer.from('f')); // user.* is for files and directories only
+    ferryFs.mknod(path.join(src, 'null'), fs.constants.S_IFCHR | 0o666, 1, 3);
+    ferryFs.setXattr(path.join(src, 'null'), 'security.selinux', label('null_device_t'));
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    // each symlink has its own attributes, not those of what it points to
+    expect(ferryFs.listXattr(path.join(dst, 'usr/bin/alias'))).toEqual(['trusted.note']);
+    expect(ferryFs.getXattr(path.join(dst, 'bin'), 'security.selinux')).toEqual(label('bin_t'));
+    expect(ferryFs.getXattr(path.join(dst, 'null'), 'security.selinux')).toEqual(label('null_device_t'));
+    // relabelled on the source (as restorecon does): the sync carries the new label
+    ferryFs.setXattr(path.join(src, 'bin'), 'security.selinux', label('usr_t'));
+    ferryFs.removeXattr(path.join(src, 'usr/bin/alias'), 'trusted.note');
+    await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    expect(ferryFs.getXattr(path.join(dst, 'bin'), 'security.selinux')).toEqual(label('usr_t'));
+    expect(ferryFs.listXattr(path.join(dst, 'usr/bin/alias'))).toEqual([]);
+    state.close();
+  });
+
   it("never gives a directory another one's extended attributes, nor a symlink another one's target, through a parent swapped for a symlink mid-pass", async () => {
     const { src, dst } = emptyTrees();
     // root's directory elsewhere, with an attribute of its own, and a symlink, under the same names
@@ -492,8 +524,12 @@ describe('file-level pass over an in-memory connection', () => {
     fs.mkdirSync(path.join(secret, 'z'), { recursive: true });
     ferryFs.setXattr(path.join(secret, 'z'), 'user.secret', Buffer.from('root only'));
     fs.symlinkSync('/root/secret-target', path.join(secret, 'l'));
+    // and a fifo with a label of its own: a node's attributes come through no symlink either
+    execFileSync('mkfifo', [path.join(secret, 'f')]);
+    ferryFs.setXattr(path.join(secret, 'f'), 'trusted.secret', Buffer.from('root only'));
     fs.mkdirSync(path.join(src, 'y/z'), { recursive: true });
     fs.symlinkSync('mine', path.join(src, 'y/l'));
+    execFileSync('mkfifo', [path.join(src, 'y/f')]);
     fs.writeFileSync(path.join(src, 'y/a'), distinctBytes(3 << 20)); // large: sent before y/z
     const { progress, ran } = progressThatChanges(() => {
       // y, listed already, becomes a symlink to the secret's parent
@@ -507,6 +543,7 @@ describe('file-level pass over an in-memory connection', () => {
     // y/l and y/z were dropped, not created with the secret's target and attribute
     expect(fs.existsSync(path.join(dst, 'y/z'))).toBe(false);
     expect(fs.lstatSync(path.join(dst, 'y/l'), { throwIfNoEntry: false })).toBeUndefined();
+    expect(fs.lstatSync(path.join(dst, 'y/f'), { throwIfNoEntry: false })).toBeUndefined();
     for (const d of [dst, path.join(dst, 'y')]) expect(ferryFs.listXattr(d)).not.toContain('user.secret');
     state.close();
   });

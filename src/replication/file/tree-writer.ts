@@ -1045,11 +1045,14 @@ export class TreeWriter {
       });
   }
 
-  /** Owner, then mode (chown clears set-id bits), xattrs, times: on a node not yet in place. */
+  /**
+   * Owner, then mode (chown clears set-id bits), xattrs (a symlink's too: its SELinux label),
+   * times: on a node not yet in place.
+   */
   #finishNode(tmp: string, e: EntryMessage, withMode: boolean): void {
     lchownSync(tmp, e.uid, e.gid);
     if (withMode) chmodSync(tmp, e.mode);
-    if (e.kind !== 'symlink') this.#setXattrs(tmp, e.xattrs, false);
+    this.#setXattrs(tmp, e.xattrs, false);
     this.#setTimes(tmp, BigInt(e.mtimeNs));
   }
 

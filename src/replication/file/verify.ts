@@ -6,7 +6,7 @@ import { lstatSync, readdirSync, readlinkSync } from '../../native/fs-bytes.js';
 import { type CheckMessage, type Session, validatePath } from '../../protocol/index.js';
 import { BatchReader } from './batch-read.js';
 import { wholeFileHash } from './content-hash.js';
-import { isSparse, readXattrs, xattrsDigest } from './entry.js';
+import { isSparse, nodeXattrs, readXattrs, xattrsDigest } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
 import { openScannedFile, readFileRegions } from './read-file.js';
@@ -176,7 +176,8 @@ async function verifySend(opts: VerifySendOptions): Promise<VerifyReport> {
       }
     }
     if (e.kind === 'symlink') c.linkTarget = readlinkSync(e.abs);
-    else if (opts.mode === 'full' && e.kind !== 'file') c.xattrs = xattrsDigest(readXattrs(e.abs));
+    if (opts.mode === 'full' && e.kind !== 'file')
+      c.xattrs = xattrsDigest(e.kind === 'dir' ? readXattrs(e.abs) : nodeXattrs(e.abs));
     while (waiting.length >= MAX_WAITING) await sendOldest();
     waiting.push(c);
     while (waiting.length > 0 && waiting[0]!.hash !== HASH_PENDING) await sendOldest();
@@ -275,9 +276,8 @@ async function verifyReceive(
     if (kind !== wantKind) return `is a ${kind} on the target, a ${wantKind} on the source`;
     if (c.kind === 'symlink') {
       const link = readlinkSync(abs);
-      return link === c.linkTarget ? null : `symlink points to ${link}, not ${c.linkTarget}`;
-    }
-    if (Number(st.mode & 0o7777n) !== c.mode)
+      if (link !== c.linkTarget) return `symlink points to ${link}, not ${c.linkTarget}`;
+    } else if (Number(st.mode & 0o7777n) !== c.mode)
       return `mode ${(Number(st.mode) & 0o7777).toString(8)} != ${c.mode.toString(8)}`;
     if (Number(st.uid) !== c.uid || Number(st.gid) !== c.gid)
       return `owner ${st.uid}:${st.gid} != ${c.uid}:${c.gid}`;
