@@ -86,7 +86,7 @@ static napi_value fail_type(napi_env env, const char *msg) {
 }
 
 /* A malloc'd copy of a JS string, or of a Buffer's bytes (a path that is not valid UTF-8,
- * see src/native/os-path.ts), or NULL when it is neither, too long or holds a NUL. */
+ * see src/protocol/paths.ts), or NULL when it is neither, too long or holds a NUL. */
 static char *dup_string(napi_env env, napi_value v) {
   bool is_buf = false;
   if (napi_is_buffer(env, v, &is_buf) == napi_ok && is_buf) {
@@ -774,7 +774,7 @@ static void dir_execute(napi_env env, void *data) {
  * above U+10FFFF) -- exactly the names a decoder gives back unchanged, so that a string made
  * from them is the name itself, never one with replacement characters.
  */
-static int utf8_valid(const unsigned char *s, size_t n) {
+int ferry_utf8_valid(const unsigned char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
     unsigned c = s[i];
@@ -818,7 +818,7 @@ static void dir_complete(napi_env env, napi_status status, void *data) {
     napi_value v;
     size_t len = strlen(j->names[i]);
     /* a string for the scan to use as is: no Buffer, decode and re-encode per name */
-    ok = (utf8_valid((const unsigned char *)j->names[i], len)
+    ok = (ferry_utf8_valid((const unsigned char *)j->names[i], len)
               ? napi_create_string_utf8(env, j->names[i], len, &v)
               : napi_create_buffer_copy(env, len, j->names[i], NULL, &v)) == napi_ok &&
          napi_set_element(env, names, (uint32_t)i, v) == napi_ok;

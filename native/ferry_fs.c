@@ -201,7 +201,7 @@ static napi_value node_xattrs(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* llistxattr(path) -> string[] */
+/* llistxattr(path) -> (string | Buffer)[]: a name that is not valid UTF-8 as a Buffer of its bytes */
 static napi_value list_xattr(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   char path[PATH_MAX_BYTES];
@@ -223,7 +223,11 @@ static napi_value list_xattr(napi_env env, napi_callback_info info) {
   for (ssize_t p = 0; p < n;) {
     size_t l = strnlen(names + p, (size_t)(n - p));
     napi_value s;
-    napi_create_string_utf8(env, names + p, l, &s);
+    if (ferry_utf8_valid((const unsigned char *)names + p, l)) napi_create_string_utf8(env, names + p, l, &s);
+    else {
+      void *data;
+      napi_create_buffer_copy(env, l, names + p, &data, &s); /* not UTF-8: its bytes */
+    }
     napi_set_element(env, arr, i++, s);
     p += (ssize_t)l + 1;
   }

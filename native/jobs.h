@@ -32,4 +32,8 @@ void ferry_job_thread_setup(void);
  * throws ENOMEM (naming `what`) and returns NULL when out of memory. */
 napi_value ferry_xattr_blob(napi_env env, int fd, const char *path, const char *what);
 
+/* Whether s[0..n) is well-formed UTF-8 (batch_io.c): a name that is not is given to
+ * JavaScript as a Buffer of its bytes, never as a string with replacement characters. */
+int ferry_utf8_valid(const unsigned char *s, size_t n);
+
 #endif

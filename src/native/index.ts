@@ -181,7 +181,7 @@ export interface BatchWriteItem {
    * usual. Not with mode 0, which is how an unfinished in-place file is recognised.
    */
   inPlace?: boolean;
-  xattrNames?: string[];
+  xattrNames?: (string | Buffer)[];
   xattrValues?: Buffer[];
 }
 
@@ -253,10 +253,12 @@ function withByteNames(a: FerryFs): FerryFs {
   const own = Object.fromEntries(ADDON_FUNCTIONS.map((f) => [f, a[f]])) as unknown as FerryFs;
   return {
     ...own,
-    listXattr: (path) => a.listXattr(p(path)),
-    getXattr: (path, name) => a.getXattr(p(path), name),
-    setXattr: (path, name, value) => a.setXattr(p(path), name, value),
-    removeXattr: (path, name) => a.removeXattr(p(path), name),
+    // attribute names as paths are: one that is not valid UTF-8 travels with its bytes escaped
+    listXattr: (path) =>
+      (a.listXattr(p(path)) as (string | Buffer)[]).map((n) => (typeof n === 'string' ? n : decodeName(n))),
+    getXattr: (path, name) => a.getXattr(p(path), p(name)),
+    setXattr: (path, name, value) => a.setXattr(p(path), p(name), value),
+    removeXattr: (path, name) => a.removeXattr(p(path), p(name)),
     mknod: (path, mode, major, minor) => a.mknod(p(path), mode, major, minor),
     lutimes: (path, as, an, ms, mn) => a.lutimes(p(path), as, an, ms, mn),
     openSource: (path) => a.openSource(p(path)),
@@ -375,7 +377,7 @@ export function parseXattrBlob(blob: Buffer, files: number): (XattrList | undefi
     }
     const list: XattrList = [];
     for (let k = 0; k < count; k++) {
-      const name = bytes(u32()).toString('utf8');
+      const name = decodeName(bytes(u32())); // not valid UTF-8: its bytes escaped, as a path's
       list.push({ name, value: bytes(u32()).toString('base64') });
     }
     out.push(sortXattrs(list));

@@ -168,6 +168,28 @@ describe('message validation', () => {
       );
   });
 
+  it('takes an extended attribute name with escaped bytes, and refuses one with a NUL, a lone surrogate for no byte, or more than 255 bytes', () => {
+    const named = (name: string) => entry('a', { xattrs: [{ name, value: '' }] });
+    expect(decodeMessage(0x10, named('user.caf\udce9'))).toMatchObject({
+      body: { xattrs: [{ name: 'user.caf\udce9' }] },
+    });
+    expect(decodeMessage(0x10, named(`user.${'é'.repeat(125)}`))).toMatchObject({ type: 'entry' }); // 255 bytes
+    for (const bad of ['user.a\0b', 'user.\ud800', `user.${'é'.repeat(126)}`])
+      expect(() => decodeMessage(0x10, named(bad))).toThrow(
+        expect.objectContaining({ code: 'FERRY_PROTOCOL_VIOLATION' }),
+      );
+    // the source root's, in COMMIT, as well
+    const commit = (name: string) =>
+      Buffer.from(
+        JSON.stringify({
+          seq: 1,
+          root: { mode: 0o755, uid: 0, gid: 0, mtimeNs: '1', xattrs: [{ name, value: '' }] },
+        }),
+      );
+    expect(decodeMessage(FrameType.COMMIT, commit('user.ok'))).toMatchObject({ type: 'commit' });
+    expect(() => decodeMessage(FrameType.COMMIT, commit('user.a\0b'))).toThrow(/NUL/);
+  });
+
   it('refuses a hard link whose source path escapes', () => {
     expect(() => decodeMessage(0x10, entry('a', { kind: 'hardlink', linkTo: '../x' }))).toThrow(
       expect.objectContaining({ code: 'FERRY_UNSAFE_PATH' }),

@@ -191,8 +191,8 @@ const FileAbort = Type.Object(
 );
 /**
  * One source entry as a verify pass describes it; in full mode `hash` (files) and `xattrs`
- * (every kind but symlinks: the digest of its extended attributes, xattrsDigest in
- * replication/file/entry.ts).
+ * (every kind, a symlink's own included: the digest of its extended attributes, xattrsDigest
+ * in replication/file/entry.ts).
  */
 const Check = Type.Object(
   {
@@ -446,6 +446,7 @@ export function decodeMessage(type: number, payload: Buffer): Message {
   }
   const msg = { type: entry.type, body } as Message;
   if (msg.type === 'entry') checkEntry(msg.body);
+  if (msg.type === 'commit') checkXattrNames(msg.body.root?.xattrs);
   if (msg.type === 'delete' || msg.type === 'check') {
     const why = validatePath(msg.body.path);
     if (why)
@@ -454,12 +455,25 @@ export function decodeMessage(type: number, payload: Buffer): Message {
   return msg;
 }
 
+/**
+ * Refuses extended attribute names the target could not set as sent: a NUL (the name would
+ * end there), a lone surrogate that stands for no byte (paths.ts), more than 255 bytes.
+ */
+function checkXattrNames(list: readonly { name: string }[] | undefined): void {
+  for (const { name } of list ?? []) {
+    if (name.includes('\0')) throw violation('extended attribute name contains NUL');
+    if (badSurrogate(name)) throw violation('extended attribute name holds a lone surrogate');
+    if (pathBytes(name) > 255) throw violation('extended attribute name longer than 255 bytes');
+  }
+}
+
 function checkEntry(e: EntryMessage): void {
   for (const p of [e.path, e.linkTo]) {
     if (p === undefined) continue;
     const why = validatePath(p);
     if (why) throw new FerryError('FERRY_UNSAFE_PATH', `refused path ${JSON.stringify(p)}: ${why}`);
   }
+  checkXattrNames(e.xattrs);
   if (e.kind === 'file' && e.size === undefined) throw violation('file entry without size');
   if (e.kind === 'symlink' && e.linkTarget === undefined) throw violation('symlink entry without linkTarget');
   if (e.kind === 'hardlink' && e.linkTo === undefined) throw violation('hardlink entry without linkTo');

@@ -1,5 +1,12 @@
 import { closeSync, fstatSync } from 'node:fs';
-import { decodeName, ferryFs, parseXattrBlob, sortXattrs, type XattrList } from '../../native/index.js';
+import {
+  decodeName,
+  encodePath,
+  ferryFs,
+  parseXattrBlob,
+  sortXattrs,
+  type XattrList,
+} from '../../native/index.js';
 import type { EntryMessage } from '../../protocol/index.js';
 import { wholeFileHash } from './content-hash.js';
 import { xattrsOf } from './read-file.js';
@@ -38,7 +45,7 @@ export function xattrsDigest(list: XattrList | undefined): string {
     parts.push(length, b);
   };
   for (const { name, value } of sortXattrs([...(list ?? [])])) {
-    withLength(Buffer.from(name, 'utf8'));
+    withLength(encodePath(name)); // its bytes, escaped ones included
     withLength(Buffer.from(value, 'base64'));
   }
   return wholeFileHash(Buffer.concat(parts));

@@ -7,7 +7,7 @@ import { denyOpens, removeDenyOpenProgram, stopDenyingOpens } from '../../../tes
 import { duplexPair } from '../../../test/support/duplex-pair.js';
 import { buildSampleTree, compareTrees } from '../../../test/support/trees.js';
 import { SqliteSyncState } from '../../agent/sync-state.js';
-import { ferryFs } from '../../native/index.js';
+import { encodePath, ferryFs } from '../../native/index.js';
 import { FrameDecoder, FrameType, Session } from '../../protocol/index.js';
 import { configureHashing, hashingStats } from './content-hash.js';
 import { type PassProgress, runSendPass, type SyncRecord } from './pass.js';
@@ -15,6 +15,7 @@ import { readBuffers } from './read-buffers.js';
 import { xattrsOf } from './read-file.js';
 import { receivePass } from './receive.js';
 import { TreeWriter } from './tree-writer.js';
+import { receiveVerify, runVerifySend } from './verify.js';
 
 const log = { warn: () => {}, error: () => {} };
 let dir: string;
@@ -461,6 +462,46 @@ describe('file-level pass over an in-memory connection', () => {
     const sync = await pass(src, dst, state);
     expect(sync.sent.deleted).toBe(2); // the renamed file's old name and the removed one
     expect(compareTrees(src, dst)).toEqual([]);
+    state.close();
+  });
+
+  it('migrates extended attribute names that are not valid UTF-8 byte for byte, next to their U+FFFD twin: files small and large, directories, symlinks', async () => {
+    const { src, dst } = emptyTrees();
+    const latin1 = 'user.caf\udce9'; // "café" in Latin-1, as ferry carries such a byte
+    const twin = 'user.caf\ufffd'; // what a lossy decoder would have made of it
+    fs.mkdirSync(path.join(src, 'd'));
+    fs.writeFileSync(path.join(src, 'd/small'), 'small');
+    fs.writeFileSync(path.join(src, 'd/large'), distinctBytes(3 << 20));
+    fs.symlinkSync('small', path.join(src, 'd/link'));
+    for (const rel of ['d', 'd/small', 'd/large']) {
+      ferryFs.setXattr(path.join(src, rel), latin1, Buffer.from('latin-1'));
+      ferryFs.setXattr(path.join(src, rel), twin, Buffer.from('twin'));
+    }
+    ferryFs.setXattr(path.join(src, 'd/link'), 'trusted.\udcff', Buffer.from('link'));
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    for (const rel of ['d', 'd/small', 'd/large']) {
+      const names = ferryFs.listXattr(path.join(dst, rel)).sort();
+      expect(names).toEqual([latin1, twin].sort());
+      expect(encodePath(names.find((n) => n === latin1)!)).toEqual(
+        Buffer.from([...Buffer.from('user.caf'), 0xe9]),
+      );
+      expect(ferryFs.getXattr(path.join(dst, rel), latin1).toString()).toBe('latin-1');
+    }
+    expect(ferryFs.getXattr(path.join(dst, 'd/link'), 'trusted.\udcff').toString()).toBe('link');
+    // a verify in full mode compares them as bytes: identical, then one differs
+    const check = async () => {
+      const [a, b] = duplexPair();
+      const [, got] = await Promise.all([
+        runVerifySend({ session: new Session(a), root: src, excludes: [], mode: 'full' }),
+        receiveVerify(new Session(b), dst, 'full', { ignore: [] }),
+      ]);
+      return got;
+    };
+    expect((await check()).identical).toBe(true);
+    ferryFs.setXattr(path.join(dst, 'd/small'), latin1, Buffer.from('other'));
+    expect((await check()).examples).toEqual([{ path: '/d/small', problem: 'extended attributes differ' }]);
     state.close();
   });
 

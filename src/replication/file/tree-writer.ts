@@ -36,6 +36,7 @@ import {
   DIRECT_MAX_BUFFERS,
   errnoError,
   ferryFs,
+  osPath,
   reopenDirect,
   splitNs,
   splitNsText,
@@ -697,7 +698,7 @@ export class TreeWriter {
       inPlace: e.mode !== 0,
     };
     if (e.xattrs?.length) {
-      item.xattrNames = e.xattrs.map((x) => x.name);
+      item.xattrNames = e.xattrs.map((x) => osPath(x.name)); // a name that is not UTF-8 as its bytes
       item.xattrValues = e.xattrs.map((x) => Buffer.from(x.value, 'base64'));
     }
     return item;
@@ -762,7 +763,7 @@ export class TreeWriter {
       const it = b.items[i]!;
       const rel = b.rels[i]!;
       if (xattrIndex >= 0)
-        this.#warnXattr(it.xattrNames?.[xattrIndex] ?? '?', getSystemErrorName(-xattrErrno));
+        this.#warnXattr(it.xattrNames?.[xattrIndex]?.toString() ?? '?', getSystemErrorName(-xattrErrno));
       try {
         if (step === WriteStep.place)
           this.#place(it.tmp, rel); // a directory is in the way
