@@ -361,6 +361,44 @@ describe('writeFiles', () => {
 });
 
 describe('readDir', () => {
+  it('sorts the names in byte order and states only the first statLimit; statNames states the rest', async () => {
+    const names = ['b', 'a', 'c', 'd', 'e'];
+    for (const n of names) fs.writeFileSync(path.join(dir, n), n.repeat(3));
+    const latin1 = Buffer.from([0x7a, 0xe9]); // "zé" in Latin-1: after every ASCII name, as its bytes say
+    fs.writeFileSync(Buffer.concat([Buffer.from(`${dir}/`), latin1]), 'l');
+    fs.writeFileSync(path.join(dir, 'z\u00e9'), 'u'); // its UTF-8 twin: 0x7a 0xc3 0xa9, before it
+    const got = await ferryFs.readDir(dir, 2);
+    expect(got.errno).toBe(0);
+    expect(got.names).toEqual(['a', 'b']);
+    expect(got.fields.length).toBe(2 * LSTAT_FIELDS);
+    expect(got.fields[LSTAT_FIELDS + LstatField.size]).toBe(3n);
+    // the rest as bytes, each name followed by a NUL, in byte order
+    const rest = got.rest!;
+    const parts: Buffer[] = [];
+    for (let at = 0; at < rest.length; ) {
+      const end = rest.indexOf(0, at);
+      parts.push(rest.subarray(at, end));
+      at = end + 1;
+    }
+    expect(parts).toEqual(['c', 'd', 'e', 'z\u00e9'].map((n) => Buffer.from(n)).concat([latin1]));
+    // stated by name, as readDir states them; one removed meanwhile has mode -ENOENT
+    fs.rmSync(path.join(dir, 'd'));
+    const more = await ferryFs.statNames(dir, ['c', 'd', 'z\udce9']);
+    expect(more.errno).toBe(0);
+    expect(more.fields.length).toBe(3 * LSTAT_FIELDS);
+    expect(more.fields[LstatField.ino]).toBe(fs.lstatSync(path.join(dir, 'c'), { bigint: true }).ino);
+    expect(more.fields[LSTAT_FIELDS + LstatField.mode]).toBe(BigInt(-ENOENT));
+    expect(more.fields[2 * LSTAT_FIELDS + LstatField.size]).toBe(1n);
+    // a whole listing has no rest; a directory that is gone or swapped for a symlink is an errno
+    const all = await ferryFs.readDir(dir);
+    expect(all.rest).toBeNull();
+    expect(all.names).toHaveLength(6);
+    expect((await ferryFs.statNames(path.join(dir, 'missing'), ['a'])).errno).toBe(ENOENT);
+    fs.symlinkSync(dir, path.join(dir, 'self'));
+    expect((await ferryFs.statNames(path.join(dir, 'self'), ['a'])).errno).not.toBe(0);
+    expect(() => ferryFs.statNames(dir, ['a/b'])).toThrow(/without '\/'/);
+  });
+
   it('lists and states every name of a directory without following symlinks, as lstat does', async () => {
     fs.writeFileSync(path.join(dir, 'file'), 'abc');
     fs.symlinkSync('file', path.join(dir, 'link'));

@@ -63,12 +63,23 @@ export interface FerryFs {
   /** Sets atime and mtime with nanoseconds, never following a final symlink. */
   lutimes(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   /**
-   * Lists a directory (no . and ..; a name that is not valid UTF-8 with its bytes escaped,
-   * see protocol/paths.ts) and fstatat()s every name without following symlinks, in the thread pool:
-   * LSTAT_FIELDS values per name (see LstatField); a name that cannot be stated has mode
-   * -errno. `errno` is set when the directory cannot be read.
+   * Lists a directory (no . and ..), opened through no symlink, sorts the names in byte order
+   * and fstatat()s the first `statLimit` of them (all by default) without following symlinks,
+   * in the thread pool. `names`: those first names (one that is not valid UTF-8 with its bytes
+   * escaped, see protocol/paths.ts); `fields`: LSTAT_FIELDS values for each (see LstatField;
+   * a name that cannot be stated has mode -errno); `rest`: the names after them as bytes, each
+   * followed by a NUL, or null (statNames states them). `errno` is set when the directory
+   * cannot be read.
    */
-  readDir(dir: string): Promise<{ errno: number; names: string[]; fields: BigInt64Array }>;
+  readDir(
+    dir: string,
+    statLimit?: number,
+  ): Promise<{ errno: number; names: string[]; fields: BigInt64Array; rest: Buffer | null }>;
+  /**
+   * fstatat()s `names` in `dir` (opened through no symlink) in the thread pool, as readDir
+   * does: the rest of a large directory's names, a slice at a time.
+   */
+  statNames(dir: string, names: string[]): Promise<{ errno: number; fields: BigInt64Array }>;
   /**
    * Reads whole files in one thread-pool job (native/batch_io.c): file i into `slab` at
    * readFilesLayout(caps, direct).offsets[i], at most caps[i] bytes (a slab of its `bytes`;
@@ -223,6 +234,7 @@ export const ADDON_FUNCTIONS = [
   'openSourceMode',
   'fdXattrs',
   'readDir',
+  'statNames',
   'readFiles',
   'writeFiles',
   'writeDirect',
@@ -264,8 +276,9 @@ function withByteNames(a: FerryFs): FerryFs {
     openSource: (path) => a.openSource(p(path)),
     readlinkSource: (path) => a.readlinkSource(p(path)),
     nodeXattrs: (path) => a.nodeXattrs(p(path)),
-    readDir: async (dir) => {
-      const got = await a.readDir(p(dir));
+    readDir: async (dir, statLimit) => {
+      // the addon counts its arguments: statLimit left out, not undefined
+      const got = await (statLimit === undefined ? a.readDir(p(dir)) : a.readDir(p(dir), statLimit));
       const names = got.names as (string | Buffer)[];
       for (let i = 0; i < names.length; i++) {
         const n = names[i]!;
@@ -273,6 +286,7 @@ function withByteNames(a: FerryFs): FerryFs {
       }
       return got;
     },
+    statNames: (dir, names) => a.statNames(p(dir), names.map(p)),
     // the rest as given: the addon counts its arguments (`direct` may be left out, not undefined)
     readFiles: (paths, ...rest) => a.readFiles(paths.map(p), ...rest),
     writeFiles: (items) =>

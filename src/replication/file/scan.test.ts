@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ferryFs } from '../../native/index.js';
 import { entryFromRecord, entryFromScan, readXattrs } from './entry.js';
 import { toRecord } from './pass.js';
-import { type ScannedEntry, scanTree } from './scan.js';
+import { type ScannedEntry, STAT_SLICE, scanTree } from './scan.js';
 
 let dir: string;
 beforeEach(() => {
@@ -58,6 +58,50 @@ describe('scanTree', () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe('scanTree over a directory larger than one slice of names', () => {
+  it('yields every entry once, in byte order, each with its own lstat fields; walks subdirectories found in later slices; skips exclusions', async () => {
+    const count = STAT_SLICE * 2 + 500;
+    const big = path.join(dir, 'spool');
+    fs.mkdirSync(big);
+    const name = (i: number) => `m${String(i).padStart(6, '0')}`;
+    for (let i = 0; i < count; i++) fs.writeFileSync(path.join(big, name(i)), 'x'.repeat(i % 7));
+    // subdirectories in the first, second and last slice, one of them excluded
+    for (const i of [10, STAT_SLICE + 10, count - 1]) {
+      fs.rmSync(path.join(big, name(i)));
+      fs.mkdirSync(path.join(big, name(i)));
+      fs.writeFileSync(path.join(big, name(i), 'inner'), 'in');
+    }
+    const seen: ScannedEntry[] = [];
+    for await (const e of scanTree(dir, { excludes: [`/spool/${name(STAT_SLICE + 10)}`] })) seen.push(e);
+    const want = ['spool'];
+    for (let i = 0; i < count; i++) {
+      if (i === STAT_SLICE + 10) continue;
+      want.push(`spool/${name(i)}`);
+      if (i === 10 || i === count - 1) want.push(`spool/${name(i)}/inner`);
+    }
+    expect(seen.map((e) => e.path)).toEqual(want);
+    for (const e of [seen[1]!, seen[STAT_SLICE + 5]!, seen[seen.length - 3]!, seen[seen.length - 1]!]) {
+      const st = fs.lstatSync(e.abs, { bigint: true });
+      expect([e.stat.ino, e.stat.size, e.stat.mode], e.path).toEqual([st.ino, st.size, st.mode]);
+    }
+  });
+
+  it('ends a directory that is removed between two slices of its names, as one removed before its listing', async () => {
+    const big = path.join(dir, 'spool');
+    fs.mkdirSync(big);
+    for (let i = 0; i < STAT_SLICE * 3; i++)
+      fs.writeFileSync(path.join(big, `f${String(i).padStart(6, '0')}`), '');
+    let n = 0;
+    for await (const e of scanTree(dir)) {
+      n++;
+      // inside the first slice: the second is being stated, the third not yet
+      if (e.path === 'spool/f000100') fs.rmSync(big, { recursive: true });
+    }
+    expect(n).toBeGreaterThan(100);
+    expect(n).toBeLessThan(STAT_SLICE * 3); // not every name: the rest went with the directory
   });
 });
 
