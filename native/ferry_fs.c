@@ -151,18 +151,30 @@ static int open_source_parent(const char *path, char *buf, size_t cap, const cha
   return ferry_open_source(buf, O_DIRECTORY);
 }
 
+/* The one argument of a call on a source path (into path, PATH_MAX_BYTES), its parent opened
+ * as open_source_parent does (parent, PATH_MAX_BYTES; *name its last component): the
+ * descriptor, or -1 with the exception thrown (EINVAL, no last component, as `syscall`'s). */
+static int parent_of_arg(napi_env env, napi_callback_info info, char *path, char *parent, const char **name,
+                         const char *syscall) {
+  napi_value argv[1];
+  if (get_args(env, info, 1, argv) || get_string(env, argv[0], path, PATH_MAX_BYTES)) {
+    throw_type(env, "expected (path: string)");
+    return -1;
+  }
+  int dfd = open_source_parent(path, parent, PATH_MAX_BYTES, name);
+  if (dfd < 0) throw_errno(env, errno == EINVAL ? syscall : "open", errno);
+  return dfd;
+}
+
 /* readlinkSource(path) -> Buffer: a symlink's target, read with readlinkat in its parent
  * directory opened through no symlink (ferry_open_source): a parent swapped for a symlink
  * since the scan fails with ELOOP instead of giving another symlink's target. EINVAL when
  * the path is no longer a symlink. */
 static napi_value readlink_source(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
   char path[PATH_MAX_BYTES], parent[PATH_MAX_BYTES];
-  if (get_args(env, info, 1, argv) || get_string(env, argv[0], path, sizeof path))
-    return throw_type(env, "expected (path: string)");
   const char *name;
-  int dfd = open_source_parent(path, parent, sizeof parent, &name);
-  if (dfd < 0) return throw_errno(env, errno == EINVAL ? "readlinkat" : "open", errno);
+  int dfd = parent_of_arg(env, info, path, parent, &name, "readlinkat");
+  if (dfd < 0) return NULL;
   char target[PATH_MAX_BYTES];
   ssize_t n = readlinkat(dfd, name, target, sizeof target);
   int e = errno;
@@ -184,13 +196,10 @@ static napi_value readlink_source(napi_env env, napi_callback_info info) {
  * /proc is not mounted, by path as before. An entry without attributes, or on a file system
  * that keeps none, gives count 0. */
 static napi_value node_xattrs(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
   char path[PATH_MAX_BYTES], parent[PATH_MAX_BYTES];
-  if (get_args(env, info, 1, argv) || get_string(env, argv[0], path, sizeof path))
-    return throw_type(env, "expected (path: string)");
   const char *name;
-  int dfd = open_source_parent(path, parent, sizeof parent, &name);
-  if (dfd < 0) return throw_errno(env, "open", errno);
+  int dfd = parent_of_arg(env, info, path, parent, &name, "nodeXattrs");
+  if (dfd < 0) return NULL;
   char inside[PATH_MAX_BYTES + 32];
   snprintf(inside, sizeof inside, "/proc/self/fd/%d", dfd);
   struct stat st;
