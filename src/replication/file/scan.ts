@@ -126,8 +126,8 @@ const AHEAD_PER_DIR = 3;
  * directory (a mail spool, a cache of millions of files) keeps the rest of its names as the
  * bytes readDir listed (`rest`) and takes them a slice at a time as the walk reaches them,
  * stating each slice in the thread pool while the one before is walked. 1,000,000 names in
- * one directory: scan peak RSS 321 MiB when every name was a string with its fields, 166 MiB
- * with every name a string and the fields a slice at a time.
+ * one directory: scan peak RSS 321 MiB when every name was a string with its fields (and
+ * its own malloc in the listing job), 122 MiB this way (docs/performance.md, session 16).
  */
 export const STAT_SLICE = 4096;
 
@@ -344,19 +344,29 @@ export function unreadableCode(e: unknown): string | undefined {
   return code !== undefined && UNREADABLE_CODES.has(code) ? code : undefined;
 }
 
-/** The listing of one directory, or null when it vanished or stopped being one while scanning. */
+/**
+ * A directory below the root that could not be listed or stated (`errno`): the walk goes on
+ * without (the rest of) it when it vanished while scanning, or was swapped for a symlink
+ * (never listed through) or a file, or is there but unreadable and the caller takes that
+ * (onUnreadableDir). Throws otherwise.
+ */
+function skipUnlistable(errno: number, absDir: string, relDir: string, ctx: WalkContext): void {
+  const err = errnoError(errno, `cannot list ${absDir}`);
+  if (relDir !== '' && goneSinceScan(err.code)) return;
+  if (relDir !== '' && ctx.onUnreadableDir && unreadableCode(err)) {
+    ctx.onUnreadableDir(relDir, err);
+    return;
+  }
+  throw err;
+}
+
+/** The listing of one directory, or null when the walk goes on without it (skipUnlistable). */
 async function list(root: string, relDir: string, ctx: WalkContext): Promise<Listing | null> {
   const absDir = relDir === '' ? root : ctx.prefix + relDir; // as the walk names them (the prefetch keys)
   const got = await ctx.loader.load(absDir);
   if (got.errno) {
-    const err = errnoError(got.errno, `cannot list ${absDir}`);
-    // vanished while scanning, or swapped for a symlink (never listed through) or a file
-    if (relDir !== '' && goneSinceScan(err.code)) return null;
-    if (relDir !== '' && ctx.onUnreadableDir && unreadableCode(err)) {
-      ctx.onUnreadableDir(relDir, err);
-      return null;
-    }
-    throw err;
+    skipUnlistable(got.errno, absDir, relDir, ctx);
+    return null;
   }
   const listing: Listing = {
     absDir,
@@ -388,8 +398,7 @@ function stateAhead(l: Listing): void {
 
 /**
  * Moves the listing on to its next slice of names, stated, and starts stating the one after.
- * False when there is none, or the directory cannot be stated any more (it vanished, or
- * became unreadable: as in list()).
+ * False when there is none, or the directory cannot be stated any more (skipUnlistable).
  */
 async function nextSlice(l: Listing, relDir: string, ctx: WalkContext): Promise<boolean> {
   const next = l.next;
@@ -397,13 +406,8 @@ async function nextSlice(l: Listing, relDir: string, ctx: WalkContext): Promise<
   l.next = null;
   const got = await next.fields;
   if (got.errno) {
-    const err = errnoError(got.errno, `cannot list ${l.absDir}`);
-    if (relDir !== '' && goneSinceScan(err.code)) return false;
-    if (relDir !== '' && ctx.onUnreadableDir && unreadableCode(err)) {
-      ctx.onUnreadableDir(relDir, err);
-      return false;
-    }
-    throw err;
+    skipUnlistable(got.errno, l.absDir, relDir, ctx);
+    return false;
   }
   l.names = next.names;
   l.fields = got.fields;
