@@ -88,53 +88,68 @@ export async function entryFromScan(
   }
   if (e.kind === 'file') msg.size = Number(st.size);
   // in its parent opened through no symlink (a parent swapped since the scan: ELOOP)
-  if (e.kind === 'symlink') msg.linkTarget = decodeName(ferryFs.readlinkSource(e.abs));
+  if (e.kind === 'symlink') msg.linkTarget = linkTargetOf(e.abs);
   if (e.kind === 'chardev' || e.kind === 'blockdev') Object.assign(msg, devParts(st.rdev));
   // a regular file's come from the descriptor its content is read from (fileXattrs: false)
-  const skip = e.kind === 'file' && opts.fileXattrs === false;
-  const xattrs = skip ? undefined : e.kind === 'dir' ? directoryXattrs(e.abs) : nodeXattrs(e.abs);
+  const xattrs = e.kind === 'file' && opts.fileXattrs === false ? undefined : entryXattrs(e);
   if (xattrs) msg.xattrs = xattrs;
   return msg;
+}
+
+/** A symlink's target, read in its parent opened through no symlink (a parent swapped since the scan: ELOOP). */
+export function linkTargetOf(abs: string): string {
+  return decodeName(ferryFs.readlinkSource(abs));
+}
+
+/**
+ * A scanned entry's extended attributes, read where no swap since the scan can redirect
+ * them: a directory's from its own descriptor, anything else's inside its parent's.
+ */
+export function entryXattrs(e: Pick<ScannedEntry, 'kind' | 'abs'>): XattrList | undefined {
+  return e.kind === 'dir' ? directoryXattrs(e.abs) : nodeXattrs(e.abs);
+}
+
+/**
+ * `read()`, or the attributes read by path where it could not open what it reads them
+ * through (refused, see unreadableCode); a path gone or swapped since the scan throws.
+ */
+function orByPath(abs: string, read: () => XattrList | undefined): XattrList | undefined {
+  try {
+    return read();
+  } catch (err) {
+    if (goneSinceScan((err as NodeJS.ErrnoException).code)) throw err;
+    return readXattrs(abs);
+  }
 }
 
 /**
  * A directory's extended attributes (default ACLs, labels), read from a descriptor opened
  * through no symlink (openSource), as a regular file's are: a parent directory swapped for
  * a symlink between the scan and this read fails with ELOOP (the pass then drops the entry)
- * instead of lending it another directory's attributes. Where the directory cannot be
- * opened (refused, see unreadableCode), they are read by path, as before.
+ * instead of lending it another directory's attributes; so does the directory itself
+ * replaced by something else (ENOTDIR).
  */
-function directoryXattrs(abs: string): XattrList | undefined {
-  let fd: number;
-  try {
-    fd = ferryFs.openSource(abs);
-  } catch (err) {
-    if (goneSinceScan((err as NodeJS.ErrnoException).code)) throw err;
-    return readXattrs(abs);
-  }
-  try {
-    if (!fstatSync(fd).isDirectory())
-      throw Object.assign(new Error(`${abs} is no longer a directory`), { code: 'ENOTDIR' });
-    return xattrsOf(fd);
-  } finally {
-    closeSync(fd);
-  }
+export function directoryXattrs(abs: string): XattrList | undefined {
+  return orByPath(abs, () => {
+    const fd = ferryFs.openSource(abs);
+    try {
+      if (!fstatSync(fd).isDirectory())
+        throw Object.assign(new Error(`${abs} is no longer a directory`), { code: 'ENOTDIR' });
+      return xattrsOf(fd);
+    } finally {
+      closeSync(fd);
+    }
+  });
 }
 
 /**
  * The extended attributes of an entry not opened for its content (a symlink's SELinux label,
  * a device node's), read inside its parent directory opened through no symlink
  * (`nodeXattrs`): a parent swapped for a symlink since the scan fails with ELOOP (the pass
- * then drops the entry) instead of lending it another entry's attributes. Where the parent
- * cannot be opened (refused, see unreadableCode), they are read by path, as before.
+ * then drops the entry) instead of lending it another entry's attributes.
  */
-export function nodeXattrs(abs: string): XattrList | undefined {
-  try {
-    return parseXattrBlob(ferryFs.nodeXattrs(abs), 1)[0];
-  } catch (err) {
-    if (goneSinceScan((err as NodeJS.ErrnoException).code)) throw err;
-    return readXattrs(abs);
-  }
+function nodeXattrs(abs: string): XattrList | undefined {
+  return orByPath(abs, () => parseXattrBlob(ferryFs.nodeXattrs(abs), 1)[0]);
 }
 
 /**

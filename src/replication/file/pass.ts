@@ -14,7 +14,7 @@ import {
 import { BatchReader, type SmallRead } from './batch-read.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
 import { contentHash, wholeFileHash } from './content-hash.js';
-import { entryFromRecord, entryFromScan, isSparse, readXattrs } from './entry.js';
+import { directoryXattrs, entryFromRecord, entryFromScan, isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
 import { changedSinceScan, openScannedFile, readFileRegions, type ScannedFile } from './read-file.js';
@@ -108,7 +108,7 @@ export const UNREADABLE_REPORTED = 20;
 function rootMeta(root: string): NonNullable<CommitMessage['root']> {
   const real = canonicalRoot(root);
   const st = lstatSync(real, { bigint: true });
-  const xattrs = readXattrs(real);
+  const xattrs = directoryXattrs(real);
   return {
     mode: Number(st.mode & 0o7777n),
     uid: Number(st.uid),

@@ -6,7 +6,7 @@ import { lstatSync, readdirSync, readlinkSync } from '../../native/fs-bytes.js';
 import { type CheckMessage, type Session, validatePath } from '../../protocol/index.js';
 import { BatchReader } from './batch-read.js';
 import { wholeFileHash } from './content-hash.js';
-import { isSparse, nodeXattrs, readXattrs, xattrsDigest } from './entry.js';
+import { entryXattrs, isSparse, linkTargetOf, readXattrs, xattrsDigest } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
 import { openScannedFile, readFileRegions } from './read-file.js';
@@ -175,9 +175,9 @@ async function verifySend(opts: VerifySendOptions): Promise<VerifyReport> {
         c.hash = HASH_PENDING;
       }
     }
-    if (e.kind === 'symlink') c.linkTarget = readlinkSync(e.abs);
-    if (opts.mode === 'full' && e.kind !== 'file')
-      c.xattrs = xattrsDigest(e.kind === 'dir' ? readXattrs(e.abs) : nodeXattrs(e.abs));
+    // read as a pass reads them: through no symlink a swap since the scan could put there
+    if (e.kind === 'symlink') c.linkTarget = linkTargetOf(e.abs);
+    if (opts.mode === 'full' && e.kind !== 'file') c.xattrs = xattrsDigest(entryXattrs(e));
     while (waiting.length >= MAX_WAITING) await sendOldest();
     waiting.push(c);
     while (waiting.length > 0 && waiting[0]!.hash !== HASH_PENDING) await sendOldest();
