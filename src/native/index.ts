@@ -277,8 +277,7 @@ function withByteNames(a: FerryFs): FerryFs {
     readlinkSource: (path) => a.readlinkSource(p(path)),
     nodeXattrs: (path) => a.nodeXattrs(p(path)),
     readDir: async (dir, statLimit) => {
-      // the addon counts its arguments: statLimit left out, not undefined
-      const got = await (statLimit === undefined ? a.readDir(p(dir)) : a.readDir(p(dir), statLimit));
+      const got = await a.readDir(p(dir), statLimit); // undefined: every name stated
       const names = got.names as (string | Buffer)[];
       for (let i = 0; i < names.length; i++) {
         const n = names[i]!;
