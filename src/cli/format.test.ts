@@ -18,4 +18,22 @@ describe('paths for people', () => {
     expect(out).toContain('/r\\xe9sum\\xe9/caf\\xe9: content differs');
     expect(out).not.toContain('\udce9');
   });
+
+  it('says how many entries a live source lost during the check, and nothing when none', () => {
+    const report = {
+      mode: 'quick' as const,
+      identical: false,
+      totals: { files: 3, different: 0, missing: 0, extra: 2 },
+      directories: [{ path: '/var/spool', files: 3, different: 0, missing: 0, extra: 2 }],
+      examples: [{ path: '/var/spool/q1', problem: 'only on the target' }],
+      truncated: false,
+      seconds: 0.2,
+      finishedAt: '2026-11-28T00:00:00.000Z',
+    };
+    expect(verifyReport({ ...report, changedOnSource: 2 })).toContain(
+      '2 entries were removed or replaced on the source while it was checked',
+    );
+    expect(verifyReport({ ...report, changedOnSource: 0 })).not.toContain('removed or replaced');
+    expect(verifyReport(report)).not.toContain('removed or replaced');
+  });
 });

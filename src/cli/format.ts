@@ -134,6 +134,11 @@ export function verifyReport(r: VerifyReport): string {
     `${r.identical ? 'identical' : 'DIFFERENT'} (${r.mode} check, ${r.seconds.toFixed(1)} s, ${r.finishedAt}): ` +
       `${t.files} entries, ${t.different} different, ${t.missing} missing on target, ${t.extra} extra on target`,
   ];
+  if (r.changedOnSource)
+    lines.push(
+      `${r.changedOnSource} entries were removed or replaced on the source while it was checked ` +
+        '(a live source): they count as extra where the target has them; the next sync copies the change',
+    );
   const bad = r.directories.filter((d) => d.different + d.missing + d.extra > 0);
   if (bad.length) {
     lines.push(

@@ -42,6 +42,12 @@ export const VerifyReport = Type.Object(
     truncated: Type.Boolean(),
     seconds: Type.Number({ minimum: 0 }),
     finishedAt: Type.String({ maxLength: 40 }),
+    /**
+     * Entries the source's walk found and then lost before it could describe them (removed,
+     * or replaced by another kind, on a live source): they count as extra where the target
+     * has them. Set by the source side; absent in a report from before it was counted.
+     */
+    changedOnSource: Type.Optional(Count),
   },
   { additionalProperties: false },
 );

@@ -29,14 +29,38 @@ afterEach(async () => {
 });
 afterAll(removeDenyOpenProgram);
 
-async function verify(mode: 'quick' | 'full', dst = p('dst'), ignore: string[] = []) {
+async function verify(
+  mode: 'quick' | 'full',
+  dst = p('dst'),
+  ignore: string[] = [],
+  onEntry?: (bytes: number) => void,
+) {
   const [a, b] = duplexPair();
   const [sent, got] = await Promise.all([
-    runVerifySend({ session: new Session(a), root: p('src'), excludes: ignore, mode }),
+    runVerifySend({
+      session: new Session(a),
+      root: p('src'),
+      excludes: ignore,
+      mode,
+      ...(onEntry ? { onEntry } : {}),
+    }),
     receiveVerify(new Session(b), dst, mode, { ignore }),
   ]);
-  expect(sent).toEqual(got);
-  return got;
+  // the source side adds what it lost during its walk to the target's report
+  expect(sent).toEqual({ ...got, changedOnSource: sent.changedOnSource });
+  expect(sent.changedOnSource).toBeTypeOf('number');
+  return sent;
+}
+
+/** An onEntry that runs `change` once, when the n-th CHECK has been sent. */
+function changeAt(n: number, change: () => void): { onEntry: () => void; ran: () => boolean } {
+  let calls = 0;
+  return {
+    onEntry: () => {
+      if (++calls === n) change();
+    },
+    ran: () => calls >= n,
+  };
 }
 
 describe('verify pass', () => {
@@ -245,6 +269,41 @@ describe('verify pass', () => {
     await check('outside', 'dir'); // leaves etc: its extras are counted, its names dropped
     await check('etc/late', 'file');
     await expect(got).rejects.toMatchObject({ code: 'FERRY_PROTOCOL_VIOLATION' });
+  });
+
+  it('reports entries a live source loses during the walk (removed, or replaced by another kind) instead of failing', async () => {
+    // quick mode: the symlink is stated with its directory's listing, then removed before its
+    // target is read (after the CHECK of /etc/a, the walk's second)
+    const quick = changeAt(2, () => fs.rmSync(p('src/etc/link')));
+    const q = await verify('quick', p('dst'), [], quick.onEntry);
+    expect(quick.ran()).toBe(true);
+    expect(q.changedOnSource).toBe(1);
+    expect(q.totals).toMatchObject({ files: 4, different: 0, missing: 0, extra: 1 });
+    expect(q.examples).toEqual([{ path: '/etc/link', problem: 'only on the target' }]);
+    // full mode: a large file (opened only at its turn) is replaced by a symlink to a file
+    // outside the tree, which is never read, and a small file is removed
+    fs.symlinkSync('a', p('src/etc/link'));
+    execFileSync('touch', ['-h', '-r', p('dst/etc/link'), p('src/etc/link')]);
+    fs.writeFileSync(p('src/etc/big'), Buffer.alloc(3 << 20, 7));
+    execFileSync('cp', ['-a', p('src/etc/big'), p('dst/etc/big')]);
+    execFileSync('touch', ['-r', p('src/etc'), p('dst/etc')]);
+    expect((await verify('full')).identical).toBe(true);
+    const full = changeAt(2, () => {
+      fs.rmSync(p('src/etc/big'));
+      fs.symlinkSync(p('outside/b'), p('src/etc/big'));
+    });
+    const f = await verify('full', p('dst'), [], full.onEntry);
+    expect(full.ran()).toBe(true);
+    expect(f.changedOnSource).toBe(1);
+    expect(f.totals).toMatchObject({ files: 5, different: 0, missing: 0, extra: 1 });
+    expect(f.examples).toEqual([{ path: '/etc/big', problem: 'only on the target' }]);
+    // the next check sees the source as it is now
+    const next = await verify('full');
+    expect(next.changedOnSource).toBe(0);
+    expect(next.examples).toContainEqual({
+      path: '/etc/big',
+      problem: 'is a file on the target, a symlink on the source',
+    });
   });
 
   it('takes a target root given through a symlink (hashing what it resolves to)', async () => {

@@ -9,8 +9,8 @@ import { wholeFileHash } from './content-hash.js';
 import { entryXattrs, isSparse, linkTargetOf, readXattrs, xattrsDigest } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
-import { openScannedFile, readFileRegions } from './read-file.js';
-import { canonicalRoot, isExcluded, kindOf, normalizeExcludes, scanTree } from './scan.js';
+import { changedSinceScan, openScannedFile, readFileRegions } from './read-file.js';
+import { canonicalRoot, goneSinceScan, isExcluded, kindOf, normalizeExcludes, scanTree } from './scan.js';
 
 const MAX_DIRECTORIES = 1000;
 const XATTRS_DIFFER = 'extended attributes differ';
@@ -28,6 +28,8 @@ const AHEAD_BYTES = 32 << 20;
 
 /** The hash of a file that could not be read: never equal to a real one. */
 const UNREADABLE = '0'.repeat(64);
+/** A file gone, or no longer a regular file, between the walk's stat and its read. */
+const GONE = 'gone';
 
 /** What a full verify compares of a regular file: its content's hash and its xattrs' digest (hex). */
 interface FileDigest {
@@ -94,12 +96,15 @@ class HashAhead {
     });
   }
 
-  /** The digests of the oldest file queued: UNREADABLE when it could not be read. */
-  async next(): Promise<FileDigest> {
+  /**
+   * The digests of the oldest file queued: UNREADABLE when it could not be read, GONE when
+   * it was removed or replaced by another kind of entry since it was stated.
+   */
+  async next(): Promise<FileDigest | typeof GONE> {
     const item = this.#queue.shift();
     if (!item) throw new Error('HashAhead.next() with nothing queued');
     this.#bytes -= item.size;
-    return item.hash().catch(() => ({ hash: UNREADABLE, xattrs: UNREADABLE }));
+    return item.hash().catch((e) => (changedSinceScan(e) ? GONE : { hash: UNREADABLE, xattrs: UNREADABLE }));
   }
 }
 
@@ -140,10 +145,17 @@ async function verifySend(opts: VerifySendOptions): Promise<VerifyReport> {
   // CHECKs whose file is being hashed wait here, in scan order, while the scan goes on
   const hashes = new HashAhead(opts.direct ?? true);
   const waiting: CheckMessage[] = [];
+  // entries lost between the walk's stat and their read: not described, so the target
+  // counts what it has of them as extra (the source no longer has them), and the report says how many
+  let changed = 0;
   const sendOldest = async () => {
     const c = waiting.shift()!;
     if (c.hash === HASH_PENDING) {
       const d = await hashes.next();
+      if (d === GONE) {
+        changed++;
+        return;
+      }
       c.hash = d.hash;
       c.xattrs = d.xattrs;
     }
@@ -176,8 +188,22 @@ async function verifySend(opts: VerifySendOptions): Promise<VerifyReport> {
       }
     }
     // read as a pass reads them: through no symlink a swap since the scan could put there
-    if (e.kind === 'symlink') c.linkTarget = linkTargetOf(e.abs);
-    if (opts.mode === 'full' && e.kind !== 'file') c.xattrs = xattrsDigest(entryXattrs(e));
+    if (e.kind === 'symlink') {
+      const link = unlessGone(() => linkTargetOf(e.abs));
+      if (link === GONE) {
+        changed++;
+        continue;
+      }
+      c.linkTarget = link;
+    }
+    if (opts.mode === 'full' && e.kind !== 'file') {
+      const xattrs = unlessGone(() => entryXattrs(e));
+      if (xattrs === GONE) {
+        changed++;
+        // a directory is still described (what the walk finds in it is, too); anything else is dropped
+        if (e.kind !== 'dir') continue;
+      } else c.xattrs = xattrsDigest(xattrs);
+    }
     while (waiting.length >= MAX_WAITING) await sendOldest();
     waiting.push(c);
     while (waiting.length > 0 && waiting[0]!.hash !== HASH_PENDING) await sendOldest();
@@ -187,7 +213,21 @@ async function verifySend(opts: VerifySendOptions): Promise<VerifyReport> {
   await reader;
   if (!report)
     throw new FerryError('FERRY_CONNECTION_LOST', 'the target closed the connection before its report');
-  return report;
+  return { ...(report as VerifyReport), changedOnSource: changed };
+}
+
+/**
+ * `read()`, or GONE when what it reads was removed, or replaced by another kind of entry
+ * (EINVAL: a symlink that is no longer one), since the walk stated it.
+ */
+function unlessGone<T>(read: () => T): T | typeof GONE {
+  try {
+    return read();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (goneSinceScan(code) || code === 'EINVAL') return GONE;
+    throw err;
+  }
 }
 
 interface DirTally extends VerifyDirectory {
@@ -324,13 +364,17 @@ async function verifyReceive(
     if (o.problem === HASH_PENDING) {
       const d = await hashes.next();
       o.problem =
-        d.hash === UNREADABLE
-          ? 'cannot be read'
-          : d.hash !== o.c.hash
-            ? 'content differs'
-            : o.c.xattrs !== undefined && d.xattrs !== o.c.xattrs
-              ? XATTRS_DIFFER
-              : null;
+        d === GONE
+          ? 'missing'
+          : d.hash === UNREADABLE
+            ? 'cannot be read'
+            : o.c.hash === UNREADABLE
+              ? 'cannot be read on the source'
+              : d.hash !== o.c.hash
+                ? 'content differs'
+                : o.c.xattrs !== undefined && d.xattrs !== o.c.xattrs
+                  ? XATTRS_DIFFER
+                  : null;
     }
     if (o.problem === 'missing') o.t.missing++;
     else if (o.problem) o.t.different++;
