@@ -254,6 +254,7 @@ describe('verify pass', () => {
     // target holds in it is extra
     expect(full.identical).toBe(false);
     expect(full.totals).toMatchObject({ different: 1, missing: 0, extra: 1 });
+    expect(full.examples).toContainEqual({ path: '/etc/a', problem: 'cannot be read on the source' });
     // quick mode needs no read of the file, only the listing
     expect((await verify('quick')).totals).toMatchObject({ different: 0, missing: 0, extra: 0 });
   });
