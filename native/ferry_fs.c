@@ -321,6 +321,7 @@ static napi_value set_times(napi_env env, napi_callback_info info) {
 
 void ferry_batch_init(napi_env env, napi_value exports); /* batch_io.c */
 void ferry_direct_init(napi_env env, napi_value exports); /* direct_io.c */
+void ferry_rolling_init(napi_env env, napi_value exports); /* rolling.c */
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -339,6 +340,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   ferry_batch_init(env, exports);
   ferry_direct_init(env, exports);
+  ferry_rolling_init(env, exports);
   return exports;
 }
 

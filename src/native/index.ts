@@ -24,6 +24,18 @@ export interface FerryFs {
   seekData(fd: number, offset: number): number;
   /** Offset of the next hole at or after `offset` (the file size at the end). */
   seekHole(fd: number, offset: number): number;
+  /**
+   * The weak (rolling) sum of all of `buf` (native/rolling.c): what a changed-block
+   * transfer's SUMS carry per block besides the strong one, so that the source finds a
+   * block of the target's copy wherever it starts in its own file.
+   */
+  weakSum(buf: Buffer): number;
+  /**
+   * The first p in [start, end - blockSize] where the window buf[p, p + blockSize) has a
+   * weak sum in the set (`sorted`: ascending u32s; `bits`: a bitset of a power-of-two
+   * size indexed by a sum's top bits), or -1. See WeakSums in replication/file/delta.ts.
+   */
+  rollFind(buf: Buffer, start: number, end: number, blockSize: number, bits: Buffer, sorted: Buffer): number;
   listXattr(path: string): string[];
   getXattr(path: string, name: string): Buffer;
   setXattr(path: string, name: string, value: Buffer): void;
@@ -240,6 +252,8 @@ export const ADDON_FUNCTIONS = [
   'writeDirect',
   'readDirect',
   'alignedOffset',
+  'weakSum',
+  'rollFind',
 ] as const satisfies readonly (keyof FerryFs)[];
 
 /** Loads the addon and checks it is the one these sources expect, not a stale build. */

@@ -206,6 +206,25 @@ describe('message validation', () => {
     expect(() => decodeMessage(0x11, Buffer.from([1, 2, 3]))).toThrow(/DATA/);
   });
 
+  it('takes a COPY only with whole, bounded numbers', () => {
+    const copy = (body: object) => Buffer.from(JSON.stringify(body));
+    expect(decodeMessage(FrameType.COPY, copy({ offset: 10, from: 0, length: 4096 }))).toEqual({
+      type: 'copy',
+      body: { offset: 10, from: 0, length: 4096 },
+    });
+    for (const bad of [
+      { offset: -1, from: 0, length: 1 },
+      { offset: 0, from: 0.5, length: 1 },
+      { offset: 0, from: 0, length: 0 },
+      { offset: 0, from: 0, length: (1 << 24) + 1 },
+      { offset: 0, from: 0 },
+      { offset: 0, from: 0, length: 1, seq: 3 },
+    ])
+      expect(() => decodeMessage(FrameType.COPY, copy(bad))).toThrow(
+        expect.objectContaining({ code: 'FERRY_PROTOCOL_VIOLATION' }),
+      );
+  });
+
   it('decodes a FILES frame into its files and refuses one whose entries or sizes do not hold', () => {
     const file = (seq: number, path: string, size: number, extra: object = {}) => ({
       seq,

@@ -22,6 +22,7 @@ export {
   type CheckMessage,
   type CommitMessage,
   type CommittedMessage,
+  type CopyMessage,
   type DeleteMessage,
   decodeMessage,
   ENTRY_KINDS,

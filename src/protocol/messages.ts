@@ -35,6 +35,11 @@ export const FrameType = {
    * refused read): the target drops what it received of it and keeps its previous copy.
    */
   FILE_ABORT: 0x1a,
+  /**
+   * Changed-block transfer: `length` bytes of the target's previous copy, from offset `from`,
+   * belong at `offset` of the new file (a block the source found elsewhere than it was).
+   */
+  COPY: 0x1b,
   ERROR: 0x7f,
 } as const;
 
@@ -211,14 +216,23 @@ const Raw = Type.Object(
   { additionalProperties: false },
 );
 
-/** The target's copy of a file in blocks: 16 bytes of BLAKE3 per block, base64. */
+/**
+ * The target's copy of a file in blocks: 16 bytes of BLAKE3 per block, base64 (`hashes`),
+ * and each block's weak rolling sum as a big-endian u32, base64 (`weak`, native/rolling.c).
+ */
 const Sums = Type.Object(
   {
     seq: Int(),
     blockSize: Type.Integer({ minimum: 4096, maximum: 1 << 24 }),
     size: Int(),
     hashes: Type.String({ maxLength: 1_000_000, pattern: '^[A-Za-z0-9+/]*={0,2}$' }),
+    weak: Type.Optional(Type.String({ maxLength: 300_000, pattern: '^[A-Za-z0-9+/]*={0,2}$' })),
   },
+  { additionalProperties: false },
+);
+/** Changed-block transfer: bytes [from, from + length) of the target's previous copy go at `offset`. */
+const Copy = Type.Object(
+  { offset: Int(), from: Int(), length: Type.Integer({ minimum: 1, maximum: 1 << 24 }) },
   { additionalProperties: false },
 );
 const Delete = Type.Object({ seq: Int(), path: PathString }, { additionalProperties: false });
@@ -266,6 +280,7 @@ export type WholeFileMessage = Static<typeof WholeFile>;
 export type DeleteMessage = Static<typeof Delete>;
 export type CheckMessage = Static<typeof Check>;
 export type SumsMessage = Static<typeof Sums>;
+export type CopyMessage = Static<typeof Copy>;
 export type RawMessage = Static<typeof Raw>;
 export type CommitMessage = Static<typeof Commit>;
 export type AckMessage = Static<typeof Ack>;
@@ -293,6 +308,7 @@ export type Message =
   | { type: 'delete'; body: DeleteMessage }
   | { type: 'check'; body: CheckMessage }
   | { type: 'sums'; body: SumsMessage }
+  | { type: 'copy'; body: CopyMessage }
   | { type: 'raw'; body: RawMessage }
   | { type: 'report'; body: VerifyReport }
   | { type: 'commit'; body: CommitMessage }
@@ -330,6 +346,7 @@ const JSON_TYPES: Record<JsonType, { code: number; schema: TSchema }> = {
   delete: { code: FrameType.DELETE, schema: Delete },
   check: { code: FrameType.CHECK, schema: Check },
   sums: { code: FrameType.SUMS, schema: Sums },
+  copy: { code: FrameType.COPY, schema: Copy },
   raw: { code: FrameType.RAW, schema: Raw },
   report: { code: FrameType.REPORT, schema: VerifyReport },
   commit: { code: FrameType.COMMIT, schema: Commit },

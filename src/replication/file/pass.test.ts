@@ -414,7 +414,8 @@ describe('file-level pass over an in-memory connection', () => {
     const changed = distinctBytes(8 << 20);
     changed.fill(7, 5 << 20, 6 << 20);
     fs.writeFileSync(path.join(src, 'var/old.bin'), changed);
-    allowLarge = await denyOpens([path.join(src, 'var/old.bin')], { readsAfter: 2 });
+    // (read in windows of a few MiB: the first read succeeds, the second fails)
+    allowLarge = await denyOpens([path.join(src, 'var/old.bin')], { readsAfter: 1 });
     const sync = await pass(src, dst, state);
     await allowLarge();
     expect(sync.sent.unreadableEntries).toEqual([{ path: 'var/old.bin', code: 'EPERM' }]);
@@ -841,4 +842,45 @@ describe('file-level pass over an in-memory connection', () => {
       state.close();
     },
   );
+
+  it("finds the target's blocks where inserted or removed bytes shifted them, and sends little more than the change", async () => {
+    const { src, dst } = emptyTrees();
+    const MiB = 1024 * 1024;
+    const original = distinctBytes(12 * MiB);
+    const file = path.join(src, 'dump.sql');
+    fs.writeFileSync(file, original);
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    await pass(src, dst, state);
+    // 1000 bytes inserted near the start: every block after them has moved by 1000 bytes
+    const inserted = Buffer.concat([
+      original.subarray(0, 100_000),
+      Buffer.alloc(1000, 0x41),
+      original.subarray(100_000),
+    ]);
+    fs.writeFileSync(file, inserted);
+    const shifted = await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    // the 190 blocks after it go as one COPY (at most 16 MiB each)
+    expect(shifted.frames.get(FrameType.COPY)).toBe(1);
+    // the block holding the insertion and the short tail, not 12 MiB
+    expect(shifted.sent.bytesSent).toBeLessThanOrEqual(2 * 64 * 1024 + 1000);
+    // 5000 bytes removed in the middle and a 3 MiB stretch moved to the end
+    const removed = Buffer.concat([inserted.subarray(0, 6 * MiB), inserted.subarray(6 * MiB + 5000)]);
+    const moved = Buffer.concat([
+      removed.subarray(0, 2 * MiB),
+      removed.subarray(5 * MiB),
+      removed.subarray(2 * MiB, 5 * MiB),
+    ]);
+    fs.writeFileSync(file, moved);
+    const again = await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    expect(again.sent.bytesSent).toBeLessThanOrEqual(6 * 64 * 1024);
+    // nothing in common: all of it goes as DATA, none as COPY, and still arrives whole
+    fs.writeFileSync(file, distinctBytes(12 * MiB).reverse());
+    const fresh = await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    expect(fresh.frames.get(FrameType.COPY) ?? 0).toBe(0);
+    expect(fresh.sent.bytesSent).toBe(12 * MiB);
+    state.close();
+  });
 });

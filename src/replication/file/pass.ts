@@ -1,4 +1,4 @@
-import { closeSync, read } from 'node:fs';
+import { closeSync } from 'node:fs';
 import path from 'node:path';
 import { FerryError, isErrorCode } from '../../errors/index.js';
 import { lstatSync } from '../../native/fs-bytes.js';
@@ -12,8 +12,8 @@ import {
   type WholeFileMessage,
 } from '../../protocol/index.js';
 import { BatchReader, type SmallRead } from './batch-read.js';
-import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
-import { contentHash, wholeFileHash } from './content-hash.js';
+import { wholeFileHash } from './content-hash.js';
+import { sendDelta } from './delta.js';
 import { directoryXattrs, entryFromRecord, entryFromScan, isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
@@ -150,7 +150,8 @@ interface Planned {
 }
 
 const DELTA_FROM = 1 << 20;
-const MAX_BLOCKS = 40_000;
+/** Blocks of one file in a changed-block transfer, at most: its SUMS (strong and weak sums) must fit in one frame. */
+const MAX_BLOCKS = 32_768;
 
 /** Block size for a changed-block transfer of this file, or 0 when it is sent whole. */
 function deltaBlockSize(e: ScannedEntry): number {
@@ -159,56 +160,6 @@ function deltaBlockSize(e: ScannedEntry): number {
   let b = 64 * 1024;
   while (size / b > MAX_BLOCKS && b < 1 << 24) b *= 2;
   return size / b > MAX_BLOCKS ? 0 : b;
-}
-
-/**
- * Reads a file block by block, sends (as DATA) each block whose first 16 bytes of BLAKE3
- * differ from the target's sums, and returns the whole file's hash and the bytes sent.
- */
-async function sendChangedBlocks(
-  file: { fd: number; size: number },
-  blockSize: number,
-  theirs: Buffer,
-  send: (m: Parameters<Session['send']>[0]) => Promise<void>,
-): Promise<{ hash: string; sent: number }> {
-  const { fd, size } = file;
-  const readAt = (buf: Buffer, off: number, len: number, pos: number) =>
-    new Promise<number>((resolve, reject) =>
-      read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n))),
-    );
-  const whole = contentHash();
-  try {
-    let sent = 0;
-    for (let at = 0, i = 0; at < size; at += blockSize, i++) {
-      const want = Math.min(blockSize, size - at); // nothing past the size the ENTRY gave
-      const buf = Buffer.allocUnsafe(want); // DATA frames keep a reference until written
-      let n = 0;
-      while (n < want) {
-        const bytesRead = await readAt(buf, n, want - n, at + n);
-        if (bytesRead === 0) break;
-        n += bytesRead;
-      }
-      if (n === 0) break;
-      const block = n === want ? buf : buf.subarray(0, n);
-      await whole.update(block);
-      const S = BLOCK_SUM_BYTES;
-      const same =
-        (i + 1) * S <= theirs.length && blockSum(block).equals(theirs.subarray(i * S, (i + 1) * S));
-      if (!same) {
-        for (let o = 0; o < n; o += MAX_DATA_BYTES)
-          await send({
-            type: 'data',
-            offset: at + o,
-            data: block.subarray(o, Math.min(n, o + MAX_DATA_BYTES)),
-          });
-        sent += n;
-      }
-      if (n < blockSize) break;
-    }
-    return { hash: await whole.digest(), sent };
-  } finally {
-    whole.discard(); // a no-op after the digest
-  }
 }
 
 /**
@@ -601,10 +552,14 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
           entrySent = true;
           const s = await sums;
           sumsWaiters.delete(seq);
-          const { hash, sent } = await sendChangedBlocks(
+          const { hash, sent } = await sendDelta(
             file,
-            blockSize,
-            Buffer.from(s.hashes, 'base64'),
+            {
+              blockSize,
+              size: s.size,
+              strong: Buffer.from(s.hashes, 'base64'),
+              weak: Buffer.from(s.weak ?? '', 'base64'),
+            },
             send,
           );
           progress.bytes += cur.size;

@@ -119,6 +119,9 @@ export async function receivePass(
           bytes += msg.data.length;
           onBytes(msg.data.length);
           break;
+        case 'copy':
+          await writer.copy(msg.body);
+          break;
         case 'file':
           // a whole small file: the same steps as ENTRY, DATA and FILE_END
           await receiveWholeFiles([{ body: msg.body, data: msg.data }], msg.release);

@@ -108,6 +108,66 @@ describe('TreeWriter never writes outside its root', () => {
   });
 });
 
+describe('changed-block transfers with COPY frames', () => {
+  const B = 4096;
+  const old = Buffer.concat([
+    Buffer.alloc(B, 1),
+    Buffer.alloc(B, 2),
+    Buffer.alloc(B, 3),
+    Buffer.from('tail'),
+  ]);
+  const delta = (seq: number, size: number): EntryMessage => ({
+    ...file(seq, 'db', size),
+    deltaBlockSize: B,
+  });
+
+  it('sums the copy it holds (strong and weak) and builds the new file from COPY, gaps and DATA', async () => {
+    fs.writeFileSync(path.join(root, 'db'), old);
+    const w = await TreeWriter.open(root, log);
+    // new: block 2 moved to the front, 5 new bytes, block 1 shifted by those 5 (its old tail left out)
+    const want = Buffer.concat([Buffer.alloc(B, 3), Buffer.from('12345'), Buffer.alloc(B, 2)]);
+    const sums = await w.entry(delta(1, want.length));
+    expect(sums).toMatchObject({ seq: 1, blockSize: B, size: old.length });
+    expect(Buffer.from(sums!.hashes, 'base64').length).toBe(4 * 16);
+    expect(Buffer.from(sums!.weak!, 'base64').length).toBe(4 * 4);
+    await w.copy({ offset: 0, from: 2 * B, length: B });
+    await w.data(B, Buffer.from('12345'));
+    await w.copy({ offset: B + 5, from: B, length: B });
+    await w.fileEnd(hash(want));
+    await w.commit();
+    expect(fs.readFileSync(path.join(root, 'db')).equals(want)).toBe(true);
+  });
+
+  it('refuses a COPY outside either file, out of order, or without a previous copy, and writes nothing', async () => {
+    fs.writeFileSync(path.join(root, 'db'), old);
+    const bad = [
+      { offset: 0, from: old.length - 10, length: 11 }, // past the previous copy
+      { offset: 3 * B, from: 0, length: B + 1 }, // past the new file's size
+      { offset: 2 * B, from: 0, length: B }, // then one before it
+    ];
+    for (const [i, c] of bad.entries()) {
+      const w = await TreeWriter.open(root, log);
+      await w.entry(delta(1, 4 * B));
+      if (i === 2) await w.copy(c);
+      const again = i === 2 ? { offset: B, from: 0, length: B } : c;
+      await expect(w.copy(again)).rejects.toMatchObject({ code: 'FERRY_PROTOCOL_VIOLATION' });
+      await w.abort();
+      w.close();
+    }
+    // a file sent whole has no previous copy to take from
+    const w = await TreeWriter.open(root, log);
+    await w.entry(file(1, 'db', 2 * B));
+    await expect(w.copy({ offset: 0, from: 0, length: B })).rejects.toMatchObject({
+      code: 'FERRY_PROTOCOL_VIOLATION',
+    });
+    await w.abort();
+    w.close();
+    expect(fs.readdirSync(root)).toEqual(['db']);
+    expect(fs.readFileSync(path.join(root, 'db')).equals(old)).toBe(true);
+    outsideUntouched();
+  });
+});
+
 describe('TreeWriter after a crash', () => {
   it('removes the temporary file an interrupted transfer left in the tree', async () => {
     const inflight = path.join(dir, 'inflight');

@@ -45,6 +45,7 @@ import {
 } from '../../native/index.js';
 import {
   type CommitMessage,
+  type CopyMessage,
   type EntryMessage,
   type ResumableFile,
   type SumsMessage,
@@ -53,6 +54,7 @@ import {
 } from '../../protocol/index.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
 import { type ContentHash, contentHash, feedBeforeChunk, feedEnd, wholeFileHash } from './content-hash.js';
+import { WEAK_SUM_BYTES } from './delta.js';
 
 const run = promisify(execFile);
 const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, socket: C.S_IFSOCK } as const;
@@ -917,6 +919,7 @@ export class TreeWriter {
     }
     const buf = Buffer.allocUnsafe(blockSize);
     const out = Buffer.allocUnsafe(Math.ceil(st.size / blockSize) * BLOCK_SUM_BYTES);
+    const weak = Buffer.allocUnsafe(Math.ceil(st.size / blockSize) * WEAK_SUM_BYTES);
     let blocks = 0;
     for (let at = 0; at < st.size; at += blockSize) {
       let n = 0;
@@ -925,7 +928,9 @@ export class TreeWriter {
         if (r <= 0) break;
         n += r;
       }
-      blockSum(n === buf.length ? buf : buf.subarray(0, n)).copy(out, blocks * BLOCK_SUM_BYTES);
+      const block = n === buf.length ? buf : buf.subarray(0, n);
+      blockSum(block).copy(out, blocks * BLOCK_SUM_BYTES);
+      weak.writeUInt32BE(ferryFs.weakSum(block), blocks * WEAK_SUM_BYTES);
       blocks++;
     }
     return {
@@ -935,6 +940,7 @@ export class TreeWriter {
         blockSize,
         size: st.size,
         hashes: out.subarray(0, blocks * BLOCK_SUM_BYTES).toString('base64'),
+        weak: weak.subarray(0, blocks * WEAK_SUM_BYTES).toString('base64'),
       },
     };
   }
@@ -946,14 +952,18 @@ export class TreeWriter {
     return direct === undefined ? {} : { direct };
   }
 
-  /** Changed-block transfer: copies the previous copy's bytes [f.hashedTo, to) into the new file. */
+  /** Changed-block transfer: copies the previous copy's bytes [f.hashedTo, to) into the new file, in place. */
   async #fillFromOld(f: OpenFile, to: number): Promise<void> {
+    if (f.old) await this.#copyFromOld(f, f.hashedTo, Math.min(to, f.old.size) - f.hashedTo);
+  }
+
+  /** Changed-block transfer: appends the previous copy's bytes [from, from + length) to the new file (at f.hashedTo). */
+  async #copyFromOld(f: OpenFile, from: number, length: number): Promise<void> {
     const old = f.old;
-    if (!old) return;
-    const end = Math.min(to, old.size);
-    const buf = Buffer.allocUnsafe(1 << 20);
-    while (f.hashedTo < end) {
-      const n = await readAt(old.fd, buf, 0, Math.min(buf.length, end - f.hashedTo), f.hashedTo);
+    if (!old || length <= 0) return;
+    const buf = Buffer.allocUnsafe(Math.min(length, 1 << 20));
+    for (let at = from; at < from + length; ) {
+      const n = await readAt(old.fd, buf, 0, Math.min(buf.length, from + length - at), at);
       if (n <= 0)
         throw new FerryError('FERRY_TARGET_WRITE', `the previous copy of ${f.rel} is shorter than it was`);
       const chunk = n === buf.length ? buf : buf.subarray(0, n);
@@ -962,7 +972,37 @@ export class TreeWriter {
       await f.hasher.update(chunk); // buf is reused once the hash has taken it
       f.hashedTo += n;
       f.written = f.hashedTo;
+      at += n;
     }
+  }
+
+  /**
+   * Changed-block transfer: a COPY frame. What lies between the last chunk and `offset`
+   * comes from the same offsets of the previous copy (as before DATA); then bytes [from,
+   * from + length) of that copy go at `offset`. Frames come in file order and stay inside
+   * both files: anything else is refused.
+   */
+  async copy(c: CopyMessage): Promise<void> {
+    const f = this.#file;
+    if (!f?.old)
+      throw new FerryError(
+        'FERRY_PROTOCOL_VIOLATION',
+        'COPY outside a changed-block transfer of a file with a previous copy',
+      );
+    const size = f.entry.size ?? 0;
+    if (c.offset < f.hashedTo || c.offset + c.length > size || c.from + c.length > f.old.size)
+      throw new FerryError(
+        'FERRY_PROTOCOL_VIOLATION',
+        `COPY of ${c.from}+${c.length} to ${c.offset} outside ${f.rel} (size ${size}, previous copy ${f.old.size})`,
+      );
+    this.#checkpoint(f);
+    await this.#fillFromOld(f, c.offset);
+    if (f.hashedTo !== c.offset)
+      throw new FerryError(
+        'FERRY_PROTOCOL_VIOLATION',
+        `COPY to ${c.offset} beyond the previous copy of ${f.rel}`,
+      );
+    await this.#copyFromOld(f, c.from, c.length); // beside the queued writes, as the fill is: other offsets
   }
 
   /**

@@ -1,0 +1,140 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ferryFs } from '../../native/index.js';
+import type { Message } from '../../protocol/index.js';
+import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
+import { wholeFileHash } from './content-hash.js';
+import { sendDelta, type TheirSums, WEAK_SUM_BYTES } from './delta.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-delta-'));
+});
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+/** The SUMS a target holding `old` answers (as TreeWriter does), with or without weak sums. */
+function sumsOf(old: Buffer, blockSize: number, withWeak: boolean): TheirSums {
+  const blocks = Math.ceil(old.length / blockSize);
+  const strong = Buffer.alloc(blocks * BLOCK_SUM_BYTES);
+  const weak = Buffer.alloc(withWeak ? blocks * WEAK_SUM_BYTES : 0);
+  for (let j = 0; j < blocks; j++) {
+    const block = old.subarray(j * blockSize, (j + 1) * blockSize);
+    blockSum(block).copy(strong, j * BLOCK_SUM_BYTES);
+    if (withWeak) weak.writeUInt32BE(ferryFs.weakSum(block), j * WEAK_SUM_BYTES);
+  }
+  return { blockSize, size: old.length, strong, weak };
+}
+
+/** What the target builds from its old copy and the frames (TreeWriter's rules: file order, gaps from the same offset). */
+function apply(old: Buffer, frames: Message[], size: number): Buffer {
+  const out = Buffer.alloc(size);
+  let at = 0;
+  const fill = (to: number) => {
+    const end = Math.min(to, old.length);
+    if (end > at) old.copy(out, at, at, end);
+    at = Math.max(at, end);
+  };
+  for (const m of frames) {
+    if (m.type === 'data') {
+      fill(m.offset);
+      expect(m.offset).toBe(at);
+      m.data.copy(out, m.offset);
+      at = m.offset + m.data.length;
+    } else if (m.type === 'copy') {
+      fill(m.body.offset);
+      expect(m.body.offset).toBe(at);
+      expect(m.body.from + m.body.length).toBeLessThanOrEqual(old.length);
+      old.copy(out, at, m.body.from, m.body.from + m.body.length);
+      at += m.body.length;
+    } else throw new Error(`unexpected ${m.type}`);
+  }
+  fill(size);
+  return out;
+}
+
+async function deltaOf(old: Buffer, now: Buffer, blockSize: number, withWeak = true) {
+  const file = path.join(dir, 'f');
+  fs.writeFileSync(file, now);
+  const fd = fs.openSync(file, 'r');
+  const frames: Message[] = [];
+  try {
+    const r = await sendDelta({ fd, size: now.length }, sumsOf(old, blockSize, withWeak), async (m) => {
+      frames.push(m);
+    });
+    expect(r.hash).toBe(wholeFileHash(now));
+    expect(apply(old, frames, now.length).equals(now)).toBe(true);
+    return { ...r, frames };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** `old` with random insertions, deletions and overwrites, and a stretch moved. */
+function edited(old: Buffer, seed: number): Buffer {
+  let s = seed;
+  const rnd = (n: number) => {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    return s % n;
+  };
+  let b = Buffer.from(old);
+  for (let k = 0; k < 6; k++) {
+    const at = rnd(b.length);
+    const n = 1 + rnd(3000);
+    const op = rnd(3);
+    if (op === 0) b = Buffer.concat([b.subarray(0, at), randomBytes(n), b.subarray(at)]);
+    else if (op === 1) b = Buffer.concat([b.subarray(0, at), b.subarray(Math.min(b.length, at + n))]);
+    else randomBytes(Math.min(n, b.length - at)).copy(b, at);
+  }
+  const cut = rnd(b.length);
+  return Buffer.concat([b.subarray(cut), b.subarray(0, cut)]);
+}
+
+describe("sendDelta: a file as changes to the target's copy", () => {
+  it('rebuilds the file exactly from any mix of inserted, removed, overwritten and moved bytes, sending little', async () => {
+    const B = 4096;
+    const old = randomBytes(3 << 20);
+    for (const seed of [1, 2, 3, 4]) {
+      const now = edited(old, seed);
+      const r = await deltaOf(old, now, B);
+      // six edits of at most 3000 bytes, each costing at most two blocks, plus the cut
+      expect(r.sent).toBeLessThanOrEqual(16 * B + 6 * 3000);
+      expect(r.copied).toBeGreaterThan(now.length - 16 * B - 6 * 3000);
+    }
+  });
+
+  it("sends nothing but the file's hash when nothing changed, and finds the short last block", async () => {
+    const old = randomBytes((1 << 20) + 1234);
+    const same = await deltaOf(old, Buffer.from(old), 65_536);
+    expect(same.sent).toBe(0);
+    expect(same.frames).toEqual([]);
+    // the same short last block, after an insertion
+    const now = Buffer.concat([Buffer.from('header!'), old]);
+    const moved = await deltaOf(old, now, 65_536);
+    expect(moved.sent).toBe(7);
+    expect(moved.frames.filter((f) => f.type === 'copy')).toHaveLength(1);
+  });
+
+  it('without weak sums (a target that sends none), finds blocks only in place, and still rebuilds the file', async () => {
+    const B = 4096;
+    const old = randomBytes(1 << 20);
+    const now = Buffer.from(old);
+    now.fill(9, 10_000, 10_100); // one block changed in place
+    expect((await deltaOf(old, now, B, false)).sent).toBe(B);
+    const shifted = Buffer.concat([Buffer.from('x'), old]);
+    const r = await deltaOf(old, shifted, B, false);
+    expect(r.sent).toBe(shifted.length); // nothing is where it was
+  });
+
+  it('handles files of repeated blocks, empty files and old copies larger or smaller than the file', async () => {
+    const B = 4096;
+    const zeros = Buffer.alloc(64 * B);
+    await deltaOf(zeros, Buffer.concat([Buffer.from('a'), zeros.subarray(0, 10 * B)]), B);
+    await deltaOf(zeros, Buffer.alloc(0), B);
+    await deltaOf(Buffer.alloc(0), randomBytes(3 * B + 5), B);
+    const old = randomBytes(10 * B);
+    await deltaOf(old, Buffer.concat([old, old, old.subarray(0, 100)]), B);
+  });
+});
