@@ -11,6 +11,7 @@ import pino, { type Logger } from 'pino';
 import { DEFAULT_EMPTY_DIRS, PSEUDO_FS_TYPES } from '../control/index.js';
 import { FerryError, isFerryError } from '../errors/index.js';
 import { addClientCommands, type ClientFlags } from './client-commands.js';
+import { processArgs } from './raw-argv.js';
 
 const VERSION = (
   JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -380,7 +381,7 @@ function reportError(e: unknown): number {
 }
 
 try {
-  await program.parseAsync(process.argv);
+  await program.parseAsync(processArgs(process.argv));
 } catch (e) {
   setExit(reportError(e));
 }
