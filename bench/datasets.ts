@@ -2,6 +2,7 @@
  * Deterministic benchmark data sets (a seed, no randomness from the system): random
  * bytes come from a seeded pool, compressible bytes from generated log/config text.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -189,4 +190,41 @@ export function changeOnePercent(files: readonly string[], seed = 99): number {
     changed++;
   }
   return changed;
+}
+
+/**
+ * Changes every large file the way a database dump, a log or an archive changes: 4 KiB
+ * inserted into the first file and 4 KiB removed from the second (ext4 moves the rest of the
+ * file without copying it: `fallocate --insert-range` / `--collapse-range`, then the new
+ * bytes written in), 1 MiB rewritten in place in the third, 1 MiB appended to the fourth.
+ * Everything after the insertion or removal is shifted: a tool that compares blocks only at
+ * their old offsets resends it. Returns the bytes written.
+ */
+export function changeLargeFiles(files: readonly string[], seed = 99): number {
+  const rng = mulberry32(seed);
+  const big = files.filter((f) => fs.statSync(f).size >= 16 << 20).sort();
+  let written = 0;
+  /** A 4 KiB-aligned offset at about `fraction` of the file. */
+  const at = (f: string, fraction: number) =>
+    Math.floor((fs.statSync(f).size * fraction + rng() * 2 ** 20) / 4096) * 4096;
+  const writeAt = (f: string, data: Buffer, offset: number) => {
+    const fd = fs.openSync(f, 'r+');
+    try {
+      fs.writeSync(fd, data, 0, data.length, offset);
+    } finally {
+      fs.closeSync(fd);
+    }
+    written += data.length;
+  };
+  big.forEach((f, i) => {
+    if (i % 4 === 0) {
+      const o = at(f, 0.1);
+      execFileSync('fallocate', ['--insert-range', '-o', String(o), '-l', '4096', f]);
+      writeAt(f, randomBytes(rng, 4096), o);
+    } else if (i % 4 === 1) {
+      execFileSync('fallocate', ['--collapse-range', '-o', String(at(f, 0.5)), '-l', '4096', f]);
+    } else if (i % 4 === 2) writeAt(f, randomBytes(rng, 1 << 20), at(f, 0.7));
+    else writeAt(f, randomBytes(rng, 1 << 20), fs.statSync(f).size);
+  });
+  return written;
 }

@@ -8,7 +8,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { compareTrees } from '../src/demo/compare-trees.js';
-import { changeOnePercent, type Dataset, FULL, generate, QUICK, type Scale } from './datasets.js';
+import {
+  changeLargeFiles,
+  changeOnePercent,
+  type Dataset,
+  FULL,
+  generate,
+  QUICK,
+  type Scale,
+} from './datasets.js';
 import {
   DST_NS,
   dropCaches,
@@ -30,6 +38,8 @@ const SCENARIOS = {
   'full-large': { dataset: 'large', kind: 'full' },
   'full-mixed': { dataset: 'mixed', kind: 'full' },
   'incremental-small': { dataset: 'small', kind: 'incremental' },
+  /** Each large file changed as a dump or a log is: data inserted or removed (the rest shifted), rewritten, appended. */
+  'incremental-large': { dataset: 'large', kind: 'incremental' },
   'nochange-million': { dataset: 'million', kind: 'nochange' },
   /** `ferry verify --full` of a copied tree against `rsync -c -n` (every file's checksum, nothing sent). */
   'verify-small': { dataset: 'small', kind: 'verify' },
@@ -235,6 +245,7 @@ async function main(): Promise<void> {
         continue;
       }
       const { root, files } = dataset(sc.dataset);
+      const change = sc.dataset === 'large' ? changeLargeFiles : changeOnePercent;
       const bytes = usedBytes(root);
       if (sc.kind === 'shaped') shape(args.shapedRate);
       const add = (tool: string, m: Measure) => {
@@ -283,7 +294,7 @@ async function main(): Promise<void> {
               continuous: true,
               env,
               between: () => {
-                if (sc.kind === 'incremental') changeOnePercent(files, 100 + run);
+                if (sc.kind === 'incremental') change(files, 100 + run);
                 dropCaches();
               },
               verifyFull: sc.kind === 'verify',
@@ -307,7 +318,7 @@ async function main(): Promise<void> {
               add('rsync', rsync.copy(root, '--checksum --dry-run --delete'));
             } else {
               rsync.copy(root);
-              if (sc.kind === 'incremental') changeOnePercent(files, 200 + run);
+              if (sc.kind === 'incremental') change(files, 200 + run);
               dropCaches();
               add('rsync', rsync.copy(root, '--delete'));
             }
