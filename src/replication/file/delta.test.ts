@@ -105,11 +105,12 @@ describe("sendDelta: a file as changes to the target's copy", () => {
     }
   });
 
-  it("sends nothing but the file's hash when nothing changed, and finds the short last block", async () => {
+  it('sends no data when nothing changed (one COPY in place), and finds the short last block', async () => {
     const old = randomBytes((1 << 20) + 1234);
     const same = await deltaOf(old, Buffer.from(old), 65_536);
     expect(same.sent).toBe(0);
-    expect(same.frames).toEqual([]);
+    // one COPY in place, so that the target rebuilds the file as this side reads it
+    expect(same.frames).toEqual([{ type: 'copy', body: { offset: 0, from: 0, length: old.length } }]);
     // the same short last block, after an insertion
     const now = Buffer.concat([Buffer.from('header!'), old]);
     const moved = await deltaOf(old, now, 65_536);
@@ -122,7 +123,9 @@ describe("sendDelta: a file as changes to the target's copy", () => {
     const old = randomBytes(1 << 20);
     const now = Buffer.from(old);
     now.fill(9, 10_000, 10_100); // one block changed in place
-    expect((await deltaOf(old, now, B, false)).sent).toBe(B);
+    const inPlace = await deltaOf(old, now, B, false);
+    expect(inPlace.sent).toBe(B);
+    expect(inPlace.frames.every((f) => f.type === 'data')).toBe(true); // no COPY to a target that may not know it
     const shifted = Buffer.concat([Buffer.from('x'), old]);
     const r = await deltaOf(old, shifted, B, false);
     expect(r.sent).toBe(shifted.length); // nothing is where it was

@@ -72,10 +72,11 @@ type Send = (m: Parameters<Session['send']>[0]) => Promise<void>;
  * Sends a file as changes to the target's copy: reads it once, front to back, and finds
  * each of the target's blocks where it now starts: first the block after the last one
  * found (strong sum at once, which is all an unshifted file needs), else by the weak sums
- * rolled over every offset (rollFind) and confirmed by the strong one. A block found where
- * it already was costs nothing (the target fills every gap from the same offset of its
- * copy); one found elsewhere goes as COPY (from its old offset); every other byte goes as
- * DATA. Returns the whole file's hash and the bytes of DATA sent.
+ * rolled over every offset (rollFind) and confirmed by the strong one. Blocks found go as
+ * COPY frames (from their old offset; runs of them joined, up to 16 MiB a frame), every
+ * other byte as DATA. (To a target that sends no weak sums, and so may not know COPY, a
+ * block in place goes as nothing: the target fills every gap from the same offset of its
+ * copy.) Returns the whole file's hash, the bytes of DATA sent and of COPY frames.
  */
 export async function sendDelta(
   file: { fd: number; size: number },
@@ -138,7 +139,9 @@ export async function sendDelta(
       copy.length += length;
     else {
       await flushCopy();
-      if (from !== offset) copy = { offset, from, length };
+      // A block in place goes as COPY too when the target takes COPY (it sent weak sums):
+      // it then rebuilds the file while this side reads on, instead of all at FILE_END.
+      if (from !== offset || weak) copy = { offset, from, length };
     }
     pos += length;
     lit = pos;
