@@ -148,21 +148,6 @@ export async function sendDelta(
     expect = j + 1;
     tryExpected = true;
   };
-  const readAt = (buf: Buffer, off: number, n: number, at: number) =>
-    new Promise<number>((resolve, reject) =>
-      read(file.fd, buf, off, n, at, (err, got) => (err ? reject(err) : resolve(got))),
-    );
-  // the next stretch of the file, reading while the window is searched
-  const spare = Buffer.allocUnsafe(Math.min(WINDOW_BYTES, file.size));
-  let ahead: { at: number; bytes: Promise<number> } | null = null;
-  const readAhead = (at: number) => {
-    const n = Math.min(spare.length, file.size - at);
-    ahead = n > 0 ? { at, bytes: readAt(spare, 0, n, at) } : null;
-  };
-  const settleAhead = async () => {
-    if (ahead) await ahead.bytes.catch(() => 0); // nothing left reading into `spare`, or after the file is closed
-    ahead = null;
-  };
   const refill = async () => {
     await flushLiteral(pos);
     win.copyWithin(0, pos, len);
@@ -170,23 +155,15 @@ export async function sendDelta(
     len -= pos;
     pos = lit = 0;
     while (len < cap && base + len < file.size) {
-      const at = base + len;
-      let n: number;
-      if (ahead?.at === at) {
-        const got = await ahead.bytes;
-        ahead = null;
-        n = Math.min(got, cap - len);
-        spare.copy(win, len, 0, n);
-      } else {
-        await settleAhead();
-        n = await readAt(win, len, Math.min(cap - len, file.size - at), at); // nothing past the size the ENTRY gave
-      }
+      const want = Math.min(cap - len, file.size - base - len); // nothing past the size the ENTRY gave
+      const n = await new Promise<number>((resolve, reject) =>
+        read(file.fd, win, len, want, base + len, (err, got) => (err ? reject(err) : resolve(got))),
+      );
       if (n === 0) break; // shrunk since it was opened: the hash tells the target
       await whole.update(win.subarray(len, len + n)); // before anything else can touch those bytes
       len += n;
     }
     eof = len < cap;
-    if (!eof) readAhead(base + len);
   };
 
   try {
@@ -237,7 +214,6 @@ export async function sendDelta(
     await flushCopy();
     return { hash: await whole.digest(), sent, copied };
   } finally {
-    await settleAhead();
     whole.discard(); // a no-op after the digest
   }
 }
