@@ -76,13 +76,13 @@ interface Partial extends ResumableFile {
   tmp: string;
 }
 
-/** One positioned read in the thread pool: re-reading a kept or previous copy of a large
- * file must not hold up the event loop (heartbeats, other frames) for seconds. */
 /** How much of the previous copy one read takes when it is copied into the new file. */
 const COPY_PIECE_BYTES = 1 << 20;
 /** How much of the previous copy one read takes when it is summed for a changed-block transfer. */
 const SUM_READ_BYTES = 4 << 20;
 
+/** One positioned read in the thread pool: re-reading a kept or previous copy of a large
+ * file must not hold up the event loop (heartbeats, other frames) for seconds. */
 function readAt(fd: number, buf: Buffer, at: number, length: number, position: number): Promise<number> {
   return new Promise((resolve, reject) =>
     read(fd, buf, at, length, position, (err, n) => (err ? reject(err) : resolve(n))),
@@ -939,20 +939,28 @@ export class TreeWriter {
     };
     let blocks = 0;
     let next = readChunk(bufs[0]!, 0);
-    for (let at = 0, k = 0; at < st.size; at += chunk, k++) {
-      const buf = bufs[k % 2]!;
-      const n = await next;
-      next =
-        at + chunk < st.size && n === chunk ? readChunk(bufs[(k + 1) % 2]!, at + chunk) : Promise.resolve(0);
-      for (let b = 0; b < n; b += blockSize) {
-        const block = buf.subarray(b, Math.min(n, b + blockSize));
-        blockSum(block).copy(out, blocks * BLOCK_SUM_BYTES);
-        weak.writeUInt32BE(ferryFs.weakSum(block), blocks * WEAK_SUM_BYTES);
-        blocks++;
+    try {
+      for (let at = 0, k = 0; at < st.size; at += chunk, k++) {
+        const buf = bufs[k % 2]!;
+        const n = await next;
+        next =
+          at + chunk < st.size && n === chunk
+            ? readChunk(bufs[(k + 1) % 2]!, at + chunk)
+            : Promise.resolve(0);
+        for (let b = 0; b < n; b += blockSize) {
+          const block = buf.subarray(b, Math.min(n, b + blockSize));
+          blockSum(block).copy(out, blocks * BLOCK_SUM_BYTES);
+          weak.writeUInt32BE(ferryFs.weakSum(block), blocks * WEAK_SUM_BYTES);
+          blocks++;
+        }
+        if (n < chunk) break;
       }
-      if (n < chunk) break;
+      await next;
+    } catch (e) {
+      await next.catch(() => {});
+      closeSync(fd); // a copy that cannot be read fails the entry; nothing stays open
+      throw e;
     }
-    await next;
     return {
       old: { fd, size: st.size },
       sums: {
