@@ -106,7 +106,7 @@ export async function sendDelta(
   let copied = 0;
   let expect = 0; // the block after the last one found
   let tryExpected = true; // only right after a block was found (or at a block boundary, without weak sums)
-  // blocks found one after the other elsewhere go as one COPY (frames stay in file order)
+  // a run of blocks found one after the other goes as one COPY (frames stay in file order)
   let copy: { offset: number; from: number; length: number } | null = null;
   const flushCopy = async () => {
     if (!copy) return;
