@@ -76,12 +76,15 @@ type Send = (m: Parameters<Session['send']>[0]) => Promise<void>;
  * COPY frames (from their old offset; runs of them joined, up to 16 MiB a frame), every
  * other byte as DATA. (To a target that sends no weak sums, and so may not know COPY, a
  * block in place goes as nothing: the target fills every gap from the same offset of its
- * copy.) Returns the whole file's hash, the bytes of DATA sent and of COPY frames.
+ * copy.) With `from`, the target holds the file's first `from` bytes already (a partial
+ * file it kept): they are hashed, not sent. Returns the whole file's hash, the bytes of
+ * DATA sent and of COPY frames.
  */
 export async function sendDelta(
   file: { fd: number; size: number },
   theirs: TheirSums,
   send: Send,
+  from = 0,
 ): Promise<{ hash: string; sent: number; copied: number }> {
   const B = theirs.blockSize;
   const S = BLOCK_SUM_BYTES;
@@ -167,6 +170,19 @@ export async function sendDelta(
   };
 
   try {
+    // A kept partial file continued (resumeFrom): the target holds [0, from) of the new file
+    // already. It is read for the whole file's hash only; the search starts after it.
+    while (base < from) {
+      const n = await new Promise<number>((resolve, reject) =>
+        read(file.fd, win, 0, Math.min(cap, from - base), base, (err, got) =>
+          err ? reject(err) : resolve(got),
+        ),
+      );
+      if (n === 0) break; // shrunk since it was opened: the hash tells the target
+      await whole.update(win.subarray(0, n));
+      base += n;
+    }
+    expect = Math.floor(base / B); // where the block that was there would be, if nothing shifted
     await refill();
     for (;;) {
       if (len - pos < B) {

@@ -7,6 +7,7 @@ import { denyOpens, removeDenyOpenProgram, stopDenyingOpens } from '../../../tes
 import { duplexPair } from '../../../test/support/duplex-pair.js';
 import { buildSampleTree, compareTrees } from '../../../test/support/trees.js';
 import { SqliteSyncState } from '../../agent/sync-state.js';
+import { FerryError } from '../../errors/index.js';
 import { encodePath, ferryFs } from '../../native/index.js';
 import { FrameDecoder, FrameType, Session } from '../../protocol/index.js';
 import { configureHashing, hashingStats } from './content-hash.js';
@@ -842,6 +843,69 @@ describe('file-level pass over an in-memory connection', () => {
       state.close();
     },
   );
+
+  it("continues an interrupted changed-block transfer from the target's kept partial file, still by blocks", async () => {
+    const { src, dst } = emptyTrees();
+    const MiB = 1024 * 1024;
+    const original = distinctBytes(48 * MiB);
+    const file = path.join(src, 'db.bin');
+    fs.writeFileSync(file, original);
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    await pass(src, dst, state);
+    // 1000 bytes inserted near the start: the rest of the 48 MiB goes as COPY frames
+    fs.writeFileSync(
+      file,
+      Buffer.concat([original.subarray(0, 100_000), Buffer.alloc(1000, 0x41), original.subarray(100_000)]),
+    );
+    const files = { inflightFile: path.join(dir, 'inflight'), journalFile: path.join(dir, 'partial') };
+    const syncWith = async (writer: TreeWriter, resume?: ReturnType<TreeWriter['resumable']>) => {
+      const [a, b] = duplexPair({ pieceBytes: 16 * 1024 });
+      const progress = { bytes: 0, files: 0, bytesSent: 0 };
+      const [sent, received] = await Promise.allSettled([
+        runSendPass({
+          session: new Session(a),
+          root: src,
+          excludes: [],
+          state,
+          progress,
+          detectRenames: true,
+          ...(resume ? { resume } : {}),
+        }),
+        receivePass(new Session(b), writer, log),
+      ]);
+      writer.close();
+      return { sent, received, progress };
+    };
+    // the target fails in its fourth COPY (of 64 KiB, then three of up to 16 MiB), once the
+    // checkpoint of the new file the third one started is on disk (as a target killed there
+    // would have left it)
+    const first = await TreeWriter.open(dst, log, files);
+    const copy = first.copy.bind(first);
+    let copies = 0;
+    first.copy = async (c) => {
+      if (++copies === 4) {
+        const journaled = () =>
+          fs.existsSync(files.journalFile) && fs.readFileSync(files.journalFile, 'utf8').includes('"offset"');
+        for (let i = 0; i < 200 && !journaled(); i++) await new Promise((r) => setTimeout(r, 10));
+        throw new FerryError('FERRY_CONNECTION_LOST', 'the target went away');
+      }
+      return copy(c);
+    };
+    const cut = await syncWith(first);
+    expect(cut.sent.status).toBe('rejected');
+    expect(cut.received.status).toBe('rejected');
+    // the next target process finds the partial file and the agent continues it
+    const second = await TreeWriter.open(dst, log, files);
+    const resume = second.resumable();
+    expect(resume).toMatchObject({ path: 'db.bin', size: 48 * MiB + 1000 });
+    expect(resume!.offset).toBeGreaterThanOrEqual(4 * MiB);
+    const resumed = await syncWith(second, resume);
+    expect(resumed.sent.status).toBe('fulfilled');
+    expect(compareTrees(src, dst)).toEqual([]);
+    // what follows the kept part was found in the old copy: not resent (it was 40+ MiB)
+    expect(resumed.progress.bytesSent).toBeLessThanOrEqual(64 * 1024);
+    state.close();
+  });
 
   it("finds the target's blocks where inserted or removed bytes shifted them, and sends little more than the change", async () => {
     const { src, dst } = emptyTrees();

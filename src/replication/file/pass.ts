@@ -540,9 +540,10 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
             ? r0.offset
             : 0;
         if (from > 0) entry.resumeFrom = from;
-        const blockSize = from === 0 && opts.detectRenames && p.prev?.kind === 'file' ? deltaBlockSize(e) : 0;
+        const blockSize = opts.detectRenames && p.prev?.kind === 'file' ? deltaBlockSize(e) : 0;
         if (blockSize > 0) {
           // changed-block transfer: only the blocks that differ from the target's copy travel
+          // (continuing a kept partial file too: what follows its end is found in the old copy)
           entry.deltaBlockSize = blockSize;
           const sums = new Promise<SumsMessage>((resolve, reject) => {
             sumsWaiters.set(seq, resolve);
@@ -561,6 +562,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
               weak: Buffer.from(s.weak ?? '', 'base64'),
             },
             send,
+            from,
           );
           progress.bytes += cur.size;
           progress.bytesSent += sent;

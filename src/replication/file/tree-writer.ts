@@ -834,8 +834,14 @@ export class TreeWriter {
       }
       case 'file': {
         if (e.resumeFrom !== undefined) {
-          this.#file = await this.#continuePartial(e, parentAbs);
-          return;
+          const f = await this.#continuePartial(e, parentAbs);
+          this.#file = f;
+          if (!e.deltaBlockSize) return;
+          // a changed-block transfer continued: the old copy is still in place (the new file
+          // is the kept partial, renamed over it only at FILE_END)
+          const delta = await this.#openOld(abs, e.deltaBlockSize, e.seq);
+          if (delta.old) f.old = delta.old;
+          return delta.sums;
         }
         if (this.#partial?.path === e.path) this.#dropPartial(); // sent afresh: the kept copy is stale
         const delta = e.deltaBlockSize ? await this.#openOld(abs, e.deltaBlockSize, e.seq) : undefined;
