@@ -886,7 +886,7 @@ describe('file-level pass over an in-memory connection', () => {
       if (++copies === 4) {
         const journaled = () =>
           fs.existsSync(files.journalFile) && fs.readFileSync(files.journalFile, 'utf8').includes('"offset"');
-        for (let i = 0; i < 200 && !journaled(); i++) await new Promise((r) => setTimeout(r, 10));
+        for (let i = 0; i < 1000 && !journaled(); i++) await new Promise((r) => setTimeout(r, 10));
         throw new FerryError('FERRY_CONNECTION_LOST', 'the target went away');
       }
       return copy(c);
