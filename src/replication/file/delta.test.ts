@@ -131,6 +131,36 @@ describe("sendDelta: a file as changes to the target's copy", () => {
     expect(r.sent).toBe(shifted.length); // nothing is where it was
   });
 
+  it('counts progress as it reads and sends, not at the end', async () => {
+    const B = 65_536;
+    const old = randomBytes(12 << 20);
+    const now = Buffer.concat([old.subarray(0, 5 << 20), randomBytes(300_000), old.subarray(5 << 20)]);
+    const file = path.join(dir, 'f');
+    fs.writeFileSync(file, now);
+    const fd = fs.openSync(file, 'r');
+    const progress = { bytes: 0, bytesSent: 0 };
+    const seen: number[] = [];
+    try {
+      await sendDelta(
+        { fd, size: now.length },
+        sumsOf(old, B, true),
+        async () => {
+          seen.push(progress.bytes);
+        },
+        0,
+        progress,
+      );
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(progress.bytes).toBe(now.length);
+    expect(progress.bytesSent).toBeGreaterThanOrEqual(300_000);
+    expect(progress.bytesSent).toBeLessThanOrEqual(300_000 + 2 * B);
+    // frames went out while the file was still being read (4 MiB at a time)
+    expect(seen[0]).toBeGreaterThan(0);
+    expect(seen[0]).toBeLessThan(now.length);
+  });
+
   it('handles files of repeated blocks, empty files and old copies larger or smaller than the file', async () => {
     const B = 4096;
     const zeros = Buffer.alloc(64 * B);

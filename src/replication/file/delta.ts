@@ -77,14 +77,16 @@ type Send = (m: Parameters<Session['send']>[0]) => Promise<void>;
  * other byte as DATA. (To a target that sends no weak sums, and so may not know COPY, a
  * block in place goes as nothing: the target fills every gap from the same offset of its
  * copy.) With `from`, the target holds the file's first `from` bytes already (a partial
- * file it kept): they are hashed, not sent. Returns the whole file's hash, the bytes of
- * DATA sent and of COPY frames.
+ * file it kept): they are hashed, not sent. `progress` counts the bytes read and the bytes
+ * of DATA sent as they go (a large file's sync shows progress, not one jump at its end).
+ * Returns the whole file's hash, the bytes of DATA sent and of COPY frames.
  */
 export async function sendDelta(
   file: { fd: number; size: number },
   theirs: TheirSums,
   send: Send,
   from = 0,
+  progress: { bytes: number; bytesSent: number } = { bytes: 0, bytesSent: 0 },
 ): Promise<{ hash: string; sent: number; copied: number }> {
   const B = theirs.blockSize;
   const S = BLOCK_SUM_BYTES;
@@ -126,6 +128,7 @@ export async function sendDelta(
       // a copy: the window is reused once the frame is queued, before it is written
       await send({ type: 'data', offset: base + at, data: Buffer.from(win.subarray(at, end)) });
       sent += end - at;
+      progress.bytesSent += end - at;
     }
     lit = to;
   };
@@ -165,6 +168,7 @@ export async function sendDelta(
       if (n === 0) break; // shrunk since it was opened: the hash tells the target
       await whole.update(win.subarray(len, len + n)); // before anything else can touch those bytes
       len += n;
+      progress.bytes += n;
     }
     eof = len < cap;
   };
@@ -181,6 +185,7 @@ export async function sendDelta(
       if (n === 0) break; // shrunk since it was opened: the hash tells the target
       await whole.update(win.subarray(0, n));
       base += n;
+      progress.bytes += n;
     }
     expect = Math.floor(base / B); // where the block that was there would be, if nothing shifted
     await refill();

@@ -553,7 +553,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
           entrySent = true;
           const s = await sums;
           sumsWaiters.delete(seq);
-          const { hash, sent } = await sendDelta(
+          const { hash } = await sendDelta(
             file,
             {
               blockSize,
@@ -563,9 +563,8 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
             },
             send,
             from,
+            progress, // bytes read and sent, as they go
           );
-          progress.bytes += cur.size;
-          progress.bytesSent += sent;
           progress.files++;
           await send({ type: 'file-end', body: { seq, hash } });
           continue;
