@@ -10,14 +10,18 @@
  * this same code, so the table and P are part of the protocol (docs/protocol.md).
  *
  *   weakSum(buf) -> number: the sum of all of buf.
+ *   weakSums(buf, blockSize, out) -> Promise<number>: in the thread pool, the sum of each
+ *     block of buf (the last one may be short) into out as big-endian u32s; resolves to the
+ *     number of blocks. The caller leaves buf and out alone until it settles.
  *   rollFind(buf, start, end, blockSize, bits, sorted) -> number: the first p in
  *     [start, end - blockSize] whose window buf[p, p + blockSize) has a sum in the set, or
  *     -1. The set is `sorted` (its sums as ascending native-endian u32) and `bits`, a
  *     bitset of a power-of-two number of bits indexed by a sum's top bits, which answers
  *     most windows without the binary search.
  */
-#include <node_api.h>
+#include "jobs.h"
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define P 0x01000193u
@@ -157,10 +161,73 @@ static napi_value roll_find(napi_env env, napi_callback_info info) {
   return out;
 }
 
+typedef struct {
+  job_base base;
+  const uint8_t *buf;
+  size_t len, block;
+  uint8_t *out;
+} sums_job;
+
+static void sums_execute(napi_env env, void *data) {
+  sums_job *j = data;
+  ferry_job_thread_setup();
+  for (size_t at = 0, k = 0; at < j->len; at += j->block, k++) {
+    size_t n = j->len - at < j->block ? j->len - at : j->block;
+    uint32_t h = sum_of(j->buf + at, n);
+    j->out[4 * k] = (uint8_t)(h >> 24);
+    j->out[4 * k + 1] = (uint8_t)(h >> 16);
+    j->out[4 * k + 2] = (uint8_t)(h >> 8);
+    j->out[4 * k + 3] = (uint8_t)h;
+  }
+}
+
+static void sums_complete(napi_env env, napi_status status, void *data) {
+  sums_job *j = data;
+  napi_value blocks = NULL;
+  if (status == napi_ok) napi_create_double(env, (double)((j->len + j->block - 1) / j->block), &blocks);
+  ferry_job_finish(env, &j->base, blocks, "weakSums cancelled");
+  free(j);
+}
+
+static napi_value weak_sums(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], promise, name, keep;
+  void *buf, *out;
+  size_t len, out_len;
+  int64_t block;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3 ||
+      buffer_arg(env, argv[0], &buf, &len) || napi_get_value_int64(env, argv[1], &block) != napi_ok || block <= 0 ||
+      buffer_arg(env, argv[2], &out, &out_len))
+    return fail(env, "expected (buf: Buffer, blockSize: a positive number, out: Buffer)");
+  if (out_len / 4 < (len + (size_t)block - 1) / (size_t)block)
+    return fail(env, "weakSums: out must hold 4 bytes per block of buf");
+  sums_job *j = calloc(1, sizeof *j);
+  if (!j) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  table_init(); /* here, on the main thread: the pool threads only read the table */
+  j->buf = buf;
+  j->len = len;
+  j->block = (size_t)block;
+  j->out = out;
+  /* both buffers stay alive until the job completes */
+  napi_create_array_with_length(env, 2, &keep);
+  napi_set_element(env, keep, 0, argv[0]);
+  napi_set_element(env, keep, 1, argv[2]);
+  napi_create_reference(env, keep, 1, &j->base.keep);
+  napi_create_promise(env, &j->base.deferred, &promise);
+  napi_create_string_utf8(env, "ferry.weakSums", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, sums_execute, sums_complete, j, &j->base.work);
+  napi_queue_async_work(env, j->base.work);
+  return promise;
+}
+
 void ferry_rolling_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"weakSum", NULL, weak_sum, NULL, NULL, NULL, napi_default, NULL},
     {"rollFind", NULL, roll_find, NULL, NULL, NULL, napi_default, NULL},
+    {"weakSums", NULL, weak_sums, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -36,6 +36,12 @@ export interface FerryFs {
    * size indexed by a sum's top bits), or -1. See WeakSums in replication/file/delta.ts.
    */
   rollFind(buf: Buffer, start: number, end: number, blockSize: number, bits: Buffer, sorted: Buffer): number;
+  /**
+   * In the thread pool: the weak sum of each `blockSize` block of `buf` (the last may be
+   * short) into `out`, big-endian u32s; resolves to the number of blocks. Leave both
+   * buffers alone until it settles.
+   */
+  weakSums(buf: Buffer, blockSize: number, out: Buffer): Promise<number>;
   listXattr(path: string): string[];
   getXattr(path: string, name: string): Buffer;
   setXattr(path: string, name: string, value: Buffer): void;
@@ -254,6 +260,7 @@ export const ADDON_FUNCTIONS = [
   'alignedOffset',
   'weakSum',
   'rollFind',
+  'weakSums',
 ] as const satisfies readonly (keyof FerryFs)[];
 
 /** Loads the addon and checks it is the one these sources expect, not a stale build. */

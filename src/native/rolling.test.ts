@@ -78,6 +78,17 @@ describe('rolling weak sums (native/rolling.c)', () => {
     expect(ferryFs.rollFind(buf, 0, buf.length, B, decoy.bits.fill(0xff), decoy.sorted)).toBe(-1);
   });
 
+  it('sums every block in the thread pool as weakSum does, the last one short', async () => {
+    const buf = randomBytes(10 * 4096 + 123);
+    const out = Buffer.alloc(11 * 4);
+    expect(await ferryFs.weakSums(buf, 4096, out)).toBe(11);
+    for (let k = 0; k < 11; k++)
+      expect(out.readUInt32BE(4 * k)).toBe(ferryFs.weakSum(buf.subarray(k * 4096, (k + 1) * 4096)));
+    expect(await ferryFs.weakSums(Buffer.alloc(0), 4096, Buffer.alloc(0))).toBe(0);
+    expect(() => ferryFs.weakSums(buf, 4096, Buffer.alloc(40))).toThrow(TypeError); // room for 10, not 11
+    expect(() => ferryFs.weakSums(buf, 0, out)).toThrow(TypeError);
+  });
+
   it('refuses arguments it cannot use', () => {
     const buf = randomBytes(100);
     const { bits, sorted } = setOf([1]);

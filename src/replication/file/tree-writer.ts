@@ -953,12 +953,18 @@ export class TreeWriter {
           at + chunk < st.size && n === chunk
             ? readChunk(bufs[(k + 1) % 2]!, at + chunk)
             : Promise.resolve(0);
-        for (let b = 0; b < n; b += blockSize) {
-          const block = buf.subarray(b, Math.min(n, b + blockSize));
-          blockSum(block).copy(out, blocks * BLOCK_SUM_BYTES);
-          weak.writeUInt32BE(ferryFs.weakSum(block), blocks * WEAK_SUM_BYTES);
-          blocks++;
-        }
+        // the weak sums in the thread pool while the strong ones are taken here: the source
+        // waits for both, with nothing else to do
+        const count = Math.ceil(n / blockSize);
+        const weakDone = ferryFs.weakSums(
+          buf.subarray(0, n),
+          blockSize,
+          weak.subarray(blocks * WEAK_SUM_BYTES, (blocks + count) * WEAK_SUM_BYTES),
+        );
+        for (let b = 0, i = blocks; b < n; b += blockSize, i++)
+          blockSum(buf.subarray(b, Math.min(n, b + blockSize))).copy(out, i * BLOCK_SUM_BYTES);
+        await weakDone;
+        blocks += count;
         if (n < chunk) break;
       }
       await next;
