@@ -3,57 +3,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ferryFs } from '../../native/index.js';
+import { applyDelta, sumsOf } from '../../../test/support/delta.js';
 import type { Message } from '../../protocol/index.js';
-import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
 import { wholeFileHash } from './content-hash.js';
-import { sendDelta, type TheirSums, WEAK_SUM_BYTES } from './delta.js';
+import { sendDelta } from './delta.js';
 
 let dir: string;
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-delta-'));
 });
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-/** The SUMS a target holding `old` answers (as TreeWriter does), with or without weak sums. */
-function sumsOf(old: Buffer, blockSize: number, withWeak: boolean): TheirSums {
-  const blocks = Math.ceil(old.length / blockSize);
-  const strong = Buffer.alloc(blocks * BLOCK_SUM_BYTES);
-  const weak = Buffer.alloc(withWeak ? blocks * WEAK_SUM_BYTES : 0);
-  for (let j = 0; j < blocks; j++) {
-    const block = old.subarray(j * blockSize, (j + 1) * blockSize);
-    blockSum(block).copy(strong, j * BLOCK_SUM_BYTES);
-    if (withWeak) weak.writeUInt32BE(ferryFs.weakSum(block), j * WEAK_SUM_BYTES);
-  }
-  return { blockSize, size: old.length, strong, weak };
-}
-
-/** What the target builds from its old copy and the frames (TreeWriter's rules: file order, gaps from the same offset). */
-function apply(old: Buffer, frames: Message[], size: number): Buffer {
-  const out = Buffer.alloc(size);
-  let at = 0;
-  const fill = (to: number) => {
-    const end = Math.min(to, old.length);
-    if (end > at) old.copy(out, at, at, end);
-    at = Math.max(at, end);
-  };
-  for (const m of frames) {
-    if (m.type === 'data') {
-      fill(m.offset);
-      expect(m.offset).toBe(at);
-      m.data.copy(out, m.offset);
-      at = m.offset + m.data.length;
-    } else if (m.type === 'copy') {
-      fill(m.body.offset);
-      expect(m.body.offset).toBe(at);
-      expect(m.body.from + m.body.length).toBeLessThanOrEqual(old.length);
-      old.copy(out, at, m.body.from, m.body.from + m.body.length);
-      at += m.body.length;
-    } else throw new Error(`unexpected ${m.type}`);
-  }
-  fill(size);
-  return out;
-}
 
 async function deltaOf(old: Buffer, now: Buffer, blockSize: number, withWeak = true) {
   const file = path.join(dir, 'f');
@@ -65,7 +24,7 @@ async function deltaOf(old: Buffer, now: Buffer, blockSize: number, withWeak = t
       frames.push(m);
     });
     expect(r.hash).toBe(wholeFileHash(now));
-    expect(apply(old, frames, now.length).equals(now)).toBe(true);
+    expect(applyDelta(old, frames, now.length).equals(now)).toBe(true);
     return { ...r, frames };
   } finally {
     fs.closeSync(fd);
@@ -147,8 +106,7 @@ describe("sendDelta: a file as changes to the target's copy", () => {
         async () => {
           seen.push(progress.bytes);
         },
-        0,
-        progress,
+        { progress },
       );
     } finally {
       fs.closeSync(fd);

@@ -1,5 +1,6 @@
-import { read } from 'node:fs';
-import { ferryFs } from '../../native/index.js';
+import { closeSync, read } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { DIRECT_ALIGN, errnoError, ferryFs, reopenDirect } from '../../native/index.js';
 import { MAX_DATA_BYTES, type Session } from '../../protocol/index.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
 import { contentHash } from './content-hash.js';
@@ -68,6 +69,21 @@ export interface TheirSums {
 
 type Send = (m: Parameters<Session['send']>[0]) => Promise<void>;
 
+interface DeltaOptions {
+  /** The target holds the file's first `from` bytes already (a kept partial file): hashed, not sent. */
+  from?: number;
+  /** Counts the bytes read and the bytes of DATA sent, as they go. */
+  progress?: { bytes: number; bytesSent: number };
+  /**
+   * Read past the page cache (O_DIRECT, as a full copy reads a large file) where the file
+   * system allows it: a sync of a large file does not push the source's own working set
+   * out of its cache. Default off.
+   */
+  direct?: boolean;
+}
+
+const { EINVAL } = osConstants.errno;
+
 /**
  * Sends a file as changes to the target's copy: reads it once, front to back, and finds
  * each of the target's blocks where it now starts: first the block after the last one
@@ -76,18 +92,17 @@ type Send = (m: Parameters<Session['send']>[0]) => Promise<void>;
  * COPY frames (from their old offset; runs of them joined, up to 16 MiB a frame), every
  * other byte as DATA. (To a target that sends no weak sums, and so may not know COPY, a
  * block in place goes as nothing: the target fills every gap from the same offset of its
- * copy.) With `from`, the target holds the file's first `from` bytes already (a partial
- * file it kept): they are hashed, not sent. `progress` counts the bytes read and the bytes
- * of DATA sent as they go (a large file's sync shows progress, not one jump at its end).
- * Returns the whole file's hash, the bytes of DATA sent and of COPY frames.
+ * copy.) See DeltaOptions for resuming, progress and direct reads. Returns the whole file's
+ * hash, the bytes of DATA sent and of COPY frames.
  */
 export async function sendDelta(
   file: { fd: number; size: number },
   theirs: TheirSums,
   send: Send,
-  from = 0,
-  progress: { bytes: number; bytesSent: number } = { bytes: 0, bytesSent: 0 },
+  opts: DeltaOptions = {},
 ): Promise<{ hash: string; sent: number; copied: number }> {
+  const from = opts.from ?? 0;
+  const progress = opts.progress ?? { bytes: 0, bytesSent: 0 };
   const B = theirs.blockSize;
   const S = BLOCK_SUM_BYTES;
   const theirBlocks = Math.floor(theirs.strong.length / S);
@@ -154,34 +169,62 @@ export async function sendDelta(
     expect = j + 1;
     tryExpected = true;
   };
+  // Reads of whole aligned blocks go past the page cache when asked and the file system takes
+  // it; a read that starts between two blocks (after a resumed prefix) reads up to the next
+  // block boundary through the cache, so that the following ones are aligned again.
+  let direct = opts.direct ? reopenDirect(file.fd, 'read') : undefined;
+  const readSome = async (buf: Buffer, off: number, max: number, at: number): Promise<number> => {
+    let want = max;
+    if (direct !== undefined) {
+      const misaligned = at % DIRECT_ALIGN;
+      // whole blocks (or all up to the file's end) past the cache; a start between two blocks,
+      // or less than a block before a resumed offset, through it
+      const blocks = at + max >= file.size ? max : max - (max % DIRECT_ALIGN);
+      if (misaligned !== 0) want = Math.min(max, DIRECT_ALIGN - misaligned);
+      else if (blocks > 0) {
+        const n = await ferryFs.readDirect(direct, buf.subarray(off, off + blocks), at);
+        if (n >= 0) return n;
+        if (n !== -EINVAL) throw errnoError(-n, 'read');
+        closeSync(direct); // this file system takes no direct reads: through the cache from now on
+        direct = undefined;
+      }
+    }
+    return new Promise<number>((resolve, reject) =>
+      read(file.fd, buf, off, want, at, (err, got) => (err ? reject(err) : resolve(got))),
+    );
+  };
+
   const refill = async () => {
     await flushLiteral(pos);
     win.copyWithin(0, pos, len);
     base += pos;
     len -= pos;
     pos = lit = 0;
+    let shrunk = false;
     while (len < cap && base + len < file.size) {
-      const want = Math.min(cap - len, file.size - base - len); // nothing past the size the ENTRY gave
-      const n = await new Promise<number>((resolve, reject) =>
-        read(file.fd, win, len, want, base + len, (err, got) => (err ? reject(err) : resolve(got))),
-      );
-      if (n === 0) break; // shrunk since it was opened: the hash tells the target
+      const at = base + len;
+      let want = Math.min(cap - len, file.size - at); // nothing past the size the ENTRY gave
+      if (direct !== undefined && at % DIRECT_ALIGN === 0 && at + want < file.size) {
+        want -= want % DIRECT_ALIGN; // whole blocks past the cache; less room waits for the next refill
+        if (want === 0) break;
+      }
+      const n = await readSome(win, len, want, at);
+      if (n === 0) {
+        shrunk = true; // since it was opened: the hash tells the target
+        break;
+      }
       await whole.update(win.subarray(len, len + n)); // before anything else can touch those bytes
       len += n;
       progress.bytes += n;
     }
-    eof = len < cap;
+    eof = shrunk || base + len >= file.size;
   };
 
   try {
     // A kept partial file continued (resumeFrom): the target holds [0, from) of the new file
     // already. It is read for the whole file's hash only; the search starts after it.
     while (base < from) {
-      const n = await new Promise<number>((resolve, reject) =>
-        read(file.fd, win, 0, Math.min(cap, from - base), base, (err, got) =>
-          err ? reject(err) : resolve(got),
-        ),
-      );
+      const n = await readSome(win, 0, Math.min(cap, from - base), base);
       if (n === 0) break; // shrunk since it was opened: the hash tells the target
       await whole.update(win.subarray(0, n));
       base += n;
@@ -235,6 +278,7 @@ export async function sendDelta(
     await flushCopy();
     return { hash: await whole.digest(), sent, copied };
   } finally {
+    if (direct !== undefined) closeSync(direct); // every read has been awaited
     whole.discard(); // a no-op after the digest
   }
 }

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { applyDelta, sumsOf } from '../../../test/support/delta.js';
 import { LoopDisks, sh } from '../../../test/support/disks.js';
 import {
   allocAligned,
@@ -21,7 +22,9 @@ import {
   readFilesLayout,
   reopenDirect,
 } from '../../native/index.js';
+import type { Message } from '../../protocol/index.js';
 import { BatchReader } from './batch-read.js';
+import { sendDelta } from './delta.js';
 import { readFileRegions } from './read-file.js';
 import { TreeWriter } from './tree-writer.js';
 
@@ -280,6 +283,35 @@ describe('the source reads large files past its page cache', () => {
     const b = await readAll(file, false);
     expect(b.hash).toBe(d.hash);
     expect(resident(file)).toBeGreaterThanOrEqual(12 * MiB);
+  });
+
+  it('reads a changed large file past the cache too (sync by blocks), from its start or from a resumed offset between two blocks', async () => {
+    const file = path.join(ext4, 'delta.bin');
+    const old = randomBytes(10 * MiB);
+    const now = Buffer.concat([old.subarray(0, 3 * MiB), randomBytes(5000), old.subarray(3 * MiB)]);
+    fs.writeFileSync(file, now);
+    for (const from of [0, 1_000_003]) {
+      sh('sh', ['-c', 'sync && echo 1 > /proc/sys/vm/drop_caches']);
+      const fd = fs.openSync(file, 'r');
+      const frames: Message[] = [];
+      try {
+        const r = await sendDelta(
+          { fd, size: now.length },
+          sumsOf(old, 64 * 1024),
+          async (m) => {
+            frames.push(m);
+          },
+          { direct: true, from },
+        );
+        expect(r.hash).toBe(blake3(now));
+        expect(r.sent).toBeLessThanOrEqual(5000 + 2 * 64 * 1024);
+      } finally {
+        fs.closeSync(fd);
+      }
+      expect(applyDelta(old, frames, now.length, now.subarray(0, from)).equals(now)).toBe(true);
+      // only the few KiB up to the first block boundary after a resumed offset went through the cache
+      expect(resident(file)).toBeLessThanOrEqual(from ? 4096 : 0);
+    }
   });
 
   it('reads a file on ramfs (no direct I/O) the buffered way', async () => {

@@ -562,8 +562,8 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
               weak: Buffer.from(s.weak ?? '', 'base64'),
             },
             send,
-            from,
-            progress, // bytes read and sent, as they go
+            // bytes read and sent counted as they go; read past the cache as a full copy reads
+            { from, progress, direct: opts.directIo ?? true },
           );
           progress.files++;
           await send({ type: 'file-end', body: { seq, hash } });
