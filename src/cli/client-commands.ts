@@ -292,7 +292,9 @@ export function addClientCommands(
       '\nquick compares type, size, modification time, mode, owner and symlink targets; --full also\n' +
         'hashes every file on both sides and compares extended attributes (file capabilities, ACLs).\n' +
         'Runs during continuous sync (the target is held by the migration); for a check right after\n' +
-        'the full replication use `ferry configure --verify`.\n' +
+        'the full replication use `ferry configure --verify`. On a live source, entries removed or\n' +
+        'replaced while they are checked count as extra on the target, and the report says how\n' +
+        'many (changedOnSource).\n' +
         'The latest report is kept with the task: `ferry servers show SOURCE -o json` (verification).\n',
     )
     .action(async (name: string, o: { full?: boolean; timeout: string }, cmd: Command) => {
