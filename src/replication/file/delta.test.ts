@@ -64,6 +64,31 @@ describe("sendDelta: a file as changes to the target's copy", () => {
     }
   });
 
+  it('rebuilds exactly whatever the block size and wherever the edits fall (first and last bytes, block edges)', async () => {
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    for (let round = 0; round < 24; round++) {
+      const B = [4096, 8192, 65_536][round % 3]!;
+      const old = randomBytes(B * (2 + rnd(40)) + rnd(B));
+      let now = Buffer.from(old);
+      for (let k = 0; k < 1 + rnd(4); k++) {
+        // at a block edge, the very start or end, or anywhere
+        const where = [0, now.length, Math.floor(rnd(now.length) / B) * B, rnd(now.length + 1)][rnd(4)]!;
+        const n = 1 + rnd(2 * B);
+        const op = rnd(3);
+        if (op === 0) now = Buffer.concat([now.subarray(0, where), randomBytes(n), now.subarray(where)]);
+        else if (op === 1)
+          now = Buffer.concat([now.subarray(0, where), now.subarray(Math.min(now.length, where + n))]);
+        else randomBytes(Math.min(n, now.length - where)).copy(now, where);
+      }
+      // with and without weak sums; deltaOf checks the hash and the rebuilt file
+      await deltaOf(old, now, B, round % 4 !== 3);
+    }
+  });
+
   it('sends no data when nothing changed (one COPY in place), and finds the short last block', async () => {
     const old = randomBytes((1 << 20) + 1234);
     const same = await deltaOf(old, Buffer.from(old), 65_536);
