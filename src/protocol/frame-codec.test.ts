@@ -93,6 +93,10 @@ describe('frame decoder', () => {
 
   it('tells a peer that is too new from one that is too old', () => {
     expect(() => new FrameDecoder().push(encodePreface(0))).toThrow(/peer too old/);
+    // version 1 had no COPY frames nor weak sums: refused by name, not misread
+    expect(() => new FrameDecoder().push(encodePreface(1))).toThrow(
+      /protocol version 1, this ferry needs at least 2/,
+    );
     expect(() => new FrameDecoder().push(encodePreface(99))).toThrow(/peer too new/);
     try {
       new FrameDecoder().push(encodePreface(99));

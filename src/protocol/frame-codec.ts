@@ -3,8 +3,13 @@ import { type FramePool, noop } from './frame-pool.js';
 
 /** "FERRY\0" then a big-endian u16 version: the first 8 bytes each side sends. */
 export const MAGIC = Buffer.from('FERRY\0', 'latin1');
-export const PROTOCOL_VERSION = 1;
-export const MIN_PROTOCOL_VERSION = 1;
+/**
+ * 2: SUMS carry weak rolling sums, COPY frames, and a changed-block transfer continued with
+ * resumeFrom (a version-1 target would not answer its SUMS, and refuses `weak`): the two
+ * versions do not mix, and each refuses the other by name at the preface.
+ */
+export const PROTOCOL_VERSION = 2;
+export const MIN_PROTOCOL_VERSION = 2;
 export const PREFACE_BYTES = MAGIC.length + 2;
 
 /** Largest data payload of one DATA frame. */

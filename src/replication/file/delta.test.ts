@@ -102,14 +102,14 @@ describe("sendDelta: a file as changes to the target's copy", () => {
     expect(moved.frames.filter((f) => f.type === 'copy')).toHaveLength(1);
   });
 
-  it('without weak sums (a target that sends none), finds blocks only in place, and still rebuilds the file', async () => {
+  it('without weak sums, finds blocks only in place (sent as nothing, no COPY), and still rebuilds the file', async () => {
     const B = 4096;
     const old = randomBytes(1 << 20);
     const now = Buffer.from(old);
     now.fill(9, 10_000, 10_100); // one block changed in place
     const inPlace = await deltaOf(old, now, B, false);
     expect(inPlace.sent).toBe(B);
-    expect(inPlace.frames.every((f) => f.type === 'data')).toBe(true); // no COPY to a target that may not know it
+    expect(inPlace.frames.every((f) => f.type === 'data')).toBe(true); // in place: filled by the target, no COPY
     const shifted = Buffer.concat([Buffer.from('x'), old]);
     const r = await deltaOf(old, shifted, B, false);
     expect(r.sent).toBe(shifted.length); // nothing is where it was

@@ -63,7 +63,7 @@ export interface TheirSums {
   size: number;
   /** BLOCK_SUM_BYTES per block of the target's copy (the last one may be short). */
   strong: Buffer;
-  /** WEAK_SUM_BYTES per block, or empty (a target that sends none: only blocks in place are found). */
+  /** WEAK_SUM_BYTES per block, or empty (no copy: only blocks in place could be found). */
   weak: Buffer;
 }
 
@@ -90,9 +90,9 @@ const { EINVAL } = osConstants.errno;
  * found (strong sum at once, which is all an unshifted file needs), else by the weak sums
  * rolled over every offset (rollFind) and confirmed by the strong one. Blocks found go as
  * COPY frames (from their old offset; runs of them joined, up to 16 MiB a frame), every
- * other byte as DATA. (To a target that sends no weak sums, and so may not know COPY, a
- * block in place goes as nothing: the target fills every gap from the same offset of its
- * copy.) See DeltaOptions for resuming, progress and direct reads. Returns the whole file's
+ * other byte as DATA. (Without weak sums -- SUMS of no copy, or of one shorter than a
+ * block -- only blocks in place can be found, and go as nothing: the target fills every gap
+ * from the same offset of its copy.) See DeltaOptions for resuming, progress and direct reads. Returns the whole file's
  * hash, the bytes of DATA sent and of COPY frames.
  */
 export async function sendDelta(
