@@ -577,29 +577,20 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
           hashHoles: entry.holesUnhashed !== true,
         });
         handedOver = true;
-        // The first reads start now, while the ENTRY (and the small files queued before it)
-        // go: a cold disk's first read of each large file no longer waits for them.
-        const first = regions.next();
-        first.catch(() => {}); // a failure surfaces where it is awaited, below
+        await sendAfterFiles({ type: 'entry', body: entry });
+        entrySent = true;
         let dataBytes = 0;
-        try {
-          await sendAfterFiles({ type: 'entry', body: entry });
-          entrySent = true;
-          for (let it = await first; !it.done; it = await regions.next()) {
-            const r = it.value;
-            const end = r.offset + r.data.length;
-            if (end > from) {
-              const skip = Math.max(0, from - r.offset);
-              const part = skip > 0 ? r.data.subarray(skip) : r.data;
-              await send({ type: 'data', offset: r.offset + skip, data: part, release: r.release });
-              progress.bytesSent += part.length;
-            } else r.release();
-            dataBytes += r.data.length;
-            progress.bytes += r.data.length;
-            abortIfAsked();
-          }
-        } finally {
-          await regions.return(undefined); // stopped early: the reads settle and the file closes
+        for await (const r of regions) {
+          const end = r.offset + r.data.length;
+          if (end > from) {
+            const skip = Math.max(0, from - r.offset);
+            const part = skip > 0 ? r.data.subarray(skip) : r.data;
+            await send({ type: 'data', offset: r.offset + skip, data: part, release: r.release });
+            progress.bytesSent += part.length;
+          } else r.release();
+          dataBytes += r.data.length;
+          progress.bytes += r.data.length;
+          abortIfAsked();
         }
         const { hash, size } = await done();
         progress.bytes += Math.max(0, size - dataBytes); // holes count as done
