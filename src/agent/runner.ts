@@ -273,6 +273,7 @@ export class JobRunner {
         unchanged: result.unchanged,
         bytesSent: result.bytesSent,
         bytesOnWire: this.#wireBytes,
+        ...(result.bytesMatched > 0 ? { bytesMatched: result.bytesMatched } : {}),
         bytes: this.#progress.bytes,
         files: this.#progress.files,
         seconds: (Date.now() - started) / 1000,

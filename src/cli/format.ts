@@ -90,6 +90,12 @@ export function serverDetails(s: ServerView): string {
       `last verification: ${s.verification.report.identical ? 'identical' : 'DIFFERENT'} (${s.verification.report.mode}, ${s.verification.report.finishedAt}): ${t.files} entries, ${t.different} different, ${t.missing} missing, ${t.extra} extra`,
     );
   }
+  const last = s.lastSync as (PassStats & { at?: string }) | null;
+  if (last)
+    lines.push(
+      `last pass:       ${last.at ?? '?'}: ${last.entriesSent} entries sent, ${last.deleted} deleted, ${last.unchanged} unchanged; ` +
+        `${bytes(last.bytesSent)} of content sent${last.bytesMatched ? `, ${bytes(last.bytesMatched)} found in the target's copies` : ''}, ${last.seconds.toFixed(1)} s`,
+    );
   const unreadable = unreadableOf(s);
   if (unreadable) {
     const named = namedUnreadable(unreadable.unreadable!, unreadable.unreadableEntries ?? [], showPath);

@@ -83,6 +83,11 @@ export const PassStats = Type.Object(
     /** Bytes of file content the DATA frames carried on the wire (less than bytesSent when compressed). */
     bytesOnWire: Type.Optional(Count),
     /**
+     * Bytes of changed large files found in the target's own copies and copied there from
+     * them (COPY frames), not sent. Absent when none.
+     */
+    bytesMatched: Type.Optional(Count),
+    /**
      * Source files and directories that are there but could not be read (refused, I/O
      * errors): left as the target has them and tried again by every later pass. Absent when none.
      */

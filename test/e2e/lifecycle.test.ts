@@ -170,7 +170,12 @@ describe('three programs, one migration, through the CLI', () => {
     expect(s.lastSync).toMatchObject({ deleted: expect.any(Number), entriesSent: expect.any(Number) });
     expect((s.lastSync as { deleted: number }).deleted).toBeGreaterThan(0);
     // the dump's 8 MiB after the insertion were found in the target's copy, shifted, not resent
-    expect((s.lastSync as { bytesSent: number }).bytesSent).toBeLessThan(512 * 1024);
+    const last = s.lastSync as { bytesSent: number; bytesMatched?: number };
+    expect(last.bytesSent).toBeLessThan(512 * 1024);
+    expect(last.bytesMatched).toBeGreaterThan(7.5 * 1024 * 1024);
+    expect(await cli('servers', 'show', 'src-1')).toMatch(
+      /last pass: .* of content sent, [\d.]+ MiB found in the target's copies/,
+    );
     expect(compareTrees(source(), targetRoot())).toEqual([]);
   });
 

@@ -929,6 +929,7 @@ describe('file-level pass over an in-memory connection', () => {
     expect(shifted.frames.get(FrameType.COPY)).toBe(2);
     // the block holding the insertion and the short tail, not 12 MiB
     expect(shifted.sent.bytesSent).toBeLessThanOrEqual(2 * 64 * 1024 + 1000);
+    expect(shifted.sent.bytesMatched).toBeGreaterThan(12 * MiB - 2 * 64 * 1024);
     // 5000 bytes removed in the middle and a 3 MiB stretch moved to the end
     const removed = Buffer.concat([inserted.subarray(0, 6 * MiB), inserted.subarray(6 * MiB + 5000)]);
     const moved = Buffer.concat([

@@ -81,6 +81,8 @@ export interface PassResult {
   readonly deleted: number;
   readonly rejected: number;
   readonly bytesSent: number;
+  /** Bytes of changed large files found in the target's copies (sent as COPY frames, not as data). */
+  readonly bytesMatched: number;
   readonly unchanged: number;
   /** The most entries that were waiting for their ACK at once (at most maxUnacked). */
   readonly peakUnacked: number;
@@ -245,6 +247,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
   let sent = 0;
   let deleted = 0;
   let vanished = 0;
+  let matched = 0;
   const unreadable: UnreadableEntry[] = [];
   let unreadableCount = 0;
   let unchangedCount = 0;
@@ -553,7 +556,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
           entrySent = true;
           const s = await sums;
           sumsWaiters.delete(seq);
-          const { hash } = await sendDelta(
+          const { hash, copied } = await sendDelta(
             file,
             {
               blockSize,
@@ -565,6 +568,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
             // bytes read and sent counted as they go; read past the cache as a full copy reads
             { from, progress, direct: opts.directIo ?? true },
           );
+          matched += copied;
           progress.files++;
           await send({ type: 'file-end', body: { seq, hash } });
           continue;
@@ -642,6 +646,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
     deleted,
     rejected,
     bytesSent: progress.bytesSent,
+    bytesMatched: matched,
     unchanged: unchangedCount,
     peakUnacked,
     changedSinceScan: vanished,
