@@ -102,6 +102,17 @@ export function linkTargetOf(abs: string): string {
 }
 
 /**
+ * Whether reading a scanned entry's link target or attributes (entryFromScan, linkTargetOf,
+ * entryXattrs) failed because the entry is gone since the scan, or is no longer what the scan
+ * found (EINVAL: readlink of something that is no longer a symlink): the entry is dropped,
+ * not a failure.
+ */
+export function changedAtRead(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return goneSinceScan(code) || code === 'EINVAL';
+}
+
+/**
  * A scanned entry's extended attributes, read where no swap since the scan can redirect
  * them: a directory's from its own descriptor, anything else's inside its parent's.
  */

@@ -14,13 +14,12 @@ import {
 import { BatchReader, type SmallRead } from './batch-read.js';
 import { wholeFileHash } from './content-hash.js';
 import { sendDelta } from './delta.js';
-import { directoryXattrs, entryFromRecord, entryFromScan, isSparse } from './entry.js';
+import { changedAtRead, directoryXattrs, entryFromRecord, entryFromScan, isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
 import { changedSinceScan, openScannedFile, readFileRegions, type ScannedFile } from './read-file.js';
 import {
   canonicalRoot,
-  goneSinceScan,
   normalizeExcludes,
   type ScannedEntry,
   scanTree,
@@ -492,8 +491,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
           : await entryFromScan(e, seq, p.firstPath, { fileXattrs: false });
     } catch (err) {
       // a symlink removed, or replaced by something else, since the scan (readlink)
-      const code = (err as NodeJS.ErrnoException).code;
-      if (!goneSinceScan(code) && code !== 'EINVAL' /* no longer a symlink */) throw err;
+      if (!changedAtRead(err)) throw err;
       await dropChanged(seq, e.path);
       continue;
     }

@@ -6,11 +6,11 @@ import { lstatSync, readdirSync, readlinkSync } from '../../native/fs-bytes.js';
 import { type CheckMessage, type Session, validatePath } from '../../protocol/index.js';
 import { BatchReader } from './batch-read.js';
 import { wholeFileHash } from './content-hash.js';
-import { entryXattrs, isSparse, linkTargetOf, readXattrs, xattrsDigest } from './entry.js';
+import { changedAtRead, entryXattrs, isSparse, linkTargetOf, readXattrs, xattrsDigest } from './entry.js';
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
 import { changedSinceScan, openScannedFile, readFileRegions } from './read-file.js';
-import { canonicalRoot, goneSinceScan, isExcluded, kindOf, normalizeExcludes, scanTree } from './scan.js';
+import { canonicalRoot, isExcluded, kindOf, normalizeExcludes, scanTree } from './scan.js';
 
 const MAX_DIRECTORIES = 1000;
 const XATTRS_DIFFER = 'extended attributes differ';
@@ -216,16 +216,12 @@ async function verifySend(opts: VerifySendOptions): Promise<VerifyReport> {
   return { ...(report as VerifyReport), changedOnSource: changed };
 }
 
-/**
- * `read()`, or GONE when what it reads was removed, or replaced by another kind of entry
- * (EINVAL: a symlink that is no longer one), since the walk stated it.
- */
+/** `read()`, or GONE when what it reads changed since the walk stated it (changedAtRead). */
 function unlessGone<T>(read: () => T): T | typeof GONE {
   try {
     return read();
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (goneSinceScan(code) || code === 'EINVAL') return GONE;
+    if (changedAtRead(err)) return GONE;
     throw err;
   }
 }
