@@ -1,9 +1,8 @@
-import { closeSync, read } from 'node:fs';
-import { constants as osConstants } from 'node:os';
-import { DIRECT_ALIGN, errnoError, ferryFs, reopenDirect } from '../../native/index.js';
+import { DIRECT_ALIGN, ferryFs } from '../../native/index.js';
 import { MAX_DATA_BYTES, type Session } from '../../protocol/index.js';
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
 import { contentHash } from './content-hash.js';
+import { DirectReads } from './read-file.js';
 
 /** Bytes of one block's weak sum in SUMS (`weak`): a big-endian u32 (native/rolling.c). */
 export const WEAK_SUM_BYTES = 4;
@@ -35,10 +34,6 @@ class WeakSums {
       const i = w >>> shift;
       this.bits[i >>> 3]! |= 1 << (i & 7);
     }
-  }
-
-  get empty(): boolean {
-    return this.#blocks.size === 0;
   }
 
   blocksWith(weak: number): readonly number[] {
@@ -82,8 +77,6 @@ interface DeltaOptions {
   direct?: boolean;
 }
 
-const { EINVAL } = osConstants.errno;
-
 /**
  * Sends a file as changes to the target's copy: reads it once, front to back, and finds
  * each of the target's blocks where it now starts: first the block after the last one
@@ -96,7 +89,7 @@ const { EINVAL } = osConstants.errno;
  * hash, the bytes of DATA sent and of COPY frames.
  */
 export async function sendDelta(
-  file: { fd: number; size: number },
+  file: { fd: number; size: number; abs?: string },
   theirs: TheirSums,
   send: Send,
   opts: DeltaOptions = {},
@@ -111,8 +104,9 @@ export async function sendDelta(
     theirs.weak.length >= fullBlocks * WEAK_SUM_BYTES && fullBlocks > 0
       ? new WeakSums(theirs.weak, theirs.strong, fullBlocks)
       : null;
-  const strongIs = (window: Buffer, j: number) =>
-    j < theirBlocks && blockSum(window).equals(theirs.strong.subarray(j * S, (j + 1) * S));
+  const sameAs = (sum: Buffer, j: number) =>
+    j < theirBlocks && sum.equals(theirs.strong.subarray(j * S, (j + 1) * S));
+  const strongIs = (window: Buffer, j: number) => sameAs(blockSum(window), j);
 
   const cap = Math.max(WINDOW_BYTES, B) + B;
   const win = Buffer.allocUnsafe(cap);
@@ -169,29 +163,14 @@ export async function sendDelta(
     expect = j + 1;
     tryExpected = true;
   };
-  // Reads of whole aligned blocks go past the page cache when asked and the file system takes
-  // it; a read that starts between two blocks (after a resumed prefix) reads up to the next
-  // block boundary through the cache, so that the following ones are aligned again.
-  let direct = opts.direct ? reopenDirect(file.fd, 'read') : undefined;
-  const readSome = async (buf: Buffer, off: number, max: number, at: number): Promise<number> => {
-    let want = max;
-    if (direct !== undefined) {
-      const misaligned = at % DIRECT_ALIGN;
-      // whole blocks (or all up to the file's end) past the cache; a start between two blocks,
-      // or less than a block before a resumed offset, through it
-      const blocks = at + max >= file.size ? max : max - (max % DIRECT_ALIGN);
-      if (misaligned !== 0) want = Math.min(max, DIRECT_ALIGN - misaligned);
-      else if (blocks > 0) {
-        const n = await ferryFs.readDirect(direct, buf.subarray(off, off + blocks), at);
-        if (n >= 0) return n;
-        if (n !== -EINVAL) throw errnoError(-n, 'read');
-        closeSync(direct); // this file system takes no direct reads: through the cache from now on
-        direct = undefined;
-      }
-    }
-    return new Promise<number>((resolve, reject) =>
-      read(file.fd, buf, off, want, at, (err, got) => (err ? reject(err) : resolve(got))),
-    );
+  // Past the page cache when asked, as a full copy reads (DirectReads). A read that starts
+  // between two blocks (after a resumed prefix) goes up to the next block boundary only, so
+  // that the ones after it are aligned again and go past the cache too.
+  const reads = new DirectReads(file.fd, file.abs ?? `descriptor ${file.fd}`, opts.direct ?? false);
+  const readSome = (buf: Buffer, off: number, max: number, at: number): Promise<number> => {
+    const misaligned = reads.direct ? at % DIRECT_ALIGN : 0;
+    const want = misaligned ? Math.min(max, DIRECT_ALIGN - misaligned) : max;
+    return reads.read(buf.subarray(off, off + want), at);
   };
 
   const refill = async () => {
@@ -204,7 +183,7 @@ export async function sendDelta(
     while (len < cap && base + len < file.size) {
       const at = base + len;
       let want = Math.min(cap - len, file.size - at); // nothing past the size the ENTRY gave
-      if (direct !== undefined && at % DIRECT_ALIGN === 0 && at + want < file.size) {
+      if (reads.direct && at % DIRECT_ALIGN === 0 && at + want < file.size) {
         want -= want % DIRECT_ALIGN; // whole blocks past the cache; less room waits for the next refill
         if (want === 0) break;
       }
@@ -245,7 +224,7 @@ export async function sendDelta(
         await found(expect, B);
         continue;
       }
-      if (!weak || weak.empty) {
+      if (!weak) {
         pos += B; // no weak sums: only blocks in place can be found, at block boundaries
         expect = (base + pos) / B;
         continue;
@@ -260,7 +239,8 @@ export async function sendDelta(
       }
       pos = at;
       const candidate = win.subarray(pos, pos + B);
-      const j = weak.blocksWith(ferryFs.weakSum(candidate)).find((k) => strongIs(candidate, k));
+      const sum = blockSum(candidate); // once, for every block with its weak sum
+      const j = weak.blocksWith(ferryFs.weakSum(candidate)).find((k) => sameAs(sum, k));
       if (j === undefined) pos++;
       else await found(j, B);
     }
@@ -278,7 +258,7 @@ export async function sendDelta(
     await flushCopy();
     return { hash: await whole.digest(), sent, copied };
   } finally {
-    if (direct !== undefined) closeSync(direct); // every read has been awaited
+    reads.close(); // every read has been awaited
     whole.discard(); // a no-op after the digest
   }
 }

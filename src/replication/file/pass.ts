@@ -18,13 +18,7 @@ import { changedAtRead, directoryXattrs, entryFromRecord, entryFromScan, isSpars
 import { guardedSend } from './guarded-send.js';
 import { readBuffers } from './read-buffers.js';
 import { changedSinceScan, openScannedFile, readFileRegions, type ScannedFile } from './read-file.js';
-import {
-  canonicalRoot,
-  normalizeExcludes,
-  type ScannedEntry,
-  scanTree,
-  unreadableCode,
-} from './scan.js';
+import { canonicalRoot, normalizeExcludes, type ScannedEntry, scanTree, unreadableCode } from './scan.js';
 
 /** What the source remembers of an entry the target has acknowledged. */
 export interface SyncRecord {

@@ -86,6 +86,49 @@ const DIRECT_READ_FROM = 1 << 20;
 const { EINVAL } = osConstants.errno;
 
 /**
+ * Positioned reads of an open file past the page cache where its file system allows it
+ * (O_DIRECT, native/direct_io.c: a migration does not push the source server's own working
+ * set out of its cache), through the cache where not. A read at a block-aligned offset goes
+ * by the direct descriptor (the device reads whole blocks; what lies beyond `buf` is
+ * dropped), any other through the plain one; the first EINVAL (no direct reads on this file
+ * system) sends every later read through the cache. Reads may overlap; close() once none is
+ * in flight closes the direct descriptor (the plain one stays the caller's).
+ */
+export class DirectReads {
+  readonly #fd: number;
+  readonly #abs: string;
+  readonly #directFd: number | undefined;
+  #refused = false;
+
+  constructor(fd: number, abs: string, direct: boolean) {
+    this.#fd = fd;
+    this.#abs = abs;
+    this.#directFd = direct ? reopenDirect(fd, 'read') : undefined;
+  }
+
+  /** Whether reads still go past the cache. */
+  get direct(): boolean {
+    return this.#directFd !== undefined && !this.#refused;
+  }
+
+  async read(buf: Buffer, at: number): Promise<number> {
+    if (this.direct && at % DIRECT_ALIGN === 0) {
+      const n = await ferryFs.readDirect(this.#directFd!, buf, at);
+      if (n >= 0) return n;
+      if (n !== -EINVAL) throw errnoError(-n, `read ${this.#abs}`);
+      this.#refused = true; // this file system takes no direct reads: through the cache from now on
+    }
+    return new Promise<number>((resolve, reject) =>
+      read(this.#fd, buf, 0, buf.length, at, (err, n) => (err ? reject(err) : resolve(n))),
+    );
+  }
+
+  close(): void {
+    if (this.#directFd !== undefined) closeSync(this.#directFd);
+  }
+}
+
+/**
  * Yields the data regions of a file (a path, or a file openScannedFile opened, whose
  * descriptor it then owns) in order, `{offset, data, release}` of at most 1 MiB each
  * (in buffers of `readBuffers`, reused once released),
@@ -112,9 +155,8 @@ export async function readFileRegions(
 }> {
   // an open file is the reader's from here: closed when the regions end
   const { abs, fd, size: end } = typeof file === 'string' ? openScannedFile(file) : file;
-  // closed only once no read is in flight (a refused read leaves it open, unused)
-  const directFd = (opts.direct ?? true) && end >= DIRECT_READ_FROM ? reopenDirect(fd, 'read') : undefined;
-  let direct = directFd;
+  // closed only once no read is in flight
+  const reads = new DirectReads(fd, abs, (opts.direct ?? true) && end >= DIRECT_READ_FROM);
   const buffers = opts.buffers ?? readBuffers;
   const hasher = contentHash(end);
   let hashedTo = 0;
@@ -143,16 +185,7 @@ export async function readFileRegions(
           const want = Math.min(CHUNK, dataEnd - at);
           // aligned, a whole chunk is read straight into it (see readDirect)
           const taken = buffers.take(want);
-          const b = taken.buf;
-          if (direct !== undefined && at % DIRECT_ALIGN === 0) {
-            const n = await ferryFs.readDirect(direct, b, at);
-            if (n >= 0) return { taken, n };
-            if (n !== -EINVAL) throw errnoError(-n, `read ${abs}`);
-            direct = undefined; // this file system takes no direct reads: buffered from now on
-          }
-          return new Promise<{ taken: ReadBuffer; n: number }>((resolve, reject) =>
-            read(fd, b, 0, b.length, at, (err, n) => (err ? reject(err) : resolve({ taken, n }))),
-          );
+          return { taken, n: await reads.read(taken.buf, at) };
         };
         for (let off = dataStart; off < dataEnd; ) {
           let taken: ReadBuffer;
@@ -200,7 +233,7 @@ export async function readFileRegions(
     } finally {
       if (!complete) hasher.discard(); // stopped early: no digest will be asked for
       await settleAbandoned(pending);
-      if (directFd !== undefined) closeSync(directFd);
+      reads.close();
       closeSync(fd);
     }
   }
