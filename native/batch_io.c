@@ -128,6 +128,17 @@ static int out_array(napi_env env, job_base *j, napi_value *arr) {
   return 1;
 }
 
+napi_value ferry_job_queue(napi_env env, void *job, const char *name, napi_async_execute_callback execute,
+                           napi_async_complete_callback complete) {
+  job_base *j = job;
+  napi_value promise, label;
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &label);
+  napi_create_async_work(env, NULL, label, execute, complete, job, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
+}
+
 void ferry_job_finish(napi_env env, job_base *j, napi_value value, const char *why) {
   if (value) {
     napi_resolve_deferred(env, j->deferred, value);
@@ -361,7 +372,7 @@ static void read_complete(napi_env env, napi_status status, void *data) {
 
 static napi_value read_files(napi_env env, napi_callback_info info) {
   size_t argc = 5;
-  napi_value argv[5], keep, promise, name;
+  napi_value argv[5], keep;
   bool want_xattrs = false, direct = false;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 || argc > 5 ||
       napi_get_value_bool(env, argv[3], &want_xattrs) != napi_ok ||
@@ -417,11 +428,7 @@ static napi_value read_files(napi_env env, napi_callback_info info) {
   napi_create_array_with_length(env, 1, &keep);
   napi_set_element(env, keep, 0, argv[2]);
   napi_create_reference(env, keep, 1, &j->base.keep);
-  napi_create_promise(env, &j->base.deferred, &promise);
-  napi_create_string_utf8(env, "ferry.readFiles", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, read_execute, read_complete, j, &j->base.work);
-  napi_queue_async_work(env, j->base.work);
-  return promise;
+  return ferry_job_queue(env, j, "ferry.readFiles", read_execute, read_complete);
 }
 
 /* --------------------------------------------------------------- writeFiles */
@@ -646,7 +653,7 @@ static const char *parse_item(napi_env env, napi_value obj, const napi_value key
 
 static napi_value write_files(napi_env env, napi_callback_info info) {
   size_t argc = 1;
-  napi_value argv[1], promise, name;
+  napi_value argv[1];
   bool is_array = false;
   uint32_t n = 0;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1 ||
@@ -673,11 +680,7 @@ static napi_value write_files(napi_env env, napi_callback_info info) {
     return fail_type(env, bad);
   }
   napi_create_reference(env, argv[0], 1, &j->base.keep);
-  napi_create_promise(env, &j->base.deferred, &promise);
-  napi_create_string_utf8(env, "ferry.writeFiles", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, write_execute, write_complete, j, &j->base.work);
-  napi_queue_async_work(env, j->base.work);
-  return promise;
+  return ferry_job_queue(env, j, "ferry.writeFiles", write_execute, write_complete);
 }
 
 /* ----------------------------------------------------------------- readDir */
@@ -937,7 +940,7 @@ static void stat_complete(napi_env env, napi_status status, void *data) {
 /* readDir(dir: string, statLimit?: number): see FerryFs.readDir */
 static napi_value read_dir(napi_env env, napi_callback_info info) {
   size_t argc = 2;
-  napi_value argv[2], promise, name;
+  napi_value argv[2];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || argc > 2)
     return fail_type(env, "expected (dir: string, statLimit?: number)");
   dir_job *j = calloc(1, sizeof *j);
@@ -956,17 +959,13 @@ static napi_value read_dir(napi_env env, napi_callback_info info) {
     free(j);
     return fail_type(env, "expected (dir: string, statLimit?: number)");
   }
-  napi_create_promise(env, &j->base.deferred, &promise);
-  napi_create_string_utf8(env, "ferry.readDir", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, dir_execute, dir_complete, j, &j->base.work);
-  napi_queue_async_work(env, j->base.work);
-  return promise;
+  return ferry_job_queue(env, j, "ferry.readDir", dir_execute, dir_complete);
 }
 
 /* statNames(dir: string, names: string[]): see FerryFs.statNames */
 static napi_value stat_names_js(napi_env env, napi_callback_info info) {
   size_t argc = 2;
-  napi_value argv[2], promise, name;
+  napi_value argv[2];
   bool is_array = false;
   uint32_t n = 0;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 ||
@@ -990,11 +989,7 @@ static napi_value stat_names_js(napi_env env, napi_callback_info info) {
     free_dir_job(j);
     return fail_type(env, bad);
   }
-  napi_create_promise(env, &j->base.deferred, &promise);
-  napi_create_string_utf8(env, "ferry.statNames", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, stat_execute, stat_complete, j, &j->base.work);
-  napi_queue_async_work(env, j->base.work);
-  return promise;
+  return ferry_job_queue(env, j, "ferry.statNames", stat_execute, stat_complete);
 }
 
 /* fdXattrs(fd: number) -> Buffer: the extended attributes of an open file, read from its

@@ -229,7 +229,7 @@ static int buffers_of(napi_env env, napi_value v, int many, struct iovec **out, 
 
 static napi_value start_job(napi_env env, napi_callback_info info, int reading) {
   size_t argc = 3;
-  napi_value argv[3], promise, name;
+  napi_value argv[3];
   int32_t fd = -1;
   int64_t position = -1;
   struct iovec *iov = NULL;
@@ -258,11 +258,7 @@ static napi_value start_job(napi_env env, napi_callback_info info, int reading) 
   j->position = position;
   j->reading = reading;
   napi_create_reference(env, argv[1], 1, &j->base.keep);
-  napi_create_promise(env, &j->base.deferred, &promise);
-  napi_create_string_utf8(env, reading ? "ferry.readDirect" : "ferry.writeDirect", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, direct_execute, direct_complete, j, &j->base.work);
-  napi_queue_async_work(env, j->base.work);
-  return promise;
+  return ferry_job_queue(env, j, reading ? "ferry.readDirect" : "ferry.writeDirect", direct_execute, direct_complete);
 }
 
 /*

@@ -18,6 +18,12 @@ typedef struct {
   size_t out_len;
 } job_base;
 
+/* Queues `job` -- a struct whose first member is its job_base -- in the thread pool as `name`
+ * (as async hooks show it): `execute` runs there, then `complete` on the event loop, which
+ * settles the returned promise through ferry_job_finish. */
+napi_value ferry_job_queue(napi_env env, void *job, const char *name, napi_async_execute_callback execute,
+                           napi_async_complete_callback complete);
+
 /* Resolves the job's promise with `value`, or rejects it with `why` when value is NULL; then
  * lets go of what the job kept alive (the caller frees the job itself). */
 void ferry_job_finish(napi_env env, job_base *j, napi_value value, const char *why);

@@ -191,7 +191,7 @@ static void sums_complete(napi_env env, napi_status status, void *data) {
 
 static napi_value weak_sums(napi_env env, napi_callback_info info) {
   size_t argc = 3;
-  napi_value argv[3], promise, name, keep;
+  napi_value argv[3], keep;
   void *buf, *out;
   size_t len, out_len;
   int64_t block;
@@ -216,11 +216,7 @@ static napi_value weak_sums(napi_env env, napi_callback_info info) {
   napi_set_element(env, keep, 0, argv[0]);
   napi_set_element(env, keep, 1, argv[2]);
   napi_create_reference(env, keep, 1, &j->base.keep);
-  napi_create_promise(env, &j->base.deferred, &promise);
-  napi_create_string_utf8(env, "ferry.weakSums", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, sums_execute, sums_complete, j, &j->base.work);
-  napi_queue_async_work(env, j->base.work);
-  return promise;
+  return ferry_job_queue(env, j, "ferry.weakSums", sums_execute, sums_complete);
 }
 
 void ferry_rolling_init(napi_env env, napi_value exports) {
