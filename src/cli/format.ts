@@ -49,9 +49,14 @@ export function statusLine(s: ServerView): string {
   return parts.join(' ');
 }
 
-/** The last pass's stats (PassStats, with when it ended) when it met source entries it could not read. */
+/** The last pass's stats (PassStats, with when it ended), if a pass has ended. */
+function lastPass(s: ServerView): (PassStats & { at?: string }) | null {
+  return s.lastSync as (PassStats & { at?: string }) | null;
+}
+
+/** The last pass's stats when it met source entries it could not read. */
 function unreadableOf(s: ServerView): (PassStats & { at?: string }) | null {
-  const last = s.lastSync as (PassStats & { at?: string }) | null;
+  const last = lastPass(s);
   return last?.unreadable ? last : null;
 }
 
@@ -90,7 +95,7 @@ export function serverDetails(s: ServerView): string {
       `last verification: ${s.verification.report.identical ? 'identical' : 'DIFFERENT'} (${s.verification.report.mode}, ${s.verification.report.finishedAt}): ${t.files} entries, ${t.different} different, ${t.missing} missing, ${t.extra} extra`,
     );
   }
-  const last = s.lastSync as (PassStats & { at?: string }) | null;
+  const last = lastPass(s);
   if (last)
     lines.push(
       `last pass:       ${last.at ?? '?'}: ${last.entriesSent} entries sent, ${last.deleted} deleted, ${last.unchanged} unchanged; ` +
