@@ -226,7 +226,7 @@ export async function sendDelta(
       }
       if (!weak) {
         pos += B; // no weak sums: only blocks in place can be found, at block boundaries
-        expect = (base + pos) / B;
+        expect = Math.floor((base + pos) / B); // a whole block number, also after a resumed offset
         continue;
       }
       tryExpected = false;
