@@ -357,6 +357,8 @@ export class TreeWriter {
   #unflushed = 0;
   /** Previous copies being summed ahead of their ENTRY (SUMS_AHEAD), by path. */
   #ahead = new Map<string, AheadJob>();
+  /** Settles when the last of them has been summed. */
+  #aheadTail: Promise<void> = Promise.resolve();
   #flushing: Promise<unknown> | null = null;
   readonly #inflightFile: string | undefined;
   #inflightFd: number | null = null;
@@ -944,21 +946,27 @@ export class TreeWriter {
   /**
    * SUMS_AHEAD: the source will send the file at `rel` as a changed-block transfer in blocks
    * of `blockSize`; its previous copy is summed now, in the background, so that the SUMS are
-   * ready (or nearly) when its ENTRY comes, instead of the source waiting for them. At most
+   * ready (or nearly) when its ENTRY comes, instead of the source waiting for them; one copy
+   * at a time, in the order asked. At most
    * MAX_SUMS_AHEAD at once (more are ignored: the ENTRY sums them itself). A path whose
    * parent is not a real directory here, or with no regular file, sums to nothing.
    */
   sumsAhead(rel: string, blockSize: number): void {
     if (this.#ahead.size >= MAX_SUMS_AHEAD || this.#ahead.has(rel)) return;
     const parent = this.#parent(rel, false); // refuses an unsafe path; null: not a real directory
-    const job = {
-      blockSize,
-      result: Promise.resolve<SummedCopy>({ sums: { seq: 0, blockSize, size: 0, hashes: '' } }),
-      stop: false,
-    };
-    if (parent !== null) job.result = this.#openOld(this.#abs(rel), blockSize, 0, () => job.stop);
+    const none: SummedCopy = { sums: { seq: 0, blockSize, size: 0, hashes: '' } };
+    const job: AheadJob = { blockSize, result: Promise.resolve(none), stop: false };
+    // one after the other: two copies summed at once would each be read at half the speed,
+    // and the first one's ENTRY comes first
+    if (parent !== null)
+      job.result = this.#aheadTail.then(() =>
+        job.stop ? none : this.#openOld(this.#abs(rel), blockSize, 0, () => job.stop),
+      );
+    this.#aheadTail = job.result.then(
+      () => {},
+      () => {},
+    );
     this.sumsAheadStats.asked++;
-    job.result.catch(() => {}); // an error is the ENTRY's to meet, when it sums again
     this.#ahead.set(rel, job);
   }
 
