@@ -40,12 +40,6 @@ export const FrameType = {
    * belong at `offset` of the new file (a block the source found elsewhere than it was).
    */
   COPY: 0x1b,
-  /**
-   * (Version 3.) The source will send the file at `path` as a changed-block transfer in
-   * blocks of `blockSize`: the target may start summing its copy now. No answer of its own:
-   * the SUMS still answer the ENTRY. At most MAX_SUMS_AHEAD not yet followed by their ENTRY.
-   */
-  SUMS_AHEAD: 0x1c,
   ERROR: 0x7f,
 } as const;
 
@@ -242,13 +236,6 @@ const Copy = Type.Object(
   { additionalProperties: false },
 );
 const Delete = Type.Object({ seq: Int(), path: PathString }, { additionalProperties: false });
-const SumsAhead = Type.Object(
-  { path: PathString, blockSize: Type.Integer({ minimum: 4096, maximum: 1 << 24 }) },
-  { additionalProperties: false },
-);
-
-/** How many SUMS_AHEAD a source may have sent whose ENTRY has not followed yet (the target ignores more). */
-export const MAX_SUMS_AHEAD = 2;
 /**
  * The end of a pass. A file pass's COMMIT carries the source root's own owner, mode,
  * extended attributes and modification time (`root`): the target gives them to its root
@@ -294,7 +281,6 @@ export type DeleteMessage = Static<typeof Delete>;
 export type CheckMessage = Static<typeof Check>;
 export type SumsMessage = Static<typeof Sums>;
 export type CopyMessage = Static<typeof Copy>;
-export type SumsAheadMessage = Static<typeof SumsAhead>;
 export type RawMessage = Static<typeof Raw>;
 export type CommitMessage = Static<typeof Commit>;
 export type AckMessage = Static<typeof Ack>;
@@ -323,7 +309,6 @@ export type Message =
   | { type: 'check'; body: CheckMessage }
   | { type: 'sums'; body: SumsMessage }
   | { type: 'copy'; body: CopyMessage }
-  | { type: 'sums-ahead'; body: SumsAheadMessage }
   | { type: 'raw'; body: RawMessage }
   | { type: 'report'; body: VerifyReport }
   | { type: 'commit'; body: CommitMessage }
@@ -362,7 +347,6 @@ const JSON_TYPES: Record<JsonType, { code: number; schema: TSchema }> = {
   check: { code: FrameType.CHECK, schema: Check },
   sums: { code: FrameType.SUMS, schema: Sums },
   copy: { code: FrameType.COPY, schema: Copy },
-  'sums-ahead': { code: FrameType.SUMS_AHEAD, schema: SumsAhead },
   raw: { code: FrameType.RAW, schema: Raw },
   report: { code: FrameType.REPORT, schema: VerifyReport },
   commit: { code: FrameType.COMMIT, schema: Commit },
@@ -480,7 +464,7 @@ export function decodeMessage(type: number, payload: Buffer): Message {
   const msg = { type: entry.type, body } as Message;
   if (msg.type === 'entry') checkEntry(msg.body);
   if (msg.type === 'commit') checkXattrNames(msg.body.root?.xattrs);
-  if (msg.type === 'delete' || msg.type === 'check' || msg.type === 'sums-ahead') {
+  if (msg.type === 'delete' || msg.type === 'check') {
     const why = validatePath(msg.body.path);
     if (why)
       throw new FerryError('FERRY_UNSAFE_PATH', `refused path ${JSON.stringify(msg.body.path)}: ${why}`);

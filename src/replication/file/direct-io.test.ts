@@ -368,6 +368,28 @@ describe('the target writes large files past its page cache', () => {
     expect(resident(path.join(root, 'buffered.bin'))).toBeGreaterThanOrEqual(10 * MiB);
   });
 
+  it('rebuilds a changed large file from its previous copy past the cache too, all but its first MiB and last block', async () => {
+    const root = path.join(ext4, 'rebuilt');
+    fs.mkdirSync(root, { recursive: true });
+    const old = randomBytes(12 * MiB + 777);
+    await writeLarge(root, 'db.bin', old, true);
+    // 5000 bytes inserted at the start: every byte of the old copy moves to an unaligned offset
+    const now = Buffer.concat([randomBytes(5000), old]);
+    const w = await TreeWriter.open(root, log, { directIo: true });
+    const sums = await w.entry({ ...entry(2, 'db.bin', now.length), deltaBlockSize: 64 * 1024 });
+    expect(sums!.size).toBe(old.length);
+    await w.data(0, now.subarray(0, 5000));
+    await w.copy({ offset: 5000, from: 0, length: old.length });
+    await w.fileEnd(blake3(now));
+    await w.commit();
+    const got = path.join(root, 'db.bin');
+    expect(resident(got)).toBeLessThanOrEqual(MiB + 2 * DIRECT_ALIGN);
+    expect(fs.readFileSync(got).equals(now)).toBe(true);
+    // the copied MiBs were written together, not one request each
+    expect(w.largeWrites.chunks).toBeGreaterThanOrEqual(13);
+    expect(w.largeWrites.requests).toBeLessThan(w.largeWrites.chunks);
+  });
+
   it('writes the chunks that arrive while a write is in flight together, in one request', async () => {
     const root = path.join(ext4, 'together');
     fs.mkdirSync(root, { recursive: true });

@@ -6,7 +6,6 @@ import {
   type CommitMessage,
   type EntryMessage,
   MAX_DATA_BYTES,
-  MAX_SUMS_AHEAD,
   type ResumableFile,
   type Session,
   type SumsMessage,
@@ -143,8 +142,6 @@ interface Planned {
   prev?: SyncRecord;
   /** A small file's content, being read in a batch. */
   content?: SmallRead;
-  /** SUMS_AHEAD was sent for it: the target is summing its copy already. */
-  askedAhead?: boolean;
 }
 
 const DELTA_FROM = 1 << 20;
@@ -395,24 +392,6 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
   const window: Planned[] = [];
   let windowBytes = 0;
   let scanDone = false;
-  /** The block size of a changed-block transfer of p, or 0 when it goes otherwise. */
-  const deltaOf = (p: Planned) =>
-    opts.detectRenames && p.prev?.kind === 'file' && !p.content && !p.renamedFrom && p.firstPath === undefined
-      ? deltaBlockSize(p.e)
-      : 0;
-  // Files of the window that will go as changed-block transfers: the target is asked to sum
-  // its copies of the next MAX_SUMS_AHEAD ahead of their ENTRY (SUMS_AHEAD), so that it sums
-  // one file while this side searches the one before, instead of each side waiting in turn.
-  const deltaAhead: Planned[] = [];
-  let askedAhead = 0; // SUMS_AHEAD sent whose ENTRY has not gone yet
-  const askAhead = async () => {
-    while (askedAhead < MAX_SUMS_AHEAD && deltaAhead.length > 0) {
-      const p = deltaAhead.shift()!;
-      p.askedAhead = true;
-      askedAhead++;
-      await send({ type: 'sums-ahead', body: { path: p.e.path, blockSize: deltaOf(p) } });
-    }
-  };
   const refill = async () => {
     while (!scanDone && window.length < PREFETCH_FILES && windowBytes < PREFETCH_BYTES) {
       const r = await source.next();
@@ -420,7 +399,6 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
       else {
         window.push(r.value);
         if (r.value.content) windowBytes += r.value.cur.size;
-        else if (deltaOf(r.value) > 0) deltaAhead.push(r.value);
       }
     }
   };
@@ -470,12 +448,9 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
 
   for (;;) {
     await refill();
-    // here, the ENTRYs of every file asked for before have gone: the target has taken their sums
-    if (deltaAhead.length > 0) await askAhead();
     const p = window.shift();
     if (!p) break;
     if (p.content) windowBytes -= p.cur.size;
-    if (p.askedAhead) askedAhead--;
     const { e, cur } = p;
     seq++;
     if (p.content && !p.content.ready) {
@@ -560,7 +535,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
             ? r0.offset
             : 0;
         if (from > 0) entry.resumeFrom = from;
-        const blockSize = deltaOf(p);
+        const blockSize = opts.detectRenames && p.prev?.kind === 'file' ? deltaBlockSize(e) : 0;
         if (blockSize > 0) {
           // changed-block transfer: only the blocks that differ from the target's copy travel
           // (continuing a kept partial file too: what follows its end is found in the old copy)

@@ -122,9 +122,6 @@ export async function receivePass(
         case 'copy':
           await writer.copy(msg.body);
           break;
-        case 'sums-ahead':
-          writer.sumsAhead(msg.body.path, msg.body.blockSize);
-          break;
         case 'file':
           // a whole small file: the same steps as ENTRY, DATA and FILE_END
           await receiveWholeFiles([{ body: msg.body, data: msg.data }], msg.release);

@@ -47,7 +47,6 @@ import {
   type CommitMessage,
   type CopyMessage,
   type EntryMessage,
-  MAX_SUMS_AHEAD,
   type ResumableFile,
   type SumsMessage,
   validatePath,
@@ -75,33 +74,6 @@ const fdatasyncAsync = promisify(fdatasync);
 /** A partly written file kept for resuming: its temporary file holds `offset` verified-written bytes. */
 interface Partial extends ResumableFile {
   tmp: string;
-}
-
-/**
- * The previous copy of a file in a changed-block transfer, open for reading: `id` is what
- * fstat said when it was summed (device, inode, size, times), to tell whether it changed since.
- */
-interface OldCopy {
-  fd: number;
-  size: number;
-  id: string;
-}
-
-/** The previous copy as summed: nothing when there is none (empty sums). */
-interface SummedCopy {
-  old?: OldCopy;
-  sums: SumsMessage;
-}
-
-/** A previous copy being summed ahead of its ENTRY: `stop` ends the summing early. */
-interface AheadJob {
-  blockSize: number;
-  result: Promise<SummedCopy>;
-  stop: boolean;
-}
-
-function copyId(st: { dev: bigint; ino: bigint; size: bigint; mtimeNs: bigint; ctimeNs: bigint }): string {
-  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 }
 
 /** How much of the previous copy one read takes when it is copied into the new file. */
@@ -205,7 +177,7 @@ interface OpenFile {
   /** The hash covers the DATA as sent, not the holes (ENTRY `holesUnhashed`, see feedBeforeChunk). */
   holesUnhashed: boolean;
   /** Changed-block transfer: the target's previous copy, whose bytes fill what DATA skips. */
-  old?: OldCopy;
+  old?: { fd: number; size: number };
   /** End of the last DATA written, and whether the file continues a kept partial copy. */
   written: number;
   resumed: boolean;
@@ -355,10 +327,6 @@ export class TreeWriter {
   #xattrWarned = new Set<string>();
   /** Bytes written since the last background flush, and the flush running now. */
   #unflushed = 0;
-  /** Previous copies being summed ahead of their ENTRY (SUMS_AHEAD), by path. */
-  #ahead = new Map<string, AheadJob>();
-  /** Settles when the last of them has been summed. */
-  #aheadTail: Promise<void> = Promise.resolve();
   #flushing: Promise<unknown> | null = null;
   readonly #inflightFile: string | undefined;
   #inflightFd: number | null = null;
@@ -377,8 +345,6 @@ export class TreeWriter {
   readonly holeBytes = { hashed: 0, skipped: 0 };
   /** Large files' writes: requests made, DATA chunks they wrote, the most chunks in one. */
   readonly largeWrites = { requests: 0, chunks: 0, mostChunks: 0 };
-  /** SUMS_AHEAD taken (summed ahead), and how many ENTRYs found them usable or summed again (the copy had changed). */
-  readonly sumsAheadStats = { asked: 0, used: 0, summedAgain: 0 };
   #dispatchScheduled = false;
   #inflightLength = 0;
   readonly #directIo: boolean;
@@ -522,7 +488,6 @@ export class TreeWriter {
 
   /** Releases the in-flight record and the journal; call when the writer is done. */
   close(): void {
-    this.#dropAhead();
     if (this.#inflightFd !== null) closeSync(this.#inflightFd);
     this.#inflightFd = null;
     if (this.#journalFd !== null) closeSync(this.#journalFd);
@@ -846,7 +811,6 @@ export class TreeWriter {
    */
   async entry(e: EntryMessage): Promise<SumsMessage | undefined> {
     if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'ENTRY before the previous file ended');
-    if (this.#ahead.size > 0 && !(e.kind === 'file' && e.deltaBlockSize)) this.#dropAhead(e.path);
     if (e.kind !== 'dir') await this.drain(); // queued files first: a link or a replacement may need them
     const parentAbs = this.#parent(e.path, true)!;
     const abs = this.#abs(e.path);
@@ -875,12 +839,12 @@ export class TreeWriter {
           if (!e.deltaBlockSize) return;
           // a changed-block transfer continued: the old copy is still in place (the new file
           // is the kept partial, renamed over it only at FILE_END)
-          const delta = await this.#summed(e.path, abs, e.deltaBlockSize, e.seq);
+          const delta = await this.#openOld(abs, e.deltaBlockSize, e.seq);
           if (delta.old) f.old = delta.old;
           return delta.sums;
         }
         if (this.#partial?.path === e.path) this.#dropPartial(); // sent afresh: the kept copy is stale
-        const delta = e.deltaBlockSize ? await this.#summed(e.path, abs, e.deltaBlockSize, e.seq) : undefined;
+        const delta = e.deltaBlockSize ? await this.#openOld(abs, e.deltaBlockSize, e.seq) : undefined;
         const old = delta?.old;
         const tmp = this.#tmpName(parentAbs, e.seq);
         const fd = openSync(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
@@ -944,83 +908,14 @@ export class TreeWriter {
   }
 
   /**
-   * SUMS_AHEAD: the source will send the file at `rel` as a changed-block transfer in blocks
-   * of `blockSize`; its previous copy is summed now, in the background, so that the SUMS are
-   * ready (or nearly) when its ENTRY comes, instead of the source waiting for them; one copy
-   * at a time, in the order asked. At most
-   * MAX_SUMS_AHEAD at once (more are ignored: the ENTRY sums them itself). A path whose
-   * parent is not a real directory here, or with no regular file, sums to nothing.
-   */
-  sumsAhead(rel: string, blockSize: number): void {
-    if (this.#ahead.size >= MAX_SUMS_AHEAD || this.#ahead.has(rel)) return;
-    const parent = this.#parent(rel, false); // refuses an unsafe path; null: not a real directory
-    const none: SummedCopy = { sums: { seq: 0, blockSize, size: 0, hashes: '' } };
-    const job: AheadJob = { blockSize, result: Promise.resolve(none), stop: false };
-    // one after the other: two copies summed at once would each be read at half the speed,
-    // and the first one's ENTRY comes first
-    if (parent !== null)
-      job.result = this.#aheadTail.then(() =>
-        job.stop ? none : this.#openOld(this.#abs(rel), blockSize, 0, () => job.stop),
-      );
-    this.#aheadTail = job.result.then(
-      () => {},
-      () => {},
-    );
-    this.sumsAheadStats.asked++;
-    this.#ahead.set(rel, job);
-  }
-
-  /**
-   * The SUMS of the previous copy at `rel` for an ENTRY: those summed ahead when they were
-   * asked for with the same block size and the copy is still the file summed (same device,
-   * inode, size and times, still at that path), else summed now.
-   */
-  async #summed(rel: string, abs: string, blockSize: number, seq: number): Promise<SummedCopy> {
-    const job = this.#ahead.get(rel);
-    this.#ahead.delete(rel);
-    if (job && job.blockSize !== blockSize) this.#stopAhead(job);
-    const r = job?.blockSize === blockSize ? await job.result.catch(() => null) : null;
-    if (r?.old) {
-      const then = fstatSync(r.old.fd, { bigint: true });
-      const now = lstatSync(abs, { bigint: true, throwIfNoEntry: false });
-      if (now && now.dev === then.dev && now.ino === then.ino && copyId(then) === r.old.id) {
-        this.sumsAheadStats.used++;
-        return { old: r.old, sums: { ...r.sums, seq } };
-      }
-      closeSync(r.old.fd);
-    } else if (r && !lstatSync(abs, { throwIfNoEntry: false })) {
-      this.sumsAheadStats.used++;
-      return { sums: { ...r.sums, seq } };
-    }
-    if (job) this.sumsAheadStats.summedAgain++;
-    return this.#openOld(abs, blockSize, seq);
-  }
-
-  /** Drops the sums asked for ahead of `rel` (no ENTRY will take them), or all of them. */
-  #dropAhead(rel?: string): void {
-    for (const [k, job] of this.#ahead) {
-      if (rel !== undefined && k !== rel) continue;
-      this.#ahead.delete(k);
-      this.#stopAhead(job);
-    }
-  }
-
-  /** Ends a summing ahead early and closes its copy once it has stopped. */
-  #stopAhead(job: AheadJob): void {
-    job.stop = true;
-    void job.result.then(
-      (r) => {
-        if (r.old) closeSync(r.old.fd);
-      },
-      () => {},
-    );
-  }
-
-  /**
    * Opens the copy the target holds at a path (a regular file only; the parent was checked
    * already) and sums it in blocks for a changed-block transfer. No copy: empty sums.
    */
-  async #openOld(abs: string, blockSize: number, seq: number, stopped = () => false): Promise<SummedCopy> {
+  async #openOld(
+    abs: string,
+    blockSize: number,
+    seq: number,
+  ): Promise<{ old?: { fd: number; size: number }; sums: SumsMessage }> {
     const none = { sums: { seq, blockSize, size: 0, hashes: '' } };
     let fd: number;
     try {
@@ -1028,12 +923,11 @@ export class TreeWriter {
     } catch {
       return none;
     }
-    const big = fstatSync(fd, { bigint: true });
-    if (!big.isFile()) {
+    const st = fstatSync(fd);
+    if (!st.isFile()) {
       closeSync(fd);
       return none;
     }
-    const st = { size: Number(big.size) };
     const out = Buffer.allocUnsafe(Math.ceil(st.size / blockSize) * BLOCK_SUM_BYTES);
     const weak = Buffer.allocUnsafe(Math.ceil(st.size / blockSize) * WEAK_SUM_BYTES);
     // read in chunks of whole blocks, the next one reading while this one is summed: a cold
@@ -1055,7 +949,6 @@ export class TreeWriter {
       for (let at = 0, k = 0; at < st.size; at += chunk, k++) {
         const buf = bufs[k % 2]!;
         const n = await next;
-        if (stopped()) throw new FerryError('FERRY_CONNECTION_LOST', 'the pass ended');
         next =
           at + chunk < st.size && n === chunk
             ? readChunk(bufs[(k + 1) % 2]!, at + chunk)
@@ -1081,7 +974,7 @@ export class TreeWriter {
       throw e;
     }
     return {
-      old: { fd, size: st.size, id: copyId(big) },
+      old: { fd, size: st.size },
       sums: {
         seq,
         blockSize,
@@ -1437,7 +1330,6 @@ export class TreeWriter {
 
   /** Removes `rel` (recursively for a directory). A path that is already gone is fine. */
   async delete(rel: string): Promise<void> {
-    if (this.#ahead.size > 0) this.#dropAhead(rel);
     await this.drain();
     const parentAbs = this.#parent(rel, false);
     if (!parentAbs) return;
