@@ -137,7 +137,7 @@ function parseArgs(argv: string[]): Args {
       a.scenarios.push(s as Scenario);
     } else if (v === '--help' || v === '-h') {
       console.log(
-        `npm run bench -- [--scenario NAME]… [--quick] [--runs N] [--json FILE] [--link RATE] [--shaped-rate RATE] [--delay MS] [--loss PCT%] [--peers rsync,tar|none] [--variant [agent:|target:]NAME=VALUE] [--loop-cache on|off]\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`,
+        `npm run bench -- [--scenario NAME]… [--quick] [--runs N] [--json FILE] [--link RATE] [--shaped-rate RATE (200mbit; 400mbit with --quick)] [--delay MS] [--loss PCT%] [--peers rsync,tar|none] [--variant [agent:|target:]NAME=VALUE] [--loop-cache on|off]\nscenarios: ${Object.keys(SCENARIOS).join(', ')}`,
       );
       process.exit(0);
     } else throw new Error(`unknown option ${v}`);
