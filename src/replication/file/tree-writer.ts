@@ -55,6 +55,7 @@ import {
 import { BLOCK_SUM_BYTES, blockSum } from './block-sum.js';
 import { type ContentHash, contentHash, feedBeforeChunk, feedEnd, wholeFileHash } from './content-hash.js';
 import { WEAK_SUM_BYTES } from './delta.js';
+import { type ReadBuffer, ReadBuffers } from './read-buffers.js';
 
 const run = promisify(execFile);
 const TYPE_BITS = { fifo: C.S_IFIFO, chardev: C.S_IFCHR, blockdev: C.S_IFBLK, socket: C.S_IFSOCK } as const;
@@ -345,6 +346,13 @@ export class TreeWriter {
   readonly holeBytes = { hashed: 0, skipped: 0 };
   /** Large files' writes: requests made, DATA chunks they wrote, the most chunks in one. */
   readonly largeWrites = { requests: 0, chunks: 0, mostChunks: 0 };
+  /**
+   * What a changed-block transfer reads its previous copy into to rebuild the new file
+   * (#copyFromOld): used again once each piece is written, so that a rebuild of GiBs does
+   * not allocate a new MiB each time (V8 runs a full collection for every ~64 MiB of new
+   * memory outside its heap; see ReadBuffers), and aligned, so direct writes need no copy.
+   */
+  readonly rebuildBuffers = new ReadBuffers(16 << 20);
   #dispatchScheduled = false;
   #inflightLength = 0;
   readonly #directIo: boolean;
@@ -1000,37 +1008,41 @@ export class TreeWriter {
   /**
    * Changed-block transfer: appends the previous copy's bytes [from, from + length) to the
    * new file (at f.hashedTo), 1 MiB at a time, the next MiB reading while this one is
-   * hashed. The pieces are written as DATA is (#queueWrite: in the thread pool, joined,
+   * hashed. The pieces are taken as DATA is (#append: written in the thread pool, joined,
    * past the page cache where they are whole blocks at aligned offsets), so the rebuild
    * neither blocks the event loop nor leaves the whole file dirty for the COMMIT's sync;
-   * piece ends fall on the new file's MiB boundaries, so all but the first are aligned.
+   * piece ends fall on the new file's MiB boundaries, so all but the first are aligned. They
+   * are read into rebuildBuffers, used again once written.
    */
   async #copyFromOld(f: OpenFile, from: number, length: number): Promise<void> {
     const old = f.old;
     if (!old || length <= 0) return;
     const end = from + length;
-    const readPiece = async (at: number, to: number): Promise<Buffer> => {
+    const readPiece = async (at: number, to: number): Promise<ReadBuffer> => {
       const want = Math.min(end - at, COPY_PIECE_BYTES - (to % COPY_PIECE_BYTES));
-      const buf = Buffer.allocUnsafeSlow(want);
-      const n = await readAt(old.fd, buf, 0, want, at);
-      if (n <= 0)
-        throw new FerryError('FERRY_TARGET_WRITE', `the previous copy of ${f.rel} is shorter than it was`);
-      return n === want ? buf : buf.subarray(0, n);
-    };
-    let next: Promise<Buffer> | null = readPiece(from, f.hashedTo);
-    for (let at = from; next; ) {
-      const chunk: Buffer = await next;
-      at += chunk.length;
-      const to: number = f.hashedTo + chunk.length;
-      next = at < end ? readPiece(at, to) : null;
+      const piece = this.rebuildBuffers.take(want);
       try {
-        await f.hasher.update(chunk);
-        f.hashedTo = to;
-        f.written = to;
-        this.#countWritten(chunk.length);
-        await this.#queueWrite(f, chunk, to - chunk.length, () => {});
+        const n = await readAt(old.fd, piece.buf, 0, want, at);
+        if (n <= 0)
+          throw new FerryError('FERRY_TARGET_WRITE', `the previous copy of ${f.rel} is shorter than it was`);
+        return n === want ? piece : { buf: piece.buf.subarray(0, n), release: piece.release };
       } catch (e) {
-        await next?.catch(() => {}); // no read left running
+        piece.release();
+        throw e;
+      }
+    };
+    let next: Promise<ReadBuffer> | null = readPiece(from, f.hashedTo);
+    for (let at = from; next; ) {
+      const piece: ReadBuffer = await next;
+      at += piece.buf.length;
+      next = at < end ? readPiece(at, f.hashedTo + piece.buf.length) : null;
+      try {
+        await this.#append(f, piece.buf, f.hashedTo, piece.release);
+      } catch (e) {
+        await next?.then(
+          (p) => p.release(),
+          () => {},
+        ); // no read left running into a buffer
         throw e;
       }
     }
@@ -1177,6 +1189,22 @@ export class TreeWriter {
       }
       this.#countHole(f, offset);
       await feedBeforeChunk(f.hasher, f.hashedTo, offset, data.length, f.holesUnhashed);
+      handedOff = true;
+      await this.#append(f, data, offset, release);
+    } finally {
+      if (!handedOff) release();
+    }
+  }
+
+  /**
+   * Takes a chunk that continues the file at `offset` (f.hashedTo, holes before it already
+   * accounted for): hashes it, then writes it, at once for a small file, through the write
+   * queue for a large one. `release` is called once nothing reads `data` any more, also when
+   * this fails.
+   */
+  async #append(f: OpenFile, data: Buffer, offset: number, release: () => void): Promise<void> {
+    let queued = false;
+    try {
       await f.hasher.update(data);
       f.hashedTo = offset + data.length;
       f.written = f.hashedTo;
@@ -1191,28 +1219,20 @@ export class TreeWriter {
       // several would only queue on the inode's lock in the kernel, spinning (2.6% of the
       // target's CPU on large files), and hold thread-pool threads. The chunks that arrive
       // meanwhile go out together in the next one (#pump).
-      handedOff = true;
-      await this.#queueWrite(f, data, offset, release);
+      const done = new Promise<void>((resolve, reject) =>
+        f.waiting.push({ data, offset, settle: { resolve, reject } }),
+      );
+      done.catch(() => {}); // surfaces in #settleOldest
+      this.#pump(f);
+      f.writes.push({ done, bytes: data.length });
+      f.queuedBytes += data.length;
+      // data is released when its own write has completed (a failure surfaces in #settleOldest)
+      void done.then(release, release);
+      queued = true;
+      while (f.queuedBytes > WRITE_BEHIND_BYTES) await this.#settleOldest(f);
     } finally {
-      if (!handedOff) release();
+      if (!queued) release();
     }
-  }
-
-  /**
-   * Queues one chunk of a large file for writing (#pump); `release` is called once its
-   * write has completed. Returns once at most WRITE_BEHIND_BYTES stay queued.
-   */
-  async #queueWrite(f: OpenFile, data: Buffer, offset: number, release: () => void): Promise<void> {
-    const done = new Promise<void>((resolve, reject) =>
-      f.waiting.push({ data, offset, settle: { resolve, reject } }),
-    );
-    done.catch(() => {}); // surfaces in #settleOldest
-    this.#pump(f);
-    f.writes.push({ done, bytes: data.length });
-    f.queuedBytes += data.length;
-    // data is released when its own write has completed (a failure surfaces in #settleOldest)
-    void done.then(release, release);
-    while (f.queuedBytes > WRITE_BEHIND_BYTES) await this.#settleOldest(f);
   }
 
   /**
