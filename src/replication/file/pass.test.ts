@@ -73,6 +73,21 @@ function progressThatChanges(midPass: () => void): { progress: PassProgress; ran
   return { progress, ran: () => done };
 }
 
+/** A source holding one file of `bytes` distinct bytes, copied once to the target. */
+async function copiedOnce(name: string, bytes: number) {
+  const { src, dst } = emptyTrees();
+  const original = distinctBytes(bytes);
+  const file = path.join(src, name);
+  fs.writeFileSync(file, original);
+  const state = new SqliteSyncState(path.join(dir, 'state.db'));
+  await pass(src, dst, state);
+  return { src, dst, file, original, state };
+}
+
+/** `b` with 1000 bytes inserted at 100,000: every block after them moved by 1000 bytes. */
+const inserted1000 = (b: Buffer) =>
+  Buffer.concat([b.subarray(0, 100_000), Buffer.alloc(1000, 0x41), b.subarray(100_000)]);
+
 async function pass(
   src: string,
   dst: string,
@@ -845,18 +860,10 @@ describe('file-level pass over an in-memory connection', () => {
   );
 
   it("continues an interrupted changed-block transfer from the target's kept partial file, still by blocks", async () => {
-    const { src, dst } = emptyTrees();
     const MiB = 1024 * 1024;
-    const original = distinctBytes(48 * MiB);
-    const file = path.join(src, 'db.bin');
-    fs.writeFileSync(file, original);
-    const state = new SqliteSyncState(path.join(dir, 'state.db'));
-    await pass(src, dst, state);
+    const { src, dst, file, original, state } = await copiedOnce('db.bin', 48 * MiB);
     // 1000 bytes inserted near the start: the rest of the 48 MiB goes as COPY frames
-    fs.writeFileSync(
-      file,
-      Buffer.concat([original.subarray(0, 100_000), Buffer.alloc(1000, 0x41), original.subarray(100_000)]),
-    );
+    fs.writeFileSync(file, inserted1000(original));
     const files = { inflightFile: path.join(dir, 'inflight'), journalFile: path.join(dir, 'partial') };
     const syncWith = async (writer: TreeWriter, resume?: ReturnType<TreeWriter['resumable']>) => {
       const [a, b] = duplexPair({ pieceBytes: 16 * 1024 });
@@ -908,19 +915,10 @@ describe('file-level pass over an in-memory connection', () => {
   });
 
   it("finds the target's blocks where inserted or removed bytes shifted them, and sends little more than the change", async () => {
-    const { src, dst } = emptyTrees();
     const MiB = 1024 * 1024;
-    const original = distinctBytes(12 * MiB);
-    const file = path.join(src, 'dump.sql');
-    fs.writeFileSync(file, original);
-    const state = new SqliteSyncState(path.join(dir, 'state.db'));
-    await pass(src, dst, state);
+    const { src, dst, file, original, state } = await copiedOnce('dump.sql', 12 * MiB);
     // 1000 bytes inserted near the start: every block after them has moved by 1000 bytes
-    const inserted = Buffer.concat([
-      original.subarray(0, 100_000),
-      Buffer.alloc(1000, 0x41),
-      original.subarray(100_000),
-    ]);
+    const inserted = inserted1000(original);
     fs.writeFileSync(file, inserted);
     const shifted = await pass(src, dst, state);
     expect(compareTrees(src, dst)).toEqual([]);
