@@ -274,6 +274,7 @@ export class JobRunner {
         bytesSent: result.bytesSent,
         bytesOnWire: this.#wireBytes,
         ...(result.bytesMatched > 0 ? { bytesMatched: result.bytesMatched } : {}),
+        ...(result.appended > 0 ? { appended: result.appended } : {}),
         bytes: this.#progress.bytes,
         files: this.#progress.files,
         seconds: (Date.now() - started) / 1000,

@@ -125,4 +125,31 @@ describe('SqliteSyncState', () => {
     expect(reopened.byInode('1003')).toHaveLength(5);
     reopened.close();
   });
+
+  it('keeps a content hash with a record, forgets it when told, and gives a store made before hashes the column', () => {
+    const file = path.join(dir, 'sync.db');
+    // a store of the previous version: no hash column, one record
+    const raw = new Database(file);
+    raw.exec(`CREATE TABLE entries (path TEXT PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL,
+      mtime_ns TEXT NOT NULL, ctime_ns TEXT NOT NULL, ino TEXT NOT NULL, mode INTEGER NOT NULL,
+      uid INTEGER NOT NULL, gid INTEGER NOT NULL, seen INTEGER NOT NULL) WITHOUT ROWID`);
+    raw
+      .prepare('INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)')
+      .run(rec.path, rec.kind, rec.size, rec.mtimeNs, rec.ctimeNs, rec.ino, rec.mode, rec.uid, rec.gid);
+    raw.close();
+    const state = new SqliteSyncState(file);
+    expect(state.lookup('etc/hosts')).toEqual(rec); // no hash: sent whole when it changes
+    const g = state.beginPass();
+    const hash = '0123456789abcdef0123456789abcdef';
+    state.record({ ...rec, path: 'var/log/app.log', hash }, g);
+    state.record({ ...rec, path: 'odd', hash: 'not hex' }, g); // never stored as anything but 16 bytes
+    expect(state.lookup('var/log/app.log')).toEqual({ ...rec, path: 'var/log/app.log', hash });
+    expect(state.byInode(rec.ino).find((r) => r.path === 'var/log/app.log')?.hash).toBe(hash);
+    expect(state.lookup('odd')).toEqual({ ...rec, path: 'odd' });
+    // the hash is no part of what makes an entry unchanged
+    expect(state.markSeenIfUnchanged({ ...rec, path: 'var/log/app.log' }, g)).toBe(true);
+    state.forgetHash('var/log/app.log');
+    expect(state.lookup('var/log/app.log')).toEqual({ ...rec, path: 'var/log/app.log' });
+    state.close();
+  });
 });

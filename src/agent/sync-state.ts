@@ -30,8 +30,18 @@ export function fromStored(stored: string): string {
   }
   return out;
 }
-const fromRow = (r: SyncRecord | undefined): SyncRecord | undefined =>
-  r?.path.includes(ESC) ? { ...r, path: fromStored(r.path) } : r;
+type Row = Omit<SyncRecord, 'hash'> & { hash: Buffer | null };
+/** A record as read: its path as the pass knows it, its content hash (if any) in hex. */
+function fromRow(r: Row | undefined): SyncRecord | undefined {
+  if (!r) return undefined;
+  const { hash, ...rest } = r;
+  const rec: SyncRecord = hash ? { ...rest, hash: hash.toString('hex') } : rest;
+  return rec.path.includes(ESC) ? { ...rec, path: fromStored(rec.path) } : rec;
+}
+/** The content hash as stored: 16 bytes (SyncRecord.hash's 32 hex digits), or NULL. */
+const hashBlob = (hash: string | undefined): Buffer | null =>
+  hash && /^[0-9a-f]{32}$/.test(hash) ? Buffer.from(hash, 'hex') : null;
+const COLUMNS = 'path, kind, size, mtime_ns AS mtimeNs, ctime_ns AS ctimeNs, ino, mode, uid, gid, hash';
 
 const BATCH = 5000;
 const INODE_INDEX = 'CREATE INDEX IF NOT EXISTS entries_ino ON entries (ino)';
@@ -45,6 +55,10 @@ const INODE_INDEX = 'CREATE INDEX IF NOT EXISTS entries_ino ON entries (ino)';
  * empty store and built when it is next needed: kept up to date insert by insert it cost
  * 0.26–0.48 CPU s per 100,000 entries in scan order, built at once 0.08–0.10 s. A store
  * opened without it (a process that stopped mid-pass) builds it on opening.
+ *
+ * `hash` holds the first 16 bytes of the BLAKE3 of the content the target was sent, for
+ * files a pass sent whole (see SyncRecord.hash); a store made before that column existed
+ * gains it, empty, on opening.
  */
 export class SqliteSyncState implements SyncStateStore {
   readonly #db: Database.Database;
@@ -54,6 +68,7 @@ export class SqliteSyncState implements SyncStateStore {
   readonly #put: Database.Statement;
   readonly #del: Database.Statement;
   readonly #byIno: Database.Statement;
+  readonly #forgetHash: Database.Statement;
   #ops = 0;
   /** The inode index was dropped for a first pass and is not built yet. */
   #inodeIndexDeferred = false;
@@ -66,12 +81,12 @@ export class SqliteSyncState implements SyncStateStore {
       CREATE TABLE IF NOT EXISTS entries (
         path TEXT PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns TEXT NOT NULL,
         ctime_ns TEXT NOT NULL, ino TEXT NOT NULL, mode INTEGER NOT NULL, uid INTEGER NOT NULL,
-        gid INTEGER NOT NULL, seen INTEGER NOT NULL) WITHOUT ROWID;
+        gid INTEGER NOT NULL, seen INTEGER NOT NULL, hash BLOB) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
       ${INODE_INDEX};`);
-    this.#get = this.#db.prepare(
-      'SELECT path, kind, size, mtime_ns AS mtimeNs, ctime_ns AS ctimeNs, ino, mode, uid, gid FROM entries WHERE path = ?',
-    );
+    const columns = this.#db.prepare('PRAGMA table_info(entries)').all() as { name: string }[];
+    if (!columns.some((c) => c.name === 'hash')) this.#db.exec('ALTER TABLE entries ADD COLUMN hash BLOB');
+    this.#get = this.#db.prepare(`SELECT ${COLUMNS} FROM entries WHERE path = ?`);
     this.#seen = this.#db.prepare('UPDATE entries SET seen = ? WHERE path = ?');
     // Parameters are positional throughout: binding an object by name costs about as much
     // as the statement itself (100,000 conditional updates: 0.21 s positional, 0.44 s named).
@@ -80,21 +95,20 @@ export class SqliteSyncState implements SyncStateStore {
          AND ctime_ns = ? AND ino = ? AND mode = ? AND uid = ? AND gid = ?`,
     );
     this.#put = this.#db.prepare(
-      `INSERT INTO entries (path, kind, size, mtime_ns, ctime_ns, ino, mode, uid, gid, seen)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO entries (path, kind, size, mtime_ns, ctime_ns, ino, mode, uid, gid, seen, hash)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT(path) DO UPDATE SET kind=excluded.kind, size=excluded.size, mtime_ns=excluded.mtime_ns,
          ctime_ns=excluded.ctime_ns, ino=excluded.ino, mode=excluded.mode, uid=excluded.uid, gid=excluded.gid,
-         seen=excluded.seen`,
+         seen=excluded.seen, hash=excluded.hash`,
     );
     this.#del = this.#db.prepare('DELETE FROM entries WHERE path = ?');
-    this.#byIno = this.#db.prepare(
-      'SELECT path, kind, size, mtime_ns AS mtimeNs, ctime_ns AS ctimeNs, ino, mode, uid, gid FROM entries WHERE ino = ? LIMIT 8',
-    );
+    this.#byIno = this.#db.prepare(`SELECT ${COLUMNS} FROM entries WHERE ino = ? LIMIT 8`);
+    this.#forgetHash = this.#db.prepare('UPDATE entries SET hash = NULL WHERE path = ?');
   }
 
   byInode(ino: string): SyncRecord[] {
     this.#buildInodeIndex();
-    return (this.#byIno.all(ino) as SyncRecord[]).map((r) => fromRow(r)!);
+    return (this.#byIno.all(ino) as Row[]).map((r) => fromRow(r)!);
   }
 
   #write(): void {
@@ -134,7 +148,7 @@ export class SqliteSyncState implements SyncStateStore {
   }
 
   lookup(path: string): SyncRecord | undefined {
-    return fromRow(this.#get.get(toStored(path)) as SyncRecord | undefined);
+    return fromRow(this.#get.get(toStored(path)) as Row | undefined);
   }
 
   markSeen(path: string, gen: number): void {
@@ -162,7 +176,24 @@ export class SqliteSyncState implements SyncStateStore {
 
   record(r: SyncRecord, gen: number): void {
     this.#write();
-    this.#put.run(toStored(r.path), r.kind, r.size, r.mtimeNs, r.ctimeNs, r.ino, r.mode, r.uid, r.gid, gen);
+    this.#put.run(
+      toStored(r.path),
+      r.kind,
+      r.size,
+      r.mtimeNs,
+      r.ctimeNs,
+      r.ino,
+      r.mode,
+      r.uid,
+      r.gid,
+      gen,
+      hashBlob(r.hash),
+    );
+  }
+
+  forgetHash(path: string): void {
+    this.#write();
+    this.#forgetHash.run(toStored(path));
   }
 
   remove(path: string): void {

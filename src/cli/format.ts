@@ -99,7 +99,8 @@ export function serverDetails(s: ServerView): string {
   if (last)
     lines.push(
       `last pass:       ${last.at ?? '?'}: ${last.entriesSent} entries sent, ${last.deleted} deleted, ${last.unchanged} unchanged; ` +
-        `${bytes(last.bytesSent)} of content sent${last.bytesMatched ? `, ${bytes(last.bytesMatched)} found in the target's copies` : ''}, ${last.seconds.toFixed(1)} s`,
+        `${bytes(last.bytesSent)} of content sent${last.bytesMatched ? `, ${bytes(last.bytesMatched)} found in the target's copies` : ''}` +
+        `${last.appended ? ` (${last.appended} ${last.appended === 1 ? 'file' : 'files'} sent as appended bytes)` : ''}, ${last.seconds.toFixed(1)} s`,
     );
   const unreadable = unreadableOf(s);
   if (unreadable) {

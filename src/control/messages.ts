@@ -83,10 +83,13 @@ export const PassStats = Type.Object(
     /** Bytes of file content the DATA frames carried on the wire (less than bytesSent when compressed). */
     bytesOnWire: Type.Optional(Count),
     /**
-     * Bytes of changed large files found in the target's own copies and copied there from
-     * them (COPY frames), not sent. Absent when none.
+     * Bytes of changed files found in the target's own copies and copied there from them, not
+     * sent: blocks of large files (COPY frames), and what grown small files held before their
+     * appends. Absent when none.
      */
     bytesMatched: Type.Optional(Count),
+    /** Files that only grew by appends, sent as their new bytes alone (ENTRY appendFrom). Absent when none. */
+    appended: Type.Optional(Count),
     /**
      * Source files and directories that are there but could not be read (refused, I/O
      * errors): left as the target has them and tried again by every later pass. Absent when none.

@@ -93,9 +93,12 @@ describe('frame decoder', () => {
 
   it('tells a peer that is too new from one that is too old', () => {
     expect(() => new FrameDecoder().push(encodePreface(0))).toThrow(/peer too old/);
-    // version 1 had no COPY frames nor weak sums: refused by name, not misread
+    // version 1 had no COPY frames nor weak sums, version 2 no appendFrom: refused by name, not misread
     expect(() => new FrameDecoder().push(encodePreface(1))).toThrow(
-      /protocol version 1, this ferry needs at least 2/,
+      /protocol version 1, this ferry needs at least 3/,
+    );
+    expect(() => new FrameDecoder().push(encodePreface(2))).toThrow(
+      /protocol version 2, this ferry needs at least 3/,
     );
     expect(() => new FrameDecoder().push(encodePreface(99))).toThrow(/peer too new/);
     try {
@@ -168,6 +171,25 @@ describe('message validation', () => {
     expect(decodeMessage(0x10, entry('a', big))).toMatchObject({ body: { holesUnhashed: true } });
     for (const extra of [{ resumeFrom: 4096 }, { deltaBlockSize: 65536 }, { kind: 'dir', size: undefined }])
       expect(() => decodeMessage(0x10, entry('a', { ...big, ...extra }))).toThrow(
+        expect.objectContaining({ code: 'FERRY_PROTOCOL_VIOLATION' }),
+      );
+  });
+
+  it('takes appendFrom only on a regular file longer than it, and never with another way of continuing a copy', () => {
+    const grown = { kind: 'file', size: 41_000, appendFrom: 40_000 };
+    expect(decodeMessage(0x10, entry('a', grown))).toMatchObject({ body: { appendFrom: 40_000 } });
+    for (const extra of [
+      { appendFrom: 41_000 },
+      { appendFrom: 50_000 },
+      { appendFrom: 0 },
+      { appendFrom: -1 },
+      { appendFrom: 1.5 },
+      { resumeFrom: 4096 },
+      { deltaBlockSize: 65536 },
+      { holesUnhashed: true },
+      { kind: 'dir', size: undefined },
+    ])
+      expect(() => decodeMessage(0x10, entry('a', { ...grown, ...extra }))).toThrow(
         expect.objectContaining({ code: 'FERRY_PROTOCOL_VIOLATION' }),
       );
   });
@@ -274,6 +296,9 @@ describe('message validation', () => {
     ).toThrow(violation);
     expect(() =>
       decodeMessage(FrameType.FILES, frame([file(1, 'a', 0, { resumeFrom: 0 })], Buffer.alloc(0))),
+    ).toThrow(violation);
+    expect(() =>
+      decodeMessage(FrameType.FILES, frame([file(1, 'a', 2, { appendFrom: 1 })], Buffer.from('xx'))),
     ).toThrow(violation);
     expect(() =>
       decodeMessage(FrameType.FILES, frame([file(1, 'ok', 0), file(2, '../escape', 0)], Buffer.alloc(0))),

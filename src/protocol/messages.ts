@@ -178,6 +178,12 @@ const Entry = Type.Object(
      * neither side hashes the holes as zeros (replication/file/content-hash.ts).
      */
     holesUnhashed: Type.Optional(Type.Literal(true)),
+    /**
+     * The file grew by appends since the target's copy was sent: its first appendFrom bytes
+     * are that copy (which must be exactly that long), DATA carries only what follows, and
+     * FILE_END's hash covers the whole new file.
+     */
+    appendFrom: Type.Optional(Int({ minimum: 1 })),
   },
   { additionalProperties: false },
 );
@@ -381,7 +387,8 @@ function wholeFileEntry(body: unknown, frame: string): WholeFileMessage {
     e.kind !== 'file' ||
     e.resumeFrom !== undefined ||
     e.deltaBlockSize !== undefined ||
-    e.holesUnhashed !== undefined
+    e.holesUnhashed !== undefined ||
+    e.appendFrom !== undefined
   )
     throw violation(`${frame} frame holds something other than whole regular files`);
   return e;
@@ -508,6 +515,15 @@ function checkEntry(e: EntryMessage): void {
     (e.kind !== 'file' || e.resumeFrom !== undefined || e.deltaBlockSize !== undefined)
   )
     throw violation('holesUnhashed is for a regular file sent whole from its start');
+  if (
+    e.appendFrom !== undefined &&
+    (e.kind !== 'file' ||
+      e.resumeFrom !== undefined ||
+      e.deltaBlockSize !== undefined ||
+      e.holesUnhashed !== undefined ||
+      e.appendFrom >= (e.size ?? 0))
+  )
+    throw violation('appendFrom is for a regular file longer than the copy it continues');
 }
 
 export function encodeMessage(msg: Message): { type: number; payload: Buffer } {

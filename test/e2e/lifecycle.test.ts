@@ -170,11 +170,13 @@ describe('three programs, one migration, through the CLI', () => {
     expect(s.lastSync).toMatchObject({ deleted: expect.any(Number), entriesSent: expect.any(Number) });
     expect((s.lastSync as { deleted: number }).deleted).toBeGreaterThan(0);
     // the dump's 8 MiB after the insertion were found in the target's copy, shifted, not resent
-    const last = s.lastSync as { bytesSent: number; bytesMatched?: number };
+    // and the log's 25,000 bytes before its new line were the target's copy's: only the line went
+    const last = s.lastSync as { bytesSent: number; bytesMatched?: number; appended?: number };
     expect(last.bytesSent).toBeLessThan(512 * 1024);
     expect(last.bytesMatched).toBeGreaterThan(7.5 * 1024 * 1024);
+    expect(last.appended).toBe(1);
     expect(await cli('servers', 'show', 'src-1')).toMatch(
-      /last pass: .* of content sent, [\d.]+ MiB found in the target's copies/,
+      /last pass: .* of content sent, [\d.]+ MiB found in the target's copies \(1 file sent as appended bytes\)/,
     );
     expect(compareTrees(source(), targetRoot())).toEqual([]);
   });

@@ -947,4 +947,69 @@ describe('file-level pass over an in-memory connection', () => {
     expect(fresh.sent.bytesSent).toBe(12 * MiB);
     state.close();
   });
+
+  it('sends a small file that only grew by appends as its new bytes, and anything else that changed whole', async () => {
+    const { src, dst, file: log, original, state } = await copiedOnce('app.log', 40_000);
+    const tiny = path.join(src, 'tiny.log'); // below APPEND_FROM_BYTES: always whole
+    const rewritten = path.join(src, 'rewritten.log');
+    fs.writeFileSync(tiny, distinctBytes(4000));
+    fs.writeFileSync(rewritten, original);
+    await pass(src, dst, state);
+    fs.appendFileSync(log, Buffer.alloc(1000, 0x61));
+    fs.appendFileSync(tiny, Buffer.alloc(1000, 0x62));
+    // grown, but its first bytes changed too
+    fs.writeFileSync(
+      rewritten,
+      Buffer.concat([Buffer.alloc(4096, 0x63), original.subarray(4096), Buffer.alloc(1000)]),
+    );
+    const grown = await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    expect(grown.sent.appended).toBe(1);
+    expect(grown.sent.bytesSent).toBe(1000 + 5000 + 41_000);
+    expect(grown.sent.bytesMatched).toBe(40_000);
+    // the appended file as ENTRY, DATA and FILE_END; the others in a FILES frame
+    expect(grown.frames.get(FrameType.ENTRY)).toBe(1);
+    expect(grown.frames.get(FrameType.DATA)).toBe(1);
+    expect(grown.frames.get(FrameType.FILE_END)).toBe(1);
+    expect(grown.sent.rejected).toBe(0);
+    // what was recorded is the grown file's: the next appends go the same way
+    fs.appendFileSync(log, Buffer.alloc(700, 0x64));
+    const again = await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    expect(again.sent).toMatchObject({ appended: 1, bytesSent: 700, bytesMatched: 41_000, rejected: 0 });
+    // a file renamed keeps what is known of its content
+    fs.renameSync(log, path.join(src, 'app.log.1'));
+    await pass(src, dst, state);
+    fs.appendFileSync(path.join(src, 'app.log.1'), Buffer.alloc(300, 0x65));
+    const renamed = await pass(src, dst, state);
+    expect(compareTrees(src, dst)).toEqual([]);
+    expect(renamed.sent).toMatchObject({ appended: 1, bytesSent: 300 });
+    state.close();
+  });
+
+  it.each([
+    ['holds other bytes of the same length', (f: string) => fs.writeFileSync(f, Buffer.alloc(40_000, 0x78))],
+    ['is shorter', (f: string) => fs.truncateSync(f, 39_000)],
+    ['is longer', (f: string) => fs.appendFileSync(f, 'x')],
+    ['is gone', (f: string) => fs.rmSync(f)],
+    [
+      'is a symlink now',
+      (f: string) => {
+        fs.rmSync(f);
+        fs.symlinkSync('/etc/passwd', f);
+      },
+    ],
+  ])("sends a grown file whole, a pass later, when the target's copy %s", async (_what, spoil) => {
+    const { src, dst, file, state } = await copiedOnce('app.log', 40_000);
+    spoil(path.join(dst, 'app.log'));
+    fs.appendFileSync(file, Buffer.alloc(1000, 0x61));
+    const refused = await pass(src, dst, state);
+    expect(refused.sent).toMatchObject({ appended: 1, rejected: 1 });
+    // nothing of the file was placed: the spoiled copy is as it was, nothing beside it
+    expect(fs.readdirSync(dst)).toEqual(_what === 'is gone' ? [] : ['app.log']);
+    const whole = await pass(src, dst, state);
+    expect(whole.sent).toMatchObject({ appended: 0, rejected: 0, bytesSent: 41_000 });
+    expect(compareTrees(src, dst)).toEqual([]);
+    state.close();
+  });
 });

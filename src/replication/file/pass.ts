@@ -31,6 +31,12 @@ export interface SyncRecord {
   readonly mode: number;
   readonly uid: number;
   readonly gid: number;
+  /**
+   * The first 16 bytes of the BLAKE3 of what the target was sent, in hex: kept for files of
+   * APPEND_FROM_BYTES up to PREFETCH_FILE_BYTES sent whole, so that once such a file has
+   * grown, a sync can tell from its first `size` bytes alone whether only appends changed it.
+   */
+  readonly hash?: string;
 }
 
 /**
@@ -60,6 +66,8 @@ export interface SyncStateStore {
   flush(): void;
   /** Records with this inode number (rename detection); optional. */
   byInode?(ino: string): SyncRecord[];
+  /** Drops a record's content hash (the target refused what relied on it); optional. */
+  forgetHash?(path: string): void;
 }
 
 export interface PassProgress {
@@ -74,8 +82,13 @@ export interface PassResult {
   readonly deleted: number;
   readonly rejected: number;
   readonly bytesSent: number;
-  /** Bytes of changed large files found in the target's copies (sent as COPY frames, not as data). */
+  /**
+   * Bytes of changed files found in the target's copies, not sent: blocks of large files
+   * (COPY frames), and what a grown small file held before its appends (`appended`).
+   */
   readonly bytesMatched: number;
+  /** Files that grew by appends only, sent as their new bytes (ENTRY appendFrom). */
+  readonly appended: number;
   readonly unchanged: number;
   /** The most entries that were waiting for their ACK at once (at most maxUnacked). */
   readonly peakUnacked: number;
@@ -131,13 +144,33 @@ export function toRecord(e: ScannedEntry): SyncRecord {
 
 type Pending = { kind: 'put'; rec: SyncRecord; dir: boolean } | { kind: 'delete'; path: string };
 
+/**
+ * Whole files from this size have their content hash kept (SyncRecord.hash), to be sent
+ * as their appended bytes once they grow: below it, a file costs little more to send whole.
+ */
+export const APPEND_FROM_BYTES = 8192;
+
+/** What the sync state keeps of a content hash (wholeFileHash's hex): its first 16 bytes. */
+const keptHash = (hash: string) => hash.slice(0, 32);
+
+/**
+ * Where a small file read whole (`data`) continues the copy the target holds, when only
+ * appends changed it: the recorded size, if that copy's kept hash is the hash of `data`'s
+ * first that many bytes; else 0 (the file goes whole).
+ */
+function appendedFrom(prev: SyncRecord | undefined, data: Buffer): number {
+  if (prev?.kind !== 'file' || !prev.hash || prev.size < APPEND_FROM_BYTES || data.length <= prev.size)
+    return 0;
+  return keptHash(wholeFileHash(data.subarray(0, prev.size))) === prev.hash ? prev.size : 0;
+}
+
 /** An entry the pass will send, with the content of a small file already being read. */
 interface Planned {
   e: ScannedEntry;
   cur: SyncRecord;
   firstPath?: string;
-  /** The file was renamed from this path, which the target holds: sent as a link, not content. */
-  renamedFrom?: string;
+  /** The file was renamed from this record's path, which the target holds: sent as a link, not content. */
+  renamedFrom?: SyncRecord;
   /** What the target holds at this path, when a previous pass sent it. */
   prev?: SyncRecord;
   /** A small file's content, being read in a batch. */
@@ -241,6 +274,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
   let deleted = 0;
   let vanished = 0;
   let matched = 0;
+  let appended = 0;
   const unreadable: UnreadableEntry[] = [];
   let unreadableCount = 0;
   let unchangedCount = 0;
@@ -296,6 +330,10 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
       else if (msg.type === 'ack') acknowledge(msg.body.seq);
       else if (msg.type === 'reject') {
         rejected++;
+        // what the target refused may have relied on the copy it was thought to hold (an
+        // append): the file goes whole next time
+        const p = pending.get(msg.body.seq);
+        if (p?.kind === 'put' && p.rec.hash) state.forgetHash?.(p.rec.path);
         pending.delete(msg.body.seq);
         wake();
       } else if (msg.type === 'committed' && msg.body.seq === commitSeq) {
@@ -329,13 +367,13 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
    * inode, size, mtime, mode and owner whose path no longer exists on the source (so
    * nothing in this pass writes it; its DELETE comes after every entry).
    */
-  const renameSource = (cur: SyncRecord): string | undefined => {
+  const renameSource = (cur: SyncRecord): SyncRecord | undefined => {
     for (const old of state.byInode?.(cur.ino) ?? []) {
       if (old.path === cur.path || old.kind !== 'file') continue;
       if (old.size !== cur.size || old.mtimeNs !== cur.mtimeNs || old.mode !== cur.mode) continue;
       if (old.uid !== cur.uid || old.gid !== cur.gid) continue;
       if (lstatSync(path.join(opts.root, old.path), { throwIfNoEntry: false })) continue;
-      return old.path;
+      return old;
     }
     return undefined;
   };
@@ -477,7 +515,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
             // a link to the target's copy: its attributes are that copy's
             ...(await entryFromScan(e, seq, undefined, { fileXattrs: false })),
             kind: 'hardlink',
-            linkTo: p.renamedFrom,
+            linkTo: p.renamedFrom.path,
             renamed: true,
           }
         : whole
@@ -496,14 +534,42 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
       await sendFiles(); // their ACKs are what the pass waits for
       await roomForAck();
     }
-    expectAck(seq, { kind: 'put', rec: cur, dir: entry.kind === 'dir' });
+    // a small file's hash, kept with its record (SyncRecord.hash) where it may grow by appends;
+    // a renamed file keeps the hash of the content it was renamed with
+    const hash = entry.kind === 'file' && data ? wholeFileHash(data) : undefined; // small: on the event loop
+    const kept =
+      hash && data!.length === cur.size && cur.size >= APPEND_FROM_BYTES
+        ? keptHash(hash)
+        : p.renamedFrom?.hash;
+    expectAck(seq, { kind: 'put', rec: kept ? { ...cur, hash: kept } : cur, dir: entry.kind === 'dir' });
     // a small file travels in a FILES frame with the ones around it; a large file's ENTRY
     // is sent below, as it may carry resumeFrom or deltaBlockSize
     if (entry.kind !== 'file') await sendAfterFiles({ type: 'entry', body: entry });
     sent++;
-    if (entry.kind === 'file' && data) {
-      const hash = wholeFileHash(data); // small: on the event loop, no hand-off
-      const body = { ...entry, hash };
+    const from = data && opts.detectRenames ? appendedFrom(p.prev, data) : 0;
+    if (entry.kind === 'file' && data && from > 0) {
+      // grown by appends only: the target keeps its copy's bytes, and only the new ones travel
+      const read = p.content!;
+      entry.appendFrom = from;
+      await sendAfterFiles({ type: 'entry', body: entry });
+      for (let at = from; at < data.length; at += MAX_DATA_BYTES) {
+        const end = Math.min(data.length, at + MAX_DATA_BYTES);
+        const last = end === data.length;
+        await send({
+          type: 'data',
+          offset: at,
+          data: data.subarray(at, end),
+          ...(last ? { release: () => read.release() } : {}),
+        });
+        progress.bytesSent += end - at;
+      }
+      await send({ type: 'file-end', body: { seq, hash: hash! } });
+      appended++;
+      matched += from;
+      progress.bytes += data.length;
+      progress.files++;
+    } else if (entry.kind === 'file' && data) {
+      const body = { ...entry, hash: hash! };
       const room = data.length + entryJsonBound(body);
       const read = p.content!;
       if (room > FILES_FRAME_BYTES)
@@ -639,6 +705,7 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
     rejected,
     bytesSent: progress.bytesSent,
     bytesMatched: matched,
+    appended,
     unchanged: unchangedCount,
     peakUnacked,
     changedSinceScan: vanished,

@@ -62,11 +62,17 @@ export async function receivePass(
       await session.send({ type: 'reject', body: { seq, code: err.code, message: err.message } });
     });
   let current = 0;
-  /** A file whose hash did not match is REJECTed (sent again next pass); any other error stops the pass. */
+  /**
+   * A file whose hash did not match, or whose appended bytes were sent for a copy the target
+   * does not hold, is REJECTed (sent again, whole, next pass); any other error stops the pass.
+   */
   const rejectMismatch = (seq: number, e: unknown) => {
     const err = toFerryError(e, 'FERRY_TARGET_WRITE');
-    if (err.code !== 'FERRY_CHECKSUM_MISMATCH') throw err;
-    rejectInOrder(seq, err, 'rejected a file whose hash did not match');
+    if (err.code === 'FERRY_STALE_ENTRY')
+      rejectInOrder(seq, err, 'rejected appended bytes for a copy the target does not hold');
+    else if (err.code === 'FERRY_CHECKSUM_MISMATCH')
+      rejectInOrder(seq, err, 'rejected a file whose hash did not match');
+    else throw err;
   };
   /**
    * Whole small files (FILE or FILES): queued in the writer's batches; `release` once all are

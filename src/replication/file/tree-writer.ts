@@ -177,8 +177,13 @@ interface OpenFile {
   hashedTo: number;
   /** The hash covers the DATA as sent, not the holes (ENTRY `holesUnhashed`, see feedBeforeChunk). */
   holesUnhashed: boolean;
-  /** Changed-block transfer: the target's previous copy, whose bytes fill what DATA skips. */
+  /**
+   * Changed-block transfer, or a file sent as its appended bytes: the target's previous copy,
+   * whose bytes fill what DATA skips.
+   */
   old?: { fd: number; size: number };
+  /** ENTRY appendFrom, but the target's copy is not the one appended to: why (REJECTed at FILE_END). */
+  staleAppend?: string;
   /** End of the last DATA written, and whether the file continues a kept partial copy. */
   written: number;
   resumed: boolean;
@@ -853,7 +858,8 @@ export class TreeWriter {
         }
         if (this.#partial?.path === e.path) this.#dropPartial(); // sent afresh: the kept copy is stale
         const delta = e.deltaBlockSize ? await this.#openOld(abs, e.deltaBlockSize, e.seq) : undefined;
-        const old = delta?.old;
+        const base = e.appendFrom !== undefined ? this.#openAppended(abs, e.appendFrom) : undefined;
+        const old = delta?.old ?? (typeof base === 'object' ? base : undefined);
         const tmp = this.#tmpName(parentAbs, e.seq);
         const fd = openSync(tmp, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
         this.#file = {
@@ -873,6 +879,7 @@ export class TreeWriter {
           written: 0,
           resumed: false,
           ...(old ? { old } : {}),
+          ...(typeof base === 'string' ? { staleAppend: base } : {}),
           nextCheckpoint: (e.size ?? 0) >= CHECKPOINT_FROM ? CHECKPOINT_BYTES : Number.POSITIVE_INFINITY,
         };
         return delta?.sums;
@@ -993,6 +1000,24 @@ export class TreeWriter {
     };
   }
 
+  /**
+   * The copy a file sent as its appended bytes continues (ENTRY appendFrom): the regular file
+   * the target holds at that path, exactly `length` bytes long; or, when there is none such,
+   * why not (the file is then REJECTed at its FILE_END and sent whole next pass).
+   */
+  #openAppended(abs: string, length: number): { fd: number; size: number } | string {
+    let fd: number;
+    try {
+      fd = openSync(abs, C.O_RDONLY | C.O_NOFOLLOW);
+    } catch (e) {
+      return `cannot open it (${code(e)})`;
+    }
+    const st = fstatSync(fd);
+    if (st.isFile() && st.size === length) return { fd, size: length };
+    closeSync(fd);
+    return st.isFile() ? `it holds ${st.size} bytes, not ${length}` : 'it is not a regular file';
+  }
+
   /** The O_DIRECT descriptor a large file is written through, when direct I/O is on and the file system takes it. */
   #directFor(fd: number, e: EntryMessage): { direct?: number } {
     if (!this.#directIo || (e.size ?? 0) < DIRECT_FROM) return {};
@@ -1056,7 +1081,7 @@ export class TreeWriter {
    */
   async copy(c: CopyMessage): Promise<void> {
     const f = this.#file;
-    if (!f?.old)
+    if (!f?.old || !f.entry.deltaBlockSize)
       throw new FerryError(
         'FERRY_PROTOCOL_VIOLATION',
         'COPY outside a changed-block transfer of a file with a previous copy',
@@ -1302,6 +1327,11 @@ export class TreeWriter {
     const f = await this.#endFile('FILE_END');
     const e = f.entry;
     try {
+      if (f.staleAppend)
+        throw new FerryError(
+          'FERRY_STALE_ENTRY',
+          `the target's copy of ${f.rel} is not the one the source appended to: ${f.staleAppend}`,
+        );
       await this.#fillFromOld(f, e.size ?? 0);
       await this.#settleAll(f);
       this.#closeOld(f);
