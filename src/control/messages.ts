@@ -88,7 +88,7 @@ export const PassStats = Type.Object(
      * appends. Absent when none.
      */
     bytesMatched: Type.Optional(Count),
-    /** Files that only grew by appends, sent as their new bytes alone (ENTRY appendFrom). Absent when none. */
+    /** Files that only grew by appends, sent as their new bytes alone (`appendFrom` in a FILES frame). Absent when none. */
     appended: Type.Optional(Count),
     /**
      * Source files and directories that are there but could not be read (refused, I/O

@@ -175,7 +175,7 @@ describe('message validation', () => {
       );
   });
 
-  it('takes appendFrom only on a regular file longer than it, and never with another way of continuing a copy', () => {
+  it('takes appendFrom in an ENTRY only on a regular file longer than it, and never with another way of continuing a copy', () => {
     const grown = { kind: 'file', size: 41_000, appendFrom: 40_000 };
     expect(decodeMessage(0x10, entry('a', grown))).toMatchObject({ body: { appendFrom: 40_000 } });
     for (const extra of [
@@ -297,9 +297,25 @@ describe('message validation', () => {
     expect(() =>
       decodeMessage(FrameType.FILES, frame([file(1, 'a', 0, { resumeFrom: 0 })], Buffer.alloc(0))),
     ).toThrow(violation);
-    expect(() =>
-      decodeMessage(FrameType.FILES, frame([file(1, 'a', 2, { appendFrom: 1 })], Buffer.from('xx'))),
-    ).toThrow(violation);
+    // a file sent as bytes appended to the target's copy: only those bytes follow
+    const grown = file(3, 'log', 41_000, { appendFrom: 40_000 });
+    const withAppend = decodeMessage(
+      FrameType.FILES,
+      frame(
+        [file(1, 'a', 2), grown, file(4, 'b', 1)],
+        Buffer.concat([Buffer.from('xx'), Buffer.alloc(1000, 7), Buffer.from('y')]),
+      ),
+    );
+    expect(withAppend.type === 'files' && withAppend.files.map((f) => f.data.length)).toEqual([2, 1000, 1]);
+    expect(() => decodeMessage(FrameType.FILES, frame([grown], Buffer.alloc(41_000)))).toThrow(/longer/);
+    for (const appendFrom of [41_000, 50_000, 0, -1, 1.5])
+      expect(() =>
+        decodeMessage(FrameType.FILES, frame([{ ...grown, appendFrom }], Buffer.alloc(1000))),
+      ).toThrow(violation);
+    for (const extra of [{ resumeFrom: 4096 }, { deltaBlockSize: 65536 }])
+      expect(() =>
+        decodeMessage(FrameType.FILES, frame([{ ...grown, ...extra }], Buffer.alloc(1000))),
+      ).toThrow(violation);
     expect(() =>
       decodeMessage(FrameType.FILES, frame([file(1, 'ok', 0), file(2, '../escape', 0)], Buffer.alloc(0))),
     ).toThrow(expect.objectContaining({ code: 'FERRY_UNSAFE_PATH' }));

@@ -7,7 +7,7 @@ export const MAGIC = Buffer.from('FERRY\0', 'latin1');
  * 2: SUMS carry weak rolling sums, COPY frames, and a changed-block transfer continued with
  * resumeFrom (a version-1 target would not answer its SUMS, and refuses `weak`): the two
  * versions do not mix, and each refuses the other by name at the preface.
- * 3: ENTRY `appendFrom` (a small file that grew sends only what was appended), which a
+ * 3: `appendFrom` in FILE and FILES entries (a small file that grew sends only what was appended), which a
  * version-2 target would refuse as an unknown field. Each side checks the other's preface
  * against its own range, so a version-2 program refuses a version-3 one as too new whatever
  * this side accepts: version 3 accepts only version 3, and says so.

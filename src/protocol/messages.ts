@@ -179,9 +179,11 @@ const Entry = Type.Object(
      */
     holesUnhashed: Type.Optional(Type.Literal(true)),
     /**
-     * The file grew by appends since the target's copy was sent: its first appendFrom bytes
-     * are that copy (which must be exactly that long), DATA carries only what follows, and
-     * FILE_END's hash covers the whole new file.
+     * The file grew by appends since the target's copy was sent. Its first appendFrom bytes
+     * are that copy (which must be exactly that long); a FILE or FILES frame carries only the
+     * size - appendFrom bytes that follow, and `hash` covers the whole file. In an ENTRY (a
+     * whole file sent with compressed DATA), DATA starts at appendFrom and FILE_END's hash
+     * covers the whole file.
      */
     appendFrom: Type.Optional(Int({ minimum: 1 })),
   },
@@ -387,8 +389,7 @@ function wholeFileEntry(body: unknown, frame: string): WholeFileMessage {
     e.kind !== 'file' ||
     e.resumeFrom !== undefined ||
     e.deltaBlockSize !== undefined ||
-    e.holesUnhashed !== undefined ||
-    e.appendFrom !== undefined
+    e.holesUnhashed !== undefined
   )
     throw violation(`${frame} frame holds something other than whole regular files`);
   return e;
@@ -413,7 +414,7 @@ export function decodeMessage(type: number, payload: Buffer): Message {
     const { json, contentAt } = framedJson(payload, 'FILE', MAX_FILE_JSON_BYTES);
     const e = wholeFileEntry(json, 'FILE');
     const data = payload.subarray(contentAt);
-    if (e.size !== data.length)
+    if ((e.size ?? 0) - (e.appendFrom ?? 0) !== data.length)
       throw violation('FILE frame is not one whole regular file of its stated size');
     return { type: 'file', body: e, data };
   }
@@ -428,7 +429,7 @@ export function decodeMessage(type: number, payload: Buffer): Message {
       const e = wholeFileEntry(body, 'FILES');
       if (e.seq <= lastSeq) throw violation('FILES frame entries out of order');
       lastSeq = e.seq;
-      const size = e.size ?? 0;
+      const size = (e.size ?? 0) - (e.appendFrom ?? 0); // what follows the target's copy, when appended to
       if (size > payload.length - at) throw violation('FILES frame is shorter than its files add up to');
       files.push({ body: e, data: payload.subarray(at, at + size) });
       at += size;

@@ -193,7 +193,9 @@ export class Session {
     if (!fits) {
       const { hash, ...entry } = files[0]!.body;
       await this.#send({ type: 'entry', body: entry }, undefined);
-      if (content > 0) await this.#send({ type: 'data', offset: 0, data: files[0]!.data }, undefined);
+      // a grown file's appended bytes go where they belong (the target has what precedes them)
+      if (content > 0)
+        await this.#send({ type: 'data', offset: entry.appendFrom ?? 0, data: files[0]!.data }, undefined);
       await this.#send({ type: 'file-end', body: { seq: entry.seq, hash } }, written);
       return;
     }

@@ -96,6 +96,7 @@ async function pass(
   keep: string[] = [],
   maxUnacked?: number,
   progress: PassProgress = { bytes: 0, files: 0, bytesSent: 0 },
+  sessionOpts: { compress?: boolean } = {},
 ) {
   // reads of at most 16 KiB, as TLS delivers them: large frames span reads
   const [a, b] = duplexPair({ pieceBytes: 16 * 1024 });
@@ -110,7 +111,7 @@ async function pass(
   });
   const [sent, received] = await Promise.all([
     runSendPass({
-      session: new Session(a),
+      session: new Session(a, sessionOpts),
       root: src,
       excludes,
       keep,
@@ -947,14 +948,19 @@ describe('file-level pass over an in-memory connection', () => {
     expect(fresh.sent.bytesSent).toBe(12 * MiB);
     state.close();
   });
+});
 
+describe.each([
+  ['in FILES frames', false],
+  ['with compressed DATA: in frames of their own', true],
+])('small files grown by appends (%s)', (_how, compress) => {
   it('sends a small file that only grew by appends as its new bytes, and anything else that changed whole', async () => {
     const { src, dst, file: log, original, state } = await copiedOnce('app.log', 40_000);
     const tiny = path.join(src, 'tiny.log'); // below APPEND_FROM_BYTES: always whole
     const rewritten = path.join(src, 'rewritten.log');
     fs.writeFileSync(tiny, distinctBytes(4000));
     fs.writeFileSync(rewritten, original);
-    await pass(src, dst, state);
+    await pass(src, dst, state, [], [], undefined, undefined, { compress });
     fs.appendFileSync(log, Buffer.alloc(1000, 0x61));
     fs.appendFileSync(tiny, Buffer.alloc(1000, 0x62));
     // grown, but its first bytes changed too
@@ -962,26 +968,31 @@ describe('file-level pass over an in-memory connection', () => {
       rewritten,
       Buffer.concat([Buffer.alloc(4096, 0x63), original.subarray(4096), Buffer.alloc(1000)]),
     );
-    const grown = await pass(src, dst, state);
+    const grown = await pass(src, dst, state, [], [], undefined, undefined, { compress });
     expect(compareTrees(src, dst)).toEqual([]);
     expect(grown.sent.appended).toBe(1);
     expect(grown.sent.bytesSent).toBe(1000 + 5000 + 41_000);
     expect(grown.sent.bytesMatched).toBe(40_000);
-    // the appended file as ENTRY, DATA and FILE_END; the others in a FILES frame
-    expect(grown.frames.get(FrameType.ENTRY)).toBe(1);
-    expect(grown.frames.get(FrameType.DATA)).toBe(1);
-    expect(grown.frames.get(FrameType.FILE_END)).toBe(1);
+    if (compress) {
+      // with DATA compressed, each file in frames of its own: the grown one's DATA holds its new bytes
+      expect(grown.frames.get(FrameType.ENTRY)).toBe(3);
+      expect(grown.frames.get(FrameType.FILE_END)).toBe(3);
+    } else {
+      // the appended bytes in the FILES frame with the other files, no frame of their own
+      expect(grown.frames.get(FrameType.FILES)).toBe(1);
+      expect(grown.frames.get(FrameType.ENTRY) ?? 0).toBe(0);
+    }
     expect(grown.sent.rejected).toBe(0);
     // what was recorded is the grown file's: the next appends go the same way
     fs.appendFileSync(log, Buffer.alloc(700, 0x64));
-    const again = await pass(src, dst, state);
+    const again = await pass(src, dst, state, [], [], undefined, undefined, { compress });
     expect(compareTrees(src, dst)).toEqual([]);
     expect(again.sent).toMatchObject({ appended: 1, bytesSent: 700, bytesMatched: 41_000, rejected: 0 });
     // a file renamed keeps what is known of its content
     fs.renameSync(log, path.join(src, 'app.log.1'));
-    await pass(src, dst, state);
+    await pass(src, dst, state, [], [], undefined, undefined, { compress });
     fs.appendFileSync(path.join(src, 'app.log.1'), Buffer.alloc(300, 0x65));
-    const renamed = await pass(src, dst, state);
+    const renamed = await pass(src, dst, state, [], [], undefined, undefined, { compress });
     expect(compareTrees(src, dst)).toEqual([]);
     expect(renamed.sent).toMatchObject({ appended: 1, bytesSent: 300 });
     state.close();
@@ -1003,11 +1014,11 @@ describe('file-level pass over an in-memory connection', () => {
     const { src, dst, file, state } = await copiedOnce('app.log', 40_000);
     spoil(path.join(dst, 'app.log'));
     fs.appendFileSync(file, Buffer.alloc(1000, 0x61));
-    const refused = await pass(src, dst, state);
+    const refused = await pass(src, dst, state, [], [], undefined, undefined, { compress });
     expect(refused.sent).toMatchObject({ appended: 1, rejected: 1 });
     // nothing of the file was placed: the spoiled copy is as it was, nothing beside it
     expect(fs.readdirSync(dst)).toEqual(_what === 'is gone' ? [] : ['app.log']);
-    const whole = await pass(src, dst, state);
+    const whole = await pass(src, dst, state, [], [], undefined, undefined, { compress });
     expect(whole.sent).toMatchObject({ appended: 0, rejected: 0, bytesSent: 41_000 });
     expect(compareTrees(src, dst)).toEqual([]);
     state.close();

@@ -87,7 +87,7 @@ export interface PassResult {
    * (COPY frames), and what a grown small file held before its appends (`appended`).
    */
   readonly bytesMatched: number;
-  /** Files that grew by appends only, sent as their new bytes (ENTRY appendFrom). */
+  /** Files that grew by appends only, sent as their new bytes (`appendFrom` in FILE and FILES frames). */
   readonly appended: number;
   readonly unchanged: number;
   /** The most entries that were waiting for their ACK at once (at most maxUnacked). */
@@ -546,42 +546,27 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
     // is sent below, as it may carry resumeFrom or deltaBlockSize
     if (entry.kind !== 'file') await sendAfterFiles({ type: 'entry', body: entry });
     sent++;
-    const from = data && opts.detectRenames ? appendedFrom(p.prev, data) : 0;
-    if (entry.kind === 'file' && data && from > 0) {
+    if (entry.kind === 'file' && data) {
       // grown by appends only: the target keeps its copy's bytes, and only the new ones travel
-      const read = p.content!;
-      entry.appendFrom = from;
-      await sendAfterFiles({ type: 'entry', body: entry });
-      for (let at = from; at < data.length; at += MAX_DATA_BYTES) {
-        const end = Math.min(data.length, at + MAX_DATA_BYTES);
-        const last = end === data.length;
-        await send({
-          type: 'data',
-          offset: at,
-          data: data.subarray(at, end),
-          ...(last ? { release: () => read.release() } : {}),
-        });
-        progress.bytesSent += end - at;
-      }
-      await send({ type: 'file-end', body: { seq, hash: hash! } });
-      appended++;
-      matched += from;
-      progress.bytes += data.length;
-      progress.files++;
-    } else if (entry.kind === 'file' && data) {
-      const body = { ...entry, hash: hash! };
-      const room = data.length + entryJsonBound(body);
+      const from = opts.detectRenames ? appendedFrom(p.prev, data) : 0;
+      const body = { ...entry, hash: hash!, ...(from > 0 ? { appendFrom: from } : {}) };
+      const content = from > 0 ? data.subarray(from) : data;
+      const room = content.length + entryJsonBound(body);
       const read = p.content!;
       if (room > FILES_FRAME_BYTES)
-        await sendAfterFiles({ type: 'file', body, data, release: () => read.release() });
+        await sendAfterFiles({ type: 'file', body, data: content, release: () => read.release() });
       else {
         if (filesBytes + room > FILES_FRAME_BYTES || files.length >= FILES_PER_FRAME) await sendFiles();
-        files.push({ body, data });
+        files.push({ body, data: content });
         reads.push(read);
         filesBytes += room;
       }
+      if (from > 0) {
+        appended++;
+        matched += from;
+      }
       progress.bytes += data.length;
-      progress.bytesSent += data.length;
+      progress.bytesSent += content.length;
       progress.files++;
     } else if (entry.kind === 'file') {
       let file: ScannedFile | undefined;

@@ -18,6 +18,11 @@ const ACK_DELAY_MS = 20;
  * order (batched), REJECTs an entry whose hash does not match (the source resends it
  * next pass), and on anything unsafe or malformed tells the source why and closes.
  */
+const rejectWhy = (err: FerryError) =>
+  err.code === 'FERRY_STALE_ENTRY'
+    ? "rejected a file's appended bytes: the target's copy is not the one appended to"
+    : 'rejected a file whose hash did not match';
+
 export async function receivePass(
   session: Session,
   writer: TreeWriter,
@@ -63,16 +68,13 @@ export async function receivePass(
     });
   let current = 0;
   /**
-   * A file whose hash did not match, or whose appended bytes were sent for a copy the target
-   * does not hold, is REJECTed (sent again, whole, next pass); any other error stops the pass.
+   * A file whose hash did not match, or whose appended bytes came for a copy the target does
+   * not hold, is REJECTed (sent again, whole, next pass); any other error stops the pass.
    */
   const rejectMismatch = (seq: number, e: unknown) => {
     const err = toFerryError(e, 'FERRY_TARGET_WRITE');
-    if (err.code === 'FERRY_STALE_ENTRY')
-      rejectInOrder(seq, err, 'rejected appended bytes for a copy the target does not hold');
-    else if (err.code === 'FERRY_CHECKSUM_MISMATCH')
-      rejectInOrder(seq, err, 'rejected a file whose hash did not match');
-    else throw err;
+    if (err.code !== 'FERRY_CHECKSUM_MISMATCH' && err.code !== 'FERRY_STALE_ENTRY') throw err;
+    rejectInOrder(seq, err, rejectWhy(err));
   };
   /**
    * Whole small files (FILE or FILES): queued in the writer's batches; `release` once all are
@@ -89,7 +91,7 @@ export async function receivePass(
     bytes += size;
     onBytes(size);
     for (const q of await writer.queueFiles(files, release)) {
-      if ('mismatch' in q) rejectInOrder(q.seq, q.mismatch, 'rejected a file whose hash did not match');
+      if ('mismatch' in q) rejectInOrder(q.seq, q.mismatch, rejectWhy(q.mismatch));
       else
         inOrder(async () => {
           await q.placed;

@@ -178,8 +178,8 @@ interface OpenFile {
   /** The hash covers the DATA as sent, not the holes (ENTRY `holesUnhashed`, see feedBeforeChunk). */
   holesUnhashed: boolean;
   /**
-   * Changed-block transfer, or a file sent as its appended bytes: the target's previous copy,
-   * whose bytes fill what DATA skips.
+   * Changed-block transfer, or a file sent as its appended bytes in frames of its own: the
+   * target's previous copy, whose bytes fill what DATA skips.
    */
   old?: { fd: number; size: number };
   /** ENTRY appendFrom, but the target's copy is not the one appended to: why (REJECTed at FILE_END). */
@@ -239,7 +239,9 @@ interface Batch {
 
 /**
  * What queueFiles did with a frame's files, in their order: a run of files queued one after
- * another (up to `lastSeq`), or a file not written because its content's hash differs.
+ * another (up to `lastSeq`), or a file not written because its content's hash differs
+ * (FERRY_CHECKSUM_MISMATCH) or because it was sent as bytes appended to a copy the target
+ * does not hold (FERRY_STALE_ENTRY).
  */
 export type QueuedFiles =
   | { placed: Promise<void>; lastSeq: number; count: number }
@@ -642,6 +644,10 @@ export class TreeWriter {
    * every file is accepted, which waits while BATCHES_IN_FLIGHT jobs are running. `release`
    * is called once no file needs the frame's buffer any more (written, failed or not
    * queued). Every other operation first waits for the queued files (drain()), so order holds.
+   *
+   * A file sent as its appended bytes (`appendFrom`) is completed from the copy the target
+   * holds (#appendedTo, one read job per frame) before its hash is checked; where that copy
+   * is not there or not exactly appendFrom bytes long, it comes back as a mismatch.
    */
   async queueFiles(
     files: readonly { body: WholeFileMessage; data: Buffer }[],
@@ -662,7 +668,26 @@ export class TreeWriter {
     let handed = 0; // files given to a batch or dropped: the frame no longer waits for them here
     try {
       if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE before the previous file ended');
-      for (const { body: e, data } of files) {
+      const bases = files.some((f) => f.body.appendFrom !== undefined)
+        ? await this.#appendedTo(files)
+        : undefined;
+      for (const [i, { body: e, data: sent }] of files.entries()) {
+        let data = sent;
+        const base = bases?.[i];
+        if (typeof base === 'string') {
+          endRun();
+          out.push({
+            seq: e.seq,
+            mismatch: new FerryError(
+              'FERRY_STALE_ENTRY',
+              `the target's copy of ${e.path} is not the one the source appended to: ${base}`,
+            ),
+          });
+          handed++;
+          frame.done(1);
+          continue;
+        }
+        if (base) data = Buffer.concat([base, sent]);
         if (wholeFileHash(data) !== e.hash) {
           endRun();
           out.push({ seq: e.seq, mismatch: checksumMismatch(e.path) });
@@ -696,6 +721,41 @@ export class TreeWriter {
     } finally {
       if (handed < files.length) frame.done(files.length - handed);
     }
+  }
+
+  /**
+   * The copies the files of a frame sent as appended bytes continue, read in one job in the
+   * thread pool: for file i with `appendFrom`, the first appendFrom bytes of the regular file
+   * the target holds at its path (opened through no symlink, under directories checked as
+   * for any write), or why there is no such copy of exactly that length. Undefined for the others.
+   */
+  async #appendedTo(files: readonly { body: WholeFileMessage }[]): Promise<(Buffer | string | undefined)[]> {
+    const out: (Buffer | string | undefined)[] = new Array(files.length);
+    const which: number[] = [];
+    const paths: string[] = [];
+    const caps: number[] = [];
+    for (const [i, { body: e }] of files.entries()) {
+      if (e.appendFrom === undefined) continue;
+      if (!this.#parent(e.path, false)) out[i] = 'its directory is not there';
+      else {
+        which.push(i);
+        paths.push(this.#abs(e.path));
+        caps.push(e.appendFrom + 1); // one byte more: a longer copy reads as longer
+      }
+    }
+    if (paths.length === 0) return out;
+    const slab = Buffer.allocUnsafe(caps.reduce((a, b) => a + b, 0));
+    const { sizes } = await ferryFs.readFiles(paths, caps, slab, false);
+    let at = 0;
+    for (const [k, i] of which.entries()) {
+      const want = caps[k]! - 1;
+      const n = sizes[k]!;
+      if (n === want) out[i] = slab.subarray(at, at + want);
+      else if (n < 0) out[i] = `it cannot be read (${errnoError(-n, 'read').code})`;
+      else out[i] = n > want ? `it holds more than ${want} bytes` : `it holds ${n} bytes, not ${want}`;
+      at += caps[k]!;
+    }
+    return out;
   }
 
   /** A whole small file's native write, its parents made safe (FERRY_UNSAFE_PATH otherwise). */
@@ -1001,21 +1061,25 @@ export class TreeWriter {
   }
 
   /**
-   * The copy a file sent as its appended bytes continues (ENTRY appendFrom): the regular file
-   * the target holds at that path, exactly `length` bytes long; or, when there is none such,
-   * why not (the file is then REJECTed at its FILE_END and sent whole next pass).
+   * The copy a file sent as its appended bytes in frames of its own continues (ENTRY
+   * appendFrom; the agent's session sends a whole file so when it compresses DATA): the
+   * regular file the target holds at that path, exactly `length` bytes long; or, when there
+   * is none such, why not (the file is then REJECTed at its FILE_END and sent whole next pass).
    */
   #openAppended(abs: string, length: number): { fd: number; size: number } | string {
     let fd: number;
     try {
       fd = openSync(abs, C.O_RDONLY | C.O_NOFOLLOW);
     } catch (e) {
-      return `cannot open it (${code(e)})`;
+      return `it cannot be opened (${code(e)})`;
     }
     const st = fstatSync(fd);
     if (st.isFile() && st.size === length) return { fd, size: length };
     closeSync(fd);
-    return st.isFile() ? `it holds ${st.size} bytes, not ${length}` : 'it is not a regular file';
+    if (!st.isFile()) return 'it is not a regular file';
+    return st.size > length
+      ? `it holds more than ${length} bytes`
+      : `it holds ${st.size} bytes, not ${length}`;
   }
 
   /** The O_DIRECT descriptor a large file is written through, when direct I/O is on and the file system takes it. */
