@@ -316,6 +316,9 @@ describe('message validation', () => {
       expect(() =>
         decodeMessage(FrameType.FILES, frame([{ ...grown, ...extra }], Buffer.alloc(1000))),
       ).toThrow(violation);
+    // the target reads the bytes before them into memory: a small file's worth at most
+    const huge = file(3, 'log', 2 ** 40 + 1000, { appendFrom: 2 ** 40 });
+    expect(() => decodeMessage(FrameType.FILES, frame([huge], Buffer.alloc(1000)))).toThrow(/larger than/);
     expect(() =>
       decodeMessage(FrameType.FILES, frame([file(1, 'ok', 0), file(2, '../escape', 0)], Buffer.alloc(0))),
     ).toThrow(expect.objectContaining({ code: 'FERRY_UNSAFE_PATH' }));

@@ -392,6 +392,9 @@ function wholeFileEntry(body: unknown, frame: string): WholeFileMessage {
     e.holesUnhashed !== undefined
   )
     throw violation(`${frame} frame holds something other than whole regular files`);
+  // the target reads what precedes the appended bytes into memory: only a small file's worth
+  if (e.appendFrom !== undefined && (e.size ?? 0) > MAX_DATA_BYTES)
+    throw violation(`${frame} frame holds appended bytes of a file larger than ${MAX_DATA_BYTES} bytes`);
   return e;
 }
 

@@ -998,6 +998,21 @@ describe.each([
     state.close();
   });
 
+  it("completes 40 appended files of 600 KB in one frame from more of the target's copies than it reads at once", async () => {
+    const { src, dst } = emptyTrees();
+    const state = new SqliteSyncState(path.join(dir, 'state.db'));
+    const logs = Array.from({ length: 40 }, (_, i) => path.join(src, `app${i}.log`));
+    for (const [i, f] of logs.entries()) fs.writeFileSync(f, distinctBytes(600_000).fill(i, 0, 1));
+    await pass(src, dst, state, [], [], undefined, undefined, { compress });
+    for (const [i, f] of logs.entries()) fs.appendFileSync(f, Buffer.alloc(1000 + i, i));
+    const grown = await pass(src, dst, state, [], [], undefined, undefined, { compress });
+    expect(compareTrees(src, dst)).toEqual([]);
+    expect(grown.sent).toMatchObject({ appended: 40, rejected: 0, bytesMatched: 40 * 600_000 });
+    expect(grown.sent.bytesSent).toBe(40 * 1000 + (39 * 40) / 2);
+    if (!compress) expect(grown.frames.get(FrameType.FILES)).toBe(1);
+    state.close();
+  });
+
   it.each([
     ['holds other bytes of the same length', (f: string) => fs.writeFileSync(f, Buffer.alloc(40_000, 0x78))],
     ['is shorter', (f: string) => fs.truncateSync(f, 39_000)],

@@ -192,6 +192,8 @@ interface OpenFile {
   nextCheckpoint: number;
 }
 
+/** Bytes of the target's copies read at once for files sent as their appended bytes (#appendedTo). */
+const APPEND_READ_BYTES = 16 << 20;
 /** Whole small files per native write job, bytes per job, and jobs in flight at once. */
 const BATCH_FILES = 32;
 const BATCH_BYTES = 4 << 20;
@@ -646,8 +648,9 @@ export class TreeWriter {
    * queued). Every other operation first waits for the queued files (drain()), so order holds.
    *
    * A file sent as its appended bytes (`appendFrom`) is completed from the copy the target
-   * holds (#appendedTo, one read job per frame) before its hash is checked; where that copy
-   * is not there or not exactly appendFrom bytes long, it comes back as a mismatch.
+   * holds (#appendedTo: one read job for the next such files of the frame, up to
+   * APPEND_READ_BYTES of them) before its hash is checked; where that copy is not there or
+   * not exactly appendFrom bytes long, it comes back as a mismatch.
    */
   async queueFiles(
     files: readonly { body: WholeFileMessage; data: Buffer }[],
@@ -668,12 +671,13 @@ export class TreeWriter {
     let handed = 0; // files given to a batch or dropped: the frame no longer waits for them here
     try {
       if (this.#file) throw new FerryError('FERRY_PROTOCOL_VIOLATION', 'FILE before the previous file ended');
-      const bases = files.some((f) => f.body.appendFrom !== undefined)
-        ? await this.#appendedTo(files)
-        : undefined;
+      let bases = new Map<number, Buffer | string>();
+      let basesTo = 0; // the files before this one had their copies read
       for (const [i, { body: e, data: sent }] of files.entries()) {
         let data = sent;
-        const base = bases?.[i];
+        if (e.appendFrom !== undefined && i >= basesTo)
+          ({ bases, to: basesTo } = await this.#appendedTo(files, i));
+        const base = e.appendFrom !== undefined ? bases.get(i) : undefined;
         if (typeof base === 'string') {
           endRun();
           out.push({
@@ -724,38 +728,48 @@ export class TreeWriter {
   }
 
   /**
-   * The copies the files of a frame sent as appended bytes continue, read in one job in the
-   * thread pool: for file i with `appendFrom`, the first appendFrom bytes of the regular file
-   * the target holds at its path (opened through no symlink, under directories checked as
-   * for any write), or why there is no such copy of exactly that length. Undefined for the others.
+   * The copies that files of a frame sent as appended bytes continue, read in one job in the
+   * thread pool, from file `from` on and for at most APPEND_READ_BYTES of them (at least one):
+   * for each file i with `appendFrom`, the first appendFrom bytes of the regular file the
+   * target holds at its path (opened through no symlink, under directories checked as for
+   * any write), or why there is no such copy of exactly that length. `to`: the first file
+   * not looked at.
    */
-  async #appendedTo(files: readonly { body: WholeFileMessage }[]): Promise<(Buffer | string | undefined)[]> {
-    const out: (Buffer | string | undefined)[] = new Array(files.length);
+  async #appendedTo(
+    files: readonly { body: WholeFileMessage }[],
+    from: number,
+  ): Promise<{ bases: Map<number, Buffer | string>; to: number }> {
+    const out = new Map<number, Buffer | string>();
     const which: number[] = [];
     const paths: string[] = [];
     const caps: number[] = [];
-    for (const [i, { body: e }] of files.entries()) {
+    let bytes = 0;
+    let to = from;
+    for (; to < files.length; to++) {
+      const e = files[to]!.body;
       if (e.appendFrom === undefined) continue;
-      if (!this.#parent(e.path, false)) out[i] = 'its directory is not there';
+      if (bytes > 0 && bytes + e.appendFrom > APPEND_READ_BYTES) break;
+      if (!this.#parent(e.path, false)) out.set(to, 'its directory is not there');
       else {
-        which.push(i);
+        which.push(to);
         paths.push(this.#abs(e.path));
         caps.push(e.appendFrom + 1); // one byte more: a longer copy reads as longer
+        bytes += e.appendFrom + 1;
       }
     }
-    if (paths.length === 0) return out;
+    if (paths.length === 0) return { bases: out, to };
     const slab = Buffer.allocUnsafe(caps.reduce((a, b) => a + b, 0));
     const { sizes } = await ferryFs.readFiles(paths, caps, slab, false);
     let at = 0;
     for (const [k, i] of which.entries()) {
       const want = caps[k]! - 1;
       const n = sizes[k]!;
-      if (n === want) out[i] = slab.subarray(at, at + want);
-      else if (n < 0) out[i] = `it cannot be read (${errnoError(-n, 'read').code})`;
-      else out[i] = n > want ? `it holds more than ${want} bytes` : `it holds ${n} bytes, not ${want}`;
+      if (n === want) out.set(i, slab.subarray(at, at + want));
+      else if (n < 0) out.set(i, `it cannot be read (${errnoError(-n, 'read').code})`);
+      else out.set(i, n > want ? `it holds more than ${want} bytes` : `it holds ${n} bytes, not ${want}`);
       at += caps[k]!;
     }
-    return out;
+    return { bases: out, to };
   }
 
   /** A whole small file's native write, its parents made safe (FERRY_UNSAFE_PATH otherwise). */
