@@ -41,6 +41,9 @@ function fromRow(r: Row | undefined): SyncRecord | undefined {
 /** The content hash as stored: 16 bytes (SyncRecord.hash's 32 hex digits), or NULL. */
 const hashBlob = (hash: string | undefined): Buffer | null =>
   hash && /^[0-9a-f]{32}$/.test(hash) ? Buffer.from(hash, 'hex') : null;
+/** A record's columns path to gid, in the order the statements take them. */
+const fields = (r: SyncRecord) =>
+  [toStored(r.path), r.kind, r.size, r.mtimeNs, r.ctimeNs, r.ino, r.mode, r.uid, r.gid] as const;
 const COLUMNS = 'path, kind, size, mtime_ns AS mtimeNs, ctime_ns AS ctimeNs, ino, mode, uid, gid, hash';
 
 const BATCH = 5000;
@@ -158,37 +161,12 @@ export class SqliteSyncState implements SyncStateStore {
 
   markSeenIfUnchanged(r: SyncRecord, gen: number): boolean {
     this.#write();
-    return (
-      this.#seenIfSame.run(
-        gen,
-        toStored(r.path),
-        r.kind,
-        r.size,
-        r.mtimeNs,
-        r.ctimeNs,
-        r.ino,
-        r.mode,
-        r.uid,
-        r.gid,
-      ).changes === 1
-    );
+    return this.#seenIfSame.run(gen, ...fields(r)).changes === 1;
   }
 
   record(r: SyncRecord, gen: number): void {
     this.#write();
-    this.#put.run(
-      toStored(r.path),
-      r.kind,
-      r.size,
-      r.mtimeNs,
-      r.ctimeNs,
-      r.ino,
-      r.mode,
-      r.uid,
-      r.gid,
-      gen,
-      hashBlob(r.hash),
-    );
+    this.#put.run(...fields(r), gen, hashBlob(r.hash));
   }
 
   forgetHash(path: string): void {
