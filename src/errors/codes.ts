@@ -111,7 +111,7 @@ export const ERROR_CODES = {
     http: 409,
     retryable: true,
     advice:
-      'An entry relied on target content that had changed (e.g. a renamed file whose old copy was gone); it is sent again in full, nothing to do.',
+      "An entry relied on target content that had changed (e.g. a renamed file whose old copy was gone, or a grown file's appended bytes sent for a copy the target no longer holds as it was); it is sent again in full, nothing to do.",
   },
   FERRY_PROTOCOL_VERSION: {
     http: 502,
