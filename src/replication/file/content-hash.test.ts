@@ -10,6 +10,7 @@ import {
   resolveHashThreads,
   stopHashingThread,
   wholeFileHash,
+  wholeFileHashes,
 } from './content-hash.js';
 
 const MiB = 1024 * 1024;
@@ -32,6 +33,16 @@ describe('content hash', () => {
     const files = [pattern(5, 1), pattern(64 * 1024, 2), Buffer.alloc(0), pattern(1025, 3).subarray(1)];
     for (const f of files) expect(wholeFileHash(f)).toBe(blake3(f).toString('hex'));
     expect(wholeFileHash(Buffer.alloc(0))).toBe(empty);
+  });
+
+  it('hashes a file and its first bytes in one pass, each as BLAKE3 of those bytes alone', () => {
+    const grown = pattern(41_000, 4);
+    for (const prefix of [0, 1, 1024, 40_000, 41_000])
+      expect(wholeFileHashes(grown, prefix)).toEqual({
+        hash: blake3(grown).toString('hex'),
+        prefixHash: blake3(grown.subarray(0, prefix)).toString('hex'),
+      });
+    expect(wholeFileHash(pattern(5, 1))).toBe(blake3(pattern(5, 1)).toString('hex')); // starts afresh after
   });
 
   for (const threads of [0, 1] as const) {

@@ -42,6 +42,19 @@ export function wholeFileHash(data: Buffer): string {
   return wholeFileHasher.digest('hex');
 }
 
+/**
+ * wholeFileHash of `data` and of its first `prefix` bytes, in one pass over them: BLAKE3's
+ * digest does not end the hasher, so the prefix's is taken on the way (a grown file checked
+ * against the hash of the copy the target holds, then sent with its own).
+ */
+export function wholeFileHashes(data: Buffer, prefix: number): { hash: string; prefixHash: string } {
+  wholeFileHasher.reset();
+  wholeFileHasher.update(data.subarray(0, prefix));
+  const prefixHash = wholeFileHasher.digest('hex');
+  wholeFileHasher.update(data.subarray(prefix));
+  return { hash: wholeFileHasher.digest('hex'), prefixHash };
+}
+
 const ZEROS = Buffer.alloc(1 << 20);
 
 /**

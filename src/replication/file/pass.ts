@@ -12,7 +12,7 @@ import {
   type WholeFileMessage,
 } from '../../protocol/index.js';
 import { BatchReader, type SmallRead } from './batch-read.js';
-import { wholeFileHash } from './content-hash.js';
+import { wholeFileHash, wholeFileHashes } from './content-hash.js';
 import { sendDelta } from './delta.js';
 import { changedAtRead, directoryXattrs, entryFromRecord, entryFromScan, isSparse } from './entry.js';
 import { guardedSend } from './guarded-send.js';
@@ -154,14 +154,16 @@ export const APPEND_FROM_BYTES = 8192;
 const keptHash = (hash: string) => hash.slice(0, 32);
 
 /**
- * Where a small file read whole (`data`) continues the copy the target holds, when only
- * appends changed it: the recorded size, if that copy's kept hash is the hash of `data`'s
- * first that many bytes; else 0 (the file goes whole).
+ * A small file read whole (`data`): its hash, and where it continues the copy the target
+ * holds when only appends changed it (`from`: the recorded size, if the copy's kept hash is
+ * the hash of `data`'s first that many bytes; else 0, and the file goes whole). Both hashes
+ * come from one pass over the bytes.
  */
-function appendedFrom(prev: SyncRecord | undefined, data: Buffer): number {
+function hashAndAppend(prev: SyncRecord | undefined, data: Buffer): { hash: string; from: number } {
   if (prev?.kind !== 'file' || !prev.hash || prev.size < APPEND_FROM_BYTES || data.length <= prev.size)
-    return 0;
-  return keptHash(wholeFileHash(data.subarray(0, prev.size))) === prev.hash ? prev.size : 0;
+    return { hash: wholeFileHash(data), from: 0 };
+  const { hash, prefixHash } = wholeFileHashes(data, prev.size);
+  return { hash, from: keptHash(prefixHash) === prev.hash ? prev.size : 0 };
 }
 
 /** An entry the pass will send, with the content of a small file already being read. */
@@ -536,7 +538,11 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
     }
     // a small file's hash, kept with its record (SyncRecord.hash) where it may grow by appends;
     // a renamed file keeps the hash of the content it was renamed with
-    const hash = entry.kind === 'file' && data ? wholeFileHash(data) : undefined; // small: on the event loop
+    // (small: on the event loop); grown by appends only, `from` is where its new bytes start
+    const { hash, from } =
+      entry.kind === 'file' && data
+        ? hashAndAppend(opts.detectRenames ? p.prev : undefined, data)
+        : { hash: undefined, from: 0 };
     const kept =
       hash && data!.length === cur.size && cur.size >= APPEND_FROM_BYTES
         ? keptHash(hash)
@@ -548,7 +554,6 @@ async function sendPass(opts: SendPassOptions): Promise<PassResult> {
     sent++;
     if (entry.kind === 'file' && data) {
       // grown by appends only: the target keeps its copy's bytes, and only the new ones travel
-      const from = opts.detectRenames ? appendedFrom(p.prev, data) : 0;
       const body = { ...entry, hash: hash!, ...(from > 0 ? { appendFrom: from } : {}) };
       const content = from > 0 ? data.subarray(from) : data;
       const room = content.length + entryJsonBound(body);
