@@ -192,6 +192,17 @@ interface OpenFile {
   nextCheckpoint: number;
 }
 
+/** A file sent as bytes appended to a copy the target does not hold as it was (`why`): REJECTed, sent whole next pass. */
+function staleAppend(rel: string, why: string): FerryError {
+  return new FerryError(
+    'FERRY_STALE_ENTRY',
+    `the target's copy of ${rel} is not the one the source appended to: ${why}`,
+  );
+}
+/** Why a copy of `size` bytes is not the one of `want` bytes that appended bytes continue. */
+const notAppendedLength = (size: number, want: number) =>
+  size > want ? `it holds more than ${want} bytes` : `it holds ${size} bytes, not ${want}`;
+
 /** Bytes of the target's copies read at once for files sent as their appended bytes (#appendedTo). */
 const APPEND_READ_BYTES = 16 << 20;
 /** Whole small files per native write job, bytes per job, and jobs in flight at once. */
@@ -680,13 +691,7 @@ export class TreeWriter {
         const base = e.appendFrom !== undefined ? bases.get(i) : undefined;
         if (typeof base === 'string') {
           endRun();
-          out.push({
-            seq: e.seq,
-            mismatch: new FerryError(
-              'FERRY_STALE_ENTRY',
-              `the target's copy of ${e.path} is not the one the source appended to: ${base}`,
-            ),
-          });
+          out.push({ seq: e.seq, mismatch: staleAppend(e.path, base) });
           handed++;
           frame.done(1);
           continue;
@@ -766,7 +771,7 @@ export class TreeWriter {
       const n = sizes[k]!;
       if (n === want) out.set(i, slab.subarray(at, at + want));
       else if (n < 0) out.set(i, `it cannot be read (${errnoError(-n, 'read').code})`);
-      else out.set(i, n > want ? `it holds more than ${want} bytes` : `it holds ${n} bytes, not ${want}`);
+      else out.set(i, notAppendedLength(n, want));
       at += caps[k]!;
     }
     return { bases: out, to };
@@ -1090,10 +1095,7 @@ export class TreeWriter {
     const st = fstatSync(fd);
     if (st.isFile() && st.size === length) return { fd, size: length };
     closeSync(fd);
-    if (!st.isFile()) return 'it is not a regular file';
-    return st.size > length
-      ? `it holds more than ${length} bytes`
-      : `it holds ${st.size} bytes, not ${length}`;
+    return st.isFile() ? notAppendedLength(st.size, length) : 'it is not a regular file';
   }
 
   /** The O_DIRECT descriptor a large file is written through, when direct I/O is on and the file system takes it. */
@@ -1405,11 +1407,7 @@ export class TreeWriter {
     const f = await this.#endFile('FILE_END');
     const e = f.entry;
     try {
-      if (f.staleAppend)
-        throw new FerryError(
-          'FERRY_STALE_ENTRY',
-          `the target's copy of ${f.rel} is not the one the source appended to: ${f.staleAppend}`,
-        );
+      if (f.staleAppend) throw staleAppend(f.rel, f.staleAppend);
       await this.#fillFromOld(f, e.size ?? 0);
       await this.#settleAll(f);
       this.#closeOld(f);
