@@ -18,10 +18,13 @@ import { receivePass } from './receive.js';
 import { TreeWriter } from './tree-writer.js';
 import { receiveVerify, runVerifySend } from './verify.js';
 
-const log = { warn: () => {}, error: () => {} };
+/** Why the target REJECTed what it did, in order (the `err` of each warning it logged). */
+const rejections: string[] = [];
+const log = { warn: (o: { err?: string }) => void rejections.push(o.err ?? ''), error: () => {} };
 let dir: string;
 
 beforeEach(() => {
+  rejections.length = 0;
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferry-pass-'));
 });
 afterEach(async () => {
@@ -1014,25 +1017,45 @@ describe.each([
   });
 
   it.each([
-    ['holds other bytes of the same length', (f: string) => fs.writeFileSync(f, Buffer.alloc(40_000, 0x78))],
-    ['is shorter', (f: string) => fs.truncateSync(f, 39_000)],
-    ['is longer', (f: string) => fs.appendFileSync(f, 'x')],
-    ['is gone', (f: string) => fs.rmSync(f)],
+    [
+      'holds other bytes of the same length',
+      (f: string) => fs.writeFileSync(f, Buffer.alloc(40_000, 0x78)),
+      /content hash of app\.log does not match/,
+    ],
+    [
+      'is shorter',
+      (f: string) => fs.truncateSync(f, 39_000),
+      /appended to: it holds 39000 bytes, not 40000$/,
+    ],
+    ['is longer', (f: string) => fs.appendFileSync(f, 'x'), /appended to: it holds more than 40000 bytes$/],
+    ['is gone', (f: string) => fs.rmSync(f), /appended to: it cannot be (read|opened) \(ENOENT\)$/],
     [
       'is a symlink now',
       (f: string) => {
         fs.rmSync(f);
         fs.symlinkSync('/etc/passwd', f);
       },
+      // never followed: refused as it is
+      /appended to: it (cannot be (read|opened) \((ELOOP|EINVAL)\)|is not a regular file)$/,
     ],
-  ])("sends a grown file whole, a pass later, when the target's copy %s", async (_what, spoil) => {
+  ])("sends a grown file whole, a pass later, when the target's copy %s", async (what, spoil, why) => {
     const { src, dst, file, state } = await copiedOnce('app.log', 40_000);
-    spoil(path.join(dst, 'app.log'));
+    const copy = path.join(dst, 'app.log');
+    spoil(copy);
+    const spoiled = () =>
+      fs.lstatSync(copy, { throwIfNoEntry: false })?.isSymbolicLink()
+        ? fs.readlinkSync(copy)
+        : fs.existsSync(copy)
+          ? fs.readFileSync(copy)
+          : null;
+    const before = spoiled();
     fs.appendFileSync(file, Buffer.alloc(1000, 0x61));
     const refused = await pass(src, dst, state, [], [], undefined, undefined, { compress });
     expect(refused.sent).toMatchObject({ appended: 1, rejected: 1 });
+    expect(rejections).toEqual([expect.stringMatching(why)]);
     // nothing of the file was placed: the spoiled copy is as it was, nothing beside it
-    expect(fs.readdirSync(dst)).toEqual(_what === 'is gone' ? [] : ['app.log']);
+    expect(fs.readdirSync(dst)).toEqual(what === 'is gone' ? [] : ['app.log']);
+    expect(spoiled()).toEqual(before);
     const whole = await pass(src, dst, state, [], [], undefined, undefined, { compress });
     expect(whole.sent).toMatchObject({ appended: 0, rejected: 0, bytesSent: 41_000 });
     expect(compareTrees(src, dst)).toEqual([]);
