@@ -162,6 +162,14 @@ describe('changed-block transfers with COPY frames', () => {
     });
     await w.abort();
     w.close();
+    // nor a file sent as bytes appended to its copy: that copy fills what precedes them, no more
+    const a = await TreeWriter.open(root, log);
+    await a.entry({ ...file(1, 'db', old.length + 10), appendFrom: old.length });
+    await expect(a.copy({ offset: 0, from: 0, length: B })).rejects.toMatchObject({
+      code: 'FERRY_PROTOCOL_VIOLATION',
+    });
+    await a.abort();
+    a.close();
     expect(fs.readdirSync(root)).toEqual(['db']);
     expect(fs.readFileSync(path.join(root, 'db')).equals(old)).toBe(true);
     outsideUntouched();
